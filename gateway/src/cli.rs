@@ -1,0 +1,68 @@
+//! The command line: `gateway` serves; `gateway token --user ID [--ttl SECONDS]` prints a token
+//! signed with `JWT_SECRET` (or embedded mode's generated secret), for development.
+
+use shared::auth::JwtKey;
+use shared::config::GatewayConfig;
+
+pub enum Command {
+    Serve,
+    Token { user: String, ttl: i64 },
+}
+
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let usage = "usage: gateway [token --user ID [--ttl SECONDS]]";
+    match args.first().map(String::as_str) {
+        None => Ok(Command::Serve),
+        Some("token") => {
+            let mut user = None;
+            let mut ttl = 3600;
+            let mut rest = args[1..].iter();
+            while let Some(flag) = rest.next() {
+                let value = rest.next().ok_or(usage)?;
+                match flag.as_str() {
+                    "--user" => user = Some(value.clone()),
+                    "--ttl" => ttl = value.parse().map_err(|_| "--ttl takes a number of seconds".to_owned())?,
+                    _ => return Err(usage.into()),
+                }
+            }
+            let user = user.ok_or(usage)?;
+            shared::ids::UserId::parse(&user).map_err(|e| format!("--user {e}"))?;
+            Ok(Command::Token { user, ttl })
+        }
+        Some(_) => Err(usage.into()),
+    }
+}
+
+pub fn token(config: &GatewayConfig, user: &str, ttl: i64) -> Result<String, String> {
+    match &config.jwt {
+        JwtKey::Hs256(secret) => Ok(shared::auth::issue_hs256(secret, user, ttl)),
+        _ => Err("gateway token signs with JWT_SECRET (HS256); with a public key, tokens come from your issuer".into()),
+    }
+}
+
+/// What embedded mode prints at start: what it is, what it guarantees, and the first steps.
+pub fn embedded_banner(config: &GatewayConfig, port: u16) -> String {
+    let dir = config.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
+    let secret = match &config.jwt {
+        JwtKey::Hs256(s) => s.as_str(),
+        _ => "(public key)",
+    };
+    let mut out = format!(
+        "embedded mode: one process with an in-process broker and worker; database {db}\n\
+         \x20 guarantees: every accepted message is written to the database once; a message accepted in the\n\
+         \x20 last milliseconds before a crash (not a clean stop) can be lost. Set REDIS_URL for cluster mode.\n",
+        db = config.database_url,
+    );
+    for name in &config.generated {
+        out.push_str(&format!("  generated {name} (kept in {dir})\n"));
+    }
+    out.push_str(&format!(
+        "  GATEWAY_API_KEY={key}\n  JWT_SECRET={secret}\n\n\
+         create a user:\n  curl -X PUT http://localhost:{port}/api/v1/users/alice \\\n    \
+         -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    \
+         -d '{{\"username\": \"alice\", \"display_name\": \"Alice\"}}'\n\
+         get a token:\n  cargo run --release --bin gateway -- token --user alice\n",
+        key = config.api_key,
+    ));
+    out
+}

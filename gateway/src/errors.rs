@@ -1,0 +1,152 @@
+//! The one place that maps what went wrong to what a client sees: a close code (the socket ends)
+//! or an error frame (the socket stays usable). PROTOCOL.md "Rules for every socket".
+
+use axum::extract::ws::{CloseFrame, Utf8Bytes};
+use serde::Serialize;
+
+/// Why the gateway closes a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// 4001: no token in `?token=`.
+    NoToken,
+    /// 4002: the token's user is unknown or inactive.
+    UserNotFound,
+    /// 4003: the token is invalid, or expired (also while connected, at its expiry).
+    InvalidToken,
+    /// 4004: not a participant/member of what was asked for (or it does not exist).
+    NotMember,
+    /// 1003: a binary frame.
+    BinaryFrame,
+    /// 1009: a frame over the size limit.
+    FrameTooBig,
+    /// 1008: sustained rate-limit abuse, or too many sockets for this user.
+    PolicyViolation,
+    /// 1013: the outbox filled up (slow reader).
+    SlowConsumer,
+    /// 1012: the node is draining; reconnect elsewhere.
+    Restarting,
+    /// 1001: the peer stayed silent past the idle timeout.
+    Idle,
+    /// 1011: the gateway could not serve the request (database unreachable at connect).
+    Internal,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 11] = [
+        CloseReason::NoToken,
+        CloseReason::UserNotFound,
+        CloseReason::InvalidToken,
+        CloseReason::NotMember,
+        CloseReason::BinaryFrame,
+        CloseReason::FrameTooBig,
+        CloseReason::PolicyViolation,
+        CloseReason::SlowConsumer,
+        CloseReason::Restarting,
+        CloseReason::Idle,
+        CloseReason::Internal,
+    ];
+
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::NoToken => 4001,
+            CloseReason::UserNotFound => 4002,
+            CloseReason::InvalidToken => 4003,
+            CloseReason::NotMember => 4004,
+            CloseReason::BinaryFrame => 1003,
+            CloseReason::FrameTooBig => 1009,
+            CloseReason::PolicyViolation => 1008,
+            CloseReason::SlowConsumer => 1013,
+            CloseReason::Restarting => 1012,
+            CloseReason::Idle => 1001,
+            CloseReason::Internal => 1011,
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::NoToken => "No token provided",
+            CloseReason::UserNotFound => "User not found",
+            CloseReason::InvalidToken => "Invalid or expired token",
+            CloseReason::NotMember => "Not a participant",
+            CloseReason::BinaryFrame => "Binary frames are not supported",
+            CloseReason::FrameTooBig => "Frame too large",
+            CloseReason::PolicyViolation => "Policy violation",
+            CloseReason::SlowConsumer => "Client too slow",
+            CloseReason::Restarting => "Server restarting",
+            CloseReason::Idle => "Idle timeout",
+            CloseReason::Internal => "Internal error",
+        }
+    }
+
+    /// For `SocketLink::kick_code`, which stores `code()`.
+    pub fn from_code(code: u16) -> Self {
+        Self::ALL.into_iter().find(|r| r.code() == code).unwrap_or(CloseReason::Internal)
+    }
+
+    pub fn frame(self) -> CloseFrame {
+        CloseFrame { code: self.code(), reason: Utf8Bytes::from_static(self.text()) }
+    }
+}
+
+/// The `error_code` values of the error frame (pythia.md's table, extended by PROTOCOL.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidJson,
+    UnknownMessageType,
+    InvalidPayload,
+    RateLimited,
+    Unavailable,
+    AccessDenied,
+    InternalError,
+}
+
+/// A problem with one client frame: answered with an error frame, the socket stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error_code: ErrorCode,
+    message: &'a str,
+}
+
+impl ClientError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    pub fn invalid_json() -> Self {
+        Self::new(ErrorCode::InvalidJson, "Message is not valid JSON")
+    }
+
+    pub fn unknown_type(kind: Option<&str>) -> Self {
+        match kind {
+            Some(kind) => Self::new(ErrorCode::UnknownMessageType, format!("Unknown message type: {kind}")),
+            None => Self::new(ErrorCode::UnknownMessageType, "Message has no \"type\""),
+        }
+    }
+
+    pub fn invalid_payload(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidPayload, message)
+    }
+
+    pub fn rate_limited() -> Self {
+        Self::new(ErrorCode::RateLimited, "Too many messages; slow down")
+    }
+
+    pub fn unavailable() -> Self {
+        Self::new(ErrorCode::Unavailable, "Message not sent: the service is temporarily unavailable; retry")
+    }
+
+    /// `{"type":"error","error_code":…,"message":…}`
+    pub fn frame(&self) -> Utf8Bytes {
+        let frame = ErrorFrame { kind: "error", error_code: self.code, message: &self.message };
+        Utf8Bytes::from(serde_json::to_string(&frame).expect("error frames always serialize"))
+    }
+}

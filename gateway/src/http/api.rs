@@ -1,0 +1,190 @@
+//! The server API (PROTOCOL.md "The server side"): backends call it with
+//! `Authorization: Bearer <GATEWAY_API_KEY>`. `PUT`s are idempotent upserts. Bodies are parsed
+//! here so that a bad one is answered with JSON that names the field.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shared::ids::{MessageId, SessionId, UserId};
+use shared::store::{Page, SessionRecord, UserRecord};
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::protocols::sessions::MessageFrame;
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// Compares without an early exit, so that response time does not reveal the key's prefix.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn is_backend(app: &AppState, headers: &HeaderMap) -> bool {
+    bearer(headers).is_some_and(|key| same_secret(key, &app.config.api_key))
+}
+
+fn require_backend(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if is_backend(app, headers) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(ApiError::bad_body)
+}
+
+fn user_json(user: &UserRecord) -> Value {
+    json!({
+        "id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "display_name": user.display_name,
+        "is_active": user.is_active,
+    })
+}
+
+fn session_json(session: &SessionRecord) -> Value {
+    json!({
+        "id": session.id,
+        "inviter_id": session.inviter_id,
+        "invitee_id": session.invitee_id,
+        "last_message_at": session.last_message_at.as_ref().map(shared::time::format),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    username: String,
+    email: Option<String>,
+    display_name: Option<String>,
+    is_active: Option<bool>,
+}
+
+pub async fn put_user(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_backend(&app, &headers)?;
+    let id = UserId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
+    let body: UserBody = parse_body(&body)?;
+    if body.username.trim().is_empty() || body.username.chars().count() > 150 {
+        return Err(ApiError::bad_field("username", "must be 1-150 characters"));
+    }
+    let user = UserRecord {
+        id,
+        username: body.username,
+        email: body.email,
+        display_name: body.display_name,
+        is_active: body.is_active.unwrap_or(true),
+    };
+    app.store.upsert_user(&user).await?;
+    Ok(Json(user_json(&user)))
+}
+
+pub async fn get_user(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_backend(&app, &headers)?;
+    let id = UserId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
+    let user = app.store.user(&id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(Json(user_json(&user)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionBody {
+    inviter_id: UserId,
+    invitee_id: UserId,
+}
+
+pub async fn put_session(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_backend(&app, &headers)?;
+    let id = SessionId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
+    let body: SessionBody = parse_body(&body)?;
+    app.store.upsert_session(&id, &body.inviter_id, &body.invitee_id).await?;
+    let session = app.store.session(&id).await?.ok_or_else(|| ApiError::not_found("session"))?;
+    Ok(Json(session_json(&session)))
+}
+
+pub async fn get_session(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_backend(&app, &headers)?;
+    let id = SessionId::parse(&id).map_err(|_| ApiError::not_found("session"))?;
+    let session = app.store.session(&id).await?.ok_or_else(|| ApiError::not_found("session"))?;
+    Ok(Json(session_json(&session)))
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+impl HistoryQuery {
+    fn page(&self) -> Result<Page, ApiError> {
+        let limit = match &self.limit {
+            None => DEFAULT_PAGE,
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                _ => return Err(ApiError::bad_field("limit", format!("must be an integer from 1 to {MAX_PAGE}"))),
+            },
+        };
+        let before = match &self.before {
+            None => None,
+            Some(raw) => Some(MessageId::parse(raw).map_err(|e| ApiError::bad_field("before", e))?),
+        };
+        Ok(Page { limit, before })
+    }
+}
+
+/// `GET /api/v1/sessions/{id}/messages`: newest first, each item shaped like the `message` frame.
+/// Open to the backend's key and to a participant's own JWT; anyone else gets 404 (no leak).
+pub async fn session_messages(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let page = query.page()?;
+    let caller = if is_backend(&app, &headers) {
+        None
+    } else {
+        let token = bearer(&headers).ok_or_else(ApiError::unauthorized)?;
+        Some(app.verifier.verify(token).map_err(|_| ApiError::unauthorized())?.user_id)
+    };
+    let id = SessionId::parse(&id).map_err(|_| ApiError::not_found("session"))?;
+    let session = app.store.session(&id).await?.ok_or_else(|| ApiError::not_found("session"))?;
+    if caller.is_some_and(|user| !session.has_participant(&user)) {
+        return Err(ApiError::not_found("session"));
+    }
+    let messages = app.store.session_messages(&id, page).await?;
+    let items: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::to_value(MessageFrame::new(m)).expect("frames serialize"))
+        .collect();
+    Ok(Json(json!({ "messages": items })))
+}

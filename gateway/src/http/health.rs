@@ -1,0 +1,37 @@
+//! `/healthz` (liveness), `/readyz` (Redis and database reachable, subscriptions in place, not
+//! draining) and `/metrics` (Prometheus text).
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use crate::app::AppState;
+
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+    let broker = app.broker.ping().await.is_ok();
+    let database = app.store.ping().await.is_ok();
+    let subscriptions = app.hub.in_sync();
+    let draining = app.shutdown.is_cancelled();
+    let ready = broker && database && subscriptions && !draining;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (
+        status,
+        Json(json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "broker": broker,
+            "database": database,
+            "subscriptions": subscriptions,
+            "draining": draining,
+        })),
+    )
+}
+
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
+}

@@ -1,0 +1,27 @@
+//! The HTTP side: the router (sockets, server API, health), and the JSON error answers.
+
+use axum::routing::{get, put};
+use axum::Router;
+
+use crate::app::AppState;
+use crate::ws::routes as sockets;
+
+pub mod api;
+pub mod error;
+pub mod health;
+
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        // Sockets (PROTOCOL.md "The sockets").
+        .route("/ws/sessions/{session_id}", get(sockets::session))
+        .route("/ws/sessions/{session_id}/", get(sockets::session))
+        // Server API (PROTOCOL.md "The server side").
+        .route("/api/v1/users/{id}", put(api::put_user).get(api::get_user))
+        .route("/api/v1/sessions/{id}", put(api::put_session).get(api::get_session))
+        .route("/api/v1/sessions/{id}/messages", get(api::session_messages))
+        // Operations.
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .with_state(app)
+}

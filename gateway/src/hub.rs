@@ -1,0 +1,408 @@
+//! The hub: which local sockets are in which group, and the node's subscriptions that follow.
+//!
+//! * A socket `attach`es (getting its bounded outbox) and `join`s groups. The first local member
+//!   of a group makes the node subscribe; a group left empty is unsubscribed after `LINGER`
+//!   (so that a reconnecting client does not cause an UNSUBSCRIBE/SUBSCRIBE pair).
+//! * One task, the subscription manager, talks to the broker about subscriptions, so that
+//!   subscribe and unsubscribe of one group can never overtake each other. On
+//!   `Inbound::Reconnected` it subscribes again to every group the hub holds.
+//! * `deliver` decodes a publication once, renders it once per wire format present in the group,
+//!   and offers the shared bytes to each member's outbox without waiting. A full outbox kicks that
+//!   socket (1013); nobody else waits for it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use shared::broker::{Broker, Inbound};
+use shared::event::{Envelope, Group};
+use shared::ids::UserId;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::protocols::Protocol;
+use crate::errors::CloseReason;
+
+/// How long an emptied group stays subscribed.
+const LINGER: Duration = Duration::from_secs(2);
+/// Upper bound on how long a join waits for its subscription to be confirmed.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
+/// Most subscription changes sent to the broker in one command.
+const SUBSCRIBE_BATCH: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("this user already has {0} open sockets on this node")]
+    TooManySockets(usize),
+}
+
+/// The hub's view of one socket: what the fan-out path needs, shared with the socket's task.
+pub struct SocketLink {
+    pub id: u64,
+    /// `None` for the Diary guide's tokenless personal socket.
+    pub user: Option<UserId>,
+    pub protocol: Protocol,
+    /// Frames for this socket; its task writes them out. Bounded: see `offer`.
+    outbox: mpsc::Sender<Utf8Bytes>,
+    /// Bytes waiting in `outbox`, bounded by `outbox_bytes`.
+    queued_bytes: AtomicUsize,
+    outbox_bytes: usize,
+    /// Cancelled when the hub wants this socket closed; `kick_code` says why.
+    kicked: CancellationToken,
+    kick_code: AtomicU16,
+}
+
+impl SocketLink {
+    /// Queues a frame without waiting. A full outbox (frames or bytes) closes the socket with 1013.
+    fn offer(&self, frame: &Utf8Bytes, metrics: &Metrics) -> bool {
+        if self.kicked.is_cancelled() {
+            return false;
+        }
+        let len = frame.as_str().len();
+        let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
+        if queued > self.outbox_bytes || self.outbox.try_send(frame.clone()).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            if !self.outbox.is_closed() {
+                Metrics::incr(&metrics.slow_closes);
+                self.kick(CloseReason::SlowConsumer);
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Called by the socket's task for each frame it takes from the outbox.
+    pub fn taken(&self, frame: &Utf8Bytes) {
+        self.queued_bytes.fetch_sub(frame.as_str().len(), Ordering::Relaxed);
+    }
+
+    pub fn kick(&self, reason: CloseReason) {
+        // First reason wins.
+        let _ = self.kick_code.compare_exchange(0, reason as u16, Ordering::Relaxed, Ordering::Relaxed);
+        self.kicked.cancel();
+    }
+
+    pub async fn kicked(&self) -> CloseReason {
+        self.kicked.cancelled().await;
+        CloseReason::from_code(self.kick_code.load(Ordering::Relaxed))
+    }
+}
+
+struct GroupEntry {
+    members: HashMap<u64, Arc<SocketLink>>,
+    /// When the last member left; the manager unsubscribes after `LINGER`.
+    empty_since: Option<Instant>,
+    /// True once the manager has handled this group's subscription.
+    subscribed: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct HubState {
+    groups: HashMap<Group, GroupEntry>,
+    sockets_per_user: HashMap<UserId, usize>,
+}
+
+enum ManagerCommand {
+    Subscribe(Group),
+    Reconnected,
+}
+
+pub struct Hub {
+    /// Never held across an await: every section under it is short and synchronous.
+    state: Mutex<HubState>,
+    /// To the subscription manager. Unbounded so that it can be sent to under the lock; it holds
+    /// at most one entry per join in flight.
+    manager: mpsc::UnboundedSender<ManagerCommand>,
+    /// False between a pub/sub disconnect and the completed resubscription (`/readyz`).
+    in_sync: AtomicBool,
+    next_socket: AtomicU64,
+    outbox_frames: usize,
+    outbox_bytes: usize,
+    max_sockets_per_user: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// A socket's place in the hub. Dropping it leaves every group and frees the user's slot, so
+/// an upgrade that never completes leaks nothing.
+pub struct Attached {
+    hub: Arc<Hub>,
+    link: Arc<SocketLink>,
+    groups: Vec<Group>,
+}
+
+impl Hub {
+    /// Starts the hub's two tasks: the dispatcher (inbox → sockets) and the subscription manager.
+    pub fn start(
+        broker: Arc<dyn Broker>,
+        inbox: mpsc::Receiver<Inbound>,
+        limits: &shared::config::Limits,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let (manager_tx, manager_rx) = mpsc::unbounded_channel();
+        let hub = Arc::new(Self {
+            state: Mutex::new(HubState::default()),
+            manager: manager_tx,
+            in_sync: AtomicBool::new(false),
+            next_socket: AtomicU64::new(1),
+            outbox_frames: limits.outbox_frames,
+            outbox_bytes: limits.outbox_bytes,
+            max_sockets_per_user: limits.max_sockets_per_user,
+            metrics,
+        });
+        tokio::spawn(dispatch(Arc::downgrade(&hub), inbox));
+        tokio::spawn(manage_subscriptions(Arc::downgrade(&hub), broker, manager_rx));
+        hub
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // A panic under this lock would be a bug in a few lines of map code; keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a socket and gives it its outbox.
+    pub fn attach(
+        self: &Arc<Self>,
+        user: Option<UserId>,
+        protocol: Protocol,
+    ) -> Result<(Attached, mpsc::Receiver<Utf8Bytes>), HubError> {
+        if let Some(user) = &user {
+            let mut state = self.lock();
+            let count = state.sockets_per_user.entry(user.clone()).or_default();
+            if *count >= self.max_sockets_per_user {
+                return Err(HubError::TooManySockets(*count));
+            }
+            *count += 1;
+        }
+        let (tx, rx) = mpsc::channel(self.outbox_frames);
+        let link = Arc::new(SocketLink {
+            id: self.next_socket.fetch_add(1, Ordering::Relaxed),
+            user,
+            protocol,
+            outbox: tx,
+            queued_bytes: AtomicUsize::new(0),
+            outbox_bytes: self.outbox_bytes,
+            kicked: CancellationToken::new(),
+            kick_code: AtomicU16::new(0),
+        });
+        Ok((Attached { hub: self.clone(), link, groups: Vec::new() }, rx))
+    }
+
+    /// True when the node's subscriptions match what its sockets need.
+    pub fn in_sync(&self) -> bool {
+        self.in_sync.load(Ordering::Relaxed)
+    }
+
+    /// Fans one publication out to the local members of `group`.
+    fn deliver(&self, group: &Group, payload: &[u8]) {
+        Metrics::incr(&self.metrics.publications_in);
+        let envelope = match Envelope::decode(payload) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                tracing::warn!(%group, error = %e, "undecodable publication dropped");
+                return;
+            }
+        };
+        // One rendering per wire format, made on first need and shared by every member.
+        let mut rendered: [Option<Option<Utf8Bytes>>; Protocol::COUNT] = Default::default();
+        let state = self.lock();
+        let Some(entry) = state.groups.get(group) else { return };
+        for link in entry.members.values() {
+            if envelope.except_user.is_some() && envelope.except_user == link.user {
+                continue;
+            }
+            let frame = rendered[link.protocol as usize]
+                .get_or_insert_with(|| link.protocol.render(&envelope.event).map(Utf8Bytes::from));
+            if let Some(frame) = frame {
+                if link.offer(frame, &self.metrics) {
+                    Metrics::incr(&self.metrics.frames_out);
+                }
+            }
+        }
+    }
+
+    /// Removes groups empty for longer than `LINGER`; returns them for unsubscribing.
+    fn sweep(&self) -> Vec<Group> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        state.groups.retain(|group, entry| {
+            let expired = entry.members.is_empty() && entry.empty_since.is_some_and(|t| now - t >= LINGER);
+            if expired {
+                gone.push(group.clone());
+            }
+            !expired
+        });
+        self.metrics.groups.store(state.groups.len() as i64, Ordering::Relaxed);
+        gone
+    }
+
+    fn holds(&self, group: &Group) -> bool {
+        self.lock().groups.contains_key(group)
+    }
+
+    fn all_groups(&self) -> Vec<Group> {
+        self.lock().groups.keys().cloned().collect()
+    }
+
+    fn mark_subscribed(&self, groups: &[Group]) {
+        let state = self.lock();
+        for group in groups {
+            if let Some(entry) = state.groups.get(group) {
+                entry.subscribed.send_replace(true);
+            }
+        }
+    }
+
+    /// Closes every socket (drain).
+    pub fn kick_all(&self, reason: CloseReason) {
+        let state = self.lock();
+        for entry in state.groups.values() {
+            for link in entry.members.values() {
+                link.kick(reason);
+            }
+        }
+    }
+}
+
+impl Attached {
+    pub fn link(&self) -> &Arc<SocketLink> {
+        &self.link
+    }
+
+    /// Adds this socket to `group`, and returns once the node is subscribed to it (so that a
+    /// publication made after the client saw its socket open is not missed).
+    pub async fn join(&mut self, group: Group) {
+        if self.groups.contains(&group) {
+            return;
+        }
+        let mut ready = {
+            let mut state = self.hub.lock();
+            let entry = state.groups.entry(group.clone()).or_insert_with(|| GroupEntry {
+                members: HashMap::new(),
+                empty_since: None,
+                subscribed: watch::Sender::new(false),
+            });
+            entry.members.insert(self.link.id, self.link.clone());
+            entry.empty_since = None;
+            let ready = entry.subscribed.subscribe();
+            if !*ready.borrow() {
+                let _ = self.hub.manager.send(ManagerCommand::Subscribe(group.clone()));
+            }
+            self.hub.metrics.groups.store(state.groups.len() as i64, Ordering::Relaxed);
+            ready
+        };
+        self.groups.push(group);
+        let _ = tokio::time::timeout(JOIN_WAIT, ready.wait_for(|done| *done)).await;
+    }
+
+    /// Removes this socket from `group` (the subscription lingers, then goes if nobody rejoined).
+    pub fn leave(&mut self, group: &Group) {
+        self.groups.retain(|g| g != group);
+        let mut state = self.hub.lock();
+        Self::leave_locked(&mut state, &self.link, group);
+    }
+
+    fn leave_locked(state: &mut HubState, link: &SocketLink, group: &Group) {
+        if let Some(entry) = state.groups.get_mut(group) {
+            entry.members.remove(&link.id);
+            if entry.members.is_empty() {
+                entry.empty_since = Some(Instant::now());
+            }
+        }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let mut state = self.hub.lock();
+        for group in &self.groups {
+            Self::leave_locked(&mut state, &self.link, group);
+        }
+        if let Some(user) = &self.link.user {
+            if let Some(count) = state.sockets_per_user.get_mut(user) {
+                *count -= 1;
+                if *count == 0 {
+                    state.sockets_per_user.remove(user);
+                }
+            }
+        }
+    }
+}
+
+/// Inbox → sockets. Never awaits anything but the inbox.
+async fn dispatch(hub: std::sync::Weak<Hub>, mut inbox: mpsc::Receiver<Inbound>) {
+    while let Some(inbound) = inbox.recv().await {
+        let Some(hub) = hub.upgrade() else { return };
+        match inbound {
+            Inbound::Message { group, payload } => hub.deliver(&group, &payload),
+            Inbound::Reconnected => {
+                Metrics::incr(&hub.metrics.broker_reconnects);
+                let _ = hub.manager.send(ManagerCommand::Reconnected);
+            }
+            Inbound::Disconnected => hub.in_sync.store(false, Ordering::Relaxed),
+        }
+    }
+}
+
+/// The only place that changes the node's subscriptions, one command at a time.
+async fn manage_subscriptions(
+    hub: std::sync::Weak<Hub>,
+    broker: Arc<dyn Broker>,
+    mut commands: mpsc::UnboundedReceiver<ManagerCommand>,
+) {
+    // What the broker has confirmed for this node since the last (re)connect.
+    let mut subscribed: HashSet<Group> = HashSet::new();
+    let mut sweep = tokio::time::interval(LINGER / 2);
+    loop {
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(first) = command else { return };
+                let Some(hub) = hub.upgrade() else { return };
+                let mut wanted = Vec::new();
+                let mut resync = false;
+                for command in std::iter::once(first).chain(std::iter::from_fn(|| commands.try_recv().ok())) {
+                    match command {
+                        ManagerCommand::Subscribe(group) => wanted.push(group),
+                        ManagerCommand::Reconnected => resync = true,
+                    }
+                }
+                if resync {
+                    subscribed.clear();
+                    wanted = hub.all_groups();
+                }
+                wanted.sort();
+                wanted.dedup();
+                wanted.retain(|g| !subscribed.contains(g) && hub.holds(g));
+                let mut failed = false;
+                for chunk in wanted.chunks(SUBSCRIBE_BATCH) {
+                    match broker.subscribe(chunk).await {
+                        Ok(()) => subscribed.extend(chunk.iter().cloned()),
+                        Err(e) => {
+                            // The next `Reconnected` subscribes again to everything held.
+                            tracing::warn!(error = %e, groups = chunk.len(), "subscribe failed");
+                            failed = true;
+                        }
+                    }
+                }
+                // Joiners stop waiting either way; on failure they are covered by the resync.
+                hub.mark_subscribed(&wanted);
+                if resync && !failed {
+                    hub.in_sync.store(true, Ordering::Relaxed);
+                }
+            }
+            _ = sweep.tick() => {
+                let Some(hub) = hub.upgrade() else { return };
+                let mut gone = hub.sweep();
+                gone.retain(|g| subscribed.remove(g));
+                for chunk in gone.chunks(SUBSCRIBE_BATCH) {
+                    if let Err(e) = broker.unsubscribe(chunk).await {
+                        tracing::debug!(error = %e, "unsubscribe failed (the connection is gone anyway)");
+                    }
+                }
+            }
+        }
+    }
+}

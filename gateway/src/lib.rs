@@ -1,0 +1,56 @@
+//! A gateway node: terminates WebSockets and meets the other nodes in the broker.
+//!
+//! # Data path
+//!
+//! 1. **Upgrade** — [`http::router`] maps a path to a handler in [`ws::routes`], which
+//!    authenticates ([`ws::authenticate`]: 4001/4002/4003), checks membership (4004), registers the
+//!    socket in the [`hub`] and joins its groups *before* the upgrade completes.
+//! 2. **Socket actor** — [`ws::connection`]: one task per socket reads client frames, enforces
+//!    the rate limit, and hands each text frame to its protocol's handler in [`protocols`]
+//!    (e.g. [`protocols::sessions`]), which decodes it into an action and publishes an event to
+//!    the group through the broker (`shared::broker`), or answers with an error frame
+//!    ([`errors`]: codes and close reasons live there).
+//! 3. **Fan-out** — every node subscribed to the group gets the publication; [`hub`] renders it
+//!    once per wire format ([`protocols::Protocol::render`]) and offers the shared bytes to each
+//!    local member's bounded outbox; the member's actor writes it out. A full outbox closes that
+//!    socket with 1013.
+//! 4. **Durable** — the same publish appended a job to the jobs stream; the worker crate
+//!    persists it.
+//!
+//! [`app`] builds and runs a node (tests use the same `Gateway::build`); [`http`] holds the
+//! server API and health routes; [`metrics`] the counters; [`cli`] the command line.
+
+pub mod app;
+pub mod cli;
+pub mod errors;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod protocols;
+pub mod ws;
+
+pub use app::{AppState, Gateway};
+
+/// The `gateway` binary: serve, or print a development token.
+pub async fn main_from_env() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = cli::parse(&args).map_err(anyhow::Error::msg)?;
+    let config = shared::config::GatewayConfig::from_env()?;
+    match command {
+        cli::Command::Token { user, ttl } => {
+            println!("{}", cli::token(&config, &user, ttl).map_err(anyhow::Error::msg)?);
+            Ok(())
+        }
+        cli::Command::Serve => {
+            worker::init_tracing();
+            let gateway = Gateway::build(config.clone()).await?;
+            let addr = gateway.local_addr();
+            if config.is_embedded() {
+                println!("{}", cli::embedded_banner(&config, addr.port()));
+            }
+            tracing::info!(%addr, mode = if config.is_embedded() { "embedded" } else { "cluster" }, "gateway listening");
+            gateway.run(worker::shutdown_signal()).await?;
+            Ok(())
+        }
+    }
+}

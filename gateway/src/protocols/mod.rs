@@ -1,0 +1,93 @@
+//! One module per wire protocol. Each decodes its app's client frames into actions, carries them
+//! out (publish to a group, reply to the socket), and renders internal events into its app's JSON.
+//! The hub calls `Protocol::render` once per wire format per publication.
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::{Map, Value};
+use shared::event::Event;
+
+use crate::app::AppState;
+use crate::errors::ClientError;
+
+pub mod sessions;
+
+/// A wire format. The hub renders each publication once per format present in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Send Buddy session chat (sendbuddy.md).
+    Sessions,
+}
+
+impl Protocol {
+    /// Number of variants: the size of the hub's per-publication render cache.
+    pub const COUNT: usize = 1;
+
+    /// This format's frame for `event`, or `None` if sockets of this format do not receive it.
+    pub fn render(self, event: &Event) -> Option<String> {
+        match self {
+            Protocol::Sessions => sessions::render(event),
+        }
+    }
+}
+
+/// The per-socket state of a connected client, by protocol: what its client frames mean.
+pub enum SocketHandler {
+    Sessions(sessions::SessionSocket),
+}
+
+impl SocketHandler {
+    /// Handles one text frame. `Ok(Some(frame))` is a direct reply to this socket only.
+    pub async fn on_text(&mut self, app: &AppState, text: &str) -> Result<Option<Utf8Bytes>, ClientError> {
+        match self {
+            SocketHandler::Sessions(socket) => socket.on_text(app, text).await.map(|()| None),
+        }
+    }
+}
+
+/// A client frame parsed as JSON, with its `type`. Shared first step of every protocol: invalid
+/// JSON and a missing `type` are answered the same way everywhere.
+pub struct ClientFrame {
+    pub kind: String,
+    pub body: Map<String, Value>,
+}
+
+impl ClientFrame {
+    pub fn parse(text: &str) -> Result<Self, ClientError> {
+        let value: Value = serde_json::from_str(text).map_err(|_| ClientError::invalid_json())?;
+        let Value::Object(mut body) = value else { return Err(ClientError::unknown_type(None)) };
+        match body.remove("type") {
+            Some(Value::String(kind)) => Ok(Self { kind, body }),
+            _ => Err(ClientError::unknown_type(None)),
+        }
+    }
+
+    /// A required string field.
+    pub fn string(&self, field: &str) -> Result<&str, ClientError> {
+        match self.body.get(field) {
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(ClientError::invalid_payload(format!("\"{field}\" must be a string"))),
+            None => Err(ClientError::invalid_payload(format!("\"{field}\" is required"))),
+        }
+    }
+
+    /// A required boolean field.
+    pub fn boolean(&self, field: &str) -> Result<bool, ClientError> {
+        match self.body.get(field) {
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(ClientError::invalid_payload(format!("\"{field}\" must be a boolean"))),
+            None => Err(ClientError::invalid_payload(format!("\"{field}\" is required"))),
+        }
+    }
+}
+
+/// Message text: trimmed, then 1..=`max` Unicode scalar values.
+pub fn message_text<'a>(field: &str, raw: &'a str, max: usize) -> Result<&'a str, ClientError> {
+    let text = raw.trim();
+    if text.is_empty() {
+        return Err(ClientError::invalid_payload(format!("\"{field}\" must not be empty")));
+    }
+    if text.chars().count() > max {
+        return Err(ClientError::invalid_payload(format!("\"{field}\" must be at most {max} characters")));
+    }
+    Ok(text)
+}

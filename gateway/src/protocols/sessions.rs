@@ -1,0 +1,162 @@
+//! Send Buddy session chat (`/ws/sessions/{session_id}/`, sendbuddy.md).
+//!
+//! Client → server: `{"type":"message","content"}` (1–2000 characters after trimming) and
+//! `{"type":"typing","is_typing"}`. Server → client: `message` to the whole session (the
+//! sender's own sockets included), `typing` to the other participant only.
+
+use serde::Serialize;
+use shared::event::{Envelope, Event, Group, SessionMessage};
+use shared::ids::{MessageId, SessionId, UserId};
+use shared::jobs::Job;
+
+use super::{message_text, ClientFrame};
+use crate::app::AppState;
+use crate::errors::ClientError;
+use crate::metrics::Metrics;
+
+pub const MAX_CONTENT_CHARS: usize = 2000;
+
+/// What a client frame asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Message { content: String },
+    Typing { is_typing: bool },
+}
+
+pub fn decode(text: &str) -> Result<Action, ClientError> {
+    let frame = ClientFrame::parse(text)?;
+    match frame.kind.as_str() {
+        "message" => {
+            let content = message_text("content", frame.string("content")?, MAX_CONTENT_CHARS)?;
+            Ok(Action::Message { content: content.to_owned() })
+        }
+        "typing" => Ok(Action::Typing { is_typing: frame.boolean("is_typing")? }),
+        other => Err(ClientError::unknown_type(Some(other))),
+    }
+}
+
+/// The `message` frame; also the shape of each item of the session's history.
+#[derive(Serialize)]
+pub struct MessageFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message_id: MessageId,
+    content: &'a str,
+    sender_id: &'a UserId,
+    sender_name: &'a str,
+    created_at: String,
+}
+
+impl<'a> MessageFrame<'a> {
+    pub fn new(m: &'a SessionMessage) -> Self {
+        Self {
+            kind: "message",
+            message_id: m.message_id,
+            content: &m.content,
+            sender_id: &m.sender_id,
+            sender_name: &m.sender_name,
+            created_at: shared::time::format(&m.created_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TypingFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sender_id: &'a UserId,
+    sender_name: &'a str,
+    is_typing: bool,
+}
+
+pub fn render(event: &Event) -> Option<String> {
+    let json = match event {
+        Event::SessionMessage(m) => serde_json::to_string(&MessageFrame::new(m)),
+        Event::SessionTyping { sender_id, sender_name, is_typing, .. } => {
+            serde_json::to_string(&TypingFrame { kind: "typing", sender_id, sender_name, is_typing: *is_typing })
+        }
+    };
+    json.ok()
+}
+
+/// One participant's socket in one session.
+pub struct SessionSocket {
+    pub session_id: SessionId,
+    pub group: Group,
+    pub user: UserId,
+    /// The user record's display name, read at connect.
+    pub sender_name: String,
+}
+
+impl SessionSocket {
+    pub async fn on_text(&self, app: &AppState, text: &str) -> Result<(), ClientError> {
+        let result = match decode(text)? {
+            Action::Message { content } => {
+                let message = SessionMessage {
+                    message_id: MessageId::new(),
+                    session_id: self.session_id,
+                    sender_id: self.user.clone(),
+                    sender_name: self.sender_name.clone(),
+                    content,
+                    created_at: shared::time::now(),
+                };
+                let job = Job::SessionMessage(message.clone()).encode();
+                let envelope = Envelope::to_all(Event::SessionMessage(message)).encode();
+                app.broker.publish_and_enqueue(&self.group, envelope, job).await
+            }
+            Action::Typing { is_typing } => {
+                let event = Event::SessionTyping {
+                    session_id: self.session_id,
+                    sender_id: self.user.clone(),
+                    sender_name: self.sender_name.clone(),
+                    is_typing,
+                };
+                app.broker.publish(&self.group, Envelope::to_others(event, &self.user).encode()).await
+            }
+        };
+        result.map_err(|e| {
+            Metrics::incr(&app.metrics.publish_failures);
+            tracing::warn!(error = %e, "publish failed");
+            ClientError::unavailable()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errors::ErrorCode;
+
+    fn code(text: &str) -> ErrorCode {
+        decode(text).unwrap_err().code
+    }
+
+    #[test]
+    fn decodes_the_guide_frames() {
+        assert_eq!(
+            decode(r#"{"type": "message", "content": "Hello, climbing partner!"}"#).unwrap(),
+            Action::Message { content: "Hello, climbing partner!".into() }
+        );
+        assert_eq!(decode(r#"{"type": "typing", "is_typing": true}"#).unwrap(), Action::Typing { is_typing: true });
+    }
+
+    #[test]
+    fn content_is_trimmed_and_counted_in_characters() {
+        assert_eq!(decode(r#"{"type":"message","content":"  hi  "}"#).unwrap(), Action::Message { content: "hi".into() });
+        let emoji = "🧗".repeat(2000);
+        assert!(decode(&format!(r#"{{"type":"message","content":"{emoji}"}}"#)).is_ok());
+        assert_eq!(code(&format!(r#"{{"type":"message","content":"{}"}}"#, "a".repeat(2001))), ErrorCode::InvalidPayload);
+        assert_eq!(code(r#"{"type":"message","content":"   "}"#), ErrorCode::InvalidPayload);
+        assert_eq!(code(r#"{"type":"message","content":5}"#), ErrorCode::InvalidPayload);
+        assert_eq!(code(r#"{"type":"message"}"#), ErrorCode::InvalidPayload);
+    }
+
+    #[test]
+    fn bad_frames_get_their_codes() {
+        assert_eq!(code("{not json"), ErrorCode::InvalidJson);
+        assert_eq!(code(r#"{"content":"x"}"#), ErrorCode::UnknownMessageType);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownMessageType);
+        assert_eq!(code("[1,2]"), ErrorCode::UnknownMessageType);
+        assert_eq!(code(r#"{"type":"typing","is_typing":"yes"}"#), ErrorCode::InvalidPayload);
+    }
+}

@@ -1,0 +1,158 @@
+//! The socket actor: one task owns one socket. A `select!` over the client's frames, the outbox
+//! the hub fills, the hub's kick, drain, the token's expiry and the heartbeat. Generic over
+//! `Sink`/`Stream` so that a test can drive it with channels.
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::rate::TokenBucket;
+use crate::app::AppState;
+use crate::errors::{ClientError, CloseReason};
+use crate::hub::{Attached, SocketLink};
+use crate::metrics::Metrics;
+use crate::protocols::SocketHandler;
+
+/// How a connection ends.
+enum Ended {
+    /// We close with this code and reason.
+    Close(CloseReason),
+    /// The peer closed or the connection broke: nothing left to say.
+    Gone,
+}
+
+/// Everything a connected socket needs besides the socket itself.
+pub struct Connection {
+    pub app: AppState,
+    pub attached: Attached,
+    pub outbox: mpsc::Receiver<Utf8Bytes>,
+    pub handler: SocketHandler,
+    /// The token's `exp` (seconds since the epoch); the socket closes with 4003 then.
+    pub expires_at: Option<i64>,
+}
+
+fn instant_of(exp: i64) -> Instant {
+    let left = exp - chrono::Utc::now().timestamp();
+    Instant::now() + Duration::from_secs(left.max(0) as u64)
+}
+
+/// Sends one frame, giving up if the hub kicks the socket or the node drains meanwhile (a slow
+/// reader must not pin its task in `send` forever).
+async fn send<W>(tx: &mut W, message: Message, link: &SocketLink, app: &AppState) -> Result<(), Ended>
+where
+    W: Sink<Message, Error = axum::Error> + Unpin,
+{
+    tokio::select! {
+        biased;
+        reason = link.kicked() => Err(Ended::Close(reason)),
+        _ = app.shutdown.cancelled() => Err(Ended::Close(CloseReason::Restarting)),
+        sent = tx.send(message) => sent.map_err(|_| Ended::Gone),
+    }
+}
+
+/// True when a read error is the frame-size limit (answered with 1009).
+fn is_too_big(error: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    matches!(error.into_inner().downcast::<Error>().map(|e| *e), Ok(Error::Capacity(_)))
+}
+
+impl Connection {
+    pub async fn run<S>(self, socket: S)
+    where
+        S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
+    {
+        let Connection { app, attached, mut outbox, mut handler, expires_at } = self;
+        let link = attached.link().clone();
+        let limits = app.config.limits.clone();
+        app.metrics.sockets_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Metrics::incr(&app.metrics.sockets_accepted);
+
+        let (mut tx, mut rx) = socket.split();
+        let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+        let mut last_heard = Instant::now();
+        let expiry = tokio::time::sleep_until(expires_at.map(instant_of).unwrap_or_else(far_future));
+        tokio::pin!(expiry);
+
+        let ended = loop {
+            tokio::select! {
+                biased;
+                reason = link.kicked() => break Ended::Close(reason),
+                _ = app.shutdown.cancelled() => break Ended::Close(CloseReason::Restarting),
+                _ = &mut expiry => break Ended::Close(CloseReason::InvalidToken),
+                frame = outbox.recv() => {
+                    let Some(frame) = frame else { break Ended::Gone };
+                    link.taken(&frame);
+                    if let Err(ended) = send(&mut tx, Message::Text(frame), &link, &app).await {
+                        break ended;
+                    }
+                }
+                incoming = rx.next() => {
+                    last_heard = Instant::now();
+                    let text = match incoming {
+                        None => break Ended::Gone,
+                        Some(Err(e)) => break if is_too_big(e) { Ended::Close(CloseReason::FrameTooBig) } else { Ended::Gone },
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Binary(_))) => break Ended::Close(CloseReason::BinaryFrame),
+                        // Pings are answered by the WebSocket layer; a pong only proves liveness.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Close(_))) => {
+                            // The WebSocket layer queued the close reply; flush it.
+                            let _ = tokio::time::timeout(limits.close_grace, tx.close()).await;
+                            break Ended::Gone;
+                        }
+                    };
+                    Metrics::incr(&app.metrics.frames_in);
+                    let reply = if bucket.take(std::time::Instant::now()) {
+                        match handler.on_text(&app, text.as_str()).await {
+                            Ok(reply) => reply,
+                            Err(e) => Some(e.frame()),
+                        }
+                    } else if bucket.abusive() {
+                        break Ended::Close(CloseReason::PolicyViolation);
+                    } else {
+                        Some(ClientError::rate_limited().frame())
+                    };
+                    if let Some(reply) = reply {
+                        if let Err(ended) = send(&mut tx, Message::Text(reply), &link, &app).await {
+                            break ended;
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() >= limits.idle_timeout {
+                        break Ended::Close(CloseReason::Idle);
+                    }
+                    if let Err(ended) = send(&mut tx, Message::Ping(Default::default()), &link, &app).await {
+                        break ended;
+                    }
+                }
+            }
+        };
+
+        if let Ended::Close(reason) = ended {
+            tracing::debug!(code = reason.code(), "closing socket");
+            // Say why, then wait for the peer's close reply; past the grace period the TCP
+            // connection is dropped whatever the peer does.
+            let _ = tokio::time::timeout(limits.close_grace, async {
+                if tx.send(Message::Close(Some(reason.frame()))).await.is_ok() {
+                    while let Some(Ok(message)) = rx.next().await {
+                        if matches!(message, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                }
+            })
+            .await;
+        }
+        app.metrics.sockets_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        drop(attached);
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}

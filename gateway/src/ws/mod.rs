@@ -1,0 +1,76 @@
+//! WebSocket admission: authenticate and authorize before the upgrade completes, so that a client
+//! whose socket opened is already in its groups (nothing published after `onopen` is missed), and
+//! a refused client gets its 4001–4004 close code on an accepted socket, as the guides expect.
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::Response;
+use shared::auth::{AuthError, Claims};
+use shared::store::UserRecord;
+
+use crate::app::AppState;
+use crate::errors::CloseReason;
+use crate::metrics::Metrics;
+
+pub mod connection;
+pub mod rate;
+pub mod routes;
+
+pub use connection::Connection;
+
+/// Small buffers per socket: an idle socket must cost a few KiB, not the 128 KiB default.
+const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 0;
+
+/// Applies the frame-size limit and the small per-socket buffers.
+pub fn configure(ws: WebSocketUpgrade, app: &AppState) -> WebSocketUpgrade {
+    let max = app.config.limits.max_frame_bytes;
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        // A full write buffer makes `send` wait (backpressure) instead of growing.
+        .max_write_buffer_size(max.max(READ_BUFFER) * 2)
+        .max_message_size(max)
+        .max_frame_size(max)
+}
+
+/// Who is connecting: token (4001/4003), then the user record (4002).
+pub async fn authenticate(app: &AppState, token: Option<&str>) -> Result<(Claims, UserRecord), CloseReason> {
+    let token = token.filter(|t| !t.is_empty()).ok_or(CloseReason::NoToken)?;
+    let claims = app.verifier.verify(token).map_err(|e| match e {
+        AuthError::Expired | AuthError::Invalid => CloseReason::InvalidToken,
+    })?;
+    let user = app
+        .store
+        .user(&claims.user_id)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "user lookup failed");
+            CloseReason::Internal
+        })?
+        .filter(|u| u.is_active)
+        .ok_or(CloseReason::UserNotFound)?;
+    Ok((claims, user))
+}
+
+/// Accepts the upgrade only to close it at once with `reason`.
+pub fn reject(ws: WebSocketUpgrade, app: &AppState, reason: CloseReason) -> Response {
+    Metrics::incr(&app.metrics.sockets_rejected);
+    let grace = app.config.limits.close_grace;
+    ws.on_upgrade(move |mut socket| async move {
+        let _ = tokio::time::timeout(grace, async {
+            if socket.send(axum::extract::ws::Message::Close(Some(reason.frame()))).await.is_ok() {
+                while let Some(Ok(message)) = socket.recv().await {
+                    if matches!(message, axum::extract::ws::Message::Close(_)) {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    })
+}
+
+/// Completes the upgrade and hands the socket to its actor, tracked for drain.
+pub fn accept(ws: WebSocketUpgrade, connection: Connection) -> Response {
+    let tracker = connection.app.tracker.clone();
+    ws.on_upgrade(move |socket| tracker.track_future(connection.run(socket)))
+}

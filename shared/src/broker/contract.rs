@@ -1,0 +1,148 @@
+//! The contract every `Broker` implementation passes. Run by `memory`'s unit tests and, against a
+//! real Redis server, by the end-to-end suite. Each case gets a fresh bus (a new memory bus, or a
+//! new key prefix on Redis) from the factory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{Broker, Inbound};
+use crate::event::Group;
+
+/// Makes nodes attached to one shared bus.
+#[async_trait]
+pub trait NodeFactory: Send + Sync {
+    async fn node(&self) -> (Arc<dyn Broker>, mpsc::Receiver<Inbound>);
+}
+
+/// Guards against a hang, not a timing assertion: a case that waits this long has failed.
+const HANG_GUARD: Duration = Duration::from_secs(10);
+
+async fn next_message(inbox: &mut mpsc::Receiver<Inbound>) -> (Group, Bytes) {
+    loop {
+        let inbound = tokio::time::timeout(HANG_GUARD, inbox.recv())
+            .await
+            .expect("no publication arrived")
+            .expect("inbox closed");
+        if let Inbound::Message { group, payload } = inbound {
+            return (group, payload);
+        }
+    }
+}
+
+fn group(name: &str) -> Group {
+    Group::from_name(name)
+}
+
+/// Runs every case, each on a fresh bus from `make`.
+pub async fn run_all<F: NodeFactory>(make: impl Fn() -> F) {
+    delivers_to_subscribed_nodes_only(&make()).await;
+    unsubscribe_stops_delivery(&make()).await;
+    keeps_publication_order(&make()).await;
+    publish_and_enqueue_delivers_live_and_durably(&make()).await;
+    pending_jobs_are_claimed_and_acked_jobs_are_not(&make()).await;
+    read_jobs_returns_empty_when_idle(&make()).await;
+}
+
+pub async fn delivers_to_subscribed_nodes_only(f: &impl NodeFactory) {
+    let (a, mut a_in) = f.node().await;
+    let (b, mut b_in) = f.node().await;
+    a.subscribe(&[group("session:1")]).await.unwrap();
+    b.subscribe(&[group("session:2")]).await.unwrap();
+    b.publish(&group("session:1"), Bytes::from_static(b"one")).await.unwrap();
+    // b is not subscribed to session:1; the first thing it sees is session:2's publication.
+    a.publish(&group("session:2"), Bytes::from_static(b"two")).await.unwrap();
+    assert_eq!(next_message(&mut a_in).await, (group("session:1"), Bytes::from_static(b"one")));
+    assert_eq!(next_message(&mut b_in).await, (group("session:2"), Bytes::from_static(b"two")));
+}
+
+pub async fn unsubscribe_stops_delivery(f: &impl NodeFactory) {
+    let (a, mut a_in) = f.node().await;
+    let (b, _b_in) = f.node().await;
+    a.subscribe(&[group("chat:x"), group("chat:y")]).await.unwrap();
+    a.subscribe(&[group("chat:x")]).await.unwrap(); // idempotent
+    a.unsubscribe(&[group("chat:x")]).await.unwrap();
+    b.publish(&group("chat:x"), Bytes::from_static(b"gone")).await.unwrap();
+    b.publish(&group("chat:y"), Bytes::from_static(b"kept")).await.unwrap();
+    assert_eq!(next_message(&mut a_in).await, (group("chat:y"), Bytes::from_static(b"kept")));
+}
+
+pub async fn keeps_publication_order(f: &impl NodeFactory) {
+    let (a, mut a_in) = f.node().await;
+    let (b, _b_in) = f.node().await;
+    a.subscribe(&[group("user:u")]).await.unwrap();
+    for i in 0..200u32 {
+        b.publish(&group("user:u"), Bytes::from(i.to_string())).await.unwrap();
+    }
+    for i in 0..200u32 {
+        assert_eq!(next_message(&mut a_in).await.1, Bytes::from(i.to_string()));
+    }
+}
+
+pub async fn publish_and_enqueue_delivers_live_and_durably(f: &impl NodeFactory) {
+    let (a, mut a_in) = f.node().await;
+    let (b, _b_in) = f.node().await;
+    a.subscribe(&[group("session:j")]).await.unwrap();
+    b.publish_and_enqueue(&group("session:j"), Bytes::from_static(b"live"), Bytes::from_static(b"job-1"))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut a_in).await.1, Bytes::from_static(b"live"));
+    let jobs = a.read_jobs("c1", 10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].payload, Bytes::from_static(b"job-1"));
+    // Delivered once: a second read by another consumer gets nothing new.
+    assert!(b.read_jobs("c2", 10, Duration::from_millis(50)).await.unwrap().is_empty());
+}
+
+pub async fn pending_jobs_are_claimed_and_acked_jobs_are_not(f: &impl NodeFactory) {
+    let (a, _a_in) = f.node().await;
+    for i in 0..3 {
+        a.publish_and_enqueue(&group("session:k"), Bytes::from_static(b"x"), Bytes::from(format!("job-{i}")))
+            .await
+            .unwrap();
+    }
+    let taken = a.read_jobs("dead", 10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(taken.len(), 3);
+    a.ack_jobs(&[taken[0].id.clone()]).await.unwrap();
+    // "dead" never acks the other two: a live consumer takes them over.
+    let claimed = a.claim_stale_jobs("live", Duration::ZERO, 10).await.unwrap();
+    let payloads: Vec<_> = claimed.iter().map(|j| j.payload.clone()).collect();
+    assert_eq!(payloads, vec![Bytes::from_static(b"job-1"), Bytes::from_static(b"job-2")]);
+    a.ack_jobs(&claimed.iter().map(|j| j.id.clone()).collect::<Vec<_>>()).await.unwrap();
+    assert!(a.claim_stale_jobs("live", Duration::ZERO, 10).await.unwrap().is_empty());
+    // A job not idle long enough stays with its consumer.
+    a.publish_and_enqueue(&group("session:k"), Bytes::from_static(b"x"), Bytes::from_static(b"job-3"))
+        .await
+        .unwrap();
+    assert_eq!(a.read_jobs("busy", 10, Duration::from_millis(500)).await.unwrap().len(), 1);
+    assert!(a.claim_stale_jobs("live", Duration::from_secs(3600), 10).await.unwrap().is_empty());
+}
+
+pub async fn read_jobs_returns_empty_when_idle(f: &impl NodeFactory) {
+    let (a, _a_in) = f.node().await;
+    assert!(a.read_jobs("c", 10, Duration::from_millis(20)).await.unwrap().is_empty());
+}
+
+#[cfg(test)]
+mod memory_contract {
+    use super::*;
+    use crate::broker::MemoryBus;
+
+    struct Memory(MemoryBus);
+
+    #[async_trait]
+    impl NodeFactory for Memory {
+        async fn node(&self) -> (Arc<dyn Broker>, mpsc::Receiver<Inbound>) {
+            let (broker, inbox) = self.0.node();
+            (Arc::new(broker), inbox)
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_broker_passes_the_contract() {
+        run_all(|| Memory(MemoryBus::new())).await;
+    }
+}

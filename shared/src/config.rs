@@ -1,0 +1,259 @@
+//! Typed configuration from the environment: the run interface of DESIGN.md. Every setting is read
+//! here and nowhere else; a bad value is refused at start with the variable's name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::auth::JwtKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is required in cluster mode (REDIS_URL is set)")]
+    Missing { name: &'static str },
+    #[error("{name}={value:?} is not valid: {reason}")]
+    Invalid { name: &'static str, value: String, reason: String },
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Per-socket and per-user limits of PROTOCOL.md ("limits", "heartbeat", "frames").
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Token bucket refill, messages per second (`GATEWAY_RATE_PER_SEC`).
+    pub rate_per_sec: f64,
+    /// Token bucket size (`GATEWAY_RATE_BURST`).
+    pub rate_burst: f64,
+    /// Largest accepted client frame (`GATEWAY_MAX_FRAME_BYTES`); larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Outbound queue bound in frames (`GATEWAY_OUTBOX_FRAMES`); full closes with 1013.
+    pub outbox_frames: usize,
+    /// Outbound queue bound in bytes (`GATEWAY_OUTBOX_BYTES`); full closes with 1013.
+    pub outbox_bytes: usize,
+    /// Open sockets per user on one node (`GATEWAY_MAX_SOCKETS_PER_USER`).
+    pub max_sockets_per_user: usize,
+    /// WebSocket ping period (`GATEWAY_PING_SECS`).
+    pub ping_interval: Duration,
+    /// A peer silent this long is closed (`GATEWAY_IDLE_SECS`).
+    pub idle_timeout: Duration,
+    /// How long a close handshake may take before the TCP connection is dropped.
+    pub close_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            rate_per_sec: 20.0,
+            rate_burst: 40.0,
+            max_frame_bytes: 64 * 1024,
+            outbox_frames: 1024,
+            outbox_bytes: 1024 * 1024,
+            max_sockets_per_user: 16,
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            close_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything a gateway node needs.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub bind: SocketAddr,
+    /// `None` is embedded mode: in-process broker and worker.
+    pub redis_url: Option<String>,
+    pub database_url: String,
+    pub jwt: JwtKey,
+    pub api_key: String,
+    pub anonymous_personal: bool,
+    pub limits: Limits,
+    /// Prefix of every Redis key and channel this deployment uses (`GATEWAY_REDIS_PREFIX`).
+    pub redis_prefix: String,
+    /// Embedded mode only: where the SQLite file and generated secrets live.
+    pub data_dir: Option<PathBuf>,
+    /// Names of settings that were generated at this start (embedded mode), to be printed.
+    pub generated: Vec<&'static str>,
+}
+
+/// Everything a worker process needs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub redis_url: String,
+    pub database_url: String,
+    pub redis_prefix: String,
+    /// Jobs taken per read (`WORKER_BATCH`).
+    pub batch_size: usize,
+    /// Pending jobs idle this long belong to a dead consumer and are claimed (`WORKER_CLAIM_IDLE_MS`).
+    pub claim_idle: Duration,
+    /// This consumer's name in the group (`WORKER_CONSUMER`); unique per process by default.
+    pub consumer: String,
+}
+
+pub const DEFAULT_REDIS_PREFIX: &str = "rt:";
+
+fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parsed<T: FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+            name,
+            reason: e.to_string(),
+            value,
+        }),
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })
+}
+
+impl Limits {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = Limits::default();
+        Ok(Self {
+            rate_per_sec: parsed("GATEWAY_RATE_PER_SEC", d.rate_per_sec)?,
+            rate_burst: parsed("GATEWAY_RATE_BURST", d.rate_burst)?,
+            max_frame_bytes: parsed("GATEWAY_MAX_FRAME_BYTES", d.max_frame_bytes)?,
+            outbox_frames: parsed("GATEWAY_OUTBOX_FRAMES", d.outbox_frames)?,
+            outbox_bytes: parsed("GATEWAY_OUTBOX_BYTES", d.outbox_bytes)?,
+            max_sockets_per_user: parsed("GATEWAY_MAX_SOCKETS_PER_USER", d.max_sockets_per_user)?,
+            ping_interval: Duration::from_secs(parsed("GATEWAY_PING_SECS", 25)?),
+            idle_timeout: Duration::from_secs(parsed("GATEWAY_IDLE_SECS", 60)?),
+            close_grace: d.close_grace,
+        })
+    }
+}
+
+/// The JWT key from `JWT_SECRET` / `JWT_PUBLIC_KEY_FILE` and `JWT_ALGORITHM` (HS256 with a secret,
+/// RS256 by default with a key file). The algorithm is pinned here and nowhere taken from a token.
+fn jwt_from_env(secret: Option<String>) -> Result<Option<JwtKey>, ConfigError> {
+    let alg = var("JWT_ALGORITHM").map(|a| a.to_ascii_uppercase());
+    if let Some(path) = var("JWT_PUBLIC_KEY_FILE") {
+        let pem = read_file(Path::new(&path))?;
+        let alg = alg.unwrap_or_else(|| "RS256".into());
+        return JwtKey::from_public_pem(&alg, pem.as_bytes())
+            .map(Some)
+            .map_err(|reason| ConfigError::Invalid { name: "JWT_PUBLIC_KEY_FILE", value: path, reason });
+    }
+    match (secret, alg.as_deref()) {
+        (None, _) => Ok(None),
+        (Some(s), None | Some("HS256")) => Ok(Some(JwtKey::Hs256(s))),
+        (Some(_), Some(other)) => Err(ConfigError::Invalid {
+            name: "JWT_ALGORITHM",
+            value: other.into(),
+            reason: "JWT_SECRET works with HS256 only; use JWT_PUBLIC_KEY_FILE for RS256/ES256".into(),
+        }),
+    }
+}
+
+/// Embedded mode's data folder: `GATEWAY_DATA_DIR`, else the user's data folder, so that the
+/// default never depends on the working directory.
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = var("GATEWAY_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = var("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|h| Path::new(&h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("rtgate")
+}
+
+/// A secret kept in `dir/name`, created with a random value on first use.
+fn persistent_secret(dir: &Path, name: &str) -> Result<(String, bool), ConfigError> {
+    let path = dir.join(name);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if !existing.trim().is_empty() {
+            return Ok((existing.trim().to_owned(), false));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|source| ConfigError::Io { path: dir.to_owned(), source })?;
+    let value = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    std::fs::write(&path, &value).map_err(|source| ConfigError::Io { path: path.clone(), source })?;
+    Ok((value, true))
+}
+
+impl GatewayConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let bind = parsed("GATEWAY_BIND", SocketAddr::from(([0, 0, 0, 0], 8000)))?;
+        let redis_url = var("REDIS_URL");
+        let mut generated = Vec::new();
+        let (database_url, jwt, api_key, data_dir) = match &redis_url {
+            Some(_) => {
+                let database_url = var("DATABASE_URL").ok_or(ConfigError::Missing { name: "DATABASE_URL" })?;
+                let jwt = jwt_from_env(var("JWT_SECRET"))?
+                    .ok_or(ConfigError::Missing { name: "JWT_SECRET (or JWT_PUBLIC_KEY_FILE)" })?;
+                let api_key = var("GATEWAY_API_KEY").ok_or(ConfigError::Missing { name: "GATEWAY_API_KEY" })?;
+                (database_url, jwt, api_key, None)
+            }
+            None => {
+                let dir = default_data_dir();
+                let database_url = var("DATABASE_URL")
+                    .unwrap_or_else(|| format!("sqlite://{}", dir.join("gateway.db").display()));
+                let jwt = match jwt_from_env(var("JWT_SECRET"))? {
+                    Some(key) => key,
+                    None => {
+                        let (secret, fresh) = persistent_secret(&dir, "jwt_secret")?;
+                        if fresh {
+                            generated.push("JWT_SECRET");
+                        }
+                        JwtKey::Hs256(secret)
+                    }
+                };
+                let api_key = match var("GATEWAY_API_KEY") {
+                    Some(key) => key,
+                    None => {
+                        let (key, fresh) = persistent_secret(&dir, "api_key")?;
+                        if fresh {
+                            generated.push("GATEWAY_API_KEY");
+                        }
+                        key
+                    }
+                };
+                (database_url, jwt, api_key, Some(dir))
+            }
+        };
+        Ok(Self {
+            bind,
+            redis_url,
+            database_url,
+            jwt,
+            api_key,
+            anonymous_personal: parsed("GATEWAY_ANONYMOUS_PERSONAL", false)?,
+            limits: Limits::from_env()?,
+            redis_prefix: var("GATEWAY_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into()),
+            data_dir,
+            generated,
+        })
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.redis_url.is_none()
+    }
+}
+
+impl WorkerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            redis_url: var("REDIS_URL").ok_or(ConfigError::Missing { name: "REDIS_URL" })?,
+            database_url: var("DATABASE_URL").ok_or(ConfigError::Missing { name: "DATABASE_URL" })?,
+            redis_prefix: var("GATEWAY_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into()),
+            batch_size: parsed("WORKER_BATCH", 512)?,
+            claim_idle: Duration::from_millis(parsed("WORKER_CLAIM_IDLE_MS", 15_000)?),
+            consumer: var("WORKER_CONSUMER").unwrap_or_else(default_consumer_name),
+        })
+    }
+}
+
+/// `host-pid-random`: unique per process, readable in `XINFO CONSUMERS`.
+pub fn default_consumer_name() -> String {
+    let host = var("HOSTNAME").unwrap_or_else(|| "worker".into());
+    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}

@@ -1,0 +1,88 @@
+//! The internal events that cross nodes, and the `Envelope` that carries one through the broker.
+//! Readable JSON on purpose: `redis-cli monitor` shows what happens. Each wire protocol renders an
+//! `Event` into its own JSON (gateway `protocols/`); nothing here knows any app's shapes.
+
+use std::fmt;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{MessageId, SessionId, UserId};
+
+/// A pub/sub group: one Redis channel, and the set of local sockets the hub delivers it to.
+/// Built only through the constructors so that every name has the `kind:id` form of PROTOCOL.md.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Group(String);
+
+impl Group {
+    pub fn session(id: &SessionId) -> Self {
+        Self(format!("session:{id}"))
+    }
+
+    pub fn user(id: &UserId) -> Self {
+        Self(format!("user:{id}"))
+    }
+
+    /// Accepts a name received from the broker or a test (`kind:id`).
+    pub fn from_name(name: &str) -> Self {
+        Self(name.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A chat message in a Send Buddy session, as accepted by the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionMessage {
+    pub message_id: MessageId,
+    pub session_id: SessionId,
+    pub sender_id: UserId,
+    pub sender_name: String,
+    pub content: String,
+    #[serde(with = "crate::time::rfc3339")]
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    SessionMessage(SessionMessage),
+    SessionTyping { session_id: SessionId, sender_id: UserId, sender_name: String, is_typing: bool },
+}
+
+/// What crosses the broker: one event for one group, and who must not receive it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sockets of this user are skipped (typing indicators never reach their sender).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub except_user: Option<UserId>,
+    pub event: Event,
+}
+
+impl Envelope {
+    pub fn to_all(event: Event) -> Self {
+        Self { except_user: None, event }
+    }
+
+    pub fn to_others(event: Event, sender: &UserId) -> Self {
+        Self { except_user: Some(sender.clone()), event }
+    }
+
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("envelopes always serialize"))
+    }
+
+    pub fn decode(raw: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(raw)
+    }
+}

@@ -1,0 +1,35 @@
+//! Every Redis key and channel name, in one place. All carry the deployment's prefix so that
+//! several deployments (or test runs) can share one Redis without meeting.
+
+use crate::event::Group;
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+
+    /// The pub/sub channel of a group: `{prefix}{group}`, e.g. `rt:session:550e…`.
+    pub fn channel(&self, group: &Group) -> String {
+        format!("{}{}", self.prefix, group)
+    }
+
+    /// The group a channel belongs to, or `None` for a channel of another deployment.
+    pub fn group_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel.strip_prefix(&self.prefix)
+    }
+
+    /// The jobs stream consumed by the workers.
+    pub fn jobs_stream(&self) -> String {
+        format!("{}jobs", self.prefix)
+    }
+
+    /// The consumer group of the workers on the jobs stream.
+    pub fn jobs_group(&self) -> &'static str {
+        "workers"
+    }
+}

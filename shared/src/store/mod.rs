@@ -1,0 +1,177 @@
+//! The store: users, sessions and messages, on PostgreSQL (cluster mode) or SQLite (embedded).
+//!
+//! The gateway reads (users, membership, history) and writes what the server API upserts; the
+//! worker writes messages in batches (`persist`). Migrations run at connect; on PostgreSQL sqlx
+//! holds an advisory lock while migrating, so many processes may start at once.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::event::SessionMessage;
+use crate::ids::{MessageId, SessionId, UserId};
+use crate::jobs::Job;
+
+mod postgres;
+mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported DATABASE_URL (want postgres:// or sqlite://): {0}")]
+    UnsupportedUrl(String),
+    #[error("cannot create the folder of {path}: {source}")]
+    Folder { path: String, source: std::io::Error },
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub is_active: bool,
+}
+
+impl UserRecord {
+    /// The name shown to others (PROTOCOL.md "identity"): `display_name`, else `username`.
+    pub fn shown_name(&self) -> &str {
+        match &self.display_name {
+            Some(name) if !name.trim().is_empty() => name,
+            _ => &self.username,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub inviter_id: UserId,
+    pub invitee_id: UserId,
+    pub last_message_at: Option<DateTime<Utc>>,
+}
+
+impl SessionRecord {
+    pub fn has_participant(&self, user: &UserId) -> bool {
+        &self.inviter_id == user || &self.invitee_id == user
+    }
+}
+
+/// A page of history: at most `limit` messages older than `before` (a message id), newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: i64,
+    pub before: Option<MessageId>,
+}
+
+#[derive(Clone)]
+pub enum Store {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Store {
+    /// Connects and runs the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(url)
+                .await?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            Ok(Store::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            create_sqlite_folder(url)?;
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(5));
+            let pool = SqlitePoolOptions::new().max_connections(max_connections.min(4)).connect_with(options).await?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            Ok(Store::Sqlite(pool))
+        } else {
+            Err(StoreError::UnsupportedUrl(url.split('@').next_back().unwrap_or_default().to_owned()))
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Store::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+        }
+        Ok(())
+    }
+
+    pub async fn upsert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => postgres::upsert_user(pool, user).await,
+            Store::Sqlite(pool) => sqlite::upsert_user(pool, user).await,
+        }
+    }
+
+    pub async fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
+        match self {
+            Store::Postgres(pool) => postgres::user(pool, id).await,
+            Store::Sqlite(pool) => sqlite::user(pool, id).await,
+        }
+    }
+
+    pub async fn upsert_session(&self, id: &SessionId, inviter: &UserId, invitee: &UserId) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => postgres::upsert_session(pool, id, inviter, invitee).await,
+            Store::Sqlite(pool) => sqlite::upsert_session(pool, id, inviter, invitee).await,
+        }
+    }
+
+    pub async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        match self {
+            Store::Postgres(pool) => postgres::session(pool, id).await,
+            Store::Sqlite(pool) => sqlite::session(pool, id).await,
+        }
+    }
+
+    pub async fn session_messages(&self, id: &SessionId, page: Page) -> Result<Vec<SessionMessage>, StoreError> {
+        match self {
+            Store::Postgres(pool) => postgres::session_messages(pool, id, page).await,
+            Store::Sqlite(pool) => sqlite::session_messages(pool, id, page).await,
+        }
+    }
+
+    /// Applies a batch of jobs in one transaction. Idempotent: applying the same jobs again
+    /// changes nothing (messages are keyed by id; `last_message_at` only moves forward).
+    pub async fn persist(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Store::Postgres(pool) => postgres::persist(pool, jobs).await,
+            Store::Sqlite(pool) => sqlite::persist(pool, jobs).await,
+        }
+    }
+}
+
+fn create_sqlite_folder(url: &str) -> Result<(), StoreError> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| StoreError::Folder { path: path.to_owned(), source })?;
+    }
+    Ok(())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
