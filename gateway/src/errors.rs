@@ -150,3 +150,24 @@ impl ClientError {
         Utf8Bytes::from(serde_json::to_string(&frame).expect("error frames always serialize"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_round_trip_through_their_codes() {
+        for reason in CloseReason::ALL {
+            assert_eq!(CloseReason::from_code(reason.code()), reason);
+        }
+    }
+
+    #[test]
+    fn error_frames_have_the_protocol_shape() {
+        let frame = ClientError::invalid_json().frame();
+        let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error_code"], "invalid_json");
+        assert!(v["message"].is_string());
+    }
+}

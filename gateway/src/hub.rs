@@ -81,7 +81,7 @@ impl SocketLink {
 
     pub fn kick(&self, reason: CloseReason) {
         // First reason wins.
-        let _ = self.kick_code.compare_exchange(0, reason as u16, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self.kick_code.compare_exchange(0, reason.code(), Ordering::Relaxed, Ordering::Relaxed);
         self.kicked.cancel();
     }
 

@@ -1,1 +1,483 @@
-pub fn placeholder() {}
+//! The end-to-end harness: real servers, real binaries' code paths.
+//!
+//! * [`RedisServer`] starts a private `redis-server` (AOF on, so a restart keeps the jobs stream).
+//! * [`TestDb`] creates an isolated PostgreSQL database on the server named by
+//!   `GATEWAY_TEST_DATABASE_URL` (`scripts/test` starts a private one) and drops it afterwards.
+//! * [`Cluster`] runs gateway nodes in-process through the same `Gateway::build` as the binary, on
+//!   port 0 with a random key prefix, plus workers in-process or as processes (to SIGKILL them).
+//! * [`Client`] is a WebSocket client; [`http`] a minimal HTTP client; [`eventually`] waits for a
+//!   condition with a deadline instead of sleeping.
+//!
+//! A missing server fails the test with what to install; nothing here skips.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use gateway::{AppState, Gateway};
+use serde_json::{json, Value};
+use shared::auth::JwtKey;
+use shared::broker::RedisBroker;
+use shared::config::{GatewayConfig, Limits};
+use shared::store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// Guards against hangs, never asserts speed: anything that takes this long has failed.
+pub const HANG_GUARD: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it is true; panics with `what` after [`HANG_GUARD`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A folder removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("rtgate-{tag}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("creating a temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A private redis-server on its own port and folder.
+pub struct RedisServer {
+    port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let mut server = Self { port: free_port(), dir: TempDir::new("redis"), child: None };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): install the Debian package redis-server, or run scripts/test")
+            });
+        self.child = Some(child);
+        let url = self.url();
+        eventually("redis-server accepts connections", || {
+            let url = url.clone();
+            async move {
+                let Ok(client) = redis::Client::open(url) else { return false };
+                match client.get_multiplexed_async_connection().await {
+                    Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// SIGKILL: no goodbye to anyone connected.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port and data folder.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "redis-server is still running");
+        self.spawn().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An isolated database on the test PostgreSQL server, dropped afterwards.
+pub struct TestDb {
+    admin_url: String,
+    name: String,
+}
+
+fn admin_url() -> String {
+    std::env::var("GATEWAY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let admin_url = admin_url();
+        let name = format!("rtgate_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = connect_admin(&admin_url).await;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("CREATE DATABASE");
+        Self { admin_url, name }
+    }
+
+    pub fn url(&self) -> String {
+        let base = self.admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&self.admin_url);
+        format!("{base}/{}", self.name)
+    }
+}
+
+async fn connect_admin(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {url} ({e}): install the Debian package postgresql and run \
+             scripts/test (it starts a private server), or set GATEWAY_TEST_DATABASE_URL"
+        )
+    })
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside async; a short-lived runtime on its own thread does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let mut conn = connect_admin(&url).await;
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// One in-process gateway node.
+pub struct Node {
+    pub addr: SocketAddr,
+    pub app: AppState,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    pub async fn start(config: GatewayConfig) -> Self {
+        let gateway = Gateway::build(config).await.expect("building a gateway node");
+        let addr = gateway.local_addr();
+        let app = gateway.state();
+        let stop = CancellationToken::new();
+        let signal = stop.clone();
+        let task = tokio::spawn(async move {
+            gateway.run(async move { signal.cancelled().await }).await.expect("gateway run");
+        });
+        Self { addr, app, stop, task: Some(task) }
+    }
+
+    /// Drains the node (sockets close with 1012) and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub fn ws(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub const JWT_SECRET: &str = "test-secret-0123456789";
+pub const API_KEY: &str = "test-api-key";
+
+/// Redis, a database, gateway nodes and workers sharing them.
+pub struct Cluster {
+    pub redis: RedisServer,
+    pub db: TestDb,
+    pub prefix: String,
+    pub limits: Limits,
+    pub nodes: Vec<Node>,
+    workers: Vec<CancellationToken>,
+}
+
+impl Cluster {
+    pub async fn start(nodes: usize) -> Self {
+        Self::start_with(nodes, Limits::default()).await
+    }
+
+    pub async fn start_with(nodes: usize, limits: Limits) -> Self {
+        let redis = RedisServer::start().await;
+        let db = TestDb::create().await;
+        let prefix = format!("t{}:", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let mut cluster = Self { redis, db, prefix, limits, nodes: Vec::new(), workers: Vec::new() };
+        for _ in 0..nodes {
+            cluster.add_node().await;
+        }
+        cluster
+    }
+
+    pub fn node_config(&self) -> GatewayConfig {
+        GatewayConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            redis_url: Some(self.redis.url()),
+            database_url: self.db.url(),
+            jwt: JwtKey::Hs256(JWT_SECRET.into()),
+            api_key: API_KEY.into(),
+            anonymous_personal: false,
+            limits: self.limits.clone(),
+            redis_prefix: self.prefix.clone(),
+            data_dir: None,
+            generated: Vec::new(),
+        }
+    }
+
+    pub async fn add_node(&mut self) -> &Node {
+        let node = Node::start(self.node_config()).await;
+        self.nodes.push(node);
+        self.nodes.last().unwrap()
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    /// A worker running in this process (stopped when the cluster is dropped).
+    pub async fn start_worker(&mut self) {
+        let store = Store::connect(&self.db.url(), 4).await.expect("worker store");
+        let broker = RedisBroker::new(&self.redis.url(), &self.prefix).expect("worker broker");
+        let settings = worker::WorkerSettings {
+            consumer: format!("in-process-{}", self.workers.len()),
+            batch_size: 256,
+            claim_idle: Duration::from_secs(15),
+            block: Duration::from_millis(200),
+        };
+        let stop = CancellationToken::new();
+        tokio::spawn(worker::Worker::new(Arc::new(broker), store, settings).run(stop.clone()));
+        self.workers.push(stop);
+    }
+
+    /// A worker process (the real binary's code, `env!("CARGO_BIN_EXE_e2e-worker")` from a
+    /// test), for crash tests. Pending jobs of dead consumers are claimed after `claim_idle_ms`.
+    pub fn spawn_worker_process(&self, exe: &str, claim_idle_ms: u64) -> Child {
+        Command::new(exe)
+            .env("REDIS_URL", self.redis.url())
+            .env("DATABASE_URL", self.db.url())
+            .env("GATEWAY_REDIS_PREFIX", &self.prefix)
+            .env("WORKER_CLAIM_IDLE_MS", claim_idle_ms.to_string())
+            .env("WORKER_BATCH", "16")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawning the worker process")
+    }
+
+    /// Upserts a user through the server API.
+    pub async fn user(&self, id: &str, display_name: Option<&str>) {
+        let body = json!({"username": id, "display_name": display_name});
+        let (status, reply) = http("PUT", &self.node(0).http(&format!("/api/v1/users/{id}")), Some(API_KEY), Some(body)).await;
+        assert_eq!(status, 200, "PUT user: {reply}");
+    }
+
+    /// Creates a Send Buddy session through the server API and returns its id.
+    pub async fn session(&self, inviter: &str, invitee: &str) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let body = json!({"inviter_id": inviter, "invitee_id": invitee});
+        let (status, reply) =
+            http("PUT", &self.node(0).http(&format!("/api/v1/sessions/{id}")), Some(API_KEY), Some(body)).await;
+        assert_eq!(status, 200, "PUT session: {reply}");
+        id
+    }
+
+    pub async fn history(&self, session: &str) -> Vec<Value> {
+        let url = self.node(0).http(&format!("/api/v1/sessions/{session}/messages?limit=200"));
+        let (status, reply) = http("GET", &url, Some(API_KEY), None).await;
+        assert_eq!(status, 200, "GET messages: {reply}");
+        reply["messages"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for stop in &self.workers {
+            stop.cancel();
+        }
+    }
+}
+
+/// A token signed with the test secret.
+pub fn token(user: &str) -> String {
+    shared::auth::issue_hs256(JWT_SECRET, user, 3600)
+}
+
+/// The session socket path of sendbuddy.md.
+pub fn session_path(session: &str, token: &str) -> String {
+    format!("/ws/sessions/{session}/?token={token}")
+}
+
+/// A WebSocket client, as a browser would be.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the server did with a socket.
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    Frame(Value),
+    Closed(u16),
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio::time::timeout(HANG_GUARD, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect hung")
+            .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        Self { ws }
+    }
+
+    /// Connects with a tiny TCP receive buffer, for a client that is going to stop reading: the
+    /// kernel then holds little on its behalf and the server's outbox fills sooner.
+    pub async fn connect_small_window(url: &str) -> Self {
+        let addr = url.strip_prefix("ws://").and_then(|r| r.split('/').next()).expect("ws:// url");
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr.parse().unwrap()).await.expect("tcp connect");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.expect("handshake");
+        Self { ws }
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws.send(Message::binary(bytes)).await.expect("send");
+    }
+
+    /// The next text frame or the close code; pings are skipped.
+    pub async fn next(&mut self) -> Next {
+        loop {
+            let message = tokio::time::timeout(HANG_GUARD, self.ws.next()).await.expect("nothing arrived");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return Next::Frame(serde_json::from_str(text.as_str()).expect("frames are JSON"))
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Next::Closed(frame.map(|f| u16::from(f.code)).unwrap_or(u16::from(CloseCode::Status)))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("socket error: {e}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
+    }
+
+    /// The next JSON frame; panics if the socket closed instead.
+    pub async fn recv(&mut self) -> Value {
+        match self.next().await {
+            Next::Frame(v) => v,
+            Next::Closed(code) => panic!("socket closed with {code} while a frame was expected"),
+        }
+    }
+
+    /// Reads until the server's close frame; returns its code.
+    pub async fn closed(&mut self) -> u16 {
+        loop {
+            if let Next::Closed(code) = self.next().await {
+                return code;
+            }
+        }
+    }
+
+    /// Stops reading; the socket stays open (a slow or stuck reader).
+    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+
+    pub fn from_inner(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self { ws }
+    }
+}
+
+/// Connects and returns the close code the server answers with (for refused upgrades).
+pub async fn close_code_of(url: &str) -> u16 {
+    Client::connect(url).await.closed().await
+}
+
+/// A minimal HTTP/1.1 request: `(status, JSON body or the text as a JSON string)`.
+pub async fn http(method: &str, url: &str, bearer: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let rest = url.strip_prefix("http://").expect("http:// url");
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(token) = bearer {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    let exchange = async {
+        let mut stream = TcpStream::connect(host).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(HANG_GUARD, exchange).await.expect("http hung").expect("http request");
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("HTTP status line");
+    let value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
+    (status, value)
+}

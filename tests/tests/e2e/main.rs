@@ -1,0 +1,11 @@
+//! End-to-end tests: real Redis and PostgreSQL, two or more gateway nodes, workers.
+//! One test binary (linking is the slow part of a build); one module per capability.
+
+mod access;
+mod bad_input;
+mod broker_contract;
+mod durability;
+mod embedded;
+mod redis_restart;
+mod session_chat;
+mod slow_reader;

@@ -1,0 +1,54 @@
+//! A client that stops reading is closed with 1013; the others in its session keep receiving.
+
+use e2e::{http, session_path, token, Client, Cluster};
+use serde_json::json;
+use shared::config::Limits;
+
+async fn slow_closes(cluster: &Cluster, node: usize) -> u64 {
+    let (_, body) = http("GET", &cluster.node(node).http("/metrics"), None, None).await;
+    let text = body.as_str().unwrap_or_default().to_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("gateway_slow_closes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_slow_reader_is_closed_with_1013_and_nobody_else_stalls() {
+    let limits = Limits {
+        rate_per_sec: 100_000.0,
+        rate_burst: 100_000.0,
+        outbox_frames: 64,
+        outbox_bytes: 128 * 1024,
+        ..Limits::default()
+    };
+    let cluster = Cluster::start_with(2, limits).await;
+    cluster.user("alice", None).await;
+    cluster.user("bob", None).await;
+    let session = cluster.session("alice", "bob").await;
+    let mut alice = Client::connect(&cluster.node(0).ws(&session_path(&session, &token("alice")))).await;
+    let mut bob = Client::connect(&cluster.node(1).ws(&session_path(&session, &token("bob")))).await;
+    // Bob's second tab, on node 0, stops reading.
+    let stuck = Client::connect_small_window(&cluster.node(0).ws(&session_path(&session, &token("bob")))).await.into_inner();
+
+    let text = "x".repeat(1900);
+    let mut sent = 0;
+    while slow_closes(&cluster, 0).await == 0 {
+        assert!(sent < 20_000, "the stuck socket was never closed");
+        for _ in 0..50 {
+            alice.send_json(json!({"type": "message", "content": text})).await;
+            sent += 1;
+            // The readers keep up, message by message, while the stuck one falls behind.
+            assert_eq!(alice.recv().await["content"], text);
+            assert_eq!(bob.recv().await["content"], text);
+        }
+    }
+    // Still flowing for the others after the close.
+    alice.send_json(json!({"type": "message", "content": "still here"})).await;
+    assert_eq!(bob.recv().await["content"], "still here");
+    assert_eq!(alice.recv().await["content"], "still here");
+
+    // The stuck client finally reads: what was queued, then the close frame.
+    let mut stuck = Client::from_inner(stuck);
+    assert_eq!(stuck.closed().await, 1013);
+}
