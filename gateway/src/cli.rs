@@ -66,3 +66,44 @@ pub fn embedded_banner(config: &GatewayConfig, port: u16) -> String {
     ));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_the_token_command() {
+        assert!(matches!(parse(&[]), Ok(Command::Serve)));
+        match parse(&args(&["token", "--user", "alice", "--ttl", "60"])) {
+            Ok(Command::Token { user, ttl }) => assert_eq!((user.as_str(), ttl), ("alice", 60)),
+            _ => panic!("token command not parsed"),
+        }
+        assert!(parse(&args(&["token"])).is_err());
+        assert!(parse(&args(&["token", "--user", "bad id"])).is_err());
+        assert!(parse(&args(&["serve"])).is_err());
+    }
+
+    #[test]
+    fn the_printed_token_verifies() {
+        let key = JwtKey::Hs256("s3cret".into());
+        let config = GatewayConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            redis_url: None,
+            database_url: "sqlite::memory:".into(),
+            jwt: key.clone(),
+            api_key: "k".into(),
+            anonymous_personal: false,
+            limits: Default::default(),
+            redis_prefix: "rt:".into(),
+            data_dir: None,
+            generated: Vec::new(),
+        };
+        let token = token(&config, "alice", 60).unwrap();
+        let claims = shared::auth::Verifier::new(&key).unwrap().verify(&token).unwrap();
+        assert_eq!(claims.user_id.as_str(), "alice");
+    }
+}

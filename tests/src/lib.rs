@@ -304,8 +304,8 @@ impl Cluster {
 
     /// A worker process (the real binary's code, `env!("CARGO_BIN_EXE_e2e-worker")` from a
     /// test), for crash tests. Pending jobs of dead consumers are claimed after `claim_idle_ms`.
-    pub fn spawn_worker_process(&self, exe: &str, claim_idle_ms: u64) -> Child {
-        Command::new(exe)
+    pub fn spawn_worker_process(&self, exe: &str, claim_idle_ms: u64) -> Process {
+        let child = Command::new(exe)
             .env("REDIS_URL", self.redis.url())
             .env("DATABASE_URL", self.db.url())
             .env("GATEWAY_REDIS_PREFIX", &self.prefix)
@@ -314,7 +314,8 @@ impl Cluster {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
-            .expect("spawning the worker process")
+            .expect("spawning the worker process");
+        Process(child)
     }
 
     /// Upserts a user through the server API.
@@ -347,6 +348,23 @@ impl Drop for Cluster {
         for stop in &self.workers {
             stop.cancel();
         }
+    }
+}
+
+/// A child process that is SIGKILLed when dropped, so that a failing test leaves none behind.
+pub struct Process(Child);
+
+impl Process {
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -9,3 +9,4 @@ mod embedded;
 mod redis_restart;
 mod session_chat;
 mod slow_reader;
+mod startup;
