@@ -255,16 +255,6 @@ impl Hub {
             }
         }
     }
-
-    /// Closes every socket (drain).
-    pub fn kick_all(&self, reason: CloseReason) {
-        let state = self.lock();
-        for entry in state.groups.values() {
-            for link in entry.members.values() {
-                link.kick(reason);
-            }
-        }
-    }
 }
 
 impl Attached {
