@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Memory per idle socket: a release gateway in embedded mode, COUNT session sockets held open by
 # the load generator, and the gateway's resident memory before and after.
-#   bench/idle-memory.sh [COUNT]      (default 10000)
+#   bench/idle-memory.sh [COUNT]      (default 8000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-count=${1:-10000}
+count=${1:-8000}
 cargo build -q --release --bin gateway --bin loadgen
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"   # each socket is a descriptor in both processes
 
 dir=$(mktemp -d)
 trap 'kill $gw 2>/dev/null || true; rm -rf "$dir"' EXIT

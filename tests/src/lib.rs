@@ -82,11 +82,18 @@ pub struct RedisServer {
 impl RedisServer {
     pub async fn start() -> Self {
         let mut server = Self { port: free_port(), dir: TempDir::new("redis"), child: None };
-        server.spawn().await;
-        server
+        // A port found free can be taken before redis-server binds it; then try another.
+        for _ in 0..5 {
+            if server.spawn().await {
+                return server;
+            }
+            server.port = free_port();
+        }
+        panic!("redis-server did not start on any of five ports");
     }
 
-    async fn spawn(&mut self) {
+    /// Starts redis-server and waits until it answers; false if it exited (port taken).
+    async fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
@@ -100,9 +107,15 @@ impl RedisServer {
             });
         self.child = Some(child);
         let url = self.url();
+        let mut exited = false;
         eventually("redis-server accepts connections", || {
             let url = url.clone();
+            exited = self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            let exited = exited;
             async move {
+                if exited {
+                    return true;
+                }
                 let Ok(client) = redis::Client::open(url) else { return false };
                 match client.get_multiplexed_async_connection().await {
                     Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok(),
@@ -111,6 +124,10 @@ impl RedisServer {
             }
         })
         .await;
+        if exited {
+            self.child = None;
+        }
+        !exited
     }
 
     pub fn url(&self) -> String {
@@ -128,7 +145,7 @@ impl RedisServer {
     /// Starts again on the same port and data folder.
     pub async fn start_again(&mut self) {
         assert!(self.child.is_none(), "redis-server is still running");
-        self.spawn().await;
+        assert!(self.spawn().await, "redis-server did not start again on port {}", self.port);
     }
 }
 

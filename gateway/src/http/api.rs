@@ -174,7 +174,12 @@ pub async fn session_messages(
         None
     } else {
         let token = bearer(&headers).ok_or_else(ApiError::unauthorized)?;
-        Some(app.verifier.verify(token).map_err(|_| ApiError::unauthorized())?.user_id)
+        let user_id = app.verifier.verify(token).map_err(|_| ApiError::unauthorized())?.user_id;
+        // As on the socket: a token of an unknown or deactivated user opens nothing.
+        match app.store.user(&user_id).await? {
+            Some(user) if user.is_active => Some(user_id),
+            _ => return Err(ApiError::unauthorized()),
+        }
     };
     let id = SessionId::parse(&id).map_err(|_| ApiError::not_found("session"))?;
     let session = app.store.session(&id).await?.ok_or_else(|| ApiError::not_found("session"))?;

@@ -78,8 +78,9 @@ impl Connection {
         tokio::pin!(expiry);
 
         let ended = loop {
+            // Not `biased`: under a constant outbound flood the client's frames must still be
+            // read; the cancellation branches are at most one iteration late.
             tokio::select! {
-                biased;
                 reason = link.kicked() => break Ended::Close(reason),
                 _ = app.shutdown.cancelled() => break Ended::Close(CloseReason::Restarting),
                 _ = &mut expiry => break Ended::Close(CloseReason::InvalidToken),

@@ -18,7 +18,9 @@ pub mod routes;
 pub use connection::Connection;
 
 /// Small buffers per socket: an idle socket must cost a few KiB, not the 128 KiB default.
-const READ_BUFFER: usize = 4 * 1024;
+/// The read buffer grows for a larger frame (up to the frame limit) and is only the chunk size of
+/// a read; 1 KiB keeps an idle socket near 6.8 KB in all (bench/RESULTS.md).
+const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 0;
 
 /// Applies the frame-size limit and the small per-socket buffers.

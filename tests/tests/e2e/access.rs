@@ -140,6 +140,11 @@ async fn history_is_open_to_participants_only() {
     assert!(!body.to_string().contains("private"));
     let (status, _) = http("GET", &url, None, None).await;
     assert_eq!(status, 401);
+    let deactivate = json!({"username": "bob", "is_active": false});
+    let (status, _) = http("PUT", &cluster.node(0).http("/api/v1/users/bob"), Some(API_KEY), Some(deactivate)).await;
+    assert_eq!(status, 200);
+    let (status, _) = http("GET", &url, Some(&token("bob")), None).await;
+    assert_eq!(status, 401, "a deactivated participant's token opens nothing");
     let (status, _) = http("GET", &cluster.node(0).http(&format!("/api/v1/sessions/{session}")), Some(&token("alice")), None).await;
     assert_eq!(status, 401, "the session resource itself is for the backend's key");
 }
