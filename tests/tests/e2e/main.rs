@@ -11,4 +11,5 @@ mod redis_restart;
 mod session_chat;
 mod slow_reader;
 mod startup;
+mod subscriptions;
 mod worker_step;
