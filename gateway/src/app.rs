@@ -11,6 +11,7 @@ use std::time::Duration;
 use shared::auth::Verifier;
 use shared::broker::{Broker, BrokerError, Inbound, MemoryBus, RedisBroker};
 use shared::config::GatewayConfig;
+use shared::presence::{MemoryPresence, Presence, RedisPresence};
 use shared::store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -19,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::presence::{Announcer, PresenceTask};
 
 /// How long a drain waits for sockets to finish their close handshakes.
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
@@ -46,6 +48,12 @@ pub struct AppInner {
     pub broker: Arc<dyn Broker>,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
+    /// Texts for the Diary socket's `motivation_requested`.
+    pub motivation: Arc<dyn crate::motivation::MotivationProvider>,
+    /// Who is online anywhere in the cluster.
+    pub presence: Arc<dyn Presence>,
+    /// This node's id in the presence store.
+    pub node_id: String,
     /// Cancelled when the node drains: sockets close with 1012 and `/readyz` answers 503.
     pub shutdown: CancellationToken,
     /// Every socket task, so that a drain can wait for them (axum does not track upgraded sockets).
@@ -64,24 +72,50 @@ pub struct Gateway {
     app: AppState,
     /// Embedded mode's in-process worker, stopped after the sockets have drained.
     worker: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// The presence task, stopped (leaving the cluster) after the sockets have drained.
+    presence: (CancellationToken, tokio::task::JoinHandle<()>),
+}
+
+/// Presence changes are not yet shown to any app; the Pythia socket will broadcast `user_status`.
+struct Unannounced;
+
+impl Announcer for Unannounced {
+    fn announce(&self, user: shared::ids::UserId, online: bool) {
+        tracing::debug!(%user, online, "presence changed");
+    }
 }
 
 impl Gateway {
     pub async fn build(config: GatewayConfig) -> Result<Self, BuildError> {
         let verifier = Verifier::new(&config.jwt).map_err(BuildError::Jwt)?;
         let store = Store::connect(&config.database_url, 16).await?;
-        let (broker, inbox): (Arc<dyn Broker>, mpsc::Receiver<Inbound>) = match &config.redis_url {
-            Some(url) => {
-                let (broker, inbox) = RedisBroker::with_subscriber(url, &config.redis_prefix)?;
-                (Arc::new(broker), inbox)
-            }
-            None => {
-                let (broker, inbox) = MemoryBus::new().node();
-                (Arc::new(broker), inbox)
-            }
-        };
+        let (broker, inbox, presence): (Arc<dyn Broker>, mpsc::Receiver<Inbound>, Arc<dyn Presence>) =
+            match &config.redis_url {
+                Some(url) => {
+                    let (broker, inbox) = RedisBroker::with_subscriber(url, &config.redis_prefix)?;
+                    let presence = Arc::new(RedisPresence::new(broker.pool(), &config.redis_prefix));
+                    (Arc::new(broker), inbox, presence)
+                }
+                None => {
+                    let (broker, inbox) = MemoryBus::new().node();
+                    (Arc::new(broker), inbox, Arc::new(MemoryPresence::default()))
+                }
+            };
         let metrics = Arc::new(Metrics::default());
-        let hub = Hub::start(broker.clone(), inbox, &config.limits, metrics.clone());
+        let (presence_tx, presence_rx) = mpsc::unbounded_channel();
+        let hub = Hub::start(broker.clone(), inbox, &config.limits, metrics.clone(), presence_tx);
+        let node_id = crate::presence::node_id();
+        let presence_stop = CancellationToken::new();
+        let presence_task = tokio::spawn(
+            PresenceTask {
+                store: presence.clone(),
+                node: node_id.clone(),
+                hub: Arc::downgrade(&hub),
+                changes: presence_rx,
+                announcer: Arc::new(Unannounced),
+            }
+            .run(presence_stop.clone()),
+        );
         let worker = config.is_embedded().then(|| {
             let stop = CancellationToken::new();
             let settings = worker::WorkerSettings {
@@ -103,10 +137,13 @@ impl Gateway {
             broker,
             hub,
             metrics,
+            motivation: Arc::new(crate::motivation::PhraseBook::default()),
+            presence,
+            node_id,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }));
-        Ok(Self { listener, app, worker })
+        Ok(Self { listener, app, worker, presence: (presence_stop, presence_task) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -120,7 +157,7 @@ impl Gateway {
     /// Serves until `shutdown` resolves, then drains: stops accepting, closes every socket with
     /// 1012, waits for their close handshakes, and (embedded) lets the worker finish its queue.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Gateway { listener, app, worker } = self;
+        let Gateway { listener, app, worker, presence } = self;
         let drain = app.shutdown.clone();
         let router = crate::http::router(app.clone());
         axum::serve(listener, router)
@@ -134,6 +171,9 @@ impl Gateway {
         if tokio::time::timeout(DRAIN_WAIT, app.tracker.wait()).await.is_err() {
             tracing::warn!("drain: some sockets did not close in time");
         }
+        let (stop, task) = presence;
+        stop.cancel();
+        let _ = task.await;
         if let Some((stop, task)) = worker {
             stop.cancel();
             let _ = task.await;

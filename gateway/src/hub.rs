@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::presence::Change;
 use crate::protocols::Protocol;
 use crate::errors::CloseReason;
 
@@ -116,6 +117,8 @@ pub struct Hub {
     /// To the subscription manager. Unbounded so that it can be sent to under the lock; it holds
     /// at most one entry per join in flight.
     manager: mpsc::UnboundedSender<ManagerCommand>,
+    /// Each user's first and last socket on this node, in order, to the presence task.
+    presence: mpsc::UnboundedSender<Change>,
     /// False between a pub/sub disconnect and the completed resubscription (`/readyz`).
     in_sync: AtomicBool,
     next_socket: AtomicU64,
@@ -140,11 +143,13 @@ impl Hub {
         inbox: mpsc::Receiver<Inbound>,
         limits: &shared::config::Limits,
         metrics: Arc<Metrics>,
+        presence: mpsc::UnboundedSender<Change>,
     ) -> Arc<Self> {
         let (manager_tx, manager_rx) = mpsc::unbounded_channel();
         let hub = Arc::new(Self {
             state: Mutex::new(HubState::default()),
             manager: manager_tx,
+            presence,
             in_sync: AtomicBool::new(false),
             next_socket: AtomicU64::new(1),
             outbox_frames: limits.outbox_frames,
@@ -175,6 +180,9 @@ impl Hub {
                 return Err(HubError::TooManySockets(*count));
             }
             *count += 1;
+            if *count == 1 {
+                let _ = self.presence.send(Change::Connected(user.clone()));
+            }
         }
         let (tx, rx) = mpsc::channel(self.outbox_frames);
         let link = Arc::new(SocketLink {
@@ -188,6 +196,11 @@ impl Hub {
             kick_code: AtomicU16::new(0),
         });
         Ok((Attached { hub: self.clone(), link, groups: Vec::new() }, rx))
+    }
+
+    /// Users with at least one authenticated socket on this node.
+    pub fn local_users(&self) -> Vec<UserId> {
+        self.lock().sockets_per_user.keys().cloned().collect()
     }
 
     /// True when the node's subscriptions match what its sockets need.
@@ -316,6 +329,7 @@ impl Drop for Attached {
                 *count -= 1;
                 if *count == 0 {
                     state.sockets_per_user.remove(user);
+                    let _ = self.hub.presence.send(Change::Disconnected(user.clone()));
                 }
             }
         }

@@ -26,6 +26,8 @@ pub mod errors;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod motivation;
+pub mod presence;
 pub mod protocols;
 pub mod ws;
 

@@ -28,6 +28,21 @@ impl Keys {
         format!("{}jobs", self.prefix)
     }
 
+    /// One node's set of online users.
+    pub fn presence_node(&self, node: &str) -> String {
+        format!("{}presence:node:{node}", self.prefix)
+    }
+
+    /// User → number of nodes where the user has a socket.
+    pub fn presence_counts(&self) -> String {
+        format!("{}presence:count", self.prefix)
+    }
+
+    /// Node → last heartbeat (Redis time, ms).
+    pub fn presence_nodes(&self) -> String {
+        format!("{}presence:nodes", self.prefix)
+    }
+
     /// The consumer group of the workers on the jobs stream.
     pub fn jobs_group(&self) -> &'static str {
         "workers"

@@ -7,8 +7,8 @@
 //! group's channel (every node subscribed to that [`event::Group`] receives it) and appends a
 //! [`jobs::Job`] to the jobs stream in the same MULTI. The worker reads the stream and applies
 //! batches of jobs through the [`store::Store`]. Names of Redis keys live in [`keys`]; who may
-//! connect is decided with [`auth`] and the [`ids`] parsed at the edge; settings come from
-//! [`config`]; every instant on the wire is formatted by [`time`].
+//! connect is decided with [`auth`] and the [`ids`] parsed at the edge; who is online
+//! anywhere is kept by [`presence`]; settings come from [`config`]; every instant on the wire is formatted by [`time`].
 
 pub mod auth;
 pub mod broker;
@@ -17,5 +17,6 @@ pub mod event;
 pub mod ids;
 pub mod jobs;
 pub mod keys;
+pub mod presence;
 pub mod store;
 pub mod time;

@@ -335,6 +335,44 @@ impl Cluster {
         Process(child)
     }
 
+    /// A gateway node as a process (the real binary's code, `env!("CARGO_BIN_EXE_e2e-gateway")`
+    /// from a test), for killing it. Returns the process and its base address.
+    pub async fn spawn_node_process(&self, exe: &str) -> (Process, SocketAddr) {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(exe)
+            .env("GATEWAY_BIND", addr.to_string())
+            .env("REDIS_URL", self.redis.url())
+            .env("DATABASE_URL", self.db.url())
+            .env("GATEWAY_REDIS_PREFIX", &self.prefix)
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("GATEWAY_API_KEY", API_KEY)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawning a gateway process");
+        let process = Process(child);
+        let health = format!("http://{addr}/healthz");
+        eventually("the gateway process serves", || {
+            let health = health.clone();
+            async move {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Ok(_) => http("GET", &health, None, None).await.0 == 200,
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+        (process, addr)
+    }
+
+    /// `GET /api/v1/ws/status` on node `i`: the cluster-wide count of connected users.
+    pub async fn connected_users(&self, i: usize) -> u64 {
+        let (status, body) = http("GET", &self.node(i).http("/api/v1/ws/status"), None, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "active");
+        body["connected_users"].as_u64().expect("connected_users")
+    }
+
     /// Upserts a user through the server API.
     pub async fn user(&self, id: &str, display_name: Option<&str>) {
         let body = json!({"username": id, "display_name": display_name});

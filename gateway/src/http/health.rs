@@ -35,3 +35,15 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
 }
+
+/// `GET /api/v1/ws/status` (diary.md): distinct authenticated users with a socket of any app
+/// open on any node.
+pub async fn ws_status(State(app): State<AppState>) -> impl IntoResponse {
+    match app.presence.count().await {
+        Ok(n) => (StatusCode::OK, Json(json!({"connected_users": n, "status": "active"}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "presence count failed");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "unavailable", "message": "presence store unreachable"})))
+        }
+    }
+}

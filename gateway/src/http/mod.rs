@@ -15,6 +15,8 @@ pub fn router(app: AppState) -> Router {
         // Sockets (PROTOCOL.md "The sockets").
         .route("/ws/sessions/{session_id}", get(sockets::session))
         .route("/ws/sessions/{session_id}/", get(sockets::session))
+        .route("/api/v1/ws/{user_id}", get(sockets::personal))
+        .route("/api/v1/ws/status", get(health::ws_status))
         // Server API (PROTOCOL.md "The server side").
         .route("/api/v1/users/{id}", put(api::put_user).get(api::get_user))
         .route("/api/v1/sessions/{id}", put(api::put_session).get(api::get_session))

@@ -9,6 +9,7 @@ use shared::event::Event;
 use crate::app::AppState;
 use crate::errors::ClientError;
 
+pub mod diary;
 pub mod sessions;
 
 /// A wire format. The hub renders each publication once per format present in a group.
@@ -16,16 +17,19 @@ pub mod sessions;
 pub enum Protocol {
     /// Send Buddy session chat (sendbuddy.md).
     Sessions,
+    /// The Diary personal socket (diary.md, chat.txt §1.2).
+    Diary,
 }
 
 impl Protocol {
     /// Number of variants: the size of the hub's per-publication render cache.
-    pub const COUNT: usize = 1;
+    pub const COUNT: usize = 2;
 
     /// This format's frame for `event`, or `None` if sockets of this format do not receive it.
     pub fn render(self, event: &Event) -> Option<String> {
         match self {
             Protocol::Sessions => sessions::render(event),
+            Protocol::Diary => diary::render(event),
         }
     }
 }
@@ -33,6 +37,7 @@ impl Protocol {
 /// The per-socket state of a connected client, by protocol: what its client frames mean.
 pub enum SocketHandler {
     Sessions(sessions::SessionSocket),
+    Diary(diary::PersonalSocket),
 }
 
 impl SocketHandler {
@@ -40,6 +45,7 @@ impl SocketHandler {
     pub async fn on_text(&mut self, app: &AppState, text: &str) -> Result<Option<Utf8Bytes>, ClientError> {
         match self {
             SocketHandler::Sessions(socket) => socket.on_text(app, text).await.map(|()| None),
+            SocketHandler::Diary(socket) => socket.on_text(app, text).map(Some),
         }
     }
 }

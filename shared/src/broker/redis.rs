@@ -69,6 +69,11 @@ impl RedisBroker {
         Ok((broker, inbox_rx))
     }
 
+    /// The command pool, shared with the presence store.
+    pub fn pool(&self) -> deadpool_redis::Pool {
+        self.pool.clone()
+    }
+
     async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
         Ok(self.pool.get().await?)
     }

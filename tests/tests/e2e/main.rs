@@ -4,9 +4,11 @@
 mod access;
 mod bad_input;
 mod broker_contract;
+mod diary;
 mod durability;
 mod embedded;
 mod limits;
+mod presence;
 mod redis_restart;
 mod session_chat;
 mod slow_reader;

@@ -1,0 +1,135 @@
+//! This node's part in cluster-wide presence.
+//!
+//! The hub reports each user's first socket on this node and their last one (`Change`), in
+//! order, from under its lock. One task applies them to the shared `Presence` store, beats this
+//! node's heartbeat, reaps nodes that stopped beating (their users go offline with them), and
+//! reconciles the store with the hub after a Redis error. Whenever a user comes online or goes
+//! offline anywhere, `announce` tells the apps that care.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use shared::ids::UserId;
+use shared::presence::Presence;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+
+/// How often this node says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(3);
+/// Silence after which a node counts as dead. With the heartbeat above, the users of a killed
+/// node go offline 10–13 s after its last beat.
+pub const DEAD_AFTER: Duration = Duration::from_secs(10);
+
+/// A user's presence on this node changed.
+#[derive(Debug)]
+pub enum Change {
+    /// The user's first socket on this node opened.
+    Connected(UserId),
+    /// The user's last socket on this node closed.
+    Disconnected(UserId),
+}
+
+/// Receives users that came online or went offline cluster-wide.
+pub trait Announcer: Send + Sync + 'static {
+    fn announce(&self, user: UserId, online: bool);
+}
+
+pub struct PresenceTask {
+    pub store: Arc<dyn Presence>,
+    pub node: String,
+    pub hub: Weak<Hub>,
+    pub changes: mpsc::UnboundedReceiver<Change>,
+    pub announcer: Arc<dyn Announcer>,
+}
+
+impl PresenceTask {
+    /// Runs until `stop`; then removes this node (and its users) from the store.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        // After a failed store call the store may disagree with the hub: reconcile on the next beat.
+        let mut dirty = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                change = self.changes.recv() => {
+                    let Some(change) = change else { break };
+                    if let Err(e) = self.apply(change).await {
+                        tracing::warn!(error = %e, "presence update failed; will reconcile");
+                        dirty = true;
+                    }
+                }
+                _ = tick.tick() => {
+                    match self.beat(dirty).await {
+                        Ok(()) => dirty = false,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "presence heartbeat failed");
+                            dirty = true;
+                        }
+                    }
+                }
+            }
+        }
+        // Apply what is still queued (the sockets closed by a drain), then leave.
+        while let Ok(change) = self.changes.try_recv() {
+            let _ = self.apply(change).await;
+        }
+        match self.store.leave(&self.node).await {
+            Ok(gone) => gone.into_iter().for_each(|u| self.announcer.announce(u, false)),
+            Err(e) => tracing::warn!(error = %e, "presence: leaving failed; peers will reap this node"),
+        }
+    }
+
+    async fn apply(&self, change: Change) -> Result<(), shared::broker::BrokerError> {
+        match change {
+            Change::Connected(user) => {
+                if self.store.add(&self.node, &user).await? {
+                    self.announcer.announce(user, true);
+                }
+            }
+            Change::Disconnected(user) => {
+                if self.store.remove(&self.node, &user).await? {
+                    self.announcer.announce(user, false);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn beat(&self, dirty: bool) -> Result<(), shared::broker::BrokerError> {
+        let unknown = self.store.heartbeat(&self.node).await?;
+        if unknown || dirty {
+            self.reconcile().await?;
+        }
+        for user in self.store.reap(DEAD_AFTER).await? {
+            self.announcer.announce(user, false);
+        }
+        Ok(())
+    }
+
+    /// Makes the store's record of this node equal to the hub's users.
+    async fn reconcile(&self) -> Result<(), shared::broker::BrokerError> {
+        let Some(hub) = self.hub.upgrade() else { return Ok(()) };
+        let local: HashSet<UserId> = hub.local_users().into_iter().collect();
+        let recorded: HashSet<UserId> = self.store.members(&self.node).await?.into_iter().collect();
+        for user in local.difference(&recorded) {
+            if self.store.add(&self.node, user).await? {
+                self.announcer.announce(user.clone(), true);
+            }
+        }
+        for user in recorded.difference(&local) {
+            if self.store.remove(&self.node, user).await? {
+                self.announcer.announce(user.clone(), false);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A node id: unique per process, readable in Redis.
+pub fn node_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
+    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}

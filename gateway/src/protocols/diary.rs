@@ -1,0 +1,148 @@
+//! The Diary personal socket (`/api/v1/ws/{user_id}`, diary.md; also chat.txt §1.2).
+//!
+//! `ping` → `pong`; `motivation_requested` → `motivation_generated`; any other valid JSON →
+//! `echo` of the frame's exact text. Replies go to this socket only. An authenticated socket is
+//! in `user:{id}` and receives that user's direct messages; a tokenless one (when allowed) joins
+//! nothing and so never receives anyone's private data.
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Serialize;
+use serde_json::Value;
+use shared::event::Event;
+
+use crate::app::AppState;
+use crate::errors::ClientError;
+
+pub const MAX_CHALLENGE_CHARS: usize = 500;
+pub const DEFAULT_STRESS: u8 = 5;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Ping,
+    Motivation { challenge: String, stress_level: u8 },
+    Echo,
+}
+
+/// Decodes a frame. Unlike the other sockets, a missing or unknown `type` is echoed.
+pub fn decode(text: &str) -> Result<Action, ClientError> {
+    let value: Value = serde_json::from_str(text).map_err(|_| ClientError::invalid_json())?;
+    let Some(object) = value.as_object() else { return Ok(Action::Echo) };
+    match object.get("type").and_then(Value::as_str) {
+        Some("ping") => Ok(Action::Ping),
+        Some("motivation_requested") => {
+            let challenge = match object.get("current_challenge") {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) if s.chars().count() <= MAX_CHALLENGE_CHARS => s.clone(),
+                Some(Value::String(_)) => {
+                    return Err(ClientError::invalid_payload(format!(
+                        "\"current_challenge\" must be at most {MAX_CHALLENGE_CHARS} characters"
+                    )))
+                }
+                Some(_) => return Err(ClientError::invalid_payload("\"current_challenge\" must be a string")),
+            };
+            let stress_level = match object.get("stress_level") {
+                None | Some(Value::Null) => DEFAULT_STRESS,
+                Some(v) => match v.as_u64() {
+                    Some(n @ 1..=10) => n as u8,
+                    _ => return Err(ClientError::invalid_payload("\"stress_level\" must be an integer from 1 to 10")),
+                },
+            };
+            Ok(Action::Motivation { challenge, stress_level })
+        }
+        _ => Ok(Action::Echo),
+    }
+}
+
+#[derive(Serialize)]
+struct Pong<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    user_id: &'a str,
+    message: &'static str,
+}
+
+#[derive(Serialize)]
+struct Motivation<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    user_id: &'a str,
+    motivation_text: String,
+    current_challenge: &'a str,
+    stress_level: u8,
+}
+
+#[derive(Serialize)]
+struct Echo<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    user_id: &'a str,
+    message: String,
+}
+
+/// Events delivered to the personal socket (direct messages arrive with the chat protocol).
+pub fn render(_event: &Event) -> Option<String> {
+    None
+}
+
+/// One personal socket. `user_id` is the path's id (the token's `sub` when there is a token).
+pub struct PersonalSocket {
+    pub user_id: String,
+}
+
+impl PersonalSocket {
+    pub fn on_text(&self, app: &AppState, text: &str) -> Result<Utf8Bytes, ClientError> {
+        let user_id = self.user_id.as_str();
+        let json = match decode(text)? {
+            Action::Ping => serde_json::to_string(&Pong { kind: "pong", user_id, message: "Pong!" }),
+            Action::Motivation { challenge, stress_level } => serde_json::to_string(&Motivation {
+                kind: "motivation_generated",
+                user_id,
+                motivation_text: app.motivation.motivate(&challenge, stress_level),
+                current_challenge: &challenge,
+                stress_level,
+            }),
+            Action::Echo => {
+                serde_json::to_string(&Echo { kind: "echo", user_id, message: format!("Received: {text}") })
+            }
+        };
+        Ok(Utf8Bytes::from(json.expect("replies serialize")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errors::ErrorCode;
+
+    #[test]
+    fn decodes_the_guide_frames() {
+        assert_eq!(decode(r#"{"type": "ping"}"#).unwrap(), Action::Ping);
+        assert_eq!(
+            decode(r#"{"type": "motivation_requested", "current_challenge": "Testing", "stress_level": 7}"#).unwrap(),
+            Action::Motivation { challenge: "Testing".into(), stress_level: 7 }
+        );
+        assert_eq!(
+            decode(r#"{"type": "motivation_requested"}"#).unwrap(),
+            Action::Motivation { challenge: String::new(), stress_level: 5 }
+        );
+        assert_eq!(decode(r#"{"type": "custom_message", "data": "x"}"#).unwrap(), Action::Echo);
+        assert_eq!(decode(r#"{"no": "type"}"#).unwrap(), Action::Echo);
+        assert_eq!(decode("42").unwrap(), Action::Echo);
+    }
+
+    #[test]
+    fn refuses_out_of_range_values_without_clamping() {
+        for bad in [
+            r#"{"type": "motivation_requested", "stress_level": 0}"#,
+            r#"{"type": "motivation_requested", "stress_level": 11}"#,
+            r#"{"type": "motivation_requested", "stress_level": 7.5}"#,
+            r#"{"type": "motivation_requested", "stress_level": "7"}"#,
+            r#"{"type": "motivation_requested", "current_challenge": 5}"#,
+        ] {
+            assert_eq!(decode(bad).unwrap_err().code, ErrorCode::InvalidPayload, "{bad}");
+        }
+        let long = format!(r#"{{"type": "motivation_requested", "current_challenge": "{}"}}"#, "x".repeat(501));
+        assert_eq!(decode(&long).unwrap_err().code, ErrorCode::InvalidPayload);
+        assert_eq!(decode("{oops").unwrap_err().code, ErrorCode::InvalidJson);
+    }
+}

@@ -1,0 +1,293 @@
+//! Who is online, cluster-wide. A user is online while any node has a socket of theirs.
+//!
+//! Each node keeps a set of its online users and a heartbeat; a user's count is the number of
+//! nodes that have them. The first node to add a user makes them online, the last to remove
+//! them makes them offline. A node that stops heartbeating (SIGKILL, partition) is reaped by any
+//! other node: its users are removed as if their sockets had closed. Redis scripts make each
+//! step atomic and use Redis's own clock, so node clocks never matter.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::broker::BrokerError;
+use crate::ids::UserId;
+use crate::keys::Keys;
+
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// `node` has its first socket of `user`; true if the user was offline everywhere.
+    async fn add(&self, node: &str, user: &UserId) -> Result<bool, BrokerError>;
+    /// `node` closed its last socket of `user`; true if the user is now offline everywhere.
+    async fn remove(&self, node: &str, user: &UserId) -> Result<bool, BrokerError>;
+    /// Marks `node` alive. True if the node was unknown (first beat, or reaped while it was
+    /// unreachable): it must then `add` its users again.
+    async fn heartbeat(&self, node: &str) -> Result<bool, BrokerError>;
+    /// Removes nodes silent for `dead_after`; returns the users that went offline with them.
+    async fn reap(&self, dead_after: Duration) -> Result<Vec<UserId>, BrokerError>;
+    /// A node leaving on purpose: its users are removed, as by `reap`.
+    async fn leave(&self, node: &str) -> Result<Vec<UserId>, BrokerError>;
+    /// Distinct users online anywhere.
+    async fn count(&self) -> Result<usize, BrokerError>;
+    /// The users `node` is recorded with (to reconcile after an error).
+    async fn members(&self, node: &str) -> Result<Vec<UserId>, BrokerError>;
+}
+
+/// Presence in one process (embedded mode).
+#[derive(Default)]
+pub struct MemoryPresence {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Default)]
+struct MemoryState {
+    nodes: HashMap<String, (Instant, HashSet<UserId>)>,
+    counts: HashMap<UserId, usize>,
+}
+
+impl MemoryState {
+    fn drop_node(&mut self, node: &str) -> Vec<UserId> {
+        let Some((_, users)) = self.nodes.remove(node) else { return Vec::new() };
+        users.into_iter().filter(|u| decrement(&mut self.counts, u)).collect()
+    }
+}
+
+/// True when the count reached zero (and was removed).
+fn decrement(counts: &mut HashMap<UserId, usize>, user: &UserId) -> bool {
+    match counts.get_mut(user) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        Some(_) => {
+            counts.remove(user);
+            true
+        }
+        None => false,
+    }
+}
+
+#[async_trait]
+impl Presence for MemoryPresence {
+    async fn add(&self, node: &str, user: &UserId) -> Result<bool, BrokerError> {
+        let mut s = self.state.lock().expect("presence lock");
+        let entry = s.nodes.entry(node.to_owned()).or_insert_with(|| (Instant::now(), HashSet::new()));
+        if !entry.1.insert(user.clone()) {
+            return Ok(false);
+        }
+        let n = s.counts.entry(user.clone()).or_default();
+        *n += 1;
+        Ok(*n == 1)
+    }
+
+    async fn remove(&self, node: &str, user: &UserId) -> Result<bool, BrokerError> {
+        let mut s = self.state.lock().expect("presence lock");
+        let removed = s.nodes.get_mut(node).is_some_and(|(_, users)| users.remove(user));
+        Ok(removed && decrement(&mut s.counts, user))
+    }
+
+    async fn heartbeat(&self, node: &str) -> Result<bool, BrokerError> {
+        let mut s = self.state.lock().expect("presence lock");
+        match s.nodes.get_mut(node) {
+            Some((beat, _)) => {
+                *beat = Instant::now();
+                Ok(false)
+            }
+            None => {
+                s.nodes.insert(node.to_owned(), (Instant::now(), HashSet::new()));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn reap(&self, dead_after: Duration) -> Result<Vec<UserId>, BrokerError> {
+        let mut s = self.state.lock().expect("presence lock");
+        let dead: Vec<String> =
+            s.nodes.iter().filter(|(_, (beat, _))| beat.elapsed() >= dead_after).map(|(n, _)| n.clone()).collect();
+        Ok(dead.iter().flat_map(|node| s.drop_node(node)).collect())
+    }
+
+    async fn leave(&self, node: &str) -> Result<Vec<UserId>, BrokerError> {
+        Ok(self.state.lock().expect("presence lock").drop_node(node))
+    }
+
+    async fn count(&self) -> Result<usize, BrokerError> {
+        Ok(self.state.lock().expect("presence lock").counts.len())
+    }
+
+    async fn members(&self, node: &str) -> Result<Vec<UserId>, BrokerError> {
+        let s = self.state.lock().expect("presence lock");
+        Ok(s.nodes.get(node).map(|(_, users)| users.iter().cloned().collect()).unwrap_or_default())
+    }
+}
+
+/// Presence in Redis (cluster mode): `{prefix}presence:node:{node}` sets, a
+/// `{prefix}presence:count` hash (user → number of nodes), a `{prefix}presence:nodes` sorted set
+/// (node → last heartbeat, Redis time in ms).
+pub struct RedisPresence {
+    pool: deadpool_redis::Pool,
+    keys: Keys,
+}
+
+const ADD: &str = r"
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 then return 1 end
+end
+return 0";
+
+const REMOVE: &str = r"
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[1])
+    return 1
+  end
+end
+return 0";
+
+const HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], now, ARGV[1])";
+
+/// KEYS: nodes zset, count hash. ARGV: node-set key prefix, then either ('dead', ms) or ('node', name).
+const DROP_NODES: &str = r"
+local nodes
+if ARGV[2] == 'dead' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  nodes = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+else
+  nodes = { ARGV[3] }
+end
+local gone = {}
+for _, node in ipairs(nodes) do
+  local key = ARGV[1] .. node
+  for _, user in ipairs(redis.call('SMEMBERS', key)) do
+    if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
+      redis.call('HDEL', KEYS[2], user)
+      table.insert(gone, user)
+    end
+  end
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[1], node)
+end
+return gone";
+
+impl RedisPresence {
+    pub fn new(pool: deadpool_redis::Pool, prefix: &str) -> Self {
+        Self { pool, keys: Keys::new(prefix) }
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
+        Ok(self.pool.get().await?)
+    }
+
+    async fn drop_nodes(&self, mode: &str, arg: &str) -> Result<Vec<UserId>, BrokerError> {
+        let mut conn = self.conn().await?;
+        let gone: Vec<String> = redis::Script::new(DROP_NODES)
+            .key(self.keys.presence_nodes())
+            .key(self.keys.presence_counts())
+            .arg(self.keys.presence_node(""))
+            .arg(mode)
+            .arg(arg)
+            .invoke_async(&mut *conn)
+            .await?;
+        Ok(gone.iter().filter_map(|u| UserId::parse(u).ok()).collect())
+    }
+}
+
+#[async_trait]
+impl Presence for RedisPresence {
+    async fn add(&self, node: &str, user: &UserId) -> Result<bool, BrokerError> {
+        let mut conn = self.conn().await?;
+        let first: i64 = redis::Script::new(ADD)
+            .key(self.keys.presence_node(node))
+            .key(self.keys.presence_counts())
+            .arg(user.as_str())
+            .invoke_async(&mut *conn)
+            .await?;
+        Ok(first == 1)
+    }
+
+    async fn remove(&self, node: &str, user: &UserId) -> Result<bool, BrokerError> {
+        let mut conn = self.conn().await?;
+        let last: i64 = redis::Script::new(REMOVE)
+            .key(self.keys.presence_node(node))
+            .key(self.keys.presence_counts())
+            .arg(user.as_str())
+            .invoke_async(&mut *conn)
+            .await?;
+        Ok(last == 1)
+    }
+
+    async fn heartbeat(&self, node: &str) -> Result<bool, BrokerError> {
+        let mut conn = self.conn().await?;
+        let added: i64 =
+            redis::Script::new(HEARTBEAT).key(self.keys.presence_nodes()).arg(node).invoke_async(&mut *conn).await?;
+        Ok(added == 1)
+    }
+
+    async fn reap(&self, dead_after: Duration) -> Result<Vec<UserId>, BrokerError> {
+        self.drop_nodes("dead", &dead_after.as_millis().to_string()).await
+    }
+
+    async fn leave(&self, node: &str) -> Result<Vec<UserId>, BrokerError> {
+        self.drop_nodes("node", node).await
+    }
+
+    async fn count(&self) -> Result<usize, BrokerError> {
+        let mut conn = self.conn().await?;
+        let n: usize = redis::cmd("HLEN").arg(self.keys.presence_counts()).query_async(&mut *conn).await?;
+        Ok(n)
+    }
+
+    async fn members(&self, node: &str) -> Result<Vec<UserId>, BrokerError> {
+        let mut conn = self.conn().await?;
+        let users: Vec<String> =
+            redis::cmd("SMEMBERS").arg(self.keys.presence_node(node)).query_async(&mut *conn).await?;
+        Ok(users.iter().filter_map(|u| UserId::parse(u).ok()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    #[tokio::test]
+    async fn online_while_any_node_has_the_user() {
+        let p = MemoryPresence::default();
+        assert!(p.heartbeat("a").await.unwrap());
+        assert!(!p.heartbeat("a").await.unwrap());
+        assert!(p.add("a", &u("carol")).await.unwrap());
+        assert!(!p.add("b", &u("carol")).await.unwrap(), "already online elsewhere");
+        assert_eq!(p.count().await.unwrap(), 1);
+        assert!(!p.remove("a", &u("carol")).await.unwrap(), "still on b");
+        assert!(p.remove("b", &u("carol")).await.unwrap());
+        assert_eq!(p.count().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_dead_node_takes_only_its_own_users_offline() {
+        let p = MemoryPresence::default();
+        p.heartbeat("dead").await.unwrap();
+        p.add("dead", &u("x")).await.unwrap();
+        p.add("dead", &u("y")).await.unwrap();
+        p.add("live", &u("y")).await.unwrap();
+        p.heartbeat("live").await.unwrap();
+        let gone = p.reap(Duration::ZERO).await.unwrap();
+        // Both nodes are "dead" with a zero timeout; use leave to show the single-node case.
+        assert_eq!(gone.len(), 2);
+        let p = MemoryPresence::default();
+        p.add("dead", &u("x")).await.unwrap();
+        p.add("dead", &u("y")).await.unwrap();
+        p.add("live", &u("y")).await.unwrap();
+        assert_eq!(p.leave("dead").await.unwrap(), vec![u("x")]);
+        assert_eq!(p.count().await.unwrap(), 1);
+    }
+}
