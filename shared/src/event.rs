@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{MessageId, SessionId, UserId};
+use crate::ids::{ChatId, MessageId, SessionId, UserId};
 
 /// A pub/sub group: one Redis channel, and the set of local sockets the hub delivers it to.
 /// Built only through the constructors so that every name has the `kind:id` form of PROTOCOL.md.
@@ -19,6 +19,10 @@ pub struct Group(String);
 impl Group {
     pub fn session(id: &SessionId) -> Self {
         Self(format!("session:{id}"))
+    }
+
+    pub fn chat(id: &ChatId) -> Self {
+        Self(format!("chat:{id}"))
     }
 
     pub fn user(id: &UserId) -> Self {
@@ -53,11 +57,43 @@ pub struct SessionMessage {
     pub created_at: DateTime<Utc>,
 }
 
+/// A user as chat.txt's `sender` object shows them: the user record when they connected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserSnapshot {
+    pub id: UserId,
+    pub username: String,
+    pub email: Option<String>,
+    pub is_active: bool,
+    /// RFC 3339, as on the wire.
+    pub created_at: Option<String>,
+}
+
+/// A chat message (chat.txt), or a direct message when `recipient_id` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub message_id: MessageId,
+    pub chat_id: ChatId,
+    pub sender: UserSnapshot,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_id: Option<UserId>,
+    pub content: String,
+    pub message_type: String,
+    pub parent_message_id: Option<MessageId>,
+    #[serde(with = "crate::time::rfc3339")]
+    pub created_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     SessionMessage(SessionMessage),
     SessionTyping { session_id: SessionId, sender_id: UserId, sender_name: String, is_typing: bool },
+    /// To a chat's group.
+    ChatMessage(ChatMessage),
+    /// To the recipient's `user:{id}` group.
+    DirectMessage(ChatMessage),
+    ChatTyping { chat_id: ChatId, user_id: UserId, is_typing: bool },
+    ReadReceipt { chat_id: ChatId, message_id: MessageId, user_id: UserId },
 }
 
 /// What crosses the broker: one event for one group, and who must not receive it.

@@ -72,6 +72,11 @@ opaque_id!(
     UserId
 );
 
+opaque_id!(
+    /// A chat (chat.txt).
+    ChatId
+);
+
 /// A Send Buddy climbing session: a UUID (sendbuddy.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]

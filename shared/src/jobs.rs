@@ -4,13 +4,27 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::event::SessionMessage;
+use chrono::{DateTime, Utc};
+
+use crate::event::{ChatMessage, SessionMessage};
+use crate::ids::{ChatId, MessageId, UserId};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Job {
     /// Persist the message (idempotent by id) and move the session's `last_message_at`.
     SessionMessage(SessionMessage),
+    /// Persist the chat or direct message (idempotent by id); a chat message moves the chat's
+    /// `last_message_at`.
+    ChatMessage(ChatMessage),
+    /// Record that `user_id` read `message_id`, once.
+    ReadReceipt {
+        message_id: MessageId,
+        chat_id: ChatId,
+        user_id: UserId,
+        #[serde(with = "crate::time::rfc3339")]
+        read_at: DateTime<Utc>,
+    },
 }
 
 impl Job {

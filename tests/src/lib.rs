@@ -390,6 +390,21 @@ impl Cluster {
         id
     }
 
+    /// Creates a chat (or replaces its members) through the server API.
+    pub async fn chat(&self, id: &str, members: &[&str]) {
+        let body = json!({"member_ids": members});
+        let (status, reply) = http("PUT", &self.node(0).http(&format!("/api/v1/chats/{id}")), Some(API_KEY), Some(body)).await;
+        assert_eq!(status, 200, "PUT chat: {reply}");
+    }
+
+    /// A chat's history through the server API, newest first.
+    pub async fn chat_history(&self, chat: &str) -> Vec<Value> {
+        let url = self.node(0).http(&format!("/api/v1/chats/{chat}/messages?limit=200"));
+        let (status, reply) = http("GET", &url, Some(API_KEY), None).await;
+        assert_eq!(status, 200, "GET chat messages: {reply}");
+        reply["messages"].as_array().cloned().unwrap_or_default()
+    }
+
     pub async fn history(&self, session: &str) -> Vec<Value> {
         let url = self.node(0).http(&format!("/api/v1/sessions/{session}/messages?limit=200"));
         let (status, reply) = http("GET", &url, Some(API_KEY), None).await;

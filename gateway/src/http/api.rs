@@ -9,11 +9,12 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shared::ids::{MessageId, SessionId, UserId};
-use shared::store::{Page, SessionRecord, UserRecord};
+use shared::ids::{ChatId, MessageId, SessionId, UserId};
+use shared::store::{ChatRecord, Page, SessionRecord, UserRecord};
 
 use super::error::ApiError;
 use crate::app::AppState;
+use crate::protocols::chat::MessageData;
 use crate::protocols::sessions::MessageFrame;
 
 const DEFAULT_PAGE: i64 = 50;
@@ -51,6 +52,7 @@ fn user_json(user: &UserRecord) -> Value {
         "email": user.email,
         "display_name": user.display_name,
         "is_active": user.is_active,
+        "created_at": user.created_at.as_ref().map(shared::time::format),
     })
 }
 
@@ -90,9 +92,11 @@ pub async fn put_user(
         email: body.email,
         display_name: body.display_name,
         is_active: body.is_active.unwrap_or(true),
+        created_at: None,
     };
     app.store.upsert_user(&user).await?;
-    Ok(Json(user_json(&user)))
+    let stored = app.store.user(&user.id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(Json(user_json(&stored)))
 }
 
 pub async fn get_user(
@@ -161,6 +165,21 @@ impl HistoryQuery {
     }
 }
 
+/// Who calls a history route: `None` for the backend's key, else the user of a valid token
+/// (of an active user).
+async fn history_caller(app: &AppState, headers: &HeaderMap) -> Result<Option<UserId>, ApiError> {
+    if is_backend(app, headers) {
+        return Ok(None);
+    }
+    let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+    let user_id = app.verifier.verify(token).map_err(|_| ApiError::unauthorized())?.user_id;
+    // As on the socket: a token of an unknown or deactivated user opens nothing.
+    match app.store.user(&user_id).await? {
+        Some(user) if user.is_active => Ok(Some(user_id)),
+        _ => Err(ApiError::unauthorized()),
+    }
+}
+
 /// `GET /api/v1/sessions/{id}/messages`: newest first, each item shaped like the `message` frame.
 /// Open to the backend's key and to a participant's own JWT; anyone else gets 404 (no leak).
 pub async fn session_messages(
@@ -170,17 +189,7 @@ pub async fn session_messages(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let page = query.page()?;
-    let caller = if is_backend(&app, &headers) {
-        None
-    } else {
-        let token = bearer(&headers).ok_or_else(ApiError::unauthorized)?;
-        let user_id = app.verifier.verify(token).map_err(|_| ApiError::unauthorized())?.user_id;
-        // As on the socket: a token of an unknown or deactivated user opens nothing.
-        match app.store.user(&user_id).await? {
-            Some(user) if user.is_active => Some(user_id),
-            _ => return Err(ApiError::unauthorized()),
-        }
-    };
+    let caller = history_caller(&app, &headers).await?;
     let id = SessionId::parse(&id).map_err(|_| ApiError::not_found("session"))?;
     let session = app.store.session(&id).await?.ok_or_else(|| ApiError::not_found("session"))?;
     if caller.is_some_and(|user| !session.has_participant(&user)) {
@@ -190,6 +199,71 @@ pub async fn session_messages(
     let items: Vec<Value> = messages
         .iter()
         .map(|m| serde_json::to_value(MessageFrame::new(m)).expect("frames serialize"))
+        .collect();
+    Ok(Json(json!({ "messages": items })))
+}
+
+fn chat_json(chat: &ChatRecord) -> Value {
+    json!({
+        "id": chat.id,
+        "member_ids": chat.member_ids,
+        "last_message_at": chat.last_message_at.as_ref().map(shared::time::format),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersBody {
+    member_ids: Vec<UserId>,
+}
+
+/// `PUT /api/v1/chats/{id}`: creates the chat or replaces its members.
+pub async fn put_chat(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_backend(&app, &headers)?;
+    let id = ChatId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
+    let body: MembersBody = parse_body(&body)?;
+    app.store.upsert_chat(&id, &body.member_ids).await?;
+    let chat = app.store.chat(&id).await?.ok_or_else(|| ApiError::not_found("chat"))?;
+    Ok(Json(chat_json(&chat)))
+}
+
+pub async fn get_chat(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_backend(&app, &headers)?;
+    let id = ChatId::parse(&id).map_err(|_| ApiError::not_found("chat"))?;
+    let chat = app.store.chat(&id).await?.ok_or_else(|| ApiError::not_found("chat"))?;
+    Ok(Json(chat_json(&chat)))
+}
+
+/// `GET /api/v1/chats/{id}/messages`: newest first, each item shaped like `new_message.data`;
+/// direct messages are not part of a chat's history.
+pub async fn chat_messages(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let page = query.page()?;
+    let caller = history_caller(&app, &headers).await?;
+    let id = ChatId::parse(&id).map_err(|_| ApiError::not_found("chat"))?;
+    app.store.chat(&id).await?.ok_or_else(|| ApiError::not_found("chat"))?;
+    if let Some(user) = caller {
+        if !app.store.is_chat_member(&id, &user).await? {
+            return Err(ApiError::not_found("chat"));
+        }
+    }
+    let messages = app.store.chat_messages(&id, page).await?;
+    let items: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::to_value(MessageData::new(m)).expect("frames serialize"))
         .collect();
     Ok(Json(json!({ "messages": items })))
 }

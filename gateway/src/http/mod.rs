@@ -17,10 +17,13 @@ pub fn router(app: AppState) -> Router {
         .route("/ws/sessions/{session_id}/", get(sockets::session))
         .route("/api/v1/ws/{user_id}", get(sockets::personal))
         .route("/api/v1/ws/status", get(health::ws_status))
+        .route("/api/v1/ws/chat/{chat_id}", get(sockets::chat))
         // Server API (PROTOCOL.md "The server side").
         .route("/api/v1/users/{id}", put(api::put_user).get(api::get_user))
         .route("/api/v1/sessions/{id}", put(api::put_session).get(api::get_session))
         .route("/api/v1/sessions/{id}/messages", get(api::session_messages))
+        .route("/api/v1/chats/{id}", put(api::put_chat).get(api::get_chat))
+        .route("/api/v1/chats/{id}/messages", get(api::chat_messages))
         // Operations.
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

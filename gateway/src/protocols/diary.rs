@@ -79,9 +79,12 @@ struct Echo<'a> {
     message: String,
 }
 
-/// Events delivered to the personal socket (direct messages arrive with the chat protocol).
-pub fn render(_event: &Event) -> Option<String> {
-    None
+/// Events delivered to the personal socket: direct messages (chat.txt §2.2 b).
+pub fn render(event: &Event) -> Option<String> {
+    match event {
+        Event::DirectMessage(m) => super::chat::direct_message_frame(m),
+        _ => None,
+    }
 }
 
 /// One personal socket. `user_id` is the path's id (the token's `sub` when there is a token).

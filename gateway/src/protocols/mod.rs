@@ -9,6 +9,7 @@ use shared::event::Event;
 use crate::app::AppState;
 use crate::errors::ClientError;
 
+pub mod chat;
 pub mod diary;
 pub mod sessions;
 
@@ -19,17 +20,20 @@ pub enum Protocol {
     Sessions,
     /// The Diary personal socket (diary.md, chat.txt §1.2).
     Diary,
+    /// A chat room (chat.txt).
+    Chat,
 }
 
 impl Protocol {
     /// Number of variants: the size of the hub's per-publication render cache.
-    pub const COUNT: usize = 2;
+    pub const COUNT: usize = 3;
 
     /// This format's frame for `event`, or `None` if sockets of this format do not receive it.
     pub fn render(self, event: &Event) -> Option<String> {
         match self {
             Protocol::Sessions => sessions::render(event),
             Protocol::Diary => diary::render(event),
+            Protocol::Chat => chat::render(event),
         }
     }
 }
@@ -38,6 +42,7 @@ impl Protocol {
 pub enum SocketHandler {
     Sessions(sessions::SessionSocket),
     Diary(diary::PersonalSocket),
+    Chat(chat::ChatSocket),
 }
 
 impl SocketHandler {
@@ -46,6 +51,7 @@ impl SocketHandler {
         match self {
             SocketHandler::Sessions(socket) => socket.on_text(app, text).await.map(|()| None),
             SocketHandler::Diary(socket) => socket.on_text(app, text).map(Some),
+            SocketHandler::Chat(socket) => socket.on_text(app, text).await.map(|()| None),
         }
     }
 }
@@ -76,6 +82,24 @@ impl ClientFrame {
         }
     }
 
+    /// An optional string field (absent or `null` is `None`).
+    pub fn optional_string(&self, field: &str) -> Result<Option<&str>, ClientError> {
+        match self.body.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ClientError::invalid_payload(format!("\"{field}\" must be a string"))),
+        }
+    }
+
+    /// The object under `field` (chat.txt wraps its payloads in `data`), as a frame of its own.
+    pub fn nested(&self, field: &str) -> Result<ClientFrame, ClientError> {
+        match self.body.get(field) {
+            Some(Value::Object(body)) => Ok(ClientFrame { kind: self.kind.clone(), body: body.clone() }),
+            Some(_) => Err(ClientError::invalid_payload(format!("\"{field}\" must be an object"))),
+            None => Err(ClientError::invalid_payload(format!("\"{field}\" is required"))),
+        }
+    }
+
     /// A required boolean field.
     pub fn boolean(&self, field: &str) -> Result<bool, ClientError> {
         match self.body.get(field) {
@@ -84,6 +108,13 @@ impl ClientFrame {
             None => Err(ClientError::invalid_payload(format!("\"{field}\" is required"))),
         }
     }
+}
+
+/// What a client hears when its frame could not be published (Redis away): `unavailable`.
+pub fn publish_failed(app: &AppState, error: shared::broker::BrokerError) -> ClientError {
+    crate::metrics::Metrics::incr(&app.metrics.publish_failures);
+    tracing::warn!(%error, "publish failed");
+    ClientError::unavailable()
 }
 
 /// Message text: trimmed, then 1..=`max` Unicode scalar values.

@@ -12,7 +12,6 @@ use shared::jobs::Job;
 use super::{message_text, ClientFrame};
 use crate::app::AppState;
 use crate::errors::ClientError;
-use crate::metrics::Metrics;
 
 pub const MAX_CONTENT_CHARS: usize = 2000;
 
@@ -75,6 +74,7 @@ pub fn render(event: &Event) -> Option<String> {
         Event::SessionTyping { sender_id, sender_name, is_typing, .. } => {
             serde_json::to_string(&TypingFrame { kind: "typing", sender_id, sender_name, is_typing: *is_typing })
         }
+        _ => return None,
     };
     json.ok()
 }
@@ -114,11 +114,7 @@ impl SessionSocket {
                 app.broker.publish(&self.group, Envelope::to_others(event, &self.user).encode()).await
             }
         };
-        result.map_err(|e| {
-            Metrics::incr(&app.metrics.publish_failures);
-            tracing::warn!(error = %e, "publish failed");
-            ClientError::unavailable()
-        })
+        result.map_err(|e| super::publish_failed(app, e))
     }
 }
 

@@ -5,11 +5,14 @@
 use axum::extract::ws::WebSocketUpgrade;
 use axum::response::Response;
 use shared::auth::{AuthError, Claims};
+use shared::event::Group;
+use shared::ids::UserId;
 use shared::store::UserRecord;
 
 use crate::app::AppState;
 use crate::errors::CloseReason;
 use crate::metrics::Metrics;
+use crate::protocols::{Protocol, SocketHandler};
 
 pub mod connection;
 pub mod rate;
@@ -71,8 +74,29 @@ pub fn reject(ws: WebSocketUpgrade, app: &AppState, reason: CloseReason) -> Resp
     })
 }
 
-/// Completes the upgrade and hands the socket to its actor, tracked for drain.
-pub fn accept(ws: WebSocketUpgrade, connection: Connection) -> Response {
+/// Registers an admitted socket in the hub, joins its groups (waiting for the node's
+/// subscriptions), completes the upgrade and hands the socket to its actor, tracked for drain.
+/// `user` is `None` only for a tokenless personal socket; `expires_at` is the token's `exp`.
+pub async fn admit(
+    ws: WebSocketUpgrade,
+    app: AppState,
+    user: Option<UserId>,
+    protocol: Protocol,
+    groups: Vec<Group>,
+    handler: SocketHandler,
+    expires_at: Option<i64>,
+) -> Response {
+    let (mut attached, outbox) = match app.hub.attach(user.clone(), protocol) {
+        Ok(attached) => attached,
+        Err(e) => {
+            tracing::info!(user = ?user.as_ref().map(UserId::as_str), error = %e, "socket refused");
+            return reject(ws, &app, CloseReason::PolicyViolation);
+        }
+    };
+    for group in groups {
+        attached.join(group).await;
+    }
+    let connection = Connection { app, attached, outbox, handler, expires_at };
     let tracker = connection.app.tracker.clone();
     ws.on_upgrade(move |socket| tracker.track_future(connection.run(socket)))
 }

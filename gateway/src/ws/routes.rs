@@ -1,22 +1,29 @@
 //! The socket routes, one handler per path of PROTOCOL.md "The sockets". Each admits the client
-//! (token, user, membership), joins its groups and hands it to the actor with its protocol.
+//! (token, user, membership) and hands it, with its protocol and groups, to `admit`.
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 use shared::event::Group;
-use shared::ids::{SessionId, UserId};
+use shared::ids::{ChatId, SessionId, UserId};
 
-use super::{accept, authenticate, configure, reject, Connection};
+use super::{admit, authenticate, configure, reject};
 use crate::app::AppState;
 use crate::errors::CloseReason;
+use crate::protocols::chat::ChatSocket;
 use crate::protocols::diary::PersonalSocket;
 use crate::protocols::{sessions::SessionSocket, Protocol, SocketHandler};
 
 #[derive(Deserialize)]
 pub struct TokenQuery {
     token: Option<String>,
+}
+
+/// Logs a database failure during admission and closes with 1011.
+fn lookup_failed(ws: WebSocketUpgrade, app: &AppState, e: shared::store::StoreError) -> Response {
+    tracing::error!(error = %e, "membership lookup failed");
+    reject(ws, app, CloseReason::Internal)
 }
 
 /// `/ws/sessions/{session_id}/`: the Send Buddy session chat.
@@ -36,27 +43,16 @@ pub async fn session(
     match app.store.session(&session_id).await {
         Ok(Some(session)) if session.has_participant(&user.id) => {}
         Ok(_) => return reject(ws, &app, CloseReason::NotMember),
-        Err(e) => {
-            tracing::error!(error = %e, "session lookup failed");
-            return reject(ws, &app, CloseReason::Internal);
-        }
+        Err(e) => return lookup_failed(ws, &app, e),
     }
-    let (mut attached, outbox) = match app.hub.attach(Some(user.id.clone()), Protocol::Sessions) {
-        Ok(attached) => attached,
-        Err(e) => {
-            tracing::info!(user = %user.id, error = %e, "socket refused");
-            return reject(ws, &app, CloseReason::PolicyViolation);
-        }
-    };
     let group = Group::session(&session_id);
-    attached.join(group.clone()).await;
     let handler = SocketHandler::Sessions(SessionSocket {
         session_id,
-        group,
+        group: group.clone(),
         sender_name: user.shown_name().to_owned(),
-        user: user.id,
+        user: user.id.clone(),
     });
-    accept(ws, Connection { app, attached, outbox, handler, expires_at: Some(claims.exp) })
+    admit(ws, app, Some(user.id), Protocol::Sessions, vec![group], handler, Some(claims.exp)).await
 }
 
 /// `/api/v1/ws/{user_id}`: the Diary personal socket. The token's `sub` must be `user_id` (4004);
@@ -71,11 +67,8 @@ pub async fn personal(
     let Ok(path_user) = UserId::parse(&user_id) else { return reject(ws, &app, CloseReason::NotMember) };
     let tokenless = query.token.as_deref().is_none_or(str::is_empty);
     if tokenless && app.config.anonymous_personal {
-        let Ok((attached, outbox)) = app.hub.attach(None, Protocol::Diary) else {
-            return reject(ws, &app, CloseReason::PolicyViolation);
-        };
         let handler = SocketHandler::Diary(PersonalSocket { user_id: path_user.to_string() });
-        return accept(ws, Connection { app, attached, outbox, handler, expires_at: None });
+        return admit(ws, app, None, Protocol::Diary, Vec::new(), handler, None).await;
     }
     let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
         Ok(found) => found,
@@ -84,11 +77,30 @@ pub async fn personal(
     if user.id != path_user {
         return reject(ws, &app, CloseReason::NotMember);
     }
-    let (mut attached, outbox) = match app.hub.attach(Some(user.id.clone()), Protocol::Diary) {
-        Ok(attached) => attached,
-        Err(_) => return reject(ws, &app, CloseReason::PolicyViolation),
-    };
-    attached.join(Group::user(&user.id)).await;
     let handler = SocketHandler::Diary(PersonalSocket { user_id: user.id.to_string() });
-    accept(ws, Connection { app, attached, outbox, handler, expires_at: Some(claims.exp) })
+    let groups = vec![Group::user(&user.id)];
+    admit(ws, app, Some(user.id), Protocol::Diary, groups, handler, Some(claims.exp)).await
+}
+
+/// `/api/v1/ws/chat/{chat_id}`: a chat room, members only (4004).
+pub async fn chat(
+    State(app): State<AppState>,
+    Path(chat_id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ws = configure(ws, &app);
+    let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
+        Ok(found) => found,
+        Err(reason) => return reject(ws, &app, reason),
+    };
+    let Ok(chat_id) = ChatId::parse(&chat_id) else { return reject(ws, &app, CloseReason::NotMember) };
+    match app.store.is_chat_member(&chat_id, &user.id).await {
+        Ok(true) => {}
+        Ok(false) => return reject(ws, &app, CloseReason::NotMember),
+        Err(e) => return lookup_failed(ws, &app, e),
+    }
+    let group = Group::chat(&chat_id);
+    let handler = SocketHandler::Chat(ChatSocket { chat_id, group: group.clone(), sender: user.snapshot() });
+    admit(ws, app, Some(user.id), Protocol::Chat, vec![group], handler, Some(claims.exp)).await
 }

@@ -12,8 +12,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
-use crate::event::SessionMessage;
-use crate::ids::{MessageId, SessionId, UserId};
+use crate::event::{ChatMessage, SessionMessage, UserSnapshot};
+use crate::ids::{ChatId, MessageId, SessionId, UserId};
 use crate::jobs::Job;
 
 mod postgres;
@@ -40,9 +40,22 @@ pub struct UserRecord {
     pub email: Option<String>,
     pub display_name: Option<String>,
     pub is_active: bool,
+    /// Set by the database; `None` on a record not read from it.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl UserRecord {
+    /// The user as chat.txt's `sender` object shows them.
+    pub fn snapshot(&self) -> UserSnapshot {
+        UserSnapshot {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            email: self.email.clone(),
+            is_active: self.is_active,
+            created_at: self.created_at.as_ref().map(crate::time::format),
+        }
+    }
+
     /// The name shown to others (PROTOCOL.md "identity"): `display_name`, else `username`.
     pub fn shown_name(&self) -> &str {
         match &self.display_name {
@@ -64,6 +77,13 @@ impl SessionRecord {
     pub fn has_participant(&self, user: &UserId) -> bool {
         &self.inviter_id == user || &self.invitee_id == user
     }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRecord {
+    pub id: ChatId,
+    pub member_ids: Vec<UserId>,
+    pub last_message_at: Option<DateTime<Utc>>,
 }
 
 /// A page of history: at most `limit` messages older than `before` (a message id), newest first.
@@ -144,6 +164,52 @@ impl Store {
         match self {
             Store::Postgres(pool) => postgres::session_messages(pool, id, page).await,
             Store::Sqlite(pool) => sqlite::session_messages(pool, id, page).await,
+        }
+    }
+
+    /// Creates the chat or replaces its members.
+    pub async fn upsert_chat(&self, id: &ChatId, members: &[UserId]) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => postgres::upsert_chat(pool, id, members).await,
+            Store::Sqlite(pool) => sqlite::upsert_chat(pool, id, members).await,
+        }
+    }
+
+    pub async fn chat(&self, id: &ChatId) -> Result<Option<ChatRecord>, StoreError> {
+        match self {
+            Store::Postgres(pool) => postgres::chat(pool, id).await,
+            Store::Sqlite(pool) => sqlite::chat(pool, id).await,
+        }
+    }
+
+    pub async fn is_chat_member(&self, chat: &ChatId, user: &UserId) -> Result<bool, StoreError> {
+        match self {
+            Store::Postgres(pool) => postgres::is_chat_member(pool, chat, user).await,
+            Store::Sqlite(pool) => sqlite::is_chat_member(pool, chat, user).await,
+        }
+    }
+
+    /// The chat a persisted chat message (not a direct one) belongs to.
+    pub async fn chat_of_message(&self, message: &MessageId) -> Result<Option<ChatId>, StoreError> {
+        match self {
+            Store::Postgres(pool) => postgres::chat_of_message(pool, message).await,
+            Store::Sqlite(pool) => sqlite::chat_of_message(pool, message).await,
+        }
+    }
+
+    /// A chat's messages (direct messages excluded), newest first, senders as they are now.
+    pub async fn chat_messages(&self, id: &ChatId, page: Page) -> Result<Vec<ChatMessage>, StoreError> {
+        match self {
+            Store::Postgres(pool) => postgres::chat_messages(pool, id, page).await,
+            Store::Sqlite(pool) => sqlite::chat_messages(pool, id, page).await,
+        }
+    }
+
+    /// How many users have read `message` (each counted once).
+    pub async fn read_count(&self, message: &MessageId) -> Result<i64, StoreError> {
+        match self {
+            Store::Postgres(pool) => postgres::read_count(pool, message).await,
+            Store::Sqlite(pool) => sqlite::read_count(pool, message).await,
         }
     }
 

@@ -4,6 +4,7 @@
 mod access;
 mod bad_input;
 mod broker_contract;
+mod chat;
 mod diary;
 mod durability;
 mod embedded;
