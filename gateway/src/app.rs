@@ -76,15 +76,6 @@ pub struct Gateway {
     presence: (CancellationToken, tokio::task::JoinHandle<()>),
 }
 
-/// Presence changes are not yet shown to any app; the Pythia socket will broadcast `user_status`.
-struct Unannounced;
-
-impl Announcer for Unannounced {
-    fn announce(&self, user: shared::ids::UserId, online: bool) {
-        tracing::debug!(%user, online, "presence changed");
-    }
-}
-
 impl Gateway {
     pub async fn build(config: GatewayConfig) -> Result<Self, BuildError> {
         let verifier = Verifier::new(&config.jwt).map_err(BuildError::Jwt)?;
@@ -112,7 +103,7 @@ impl Gateway {
                 node: node_id.clone(),
                 hub: Arc::downgrade(&hub),
                 changes: presence_rx,
-                announcer: Arc::new(Unannounced),
+                announcer: Announcer { broker: broker.clone(), store: store.clone() },
             }
             .run(presence_stop.clone()),
         );
@@ -127,9 +118,8 @@ impl Gateway {
             let task = tokio::spawn(worker::Worker::new(broker.clone(), store.clone(), settings).run(stop.clone()));
             (stop, task)
         });
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| BuildError::Bind { addr: config.bind, source })?;
+        let listener =
+            TcpListener::bind(config.bind).await.map_err(|source| BuildError::Bind { addr: config.bind, source })?;
         let app = AppState(Arc::new(AppInner {
             config,
             verifier,

@@ -99,6 +99,11 @@ pub enum ErrorCode {
     Unavailable,
     AccessDenied,
     InternalError,
+    MissingChannelId,
+    JoinChannelError,
+    LeaveChannelError,
+    TypingIndicatorError,
+    GetOnlineUsersError,
 }
 
 /// A problem with one client frame: answered with an error frame, the socket stays open.
@@ -106,6 +111,8 @@ pub enum ErrorCode {
 pub struct ClientError {
     pub code: ErrorCode,
     pub message: String,
+    /// More about the problem (pythia.md's error frame has it).
+    pub details: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -114,11 +121,18 @@ struct ErrorFrame<'a> {
     kind: &'static str,
     error_code: ErrorCode,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a str>,
 }
 
 impl ClientError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), details: None }
+    }
+
+    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+        self.details = Some(details.into());
+        self
     }
 
     pub fn invalid_json() -> Self {
@@ -146,7 +160,12 @@ impl ClientError {
 
     /// `{"type":"error","error_code":…,"message":…}`
     pub fn frame(&self) -> Utf8Bytes {
-        let frame = ErrorFrame { kind: "error", error_code: self.code, message: &self.message };
+        let frame = ErrorFrame {
+            kind: "error",
+            error_code: self.code,
+            message: &self.message,
+            details: self.details.as_deref(),
+        };
         Utf8Bytes::from(serde_json::to_string(&frame).expect("error frames always serialize"))
     }
 }

@@ -22,10 +22,10 @@ use shared::ids::UserId;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::errors::CloseReason;
 use crate::metrics::Metrics;
 use crate::presence::Change;
 use crate::protocols::Protocol;
-use crate::errors::CloseReason;
 
 /// How long an emptied group stays subscribed.
 const LINGER: Duration = Duration::from_secs(2);
@@ -104,6 +104,8 @@ struct GroupEntry {
 struct HubState {
     groups: HashMap<Group, GroupEntry>,
     sockets_per_user: HashMap<UserId, usize>,
+    /// Sockets per (room, user) on this node: who is "in" a Pythia channel room.
+    room_sockets: HashMap<(Group, UserId), usize>,
 }
 
 enum ManagerCommand {
@@ -134,6 +136,8 @@ pub struct Attached {
     hub: Arc<Hub>,
     link: Arc<SocketLink>,
     groups: Vec<Group>,
+    /// The subset of `groups` that count as rooms for presence.
+    rooms: Vec<Group>,
 }
 
 impl Hub {
@@ -195,12 +199,17 @@ impl Hub {
             kicked: CancellationToken::new(),
             kick_code: AtomicU16::new(0),
         });
-        Ok((Attached { hub: self.clone(), link, groups: Vec::new() }, rx))
+        Ok((Attached { hub: self.clone(), link, groups: Vec::new(), rooms: Vec::new() }, rx))
     }
 
     /// Users with at least one authenticated socket on this node.
     pub fn local_users(&self) -> Vec<UserId> {
         self.lock().sockets_per_user.keys().cloned().collect()
+    }
+
+    /// (room, user) pairs with at least one socket on this node.
+    pub fn local_rooms(&self) -> Vec<(Group, UserId)> {
+        self.lock().room_sockets.keys().cloned().collect()
     }
 
     /// True when the node's subscriptions match what its sockets need.
@@ -301,11 +310,37 @@ impl Attached {
         let _ = tokio::time::timeout(JOIN_WAIT, ready.wait_for(|done| *done)).await;
     }
 
+    pub fn in_group(&self, group: &Group) -> bool {
+        self.groups.contains(group)
+    }
+
+    /// Joins `group` as a room: the socket's user counts as present in it, cluster-wide.
+    pub async fn join_room(&mut self, group: Group) {
+        self.join(group.clone()).await;
+        if self.rooms.contains(&group) {
+            return;
+        }
+        if let Some(user) = &self.link.user {
+            let mut state = self.hub.lock();
+            let count = state.room_sockets.entry((group.clone(), user.clone())).or_default();
+            *count += 1;
+            if *count == 1 {
+                let _ = self.hub.presence.send(Change::RoomJoined(group.clone(), user.clone()));
+            }
+        }
+        self.rooms.push(group);
+    }
+
     /// Removes this socket from `group` (the subscription lingers, then goes if nobody rejoined).
     pub fn leave(&mut self, group: &Group) {
         self.groups.retain(|g| g != group);
+        let was_room = self.rooms.contains(group);
+        self.rooms.retain(|g| g != group);
         let mut state = self.hub.lock();
         Self::leave_locked(&mut state, &self.link, group);
+        if was_room {
+            self.hub.leave_room_locked(&mut state, group, self.link.user.as_ref());
+        }
     }
 
     fn leave_locked(state: &mut HubState, link: &SocketLink, group: &Group) {
@@ -318,11 +353,28 @@ impl Attached {
     }
 }
 
+impl Hub {
+    fn leave_room_locked(&self, state: &mut HubState, room: &Group, user: Option<&UserId>) {
+        let Some(user) = user else { return };
+        let key = (room.clone(), user.clone());
+        if let Some(count) = state.room_sockets.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                state.room_sockets.remove(&key);
+                let _ = self.presence.send(Change::RoomLeft(key.0, key.1));
+            }
+        }
+    }
+}
+
 impl Drop for Attached {
     fn drop(&mut self) {
         let mut state = self.hub.lock();
         for group in &self.groups {
             Self::leave_locked(&mut state, &self.link, group);
+        }
+        for room in &self.rooms {
+            self.hub.leave_room_locked(&mut state, room, self.link.user.as_ref());
         }
         if let Some(user) = &self.link.user {
             if let Some(count) = state.sockets_per_user.get_mut(user) {

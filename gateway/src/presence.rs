@@ -10,8 +10,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use shared::broker::Broker;
+use shared::event::{Envelope, Event, Group};
 use shared::ids::UserId;
 use shared::presence::Presence;
+use shared::store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -30,11 +33,36 @@ pub enum Change {
     Connected(UserId),
     /// The user's last socket on this node closed.
     Disconnected(UserId),
+    /// The user's first socket on this node entered the room.
+    RoomJoined(Group, UserId),
+    /// The user's last socket on this node left the room.
+    RoomLeft(Group, UserId),
 }
 
-/// Receives users that came online or went offline cluster-wide.
-pub trait Announcer: Send + Sync + 'static {
-    fn announce(&self, user: UserId, online: bool);
+/// Tells the apps that a user came online or went offline cluster-wide: Pythia's `user_status`,
+/// to every channel the user is a member of ("relevant channels", pythia.md).
+pub struct Announcer {
+    pub broker: Arc<dyn Broker>,
+    pub store: Store,
+}
+
+impl Announcer {
+    pub async fn announce(&self, user: UserId, online: bool) {
+        let channels = match self.store.channels_of(&user).await {
+            Ok(channels) => channels,
+            Err(e) => {
+                tracing::warn!(error = %e, %user, "user_status not sent: channel lookup failed");
+                return;
+            }
+        };
+        // To the others: a user's own sockets know whether they are connected.
+        let event = Envelope::to_others(Event::UserStatus { user_id: user.clone(), online }, &user).encode();
+        for channel in channels {
+            if let Err(e) = self.broker.publish(&Group::channel(&channel), event.clone()).await {
+                tracing::warn!(error = %e, "user_status not sent");
+            }
+        }
+    }
 }
 
 pub struct PresenceTask {
@@ -42,7 +70,7 @@ pub struct PresenceTask {
     pub node: String,
     pub hub: Weak<Hub>,
     pub changes: mpsc::UnboundedReceiver<Change>,
-    pub announcer: Arc<dyn Announcer>,
+    pub announcer: Announcer,
 }
 
 impl PresenceTask {
@@ -77,7 +105,11 @@ impl PresenceTask {
             let _ = self.apply(change).await;
         }
         match self.store.leave(&self.node).await {
-            Ok(gone) => gone.into_iter().for_each(|u| self.announcer.announce(u, false)),
+            Ok(gone) => {
+                for user in gone {
+                    self.announcer.announce(user, false).await;
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "presence: leaving failed; peers will reap this node"),
         }
     }
@@ -86,14 +118,16 @@ impl PresenceTask {
         match change {
             Change::Connected(user) => {
                 if self.store.add(&self.node, &user).await? {
-                    self.announcer.announce(user, true);
+                    self.announcer.announce(user, true).await;
                 }
             }
             Change::Disconnected(user) => {
                 if self.store.remove(&self.node, &user).await? {
-                    self.announcer.announce(user, false);
+                    self.announcer.announce(user, false).await;
                 }
             }
+            Change::RoomJoined(room, user) => self.store.join_room(&self.node, &room, &user).await?,
+            Change::RoomLeft(room, user) => self.store.leave_room(&self.node, &room, &user).await?,
         }
         Ok(())
     }
@@ -104,7 +138,7 @@ impl PresenceTask {
             self.reconcile().await?;
         }
         for user in self.store.reap(DEAD_AFTER).await? {
-            self.announcer.announce(user, false);
+            self.announcer.announce(user, false).await;
         }
         Ok(())
     }
@@ -116,13 +150,18 @@ impl PresenceTask {
         let recorded: HashSet<UserId> = self.store.members(&self.node).await?.into_iter().collect();
         for user in local.difference(&recorded) {
             if self.store.add(&self.node, user).await? {
-                self.announcer.announce(user.clone(), true);
+                self.announcer.announce(user.clone(), true).await;
             }
         }
         for user in recorded.difference(&local) {
             if self.store.remove(&self.node, user).await? {
-                self.announcer.announce(user.clone(), false);
+                self.announcer.announce(user.clone(), false).await;
             }
+        }
+        // Room entries are only added here (a reaped node lost them); stale ones of this node are
+        // removed by the next `leave_room` of that socket.
+        for (room, user) in hub.local_rooms() {
+            self.store.join_room(&self.node, &room, &user).await?;
         }
         Ok(())
     }

@@ -94,12 +94,11 @@ impl Verifier {
 
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data =
+            jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid,
-            }
-        })?;
+            })?;
         let user_id = UserId::parse(&data.claims.sub).map_err(|_| AuthError::Invalid)?;
         Ok(Claims { user_id, exp: data.claims.exp })
     }

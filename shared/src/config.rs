@@ -102,11 +102,9 @@ where
 {
     match var(name) {
         None => Ok(default),
-        Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-            name,
-            reason: e.to_string(),
-            value,
-        }),
+        Some(value) => {
+            value.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { name, reason: e.to_string(), value })
+        }
     }
 }
 
@@ -138,9 +136,11 @@ fn jwt_from_env(secret: Option<String>) -> Result<Option<JwtKey>, ConfigError> {
     if let Some(path) = var("JWT_PUBLIC_KEY_FILE") {
         let pem = read_file(Path::new(&path))?;
         let alg = alg.unwrap_or_else(|| "RS256".into());
-        return JwtKey::from_public_pem(&alg, pem.as_bytes())
-            .map(Some)
-            .map_err(|reason| ConfigError::Invalid { name: "JWT_PUBLIC_KEY_FILE", value: path, reason });
+        return JwtKey::from_public_pem(&alg, pem.as_bytes()).map(Some).map_err(|reason| ConfigError::Invalid {
+            name: "JWT_PUBLIC_KEY_FILE",
+            value: path,
+            reason,
+        });
     }
     match (secret, alg.as_deref()) {
         (None, _) => Ok(None),
@@ -195,8 +195,8 @@ impl GatewayConfig {
             }
             None => {
                 let dir = default_data_dir();
-                let database_url = var("DATABASE_URL")
-                    .unwrap_or_else(|| format!("sqlite://{}", dir.join("gateway.db").display()));
+                let database_url =
+                    var("DATABASE_URL").unwrap_or_else(|| format!("sqlite://{}", dir.join("gateway.db").display()));
                 let jwt = match jwt_from_env(var("JWT_SECRET"))? {
                     Some(key) => key,
                     None => {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ChatId, MessageId, SessionId, UserId};
+use crate::ids::{ChannelId, ChatId, MessageId, SessionId, UserId};
 
 /// A pub/sub group: one Redis channel, and the set of local sockets the hub delivers it to.
 /// Built only through the constructors so that every name has the `kind:id` form of PROTOCOL.md.
@@ -23,6 +23,15 @@ impl Group {
 
     pub fn chat(id: &ChatId) -> Self {
         Self(format!("chat:{id}"))
+    }
+
+    pub fn channel(id: &ChannelId) -> Self {
+        Self(format!("channel:{id}"))
+    }
+
+    /// The channel of a `channel:{id}` group.
+    pub fn channel_id(&self) -> Option<ChannelId> {
+        self.0.strip_prefix("channel:").and_then(|id| ChannelId::parse(id).ok())
     }
 
     pub fn user(id: &UserId) -> Self {
@@ -83,17 +92,75 @@ pub struct ChatMessage {
     pub created_at: DateTime<Utc>,
 }
 
+/// A Pythia channel message, posted through the messages API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelMessage {
+    pub message_id: MessageId,
+    pub channel_id: ChannelId,
+    pub user_id: UserId,
+    pub username: String,
+    pub email: Option<String>,
+    pub content: String,
+    #[serde(with = "crate::time::rfc3339")]
+    pub created_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     SessionMessage(SessionMessage),
-    SessionTyping { session_id: SessionId, sender_id: UserId, sender_name: String, is_typing: bool },
+    SessionTyping {
+        session_id: SessionId,
+        sender_id: UserId,
+        sender_name: String,
+        is_typing: bool,
+    },
     /// To a chat's group.
     ChatMessage(ChatMessage),
     /// To the recipient's `user:{id}` group.
     DirectMessage(ChatMessage),
-    ChatTyping { chat_id: ChatId, user_id: UserId, is_typing: bool },
-    ReadReceipt { chat_id: ChatId, message_id: MessageId, user_id: UserId },
+    ChatTyping {
+        chat_id: ChatId,
+        user_id: UserId,
+        is_typing: bool,
+    },
+    ReadReceipt {
+        chat_id: ChatId,
+        message_id: MessageId,
+        user_id: UserId,
+    },
+    /// Pythia: a message posted to a channel.
+    ChannelMessage(ChannelMessage),
+    /// Pythia: a reaction added to or removed from a channel message.
+    Reaction {
+        message_id: MessageId,
+        channel_id: ChannelId,
+        emoji: String,
+        user_id: UserId,
+        username: String,
+        added: bool,
+    },
+    /// Pythia: typing in a channel (to the others).
+    ChannelTyping {
+        channel_id: ChannelId,
+        user_id: UserId,
+        is_typing: bool,
+    },
+    /// Pythia: a user came online (first socket anywhere) or went offline (last one).
+    UserStatus {
+        user_id: UserId,
+        online: bool,
+    },
+    /// Pythia: a user entered a channel's room (`joined`) or left it.
+    RoomChange {
+        channel_id: ChannelId,
+        user_id: UserId,
+        joined: bool,
+    },
+    /// Pythia: the user was mentioned (`@username`) in a channel message.
+    Mention {
+        message: ChannelMessage,
+    },
 }
 
 /// What crosses the broker: one event for one group, and who must not receive it.

@@ -17,9 +17,8 @@ pub enum IdError {
 
 /// Checks the opaque-id rule of PROTOCOL.md: 1–64 characters of `A-Za-z0-9_-`.
 fn check_opaque(raw: &str) -> Result<(), IdError> {
-    let ok = !raw.is_empty()
-        && raw.len() <= 64
-        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let ok =
+        !raw.is_empty() && raw.len() <= 64 && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -75,6 +74,11 @@ opaque_id!(
 opaque_id!(
     /// A chat (chat.txt).
     ChatId
+);
+
+opaque_id!(
+    /// A Pythia channel (pythia.md).
+    ChannelId
 );
 
 /// A Send Buddy climbing session: a UUID (sendbuddy.md).

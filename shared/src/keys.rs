@@ -13,6 +13,20 @@ impl Keys {
         Self { prefix: prefix.to_owned() }
     }
 
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Users with a socket in `room` on `node` (Pythia channel rooms).
+    pub fn room(&self, room: &Group, node: &str) -> String {
+        format!("{}room:{room}:{node}", self.prefix)
+    }
+
+    /// The rooms `node` has sets for, so that reaping the node removes them.
+    pub fn rooms_of(&self, node: &str) -> String {
+        format!("{}rooms:{node}", self.prefix)
+    }
+
     /// The pub/sub channel of a group: `{prefix}{group}`, e.g. `rt:session:550e…`.
     pub fn channel(&self, group: &Group) -> String {
         format!("{}{}", self.prefix, group)

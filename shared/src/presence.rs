@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::broker::BrokerError;
+use crate::event::Group;
 use crate::ids::UserId;
 use crate::keys::Keys;
 
@@ -33,6 +34,12 @@ pub trait Presence: Send + Sync + 'static {
     async fn count(&self) -> Result<usize, BrokerError>;
     /// The users `node` is recorded with (to reconcile after an error).
     async fn members(&self, node: &str) -> Result<Vec<UserId>, BrokerError>;
+    /// `user` has a socket in `room` on `node` (Pythia's channel rooms).
+    async fn join_room(&self, node: &str, room: &Group, user: &UserId) -> Result<(), BrokerError>;
+    /// `user` has no socket left in `room` on `node`.
+    async fn leave_room(&self, node: &str, room: &Group, user: &UserId) -> Result<(), BrokerError>;
+    /// Users with a socket in `room` on any live node.
+    async fn room_members(&self, room: &Group, dead_after: Duration) -> Result<Vec<UserId>, BrokerError>;
 }
 
 /// Presence in one process (embedded mode).
@@ -45,10 +52,15 @@ pub struct MemoryPresence {
 struct MemoryState {
     nodes: HashMap<String, (Instant, HashSet<UserId>)>,
     counts: HashMap<UserId, usize>,
+    /// room → node → users in it there.
+    rooms: HashMap<Group, HashMap<String, HashSet<UserId>>>,
 }
 
 impl MemoryState {
     fn drop_node(&mut self, node: &str) -> Vec<UserId> {
+        for nodes in self.rooms.values_mut() {
+            nodes.remove(node);
+        }
         let Some((_, users)) = self.nodes.remove(node) else { return Vec::new() };
         users.into_iter().filter(|u| decrement(&mut self.counts, u)).collect()
     }
@@ -121,6 +133,33 @@ impl Presence for MemoryPresence {
         let s = self.state.lock().expect("presence lock");
         Ok(s.nodes.get(node).map(|(_, users)| users.iter().cloned().collect()).unwrap_or_default())
     }
+
+    async fn join_room(&self, node: &str, room: &Group, user: &UserId) -> Result<(), BrokerError> {
+        let mut s = self.state.lock().expect("presence lock");
+        s.rooms.entry(room.clone()).or_default().entry(node.to_owned()).or_default().insert(user.clone());
+        Ok(())
+    }
+
+    async fn leave_room(&self, node: &str, room: &Group, user: &UserId) -> Result<(), BrokerError> {
+        let mut s = self.state.lock().expect("presence lock");
+        if let Some(users) = s.rooms.get_mut(room).and_then(|nodes| nodes.get_mut(node)) {
+            users.remove(user);
+        }
+        Ok(())
+    }
+
+    async fn room_members(&self, room: &Group, dead_after: Duration) -> Result<Vec<UserId>, BrokerError> {
+        let s = self.state.lock().expect("presence lock");
+        let live = |node: &String| s.nodes.get(node).is_some_and(|(beat, _)| beat.elapsed() < dead_after);
+        let mut users: Vec<UserId> = s
+            .rooms
+            .get(room)
+            .map(|nodes| nodes.iter().filter(|(n, _)| live(n)).flat_map(|(_, u)| u.iter().cloned()).collect())
+            .unwrap_or_default();
+        users.sort();
+        users.dedup();
+        Ok(users)
+    }
 }
 
 /// Presence in Redis (cluster mode): `{prefix}presence:node:{node}` sets, a
@@ -151,7 +190,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZADD', KEYS[1], now, ARGV[1])";
 
-/// KEYS: nodes zset, count hash. ARGV: node-set key prefix, then either ('dead', ms) or ('node', name).
+/// KEYS: nodes zset, count hash. ARGV: node-set key prefix, then either ('dead', ms) or ('node', name),
+/// then the deployment prefix (for the node's room sets).
 const DROP_NODES: &str = r"
 local nodes
 if ARGV[2] == 'dead' then
@@ -171,9 +211,29 @@ for _, node in ipairs(nodes) do
     end
   end
   redis.call('DEL', key)
+  local rooms = ARGV[4] .. 'rooms:' .. node
+  for _, room in ipairs(redis.call('SMEMBERS', rooms)) do
+    redis.call('DEL', ARGV[4] .. 'room:' .. room .. ':' .. node)
+  end
+  redis.call('DEL', rooms)
   redis.call('ZREM', KEYS[1], node)
 end
 return gone";
+
+/// KEYS: nodes zset. ARGV: deployment prefix, room, dead_after ms. Union of the live nodes' sets.
+const ROOM_MEMBERS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seen, users = {}, {}
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[3]), '+inf')) do
+  for _, user in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'room:' .. ARGV[2] .. ':' .. node)) do
+    if not seen[user] then
+      seen[user] = true
+      table.insert(users, user)
+    end
+  end
+end
+return users";
 
 impl RedisPresence {
     pub fn new(pool: deadpool_redis::Pool, prefix: &str) -> Self {
@@ -192,6 +252,7 @@ impl RedisPresence {
             .arg(self.keys.presence_node(""))
             .arg(mode)
             .arg(arg)
+            .arg(self.keys.prefix())
             .invoke_async(&mut *conn)
             .await?;
         Ok(gone.iter().filter_map(|u| UserId::parse(u).ok()).collect())
@@ -248,6 +309,39 @@ impl Presence for RedisPresence {
         let users: Vec<String> =
             redis::cmd("SMEMBERS").arg(self.keys.presence_node(node)).query_async(&mut *conn).await?;
         Ok(users.iter().filter_map(|u| UserId::parse(u).ok()).collect())
+    }
+
+    async fn join_room(&self, node: &str, room: &Group, user: &UserId) -> Result<(), BrokerError> {
+        let mut conn = self.conn().await?;
+        let _: () = redis::pipe()
+            .sadd(self.keys.room(room, node), user.as_str())
+            .ignore()
+            .sadd(self.keys.rooms_of(node), room.as_str())
+            .ignore()
+            .query_async(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn leave_room(&self, node: &str, room: &Group, user: &UserId) -> Result<(), BrokerError> {
+        let mut conn = self.conn().await?;
+        let _: i64 =
+            redis::cmd("SREM").arg(self.keys.room(room, node)).arg(user.as_str()).query_async(&mut *conn).await?;
+        Ok(())
+    }
+
+    async fn room_members(&self, room: &Group, dead_after: Duration) -> Result<Vec<UserId>, BrokerError> {
+        let mut conn = self.conn().await?;
+        let users: Vec<String> = redis::Script::new(ROOM_MEMBERS)
+            .key(self.keys.presence_nodes())
+            .arg(self.keys.prefix())
+            .arg(room.as_str())
+            .arg(dead_after.as_millis().to_string())
+            .invoke_async(&mut *conn)
+            .await?;
+        let mut users: Vec<UserId> = users.iter().filter_map(|u| UserId::parse(u).ok()).collect();
+        users.sort();
+        Ok(users)
     }
 }
 

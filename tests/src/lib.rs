@@ -376,7 +376,8 @@ impl Cluster {
     /// Upserts a user through the server API.
     pub async fn user(&self, id: &str, display_name: Option<&str>) {
         let body = json!({"username": id, "display_name": display_name});
-        let (status, reply) = http("PUT", &self.node(0).http(&format!("/api/v1/users/{id}")), Some(API_KEY), Some(body)).await;
+        let (status, reply) =
+            http("PUT", &self.node(0).http(&format!("/api/v1/users/{id}")), Some(API_KEY), Some(body)).await;
         assert_eq!(status, 200, "PUT user: {reply}");
     }
 
@@ -393,8 +394,17 @@ impl Cluster {
     /// Creates a chat (or replaces its members) through the server API.
     pub async fn chat(&self, id: &str, members: &[&str]) {
         let body = json!({"member_ids": members});
-        let (status, reply) = http("PUT", &self.node(0).http(&format!("/api/v1/chats/{id}")), Some(API_KEY), Some(body)).await;
+        let (status, reply) =
+            http("PUT", &self.node(0).http(&format!("/api/v1/chats/{id}")), Some(API_KEY), Some(body)).await;
         assert_eq!(status, 200, "PUT chat: {reply}");
+    }
+
+    /// Creates or updates a Pythia channel through the server API.
+    pub async fn channel(&self, id: &str, name: &str, private: bool, members: &[&str]) {
+        let body = json!({"name": name, "private": private, "member_ids": members});
+        let (status, reply) =
+            http("PUT", &self.node(0).http(&format!("/api/v1/channels/{id}")), Some(API_KEY), Some(body)).await;
+        assert_eq!(status, 200, "PUT channel: {reply}");
     }
 
     /// A chat's history through the server API, newest first.
@@ -515,6 +525,17 @@ impl Client {
         match self.next().await {
             Next::Frame(v) => v,
             Next::Closed(code) => panic!("socket closed with {code} while a frame was expected"),
+        }
+    }
+
+    /// The next frame whose `type` is `kind`, skipping others (for broadcasts whose interleaving
+    /// with unrelated frames is not the point of a test).
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == kind {
+                return frame;
+            }
         }
     }
 

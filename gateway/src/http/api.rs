@@ -20,7 +20,7 @@ use crate::protocols::sessions::MessageFrame;
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
@@ -29,11 +29,11 @@ fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn is_backend(app: &AppState, headers: &HeaderMap) -> bool {
+pub(super) fn is_backend(app: &AppState, headers: &HeaderMap) -> bool {
     bearer(headers).is_some_and(|key| same_secret(key, &app.config.api_key))
 }
 
-fn require_backend(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_backend(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if is_backend(app, headers) {
         Ok(())
     } else {
@@ -41,7 +41,7 @@ fn require_backend(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
     }
 }
 
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(ApiError::bad_body)
 }
 
@@ -149,7 +149,7 @@ pub struct HistoryQuery {
 }
 
 impl HistoryQuery {
-    fn page(&self) -> Result<Page, ApiError> {
+    pub(super) fn page(&self) -> Result<Page, ApiError> {
         let limit = match &self.limit {
             None => DEFAULT_PAGE,
             Some(raw) => match raw.parse::<i64>() {
@@ -167,7 +167,7 @@ impl HistoryQuery {
 
 /// Who calls a history route: `None` for the backend's key, else the user of a valid token
 /// (of an active user).
-async fn history_caller(app: &AppState, headers: &HeaderMap) -> Result<Option<UserId>, ApiError> {
+pub(super) async fn history_caller(app: &AppState, headers: &HeaderMap) -> Result<Option<UserId>, ApiError> {
     if is_backend(app, headers) {
         return Ok(None);
     }
@@ -196,10 +196,8 @@ pub async fn session_messages(
         return Err(ApiError::not_found("session"));
     }
     let messages = app.store.session_messages(&id, page).await?;
-    let items: Vec<Value> = messages
-        .iter()
-        .map(|m| serde_json::to_value(MessageFrame::new(m)).expect("frames serialize"))
-        .collect();
+    let items: Vec<Value> =
+        messages.iter().map(|m| serde_json::to_value(MessageFrame::new(m)).expect("frames serialize")).collect();
     Ok(Json(json!({ "messages": items })))
 }
 
@@ -261,9 +259,7 @@ pub async fn chat_messages(
         }
     }
     let messages = app.store.chat_messages(&id, page).await?;
-    let items: Vec<Value> = messages
-        .iter()
-        .map(|m| serde_json::to_value(MessageData::new(m)).expect("frames serialize"))
-        .collect();
+    let items: Vec<Value> =
+        messages.iter().map(|m| serde_json::to_value(MessageData::new(m)).expect("frames serialize")).collect();
     Ok(Json(json!({ "messages": items })))
 }

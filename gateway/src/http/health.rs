@@ -43,7 +43,10 @@ pub async fn ws_status(State(app): State<AppState>) -> impl IntoResponse {
         Ok(n) => (StatusCode::OK, Json(json!({"connected_users": n, "status": "active"}))),
         Err(e) => {
             tracing::warn!(error = %e, "presence count failed");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "unavailable", "message": "presence store unreachable"})))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "unavailable", "message": "presence store unreachable"})),
+            )
         }
     }
 }

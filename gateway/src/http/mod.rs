@@ -1,12 +1,13 @@
 //! The HTTP side: the router (sockets, server API, health), and the JSON error answers.
 
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::app::AppState;
 use crate::ws::routes as sockets;
 
 pub mod api;
+pub mod channels;
 pub mod error;
 pub mod health;
 
@@ -18,12 +19,19 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/ws/{user_id}", get(sockets::personal))
         .route("/api/v1/ws/status", get(health::ws_status))
         .route("/api/v1/ws/chat/{chat_id}", get(sockets::chat))
+        .route("/ws", get(sockets::pythia))
         // Server API (PROTOCOL.md "The server side").
         .route("/api/v1/users/{id}", put(api::put_user).get(api::get_user))
         .route("/api/v1/sessions/{id}", put(api::put_session).get(api::get_session))
         .route("/api/v1/sessions/{id}/messages", get(api::session_messages))
         .route("/api/v1/chats/{id}", put(api::put_chat).get(api::get_chat))
         .route("/api/v1/chats/{id}/messages", get(api::chat_messages))
+        .route("/api/v1/channels/{id}", put(channels::put_channel).get(channels::get_channel))
+        .route("/api/v1/channels/{id}/members/{user_id}", put(channels::put_member).delete(channels::delete_member))
+        .route("/api/v1/channels/{id}/messages", get(channels::channel_messages))
+        .route("/api/v1/messages/", post(channels::post_message))
+        .route("/api/v1/messages", post(channels::post_message))
+        .route("/api/v1/messages/reactions", post(channels::post_reaction))
         // Operations.
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -37,7 +37,9 @@ fn message_type(data: &ClientFrame) -> Result<String, ClientError> {
 
 fn message_id(data: &ClientFrame, field: &str) -> Result<Option<MessageId>, ClientError> {
     data.optional_string(field)?
-        .map(|raw| MessageId::parse(raw).map_err(|_| ClientError::invalid_payload(format!("\"{field}\" must be a message id"))))
+        .map(|raw| {
+            MessageId::parse(raw).map_err(|_| ClientError::invalid_payload(format!("\"{field}\" must be a message id")))
+        })
         .transpose()
 }
 
@@ -138,12 +140,14 @@ pub fn render(event: &Event) -> Option<String> {
     let json = match event {
         Event::ChatMessage(m) => serde_json::to_string(&Wrapped { kind: "new_message", data: MessageData::new(m) }),
         Event::DirectMessage(m) => return direct_message_frame(m),
-        Event::ChatTyping { user_id, is_typing, .. } => {
-            serde_json::to_string(&Wrapped { kind: "typing_indicator", data: TypingData { is_typing: *is_typing, user_id } })
-        }
-        Event::ReadReceipt { message_id, user_id, .. } => {
-            serde_json::to_string(&Wrapped { kind: "read_receipt", data: ReceiptData { message_id: *message_id, user_id } })
-        }
+        Event::ChatTyping { user_id, is_typing, .. } => serde_json::to_string(&Wrapped {
+            kind: "typing_indicator",
+            data: TypingData { is_typing: *is_typing, user_id },
+        }),
+        Event::ReadReceipt { message_id, user_id, .. } => serde_json::to_string(&Wrapped {
+            kind: "read_receipt",
+            data: ReceiptData { message_id: *message_id, user_id },
+        }),
         _ => return None,
     };
     json.ok()
@@ -184,17 +188,22 @@ impl ChatSocket {
                     // A thread stays in its chat. (A parent not yet persisted reads as unknown.)
                     let parent_chat = app.store.chat_of_message(&parent).await.map_err(store_unavailable)?;
                     if parent_chat.as_ref() != Some(&self.chat_id) {
-                        return Err(ClientError::invalid_payload("\"parent_message_id\" must name a message of this chat"));
+                        return Err(ClientError::invalid_payload(
+                            "\"parent_message_id\" must name a message of this chat",
+                        ));
                     }
                 }
                 let mut message = self.message(self.chat_id.clone(), content, message_type);
                 message.parent_message_id = parent;
                 let job = Job::ChatMessage(message.clone()).encode();
-                app.broker.publish_and_enqueue(&self.group, Envelope::to_all(Event::ChatMessage(message)).encode(), job).await
+                app.broker
+                    .publish_and_enqueue(&self.group, Envelope::to_all(Event::ChatMessage(message)).encode(), job)
+                    .await
             }
             Action::Direct { content, message_type, recipient, chat } => {
                 let chat = chat.unwrap_or_else(|| self.chat_id.clone());
-                let sender_in = chat == self.chat_id || app.store.is_chat_member(&chat, me).await.map_err(store_unavailable)?;
+                let sender_in =
+                    chat == self.chat_id || app.store.is_chat_member(&chat, me).await.map_err(store_unavailable)?;
                 let recipient_in = app.store.is_chat_member(&chat, &recipient).await.map_err(store_unavailable)?;
                 if !sender_in || !recipient_in {
                     return Err(ClientError::new(
@@ -261,11 +270,23 @@ mod tests {
     fn bad_fields_are_named() {
         assert_eq!(code(r#"{"type":"send_message"}"#), ErrorCode::InvalidPayload);
         assert_eq!(code(r#"{"type":"send_message","data":"x"}"#), ErrorCode::InvalidPayload);
-        assert_eq!(code(r#"{"type":"send_message","data":{"content":"x","message_type":"video"}}"#), ErrorCode::InvalidPayload);
-        assert_eq!(code(&format!(r#"{{"type":"send_message","data":{{"content":"{}"}}}}"#, "a".repeat(4001))), ErrorCode::InvalidPayload);
-        assert_eq!(code(r#"{"type":"send_message","data":{"content":"x","parent_message_id":"nope"}}"#), ErrorCode::InvalidPayload);
+        assert_eq!(
+            code(r#"{"type":"send_message","data":{"content":"x","message_type":"video"}}"#),
+            ErrorCode::InvalidPayload
+        );
+        assert_eq!(
+            code(&format!(r#"{{"type":"send_message","data":{{"content":"{}"}}}}"#, "a".repeat(4001))),
+            ErrorCode::InvalidPayload
+        );
+        assert_eq!(
+            code(r#"{"type":"send_message","data":{"content":"x","parent_message_id":"nope"}}"#),
+            ErrorCode::InvalidPayload
+        );
         assert_eq!(code(r#"{"type":"read_receipt","data":{}}"#), ErrorCode::InvalidPayload);
-        assert_eq!(code(r#"{"type":"direct_message","data":{"content":"x","recipient_id":"a b"}}"#), ErrorCode::InvalidPayload);
+        assert_eq!(
+            code(r#"{"type":"direct_message","data":{"content":"x","recipient_id":"a b"}}"#),
+            ErrorCode::InvalidPayload
+        );
         assert_eq!(code(r#"{"type":"wave"}"#), ErrorCode::UnknownMessageType);
     }
 }

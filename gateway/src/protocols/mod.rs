@@ -8,9 +8,11 @@ use shared::event::Event;
 
 use crate::app::AppState;
 use crate::errors::ClientError;
+use crate::hub::Attached;
 
 pub mod chat;
 pub mod diary;
+pub mod pythia;
 pub mod sessions;
 
 /// A wire format. The hub renders each publication once per format present in a group.
@@ -22,11 +24,13 @@ pub enum Protocol {
     Diary,
     /// A chat room (chat.txt).
     Chat,
+    /// Pythia conversations (pythia.md).
+    Pythia,
 }
 
 impl Protocol {
     /// Number of variants: the size of the hub's per-publication render cache.
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 4;
 
     /// This format's frame for `event`, or `None` if sockets of this format do not receive it.
     pub fn render(self, event: &Event) -> Option<String> {
@@ -34,6 +38,7 @@ impl Protocol {
             Protocol::Sessions => sessions::render(event),
             Protocol::Diary => diary::render(event),
             Protocol::Chat => chat::render(event),
+            Protocol::Pythia => pythia::render(event),
         }
     }
 }
@@ -43,15 +48,38 @@ pub enum SocketHandler {
     Sessions(sessions::SessionSocket),
     Diary(diary::PersonalSocket),
     Chat(chat::ChatSocket),
+    Pythia(pythia::PythiaSocket),
 }
 
 impl SocketHandler {
-    /// Handles one text frame. `Ok(Some(frame))` is a direct reply to this socket only.
-    pub async fn on_text(&mut self, app: &AppState, text: &str) -> Result<Option<Utf8Bytes>, ClientError> {
+    /// The first frame on a new socket, if its protocol has one.
+    pub fn greeting(&self) -> Option<Utf8Bytes> {
         match self {
+            SocketHandler::Pythia(socket) => Some(socket.greeting()),
+            _ => None,
+        }
+    }
+
+    /// Handles one text frame. `Ok(Some(frame))` is a direct reply to this socket only.
+    /// `attached` is the socket's place in the hub, for protocols whose frames join or leave groups.
+    pub async fn on_text(
+        &mut self,
+        app: &AppState,
+        attached: &mut Attached,
+        text: &str,
+    ) -> Result<Option<Utf8Bytes>, ClientError> {
+        match self {
+            SocketHandler::Pythia(socket) => socket.on_text(app, attached, text).await,
             SocketHandler::Sessions(socket) => socket.on_text(app, text).await.map(|()| None),
             SocketHandler::Diary(socket) => socket.on_text(app, text).map(Some),
             SocketHandler::Chat(socket) => socket.on_text(app, text).await.map(|()| None),
+        }
+    }
+
+    /// The socket closed; last words to the groups it was in.
+    pub async fn on_close(&mut self, app: &AppState) {
+        if let SocketHandler::Pythia(socket) = self {
+            socket.on_close(app).await;
         }
     }
 }

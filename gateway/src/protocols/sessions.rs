@@ -138,10 +138,16 @@ mod tests {
 
     #[test]
     fn content_is_trimmed_and_counted_in_characters() {
-        assert_eq!(decode(r#"{"type":"message","content":"  hi  "}"#).unwrap(), Action::Message { content: "hi".into() });
+        assert_eq!(
+            decode(r#"{"type":"message","content":"  hi  "}"#).unwrap(),
+            Action::Message { content: "hi".into() }
+        );
         let emoji = "🧗".repeat(2000);
         assert!(decode(&format!(r#"{{"type":"message","content":"{emoji}"}}"#)).is_ok());
-        assert_eq!(code(&format!(r#"{{"type":"message","content":"{}"}}"#, "a".repeat(2001))), ErrorCode::InvalidPayload);
+        assert_eq!(
+            code(&format!(r#"{{"type":"message","content":"{}"}}"#, "a".repeat(2001))),
+            ErrorCode::InvalidPayload
+        );
         assert_eq!(code(r#"{"type":"message","content":"   "}"#), ErrorCode::InvalidPayload);
         assert_eq!(code(r#"{"type":"message","content":5}"#), ErrorCode::InvalidPayload);
         assert_eq!(code(r#"{"type":"message"}"#), ErrorCode::InvalidPayload);

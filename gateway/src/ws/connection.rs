@@ -64,7 +64,7 @@ impl Connection {
     where
         S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
     {
-        let Connection { app, attached, mut outbox, mut handler, expires_at } = self;
+        let Connection { app, mut attached, mut outbox, mut handler, expires_at } = self;
         let link = attached.link().clone();
         let limits = app.config.limits.clone();
         app.metrics.sockets_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -77,62 +77,71 @@ impl Connection {
         let expiry = tokio::time::sleep_until(expires_at.map(instant_of).unwrap_or_else(far_future));
         tokio::pin!(expiry);
 
-        let ended = loop {
-            // Not `biased`: under a constant outbound flood the client's frames must still be
-            // read; the cancellation branches are at most one iteration late.
-            tokio::select! {
-                reason = link.kicked() => break Ended::Close(reason),
-                _ = app.shutdown.cancelled() => break Ended::Close(CloseReason::Restarting),
-                _ = &mut expiry => break Ended::Close(CloseReason::InvalidToken),
-                frame = outbox.recv() => {
-                    let Some(frame) = frame else { break Ended::Gone };
-                    link.taken(&frame);
-                    if let Err(ended) = send(&mut tx, Message::Text(frame), &link, &app).await {
-                        break ended;
+        let greeting = match handler.greeting() {
+            Some(frame) => send(&mut tx, Message::Text(frame), &link, &app).await.err(),
+            None => None,
+        };
+        let ended = if let Some(ended) = greeting {
+            ended
+        } else {
+            loop {
+                // Not `biased`: under a constant outbound flood the client's frames must still be
+                // read; the cancellation branches are at most one iteration late.
+                tokio::select! {
+                    reason = link.kicked() => break Ended::Close(reason),
+                    _ = app.shutdown.cancelled() => break Ended::Close(CloseReason::Restarting),
+                    _ = &mut expiry => break Ended::Close(CloseReason::InvalidToken),
+                    frame = outbox.recv() => {
+                        let Some(frame) = frame else { break Ended::Gone };
+                        link.taken(&frame);
+                        if let Err(ended) = send(&mut tx, Message::Text(frame), &link, &app).await {
+                            break ended;
+                        }
                     }
-                }
-                incoming = rx.next() => {
-                    last_heard = Instant::now();
-                    let text = match incoming {
-                        None => break Ended::Gone,
-                        Some(Err(e)) => break if is_too_big(e) { Ended::Close(CloseReason::FrameTooBig) } else { Ended::Gone },
-                        Some(Ok(Message::Text(text))) => text,
-                        Some(Ok(Message::Binary(_))) => break Ended::Close(CloseReason::BinaryFrame),
-                        // Pings are answered by the WebSocket layer; a pong only proves liveness.
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(Message::Close(_))) => {
-                            // The WebSocket layer queued the close reply; flush it.
-                            let _ = tokio::time::timeout(limits.close_grace, tx.close()).await;
-                            break Ended::Gone;
+                    incoming = rx.next() => {
+                        last_heard = Instant::now();
+                        let text = match incoming {
+                            None => break Ended::Gone,
+                            Some(Err(e)) => break if is_too_big(e) { Ended::Close(CloseReason::FrameTooBig) } else { Ended::Gone },
+                            Some(Ok(Message::Text(text))) => text,
+                            Some(Ok(Message::Binary(_))) => break Ended::Close(CloseReason::BinaryFrame),
+                            // Pings are answered by the WebSocket layer; a pong only proves liveness.
+                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                            Some(Ok(Message::Close(_))) => {
+                                // The WebSocket layer queued the close reply; flush it.
+                                let _ = tokio::time::timeout(limits.close_grace, tx.close()).await;
+                                break Ended::Gone;
+                            }
+                        };
+                        Metrics::incr(&app.metrics.frames_in);
+                        let reply = if bucket.take(std::time::Instant::now()) {
+                            match handler.on_text(&app, &mut attached, text.as_str()).await {
+                                Ok(reply) => reply,
+                                Err(e) => Some(e.frame()),
+                            }
+                        } else if bucket.abusive() {
+                            break Ended::Close(CloseReason::PolicyViolation);
+                        } else {
+                            Some(ClientError::rate_limited().frame())
+                        };
+                        if let Some(reply) = reply {
+                            if let Err(ended) = send(&mut tx, Message::Text(reply), &link, &app).await {
+                                break ended;
+                            }
                         }
-                    };
-                    Metrics::incr(&app.metrics.frames_in);
-                    let reply = if bucket.take(std::time::Instant::now()) {
-                        match handler.on_text(&app, text.as_str()).await {
-                            Ok(reply) => reply,
-                            Err(e) => Some(e.frame()),
+                    }
+                    _ = heartbeat.tick() => {
+                        if last_heard.elapsed() >= limits.idle_timeout {
+                            break Ended::Close(CloseReason::Idle);
                         }
-                    } else if bucket.abusive() {
-                        break Ended::Close(CloseReason::PolicyViolation);
-                    } else {
-                        Some(ClientError::rate_limited().frame())
-                    };
-                    if let Some(reply) = reply {
-                        if let Err(ended) = send(&mut tx, Message::Text(reply), &link, &app).await {
+                        if let Err(ended) = send(&mut tx, Message::Ping(Default::default()), &link, &app).await {
                             break ended;
                         }
                     }
                 }
-                _ = heartbeat.tick() => {
-                    if last_heard.elapsed() >= limits.idle_timeout {
-                        break Ended::Close(CloseReason::Idle);
-                    }
-                    if let Err(ended) = send(&mut tx, Message::Ping(Default::default()), &link, &app).await {
-                        break ended;
-                    }
-                }
             }
         };
+        handler.on_close(&app).await;
 
         if let Ended::Close(reason) = ended {
             tracing::debug!(code = reason.code(), "closing socket");

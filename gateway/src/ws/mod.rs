@@ -77,12 +77,15 @@ pub fn reject(ws: WebSocketUpgrade, app: &AppState, reason: CloseReason) -> Resp
 /// Registers an admitted socket in the hub, joins its groups (waiting for the node's
 /// subscriptions), completes the upgrade and hands the socket to its actor, tracked for drain.
 /// `user` is `None` only for a tokenless personal socket; `expires_at` is the token's `exp`.
+/// `rooms` are groups in which the user also counts as present (Pythia channel rooms).
+#[allow(clippy::too_many_arguments)]
 pub async fn admit(
     ws: WebSocketUpgrade,
     app: AppState,
     user: Option<UserId>,
     protocol: Protocol,
     groups: Vec<Group>,
+    rooms: Vec<Group>,
     handler: SocketHandler,
     expires_at: Option<i64>,
 ) -> Response {
@@ -95,6 +98,9 @@ pub async fn admit(
     };
     for group in groups {
         attached.join(group).await;
+    }
+    for room in rooms {
+        attached.join_room(room).await;
     }
     let connection = Connection { app, attached, outbox, handler, expires_at };
     let tracker = connection.app.tracker.clone();

@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::errors::CloseReason;
 use crate::protocols::chat::ChatSocket;
 use crate::protocols::diary::PersonalSocket;
+use crate::protocols::pythia::PythiaSocket;
 use crate::protocols::{sessions::SessionSocket, Protocol, SocketHandler};
 
 #[derive(Deserialize)]
@@ -52,7 +53,7 @@ pub async fn session(
         sender_name: user.shown_name().to_owned(),
         user: user.id.clone(),
     });
-    admit(ws, app, Some(user.id), Protocol::Sessions, vec![group], handler, Some(claims.exp)).await
+    admit(ws, app, Some(user.id), Protocol::Sessions, vec![group], Vec::new(), handler, Some(claims.exp)).await
 }
 
 /// `/api/v1/ws/{user_id}`: the Diary personal socket. The token's `sub` must be `user_id` (4004);
@@ -68,7 +69,7 @@ pub async fn personal(
     let tokenless = query.token.as_deref().is_none_or(str::is_empty);
     if tokenless && app.config.anonymous_personal {
         let handler = SocketHandler::Diary(PersonalSocket { user_id: path_user.to_string() });
-        return admit(ws, app, None, Protocol::Diary, Vec::new(), handler, None).await;
+        return admit(ws, app, None, Protocol::Diary, Vec::new(), Vec::new(), handler, None).await;
     }
     let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
         Ok(found) => found,
@@ -79,7 +80,7 @@ pub async fn personal(
     }
     let handler = SocketHandler::Diary(PersonalSocket { user_id: user.id.to_string() });
     let groups = vec![Group::user(&user.id)];
-    admit(ws, app, Some(user.id), Protocol::Diary, groups, handler, Some(claims.exp)).await
+    admit(ws, app, Some(user.id), Protocol::Diary, groups, Vec::new(), handler, Some(claims.exp)).await
 }
 
 /// `/api/v1/ws/chat/{chat_id}`: a chat room, members only (4004).
@@ -102,5 +103,23 @@ pub async fn chat(
     }
     let group = Group::chat(&chat_id);
     let handler = SocketHandler::Chat(ChatSocket { chat_id, group: group.clone(), sender: user.snapshot() });
-    admit(ws, app, Some(user.id), Protocol::Chat, vec![group], handler, Some(claims.exp)).await
+    admit(ws, app, Some(user.id), Protocol::Chat, vec![group], Vec::new(), handler, Some(claims.exp)).await
+}
+
+/// `/ws`: Pythia. The socket enters the room of every channel the user is a member of, and
+/// `user:{id}` for mentions.
+pub async fn pythia(State(app): State<AppState>, Query(query): Query<TokenQuery>, ws: WebSocketUpgrade) -> Response {
+    let ws = configure(ws, &app);
+    let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
+        Ok(found) => found,
+        Err(reason) => return reject(ws, &app, reason),
+    };
+    let rooms = match app.store.channels_of(&user.id).await {
+        Ok(channels) => channels.iter().map(Group::channel).collect(),
+        Err(e) => return lookup_failed(ws, &app, e),
+    };
+    let groups = vec![Group::user(&user.id)];
+    let id = user.id.clone();
+    let handler = SocketHandler::Pythia(PythiaSocket::new(user));
+    admit(ws, app, Some(id), Protocol::Pythia, groups, rooms, handler, Some(claims.exp)).await
 }

@@ -114,9 +114,7 @@ pub async fn pending_jobs_are_claimed_and_acked_jobs_are_not(f: &impl NodeFactor
     a.ack_jobs(&claimed.iter().map(|j| j.id.clone()).collect::<Vec<_>>()).await.unwrap();
     assert!(a.claim_stale_jobs("live", Duration::ZERO, 10).await.unwrap().is_empty());
     // A job not idle long enough stays with its consumer.
-    a.publish_and_enqueue(&group("session:k"), Bytes::from_static(b"x"), Bytes::from_static(b"job-3"))
-        .await
-        .unwrap();
+    a.publish_and_enqueue(&group("session:k"), Bytes::from_static(b"x"), Bytes::from_static(b"job-3")).await.unwrap();
     assert_eq!(a.read_jobs("busy", 10, Duration::from_millis(500)).await.unwrap().len(), 1);
     assert!(a.claim_stale_jobs("live", Duration::from_secs(3600), 10).await.unwrap().is_empty());
 }

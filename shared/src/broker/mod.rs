@@ -67,8 +67,12 @@ pub trait Broker: Send + Sync + 'static {
     async fn read_jobs(&self, consumer: &str, max: usize, block: Duration) -> Result<Vec<JobEntry>, BrokerError>;
 
     /// Takes over up to `max` jobs left pending by any consumer for at least `min_idle`.
-    async fn claim_stale_jobs(&self, consumer: &str, min_idle: Duration, max: usize)
-        -> Result<Vec<JobEntry>, BrokerError>;
+    async fn claim_stale_jobs(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> Result<Vec<JobEntry>, BrokerError>;
 
     /// Marks jobs done; they are never delivered again.
     async fn ack_jobs(&self, ids: &[String]) -> Result<(), BrokerError>;

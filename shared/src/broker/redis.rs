@@ -104,8 +104,10 @@ impl RedisBroker {
         Ok(reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default())
     }
 
-    async fn request(&self, make: impl FnOnce(oneshot::Sender<Result<(), BrokerError>>) -> SubscriberRequest)
-        -> Result<(), BrokerError> {
+    async fn request(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), BrokerError>>) -> SubscriberRequest,
+    ) -> Result<(), BrokerError> {
         let sub = self.subscriber.as_ref().ok_or(BrokerError::Disconnected)?;
         let (tx, rx) = oneshot::channel();
         sub.send(make(tx)).await.map_err(|_| BrokerError::Disconnected)?;
@@ -120,7 +122,9 @@ async fn timed<T>(fut: impl std::future::Future<Output = Result<T, BrokerError>>
 fn entries(ids: Vec<redis::streams::StreamId>) -> Vec<JobEntry> {
     ids.into_iter()
         .filter_map(|entry| match entry.map.get(JOB_FIELD) {
-            Some(redis::Value::BulkString(bytes)) => Some(JobEntry { id: entry.id, payload: Bytes::from(bytes.clone()) }),
+            Some(redis::Value::BulkString(bytes)) => {
+                Some(JobEntry { id: entry.id, payload: Bytes::from(bytes.clone()) })
+            }
             _ => None,
         })
         .collect()

@@ -16,8 +16,11 @@ use crate::event::{ChatMessage, SessionMessage, UserSnapshot};
 use crate::ids::{ChatId, MessageId, SessionId, UserId};
 use crate::jobs::Job;
 
+mod channels;
 mod postgres;
 mod sqlite;
+
+pub use channels::{ChannelRecord, MembershipChange};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

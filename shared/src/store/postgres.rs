@@ -81,7 +81,11 @@ pub(super) async fn session(pool: &PgPool, id: &SessionId) -> Result<Option<Sess
     .transpose()
 }
 
-pub(super) async fn session_messages(pool: &PgPool, id: &SessionId, page: Page) -> Result<Vec<SessionMessage>, StoreError> {
+pub(super) async fn session_messages(
+    pool: &PgPool,
+    id: &SessionId,
+    page: Page,
+) -> Result<Vec<SessionMessage>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, session_id, sender_id, sender_name, content, created_at FROM session_messages
          WHERE session_id = $1
@@ -110,7 +114,10 @@ pub(super) async fn session_messages(pool: &PgPool, id: &SessionId, page: Page) 
 pub(super) async fn upsert_chat(pool: &PgPool, id: &ChatId, members: &[UserId]) -> Result<(), StoreError> {
     let members: Vec<&str> = members.iter().map(UserId::as_str).collect();
     let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO chats (id) VALUES ($1) ON CONFLICT (id) DO NOTHING").bind(id.as_str()).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO chats (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM chat_members WHERE chat_id = $1 AND NOT (user_id = ANY($2::text[]))")
         .bind(id.as_str())
         .bind(&members)
@@ -129,7 +136,8 @@ pub(super) async fn upsert_chat(pool: &PgPool, id: &ChatId, members: &[UserId]) 
 }
 
 pub(super) async fn chat(pool: &PgPool, id: &ChatId) -> Result<Option<ChatRecord>, StoreError> {
-    let Some(row) = sqlx::query("SELECT last_message_at FROM chats WHERE id = $1").bind(id.as_str()).fetch_optional(pool).await?
+    let Some(row) =
+        sqlx::query("SELECT last_message_at FROM chats WHERE id = $1").bind(id.as_str()).fetch_optional(pool).await?
     else {
         return Ok(None);
     };

@@ -77,7 +77,10 @@ pub(super) async fn session(pool: &SqlitePool, id: &SessionId) -> Result<Option<
             id: SessionId::parse(&r.try_get::<String, _>("id")?).map_err(|_| corrupt("session id"))?,
             inviter_id: user_id(r.try_get("inviter_id")?)?,
             invitee_id: user_id(r.try_get("invitee_id")?)?,
-            last_message_at: last.as_deref().map(|t| time::parse(t).ok_or_else(|| corrupt("last_message_at"))).transpose()?,
+            last_message_at: last
+                .as_deref()
+                .map(|t| time::parse(t).ok_or_else(|| corrupt("last_message_at")))
+                .transpose()?,
         })
     })
     .transpose()
@@ -104,7 +107,8 @@ pub(super) async fn session_messages(
             let created: String = r.try_get("created_at")?;
             Ok(SessionMessage {
                 message_id: MessageId::parse(&r.try_get::<String, _>("id")?).map_err(|_| corrupt("message id"))?,
-                session_id: SessionId::parse(&r.try_get::<String, _>("session_id")?).map_err(|_| corrupt("session id"))?,
+                session_id: SessionId::parse(&r.try_get::<String, _>("session_id")?)
+                    .map_err(|_| corrupt("session id"))?,
                 sender_id: user_id(r.try_get("sender_id")?)?,
                 sender_name: r.try_get("sender_name")?,
                 content: r.try_get("content")?,
@@ -120,7 +124,10 @@ fn parse_message_id(raw: &str) -> Result<MessageId, StoreError> {
 
 pub(super) async fn upsert_chat(pool: &SqlitePool, id: &ChatId, members: &[UserId]) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO chats (id) VALUES (?1) ON CONFLICT (id) DO NOTHING").bind(id.as_str()).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO chats (id) VALUES (?1) ON CONFLICT (id) DO NOTHING")
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM chat_members WHERE chat_id = ?1").bind(id.as_str()).execute(&mut *tx).await?;
     for member in members {
         sqlx::query("INSERT INTO chat_members (chat_id, user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
@@ -134,7 +141,8 @@ pub(super) async fn upsert_chat(pool: &SqlitePool, id: &ChatId, members: &[UserI
 }
 
 pub(super) async fn chat(pool: &SqlitePool, id: &ChatId) -> Result<Option<ChatRecord>, StoreError> {
-    let Some(row) = sqlx::query("SELECT last_message_at FROM chats WHERE id = ?1").bind(id.as_str()).fetch_optional(pool).await?
+    let Some(row) =
+        sqlx::query("SELECT last_message_at FROM chats WHERE id = ?1").bind(id.as_str()).fetch_optional(pool).await?
     else {
         return Ok(None);
     };
@@ -259,11 +267,13 @@ pub(super) async fn persist(pool: &SqlitePool, jobs: &[Job]) -> Result<(), Store
                 .execute(&mut *tx)
                 .await?;
                 if m.recipient_id.is_none() {
-                    sqlx::query("UPDATE chats SET last_message_at = max(coalesce(last_message_at, ''), ?2) WHERE id = ?1")
-                        .bind(m.chat_id.as_str())
-                        .bind(&at)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE chats SET last_message_at = max(coalesce(last_message_at, ''), ?2) WHERE id = ?1",
+                    )
+                    .bind(m.chat_id.as_str())
+                    .bind(&at)
+                    .execute(&mut *tx)
+                    .await?;
                 }
             }
             Job::ReadReceipt { message_id, chat_id, user_id, read_at } => {

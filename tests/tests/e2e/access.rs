@@ -27,7 +27,13 @@ async fn each_close_code_has_its_cause() {
     assert_eq!(close_code_of(&node.ws(&format!("/ws/sessions/{session}/?token="))).await, 4001);
     // 4002: a valid token for a user the gateway does not know, or an inactive one.
     assert_eq!(close_code_of(&node.ws(&session_path(&session, &token("ghost")))).await, 4002);
-    let (status, _) = http("PUT", &node.http("/api/v1/users/bob"), Some(API_KEY), Some(json!({"username": "bob", "is_active": false}))).await;
+    let (status, _) = http(
+        "PUT",
+        &node.http("/api/v1/users/bob"),
+        Some(API_KEY),
+        Some(json!({"username": "bob", "is_active": false})),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(close_code_of(&node.ws(&session_path(&session, &token("bob")))).await, 4002);
     // 4003: garbage and expired tokens.
@@ -58,7 +64,8 @@ async fn forged_tokens_never_get_in() {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
     };
-    let none = format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(json!({"sub": "alice", "exp": in_an_hour()})));
+    let none =
+        format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(json!({"sub": "alice", "exp": in_an_hour()})));
     assert_eq!(close_code_of(&url(&none)).await, 4003);
     // A token without exp.
     let no_exp = sign(Algorithm::HS256, &EncodingKey::from_secret(JWT_SECRET.as_bytes()), json!({"sub": "alice"}));
@@ -101,7 +108,8 @@ async fn public_key_algorithms_work_and_cannot_be_confused() {
         alice.send_json(json!({"type": "message", "content": name})).await;
         assert_eq!(alice.recv().await["content"], name);
 
-        let confused = sign(Algorithm::HS256, &EncodingKey::from_secret(&public), json!({"sub": "alice", "exp": in_an_hour()}));
+        let confused =
+            sign(Algorithm::HS256, &EncodingKey::from_secret(&public), json!({"sub": "alice", "exp": in_an_hour()}));
         assert_eq!(close_code_of(&url(&confused)).await, 4003, "{name}: HS256 with the public key as secret");
         assert_eq!(close_code_of(&url(&token("alice"))).await, 4003, "{name}: HS256 token");
     }
@@ -145,6 +153,7 @@ async fn history_is_open_to_participants_only() {
     assert_eq!(status, 200);
     let (status, _) = http("GET", &url, Some(&token("bob")), None).await;
     assert_eq!(status, 401, "a deactivated participant's token opens nothing");
-    let (status, _) = http("GET", &cluster.node(0).http(&format!("/api/v1/sessions/{session}")), Some(&token("alice")), None).await;
+    let (status, _) =
+        http("GET", &cluster.node(0).http(&format!("/api/v1/sessions/{session}")), Some(&token("alice")), None).await;
     assert_eq!(status, 401, "the session resource itself is for the backend's key");
 }

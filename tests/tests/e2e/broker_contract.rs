@@ -28,6 +28,9 @@ impl NodeFactory for Factory {
 async fn redis_broker_passes_the_contract() {
     let redis = RedisServer::start().await;
     let url = redis.url();
-    shared::broker::contract::run_all(|| Factory { url: url.clone(), prefix: format!("c{}:", uuid::Uuid::new_v4().simple()) })
-        .await;
+    shared::broker::contract::run_all(|| Factory {
+        url: url.clone(),
+        prefix: format!("c{}:", uuid::Uuid::new_v4().simple()),
+    })
+    .await;
 }

@@ -49,7 +49,10 @@ async fn new_messages_reach_the_whole_chat_in_the_guide_shape() {
     assert!(MessageId::parse(data["id"].as_str().unwrap()).is_ok());
     let sender = data["sender"].as_object().unwrap();
     assert_eq!(sender.keys().collect::<Vec<_>>(), ["created_at", "email", "id", "is_active", "username"]);
-    assert_eq!((sender["id"].as_str(), sender["username"].as_str(), sender["is_active"].as_bool()), (Some("alice"), Some("alice"), Some(true)));
+    assert_eq!(
+        (sender["id"].as_str(), sender["username"].as_str(), sender["is_active"].as_bool()),
+        (Some("alice"), Some("alice"), Some(true))
+    );
     assert!(sender["created_at"].as_str().unwrap().ends_with('Z'));
 
     // Image and file types pass; anything else is refused, naming the field.
@@ -140,10 +143,14 @@ async fn direct_messages_reach_the_recipients_personal_socket_on_any_node() {
     assert_eq!(dm["data"]["sender"]["username"], "alice");
 
     // Not a member (eve is not in c1), or a chat the sender is not in: refused.
-    alice.send_json(json!({"type": "direct_message", "data": {"content": "x", "recipient_id": "eve", "chat_id": "c1"}})).await;
+    alice
+        .send_json(json!({"type": "direct_message", "data": {"content": "x", "recipient_id": "eve", "chat_id": "c1"}}))
+        .await;
     assert_eq!(alice.recv().await["error_code"], "access_denied");
     cluster.chat("c3", &["bob", "eve"]).await;
-    alice.send_json(json!({"type": "direct_message", "data": {"content": "x", "recipient_id": "bob", "chat_id": "c3"}})).await;
+    alice
+        .send_json(json!({"type": "direct_message", "data": {"content": "x", "recipient_id": "bob", "chat_id": "c3"}}))
+        .await;
     assert_eq!(alice.recv().await["error_code"], "access_denied");
 
     // The DM went to bob's personal socket only: his chat socket's next frame is a chat message.
@@ -162,7 +169,9 @@ async fn a_tokenless_personal_socket_never_receives_direct_messages() {
     let mut anonymous_bob = Client::connect(&open_node.ws("/api/v1/ws/bob")).await;
     let mut bob_personal = Client::connect(&open_node.ws(&personal_path("bob"))).await;
 
-    alice.send_json(json!({"type": "direct_message", "data": {"content": "for bob only", "recipient_id": "bob"}})).await;
+    alice
+        .send_json(json!({"type": "direct_message", "data": {"content": "for bob only", "recipient_id": "bob"}}))
+        .await;
     assert_eq!(bob_personal.recv().await["data"]["content"], "for bob only");
     anonymous_bob.send_json(json!({"type": "ping"})).await;
     assert_eq!(anonymous_bob.recv().await["type"], "pong", "nothing private arrived before the pong");

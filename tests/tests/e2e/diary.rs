@@ -37,10 +37,7 @@ async fn the_guide_flows_with_a_token() {
     // The echo carries the frame's text exactly as sent, spacing included.
     let raw = r#"{"type": "custom_message", "data": "Any custom data"}"#;
     ws.send_text(raw).await;
-    assert_eq!(
-        ws.recv().await,
-        json!({"type": "echo", "user_id": "123456789", "message": format!("Received: {raw}")})
-    );
+    assert_eq!(ws.recv().await, json!({"type": "echo", "user_id": "123456789", "message": format!("Received: {raw}")}));
     ws.send_text(r#"{"data": "no type"}"#).await;
     assert_eq!(ws.recv().await["message"], r#"Received: {"data": "no type"}"#);
 }

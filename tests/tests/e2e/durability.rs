@@ -12,7 +12,8 @@ fn roomy() -> Limits {
 }
 
 async fn session_row(cluster: &Cluster, session: &str) -> Value {
-    let (status, body) = http("GET", &cluster.node(1).http(&format!("/api/v1/sessions/{session}")), Some(API_KEY), None).await;
+    let (status, body) =
+        http("GET", &cluster.node(1).http(&format!("/api/v1/sessions/{session}")), Some(API_KEY), None).await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -48,7 +49,9 @@ async fn history_has_every_message_once_and_last_message_at_matches() {
     let mut oldest_first = history.clone();
     oldest_first.reverse();
     let mut live_sorted = live.clone();
-    live_sorted.sort_by(|a, b| (a["created_at"].as_str(), a["message_id"].as_str()).cmp(&(b["created_at"].as_str(), b["message_id"].as_str())));
+    live_sorted.sort_by(|a, b| {
+        (a["created_at"].as_str(), a["message_id"].as_str()).cmp(&(b["created_at"].as_str(), b["message_id"].as_str()))
+    });
     assert_eq!(oldest_first, live_sorted);
 
     let newest = history[0]["created_at"].as_str().unwrap().to_owned();
@@ -86,7 +89,10 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing() {
         sender.send_json(json!({"type": "message", "content": format!("m{i}")})).await;
         if i == total / 2 {
             // Kill it once it has persisted something, while the stream is still going.
-            eventually("the first worker persisted some messages", || async { !cluster.history(&session).await.is_empty() }).await;
+            eventually("the first worker persisted some messages", || async {
+                !cluster.history(&session).await.is_empty()
+            })
+            .await;
             first.kill();
         }
     }

@@ -23,11 +23,23 @@ async fn the_session_flow_works_in_embedded_mode() {
     let node = Node::start(config).await;
     let api = |path: &str| node.http(path);
     for (id, name) in [("alice", "Alice"), ("bob", "Bob")] {
-        let (status, _) = http("PUT", &api(&format!("/api/v1/users/{id}")), Some(API_KEY), Some(json!({"username": id, "display_name": name}))).await;
+        let (status, _) = http(
+            "PUT",
+            &api(&format!("/api/v1/users/{id}")),
+            Some(API_KEY),
+            Some(json!({"username": id, "display_name": name})),
+        )
+        .await;
         assert_eq!(status, 200);
     }
     let session = uuid::Uuid::new_v4().to_string();
-    let (status, _) = http("PUT", &api(&format!("/api/v1/sessions/{session}")), Some(API_KEY), Some(json!({"inviter_id": "alice", "invitee_id": "bob"}))).await;
+    let (status, _) = http(
+        "PUT",
+        &api(&format!("/api/v1/sessions/{session}")),
+        Some(API_KEY),
+        Some(json!({"inviter_id": "alice", "invitee_id": "bob"})),
+    )
+    .await;
     assert_eq!(status, 200);
 
     let mut alice = Client::connect(&node.ws(&session_path(&session, &token("alice")))).await;

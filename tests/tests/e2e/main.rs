@@ -10,6 +10,7 @@ mod durability;
 mod embedded;
 mod limits;
 mod presence;
+mod pythia;
 mod redis_restart;
 mod session_chat;
 mod slow_reader;

@@ -20,7 +20,8 @@ async fn connected_users_counts_distinct_users_on_every_node() {
     let alice_chat = Client::connect(&cluster.node(1).ws(&session_path(&session, &token("alice")))).await;
     let bob = Client::connect(&cluster.node(1).ws(&session_path(&session, &token("bob")))).await;
     for node in 0..2 {
-        eventually("both users counted once, from either node", || async { cluster.connected_users(node).await == 2 }).await;
+        eventually("both users counted once, from either node", || async { cluster.connected_users(node).await == 2 })
+            .await;
     }
 
     drop(alice_diary);
@@ -45,5 +46,6 @@ async fn the_users_of_a_killed_node_go_offline() {
     eventually("carol and dave online", || async { cluster.connected_users(0).await == 2 }).await;
 
     process.kill(); // SIGKILL: no goodbye.
-    eventually("carol goes offline once her node is found dead", || async { cluster.connected_users(0).await == 1 }).await;
+    eventually("carol goes offline once her node is found dead", || async { cluster.connected_users(0).await == 1 })
+        .await;
 }

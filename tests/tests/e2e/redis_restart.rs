@@ -43,6 +43,7 @@ async fn nodes_ride_out_a_redis_restart() {
     assert_eq!(alice.recv().await["content"], "reply");
 
     eventually("what was accepted is persisted", || async { cluster.history(&session).await.len() == 3 }).await;
-    let contents: Vec<_> = cluster.history(&session).await.iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect();
+    let contents: Vec<_> =
+        cluster.history(&session).await.iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect();
     assert_eq!(contents, ["reply", "after", "before"], "the refused message was never accepted");
 }

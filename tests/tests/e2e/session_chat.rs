@@ -33,7 +33,9 @@ async fn messages_cross_nodes_in_send_order_and_echo_to_the_sender() {
                 other => panic!("unexpected sender {other}"),
             }
         }
-        let texts = |frames: &[serde_json::Value]| frames.iter().map(|f| f["content"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        let texts = |frames: &[serde_json::Value]| {
+            frames.iter().map(|f| f["content"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        };
         assert_eq!(texts(&from_alice), (0..15).map(|i| format!("a{i}")).collect::<Vec<_>>());
         assert_eq!(texts(&from_bob), (0..15).map(|i| format!("b{i}")).collect::<Vec<_>>());
         // Field by field, as the guide's "Example Response".
@@ -58,7 +60,10 @@ async fn typing_reaches_only_the_other_participant() {
     alice.send_json(json!({"type": "message", "content": "done typing"})).await;
     // Bob sees the typing frame, then the message.
     let typing = bob.recv().await;
-    assert_eq!(typing, json!({"type": "typing", "sender_id": "alice", "sender_name": "Alice Example", "is_typing": true}));
+    assert_eq!(
+        typing,
+        json!({"type": "typing", "sender_id": "alice", "sender_name": "Alice Example", "is_typing": true})
+    );
     assert_eq!(bob.recv().await["content"], "done typing");
     // Alice's own next frame is her message: her typing never came back to her.
     assert_eq!(alice.recv().await["content"], "done typing");
@@ -89,7 +94,8 @@ async fn the_path_works_without_the_trailing_slash() {
     cluster.user("alice", None).await;
     cluster.user("bob", None).await;
     let session = cluster.session("alice", "bob").await;
-    let mut alice = Client::connect(&cluster.node(0).ws(&format!("/ws/sessions/{session}?token={}", token("alice")))).await;
+    let mut alice =
+        Client::connect(&cluster.node(0).ws(&format!("/ws/sessions/{session}?token={}", token("alice")))).await;
     alice.send_json(json!({"type": "message", "content": "no slash"})).await;
     assert_eq!(alice.recv().await["content"], "no slash");
 }

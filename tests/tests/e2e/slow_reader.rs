@@ -29,7 +29,8 @@ async fn a_slow_reader_is_closed_with_1013_and_nobody_else_stalls() {
     let mut alice = Client::connect(&cluster.node(0).ws(&session_path(&session, &token("alice")))).await;
     let mut bob = Client::connect(&cluster.node(1).ws(&session_path(&session, &token("bob")))).await;
     // Bob's second tab, on node 0, stops reading.
-    let stuck = Client::connect_small_window(&cluster.node(0).ws(&session_path(&session, &token("bob")))).await.into_inner();
+    let stuck =
+        Client::connect_small_window(&cluster.node(0).ws(&session_path(&session, &token("bob")))).await.into_inner();
 
     let text = "x".repeat(1900);
     let mut sent = 0;

@@ -1,0 +1,275 @@
+//! Pythia's server side (PROTOCOL.md): channels and their members (backend key), and the
+//! messages and reactions API (a user's own JWT). Messages are persisted, then broadcast.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shared::event::{ChannelMessage, Envelope, Event, Group};
+use shared::ids::{ChannelId, MessageId, UserId};
+use shared::store::{ChannelRecord, UserRecord};
+
+use super::api::{bearer, history_caller, parse_body, require_backend, HistoryQuery};
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::protocols::pythia::{may_see, MessageData};
+
+pub const MAX_CONTENT_CHARS: usize = 4000;
+
+fn channel_json(c: &ChannelRecord) -> Value {
+    json!({"id": c.id, "name": c.name, "private": c.private, "member_ids": c.member_ids})
+}
+
+fn channel_id(raw: &str) -> Result<ChannelId, ApiError> {
+    ChannelId::parse(raw).map_err(|e| ApiError::bad_field("id", e))
+}
+
+/// Publishes, logging a failure: the change itself is already stored.
+async fn broadcast(app: &AppState, group: &Group, event: Event) {
+    if let Err(e) = app.broker.publish(group, Envelope::to_all(event).encode()).await {
+        tracing::warn!(error = %e, %group, "broadcast failed");
+    }
+}
+
+async fn announce_membership(app: &AppState, channel: &ChannelId, user: UserId, joined: bool) {
+    let event = Event::RoomChange { channel_id: channel.clone(), user_id: user, joined };
+    broadcast(app, &Group::channel(channel), event).await;
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelBody {
+    name: String,
+    #[serde(default)]
+    private: bool,
+    #[serde(default)]
+    member_ids: Vec<UserId>,
+}
+
+/// `PUT /api/v1/channels/{id}`: creates or updates a channel and replaces its members; each
+/// member added or removed is announced to the channel (`user_joined` / `user_left`).
+pub async fn put_channel(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_backend(&app, &headers)?;
+    let id = channel_id(&id)?;
+    let body: ChannelBody = parse_body(&body)?;
+    if body.name.trim().is_empty() || body.name.chars().count() > 200 {
+        return Err(ApiError::bad_field("name", "must be 1-200 characters"));
+    }
+    let change = app.store.upsert_channel(&id, &body.name, body.private, &body.member_ids).await?;
+    for user in change.added {
+        announce_membership(&app, &id, user, true).await;
+    }
+    for user in change.removed {
+        announce_membership(&app, &id, user, false).await;
+    }
+    let channel = app.store.channel(&id).await?.ok_or_else(|| ApiError::not_found("channel"))?;
+    Ok(Json(channel_json(&channel)))
+}
+
+pub async fn get_channel(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_backend(&app, &headers)?;
+    let channel = app.store.channel(&channel_id(&id)?).await?.ok_or_else(|| ApiError::not_found("channel"))?;
+    Ok(Json(channel_json(&channel)))
+}
+
+async fn member_change(
+    app: &AppState,
+    id: &str,
+    user: &str,
+    headers: &HeaderMap,
+    add: bool,
+) -> Result<Json<Value>, ApiError> {
+    require_backend(app, headers)?;
+    let id = channel_id(id)?;
+    let user = UserId::parse(user).map_err(|e| ApiError::bad_field("user_id", e))?;
+    app.store.channel(&id).await?.ok_or_else(|| ApiError::not_found("channel"))?;
+    let changed = if add {
+        app.store.add_channel_member(&id, &user).await?
+    } else {
+        app.store.remove_channel_member(&id, &user).await?
+    };
+    if changed {
+        announce_membership(app, &id, user.clone(), add).await;
+    }
+    Ok(Json(json!({"channel_id": id, "user_id": user, "member": add})))
+}
+
+/// `PUT /api/v1/channels/{id}/members/{user_id}`
+pub async fn put_member(
+    State(app): State<AppState>,
+    Path((id, user)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    member_change(&app, &id, &user, &headers, true).await
+}
+
+/// `DELETE /api/v1/channels/{id}/members/{user_id}`
+pub async fn delete_member(
+    State(app): State<AppState>,
+    Path((id, user)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    member_change(&app, &id, &user, &headers, false).await
+}
+
+/// `GET /api/v1/channels/{id}/messages`: newest first, Pythia's camelCase `new_message.data`.
+pub async fn channel_messages(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let page = query.page()?;
+    let caller = history_caller(&app, &headers).await?;
+    let id = ChannelId::parse(&id).map_err(|_| ApiError::not_found("channel"))?;
+    let channel = app.store.channel(&id).await?.ok_or_else(|| ApiError::not_found("channel"))?;
+    if caller.is_some_and(|user| !may_see(&channel, &user)) {
+        return Err(ApiError::not_found("channel"));
+    }
+    let messages = app.store.channel_messages(&id, page).await?;
+    let items: Vec<Value> =
+        messages.iter().map(|m| serde_json::to_value(MessageData::new(m)).expect("serializes")).collect();
+    Ok(Json(json!({ "messages": items })))
+}
+
+/// The active user of the bearer JWT.
+async fn user_caller(app: &AppState, headers: &HeaderMap) -> Result<UserRecord, ApiError> {
+    let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+    let claims = app.verifier.verify(token).map_err(|_| ApiError::unauthorized())?;
+    match app.store.user(&claims.user_id).await? {
+        Some(user) if user.is_active => Ok(user),
+        _ => Err(ApiError::unauthorized()),
+    }
+}
+
+/// The usernames after `@` in `content`, once each.
+fn mentioned(content: &str) -> Vec<String> {
+    let mut names: Vec<String> = content
+        .split('@')
+        .skip(1)
+        .map(|rest| {
+            rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')).collect::<String>()
+        })
+        .map(|name| name.trim_end_matches('.').to_owned())
+        .filter(|name| !name.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    channel_id: ChannelId,
+    content: String,
+}
+
+/// `POST /api/v1/messages/`: a user posts to a channel they may see. Persisted, then broadcast
+/// as `new_message`; each mentioned member gets `mention_notification`.
+pub async fn post_message(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let user = user_caller(&app, &headers).await?;
+    let body: MessageBody = parse_body(&body)?;
+    let content = body.content.trim();
+    if content.is_empty() || content.chars().count() > MAX_CONTENT_CHARS {
+        return Err(ApiError::bad_field("content", format!("must be 1-{MAX_CONTENT_CHARS} characters")));
+    }
+    let channel = app.store.channel(&body.channel_id).await?.filter(|c| may_see(c, &user.id));
+    let channel = channel.ok_or_else(|| ApiError::not_found("channel"))?;
+    let message = ChannelMessage {
+        message_id: MessageId::new(),
+        channel_id: channel.id.clone(),
+        user_id: user.id.clone(),
+        username: user.username.clone(),
+        email: user.email.clone(),
+        content: content.to_owned(),
+        created_at: shared::time::now(),
+    };
+    app.store.insert_channel_message(&message).await?;
+    broadcast(&app, &Group::channel(&channel.id), Event::ChannelMessage(message.clone())).await;
+    for mentioned in app.store.members_named(&channel.id, &mentioned(content)).await? {
+        if mentioned != user.id {
+            broadcast(&app, &Group::user(&mentioned), Event::Mention { message: message.clone() }).await;
+        }
+    }
+    let stored = serde_json::to_value(MessageData::new(&message)).expect("serializes");
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReactionBody {
+    message_id: MessageId,
+    emoji: String,
+    action: ReactionAction,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum ReactionAction {
+    Add,
+    Remove,
+}
+
+/// `POST /api/v1/messages/reactions`: adds or removes the caller's reaction; a change is
+/// broadcast to the message's channel as `message_reaction`.
+pub async fn post_reaction(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let user = user_caller(&app, &headers).await?;
+    let body: ReactionBody = parse_body(&body)?;
+    let emoji = body.emoji.trim();
+    if emoji.is_empty() || emoji.chars().count() > 32 {
+        return Err(ApiError::bad_field("emoji", "must be 1-32 characters"));
+    }
+    let channel_id =
+        app.store.channel_of_message(&body.message_id).await?.ok_or_else(|| ApiError::not_found("message"))?;
+    let channel = app.store.channel(&channel_id).await?.filter(|c| may_see(c, &user.id));
+    channel.ok_or_else(|| ApiError::not_found("message"))?;
+    let add = body.action == ReactionAction::Add;
+    if app.store.set_reaction(&body.message_id, &user.id, emoji, add).await? {
+        let event = Event::Reaction {
+            message_id: body.message_id,
+            channel_id: channel_id.clone(),
+            emoji: emoji.to_owned(),
+            user_id: user.id.clone(),
+            username: user.username.clone(),
+            added: add,
+        };
+        broadcast(&app, &Group::channel(&channel_id), event).await;
+    }
+    let stored = json!({
+        "message_id": body.message_id,
+        "channel_id": channel_id,
+        "emoji": emoji,
+        "user_id": user.id,
+        "action": if add { "add" } else { "remove" },
+    });
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_mentions() {
+        assert_eq!(super::mentioned("Hey @john_doe, check this out! cc @ann.lee. @john_doe"), ["ann.lee", "john_doe"]);
+        assert!(super::mentioned("mail me at @ or a@").is_empty());
+    }
+}
