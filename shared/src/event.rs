@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ChannelId, ChatId, MessageId, SessionId, UserId};
+use crate::ids::{ChannelId, ChatId, FocusSessionId, MessageId, SessionId, UserId, WorkspaceId};
 
 /// A pub/sub group: one Redis channel, and the set of local sockets the hub delivers it to.
 /// Built only through the constructors so that every name has the `kind:id` form of PROTOCOL.md.
@@ -27,6 +27,22 @@ impl Group {
 
     pub fn channel(id: &ChannelId) -> Self {
         Self(format!("channel:{id}"))
+    }
+
+    pub fn workspace(id: &WorkspaceId) -> Self {
+        Self(format!("workspace:{id}"))
+    }
+
+    pub fn focus(id: &FocusSessionId) -> Self {
+        Self(format!("focus:{id}"))
+    }
+
+    /// A group named by a backend (the publish API): `kind:id` with a known kind and a valid id.
+    pub fn parse(name: &str) -> Option<Self> {
+        let (kind, id) = name.split_once(':')?;
+        let known = ["session", "chat", "channel", "user", "workspace", "focus"].contains(&kind);
+        let valid = if kind == "session" { SessionId::parse(id).is_ok() } else { UserId::parse(id).is_ok() };
+        (known && valid).then(|| Self(name.to_owned()))
     }
 
     /// The channel of a `channel:{id}` group.
@@ -105,6 +121,87 @@ pub struct ChannelMessage {
     pub created_at: DateTime<Utc>,
 }
 
+/// A OneTask notification as delivered: the server API's `notification`, or a gamification
+/// event (`achievement_unlocked`, `streak_update`, ...) that is stored as a notification too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub notification_id: i64,
+    pub user_id: UserId,
+    /// The frame's `type`.
+    pub wire_type: String,
+    pub title: String,
+    pub content: String,
+    pub notification_type: String,
+    pub related_entity_type: Option<String>,
+    /// Keeps the JSON type the backend gave it.
+    pub related_entity_id: Option<serde_json::Value>,
+    pub data: Option<serde_json::Value>,
+    #[serde(with = "crate::time::rfc3339")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// A OneTask task event from the backend; ids keep their JSON type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskUpdate {
+    pub task_id: serde_json::Value,
+    pub title: String,
+    pub action: String,
+    pub workspace_id: serde_json::Value,
+    pub actor_id: serde_json::Value,
+    pub data: Option<serde_json::Value>,
+    #[serde(with = "crate::time::rfc3339")]
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FocusStatus {
+    Idle,
+    Running,
+    Paused,
+    Completed,
+}
+
+impl FocusStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FocusStatus::Idle => "idle",
+            FocusStatus::Running => "running",
+            FocusStatus::Paused => "paused",
+            FocusStatus::Completed => "completed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [FocusStatus::Idle, FocusStatus::Running, FocusStatus::Paused, FocusStatus::Completed]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// A focus timer: while running, `ends_at` says when it runs out; otherwise `remaining_seconds`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FocusState {
+    pub status: FocusStatus,
+    pub remaining_seconds: i64,
+    #[serde(default, with = "crate::time::rfc3339_opt")]
+    pub ends_at: Option<DateTime<Utc>>,
+}
+
+impl FocusState {
+    pub fn idle() -> Self {
+        Self { status: FocusStatus::Idle, remaining_seconds: 0, ends_at: None }
+    }
+
+    /// Seconds left at `now` (a running timer counts down; it never goes below zero).
+    pub fn remaining_at(&self, now: DateTime<Utc>) -> i64 {
+        match (self.status, self.ends_at) {
+            (FocusStatus::Running, Some(end)) => ((end - now).num_milliseconds().max(0) + 999) / 1000,
+            _ => self.remaining_seconds,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
@@ -160,6 +257,21 @@ pub enum Event {
     /// Pythia: the user was mentioned (`@username`) in a channel message.
     Mention {
         message: ChannelMessage,
+    },
+    /// OneTask: a notification or gamification event, to `user:{id}`.
+    Notification(Notification),
+    /// OneTask: a task changed, to `workspace:{id}`.
+    TaskUpdate(TaskUpdate),
+    /// OneTask: the shared focus timer changed (or, with action `state`, is as it is).
+    FocusUpdate {
+        session_id: FocusSessionId,
+        action: String,
+        actor_id: Option<UserId>,
+        state: FocusState,
+    },
+    /// The publish API: this JSON object, delivered as-is to every socket of the group.
+    Raw {
+        event: serde_json::Value,
     },
 }
 

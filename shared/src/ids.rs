@@ -81,6 +81,16 @@ opaque_id!(
     ChannelId
 );
 
+opaque_id!(
+    /// A OneTask workspace.
+    WorkspaceId
+);
+
+opaque_id!(
+    /// A OneTask focus session (a shared timer).
+    FocusSessionId
+);
+
 /// A Send Buddy climbing session: a UUID (sendbuddy.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -31,6 +31,28 @@ pub mod rfc3339 {
     }
 }
 
+/// Serde adapter for `Option<DateTime<Utc>>`: `#[serde(default, with = "shared::time::rfc3339_opt")]`.
+pub mod rfc3339_opt {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => s.serialize_some(&super::format(at)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(raw) => {
+                super::parse(&raw).map(Some).ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 time"))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -10,6 +10,7 @@ pub mod api;
 pub mod channels;
 pub mod error;
 pub mod health;
+pub mod onetask;
 
 pub fn router(app: AppState) -> Router {
     Router::new()
@@ -20,6 +21,9 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/ws/status", get(health::ws_status))
         .route("/api/v1/ws/chat/{chat_id}", get(sockets::chat))
         .route("/ws", get(sockets::pythia))
+        .route("/ws/notifications", get(sockets::notifications))
+        .route("/ws/tasks/{workspace_id}", get(sockets::tasks))
+        .route("/ws/focus/{session_id}", get(sockets::focus))
         // Server API (PROTOCOL.md "The server side").
         .route("/api/v1/users/{id}", put(api::put_user).get(api::get_user))
         .route("/api/v1/sessions/{id}", put(api::put_session).get(api::get_session))
@@ -32,6 +36,11 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/messages/", post(channels::post_message))
         .route("/api/v1/messages", post(channels::post_message))
         .route("/api/v1/messages/reactions", post(channels::post_reaction))
+        .route("/api/v1/workspaces/{id}", put(onetask::put_workspace))
+        .route("/api/v1/focus-sessions/{id}", put(onetask::put_focus_session))
+        .route("/api/v1/notifications", post(onetask::post_notification))
+        .route("/api/v1/task-events", post(onetask::post_task_event))
+        .route("/api/v1/publish", post(onetask::post_publish))
         // Operations.
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

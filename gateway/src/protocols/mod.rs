@@ -12,6 +12,7 @@ use crate::hub::Attached;
 
 pub mod chat;
 pub mod diary;
+pub mod onetask;
 pub mod pythia;
 pub mod sessions;
 
@@ -26,19 +27,26 @@ pub enum Protocol {
     Chat,
     /// Pythia conversations (pythia.md).
     Pythia,
+    /// OneTask notifications, task updates and focus sessions (onetask.md).
+    OneTask,
 }
 
 impl Protocol {
     /// Number of variants: the size of the hub's per-publication render cache.
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
 
     /// This format's frame for `event`, or `None` if sockets of this format do not receive it.
     pub fn render(self, event: &Event) -> Option<String> {
+        // The publish API's events reach every socket of the group as they are.
+        if let Event::Raw { event } = event {
+            return Some(event.to_string());
+        }
         match self {
             Protocol::Sessions => sessions::render(event),
             Protocol::Diary => diary::render(event),
             Protocol::Chat => chat::render(event),
             Protocol::Pythia => pythia::render(event),
+            Protocol::OneTask => onetask::render(event),
         }
     }
 }
@@ -49,13 +57,16 @@ pub enum SocketHandler {
     Diary(diary::PersonalSocket),
     Chat(chat::ChatSocket),
     Pythia(pythia::PythiaSocket),
+    OneTask(onetask::OneTaskSocket),
 }
 
 impl SocketHandler {
-    /// The first frame on a new socket, if its protocol has one.
-    pub fn greeting(&self) -> Option<Utf8Bytes> {
+    /// The first frame on a new socket, if its protocol has one. Made when the socket starts,
+    /// after it joined its groups, so that no later change is missed.
+    pub async fn greeting(&self, app: &AppState) -> Option<Utf8Bytes> {
         match self {
             SocketHandler::Pythia(socket) => Some(socket.greeting()),
+            SocketHandler::OneTask(socket) => socket.greeting(app).await,
             _ => None,
         }
     }
@@ -73,6 +84,7 @@ impl SocketHandler {
             SocketHandler::Sessions(socket) => socket.on_text(app, text).await.map(|()| None),
             SocketHandler::Diary(socket) => socket.on_text(app, text).map(Some),
             SocketHandler::Chat(socket) => socket.on_text(app, text).await.map(|()| None),
+            SocketHandler::OneTask(socket) => socket.on_text(app, text).await.map(|()| None),
         }
     }
 

@@ -77,7 +77,7 @@ impl Connection {
         let expiry = tokio::time::sleep_until(expires_at.map(instant_of).unwrap_or_else(far_future));
         tokio::pin!(expiry);
 
-        let greeting = match handler.greeting() {
+        let greeting = match handler.greeting(&app).await {
             Some(frame) => send(&mut tx, Message::Text(frame), &link, &app).await.err(),
             None => None,
         };

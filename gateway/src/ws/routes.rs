@@ -6,13 +6,14 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 use shared::event::Group;
-use shared::ids::{ChatId, SessionId, UserId};
+use shared::ids::{ChatId, FocusSessionId, SessionId, UserId, WorkspaceId};
 
 use super::{admit, authenticate, configure, reject};
 use crate::app::AppState;
 use crate::errors::CloseReason;
 use crate::protocols::chat::ChatSocket;
 use crate::protocols::diary::PersonalSocket;
+use crate::protocols::onetask::OneTaskSocket;
 use crate::protocols::pythia::PythiaSocket;
 use crate::protocols::{sessions::SessionSocket, Protocol, SocketHandler};
 
@@ -122,4 +123,67 @@ pub async fn pythia(State(app): State<AppState>, Query(query): Query<TokenQuery>
     let id = user.id.clone();
     let handler = SocketHandler::Pythia(PythiaSocket::new(user));
     admit(ws, app, Some(id), Protocol::Pythia, groups, rooms, handler, Some(claims.exp)).await
+}
+
+/// `/ws/notifications`: a user's OneTask notifications and gamification events.
+pub async fn notifications(
+    State(app): State<AppState>,
+    Query(query): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ws = configure(ws, &app);
+    let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
+        Ok(found) => found,
+        Err(reason) => return reject(ws, &app, reason),
+    };
+    let groups = vec![Group::user(&user.id)];
+    let handler = SocketHandler::OneTask(OneTaskSocket::Listener);
+    admit(ws, app, Some(user.id), Protocol::OneTask, groups, Vec::new(), handler, Some(claims.exp)).await
+}
+
+/// `/ws/tasks/{workspace_id}`: a workspace's task updates, members only (4004).
+pub async fn tasks(
+    State(app): State<AppState>,
+    Path(workspace_id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ws = configure(ws, &app);
+    let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
+        Ok(found) => found,
+        Err(reason) => return reject(ws, &app, reason),
+    };
+    let Ok(workspace) = WorkspaceId::parse(&workspace_id) else { return reject(ws, &app, CloseReason::NotMember) };
+    match app.store.is_workspace_member(&workspace, &user.id).await {
+        Ok(true) => {}
+        Ok(false) => return reject(ws, &app, CloseReason::NotMember),
+        Err(e) => return lookup_failed(ws, &app, e),
+    }
+    let groups = vec![Group::workspace(&workspace)];
+    let handler = SocketHandler::OneTask(OneTaskSocket::Listener);
+    admit(ws, app, Some(user.id), Protocol::OneTask, groups, Vec::new(), handler, Some(claims.exp)).await
+}
+
+/// `/ws/focus/{session_id}`: a shared focus timer, participants only (4004).
+pub async fn focus(
+    State(app): State<AppState>,
+    Path(session_id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ws = configure(ws, &app);
+    let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
+        Ok(found) => found,
+        Err(reason) => return reject(ws, &app, reason),
+    };
+    let Ok(session_id) = FocusSessionId::parse(&session_id) else { return reject(ws, &app, CloseReason::NotMember) };
+    match app.store.is_focus_participant(&session_id, &user.id).await {
+        Ok(true) => {}
+        Ok(false) => return reject(ws, &app, CloseReason::NotMember),
+        Err(e) => return lookup_failed(ws, &app, e),
+    }
+    let group = Group::focus(&session_id);
+    let handler =
+        SocketHandler::OneTask(OneTaskSocket::Focus { session_id, group: group.clone(), user: user.id.clone() });
+    admit(ws, app, Some(user.id), Protocol::OneTask, vec![group], Vec::new(), handler, Some(claims.exp)).await
 }

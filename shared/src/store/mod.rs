@@ -17,10 +17,12 @@ use crate::ids::{ChatId, MessageId, SessionId, UserId};
 use crate::jobs::Job;
 
 mod channels;
+mod onetask;
 mod postgres;
 mod sqlite;
 
 pub use channels::{ChannelRecord, MembershipChange};
+pub use onetask::NewNotification;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

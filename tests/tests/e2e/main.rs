@@ -9,6 +9,7 @@ mod diary;
 mod durability;
 mod embedded;
 mod limits;
+mod onetask;
 mod presence;
 mod pythia;
 mod redis_restart;

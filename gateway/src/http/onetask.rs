@@ -1,0 +1,198 @@
+//! OneTask's server side and the publish API (PROTOCOL.md "The server side"): workspaces and
+//! focus sessions (members), notifications (persisted, integer ids), task events, and
+//! `POST /api/v1/publish`. Ids a backend sends may be strings or integers and keep their type.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shared::event::{Envelope, Event, Group, TaskUpdate};
+use shared::ids::{FocusSessionId, UserId, WorkspaceId};
+use shared::store::NewNotification;
+
+use super::api::{parse_body, require_backend};
+use super::error::ApiError;
+use crate::app::AppState;
+
+const TASK_ACTIONS: [&str; 4] = ["created", "updated", "completed", "deleted"];
+
+/// An id given as a JSON string or integer, as text (for group names).
+fn id_text(field: &str, value: &Value) -> Result<String, ApiError> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        _ => Err(ApiError::bad_field(field, "must be a string or an integer")),
+    }
+}
+
+async fn publish(app: &AppState, group: &Group, event: Event) -> Result<(), ApiError> {
+    app.broker.publish(group, Envelope::to_all(event).encode()).await.map_err(|e| {
+        tracing::warn!(error = %e, "publish failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the broker is unreachable; retry")
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkspaceBody {
+    member_ids: Vec<UserId>,
+}
+
+/// `PUT /api/v1/workspaces/{id}`
+pub async fn put_workspace(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_backend(&app, &headers)?;
+    let id = WorkspaceId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
+    let body: WorkspaceBody = parse_body(&body)?;
+    app.store.set_workspace_members(&id, &body.member_ids).await?;
+    Ok(Json(json!({"id": id, "member_ids": body.member_ids})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FocusBody {
+    participant_ids: Vec<UserId>,
+}
+
+/// `PUT /api/v1/focus-sessions/{id}`: creates the session (idle) or replaces its participants.
+pub async fn put_focus_session(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_backend(&app, &headers)?;
+    let id = FocusSessionId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
+    let body: FocusBody = parse_body(&body)?;
+    app.store.upsert_focus_session(&id, &body.participant_ids).await?;
+    let state = app.store.focus_state(&id).await?.unwrap_or_else(shared::event::FocusState::idle);
+    Ok(Json(json!({
+        "id": id,
+        "participant_ids": body.participant_ids,
+        "status": state.status.as_str(),
+        "remaining_seconds": state.remaining_at(shared::time::now()),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotificationBody {
+    user_id: Value,
+    title: String,
+    content: String,
+    notification_type: String,
+    related_entity_type: Option<String>,
+    related_entity_id: Option<Value>,
+    data: Option<Value>,
+}
+
+/// `POST /api/v1/notifications`: persisted, then delivered as `notification` to the user.
+pub async fn post_notification(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_backend(&app, &headers)?;
+    let body: NotificationBody = parse_body(&body)?;
+    let user_id = UserId::parse(&id_text("user_id", &body.user_id)?).map_err(|e| ApiError::bad_field("user_id", e))?;
+    if let Some(related) = &body.related_entity_id {
+        id_text("related_entity_id", related)?;
+    }
+    if body.data.as_ref().is_some_and(|d| !d.is_object()) {
+        return Err(ApiError::bad_field("data", "must be an object"));
+    }
+    for (field, value) in [("title", &body.title), ("notification_type", &body.notification_type)] {
+        if value.trim().is_empty() {
+            return Err(ApiError::bad_field(field, "must not be empty"));
+        }
+    }
+    let stored = app
+        .store
+        .insert_notification(NewNotification {
+            user_id: user_id.clone(),
+            wire_type: "notification".into(),
+            title: body.title,
+            content: body.content,
+            notification_type: body.notification_type,
+            related_entity_type: body.related_entity_type,
+            related_entity_id: body.related_entity_id,
+            data: body.data,
+        })
+        .await?;
+    let id = stored.notification_id;
+    publish(&app, &Group::user(&user_id), Event::Notification(stored)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"notification_id": id}))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskEventBody {
+    workspace_id: Value,
+    task_id: Value,
+    title: String,
+    action: String,
+    actor_id: Value,
+    data: Option<Value>,
+}
+
+/// `POST /api/v1/task-events`: `task_update` to the workspace.
+pub async fn post_task_event(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_backend(&app, &headers)?;
+    let body: TaskEventBody = parse_body(&body)?;
+    let workspace = WorkspaceId::parse(&id_text("workspace_id", &body.workspace_id)?)
+        .map_err(|e| ApiError::bad_field("workspace_id", e))?;
+    id_text("task_id", &body.task_id)?;
+    id_text("actor_id", &body.actor_id)?;
+    if !TASK_ACTIONS.contains(&body.action.as_str()) {
+        return Err(ApiError::bad_field("action", "must be created, updated, completed or deleted"));
+    }
+    if body.data.as_ref().is_some_and(|d| !d.is_object()) {
+        return Err(ApiError::bad_field("data", "must be an object"));
+    }
+    let update = TaskUpdate {
+        task_id: body.task_id,
+        title: body.title,
+        action: body.action,
+        workspace_id: body.workspace_id,
+        actor_id: body.actor_id,
+        data: body.data,
+        timestamp: shared::time::now(),
+    };
+    publish(&app, &Group::workspace(&workspace), Event::TaskUpdate(update)).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"status": "published"}))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    group: String,
+    event: Value,
+}
+
+/// `POST /api/v1/publish`: the event object, delivered as-is to every socket of the group.
+pub async fn post_publish(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_backend(&app, &headers)?;
+    let body: PublishBody = parse_body(&body)?;
+    let group = Group::parse(&body.group).ok_or_else(|| {
+        ApiError::bad_field("group", "must be session:ID, chat:ID, channel:ID, user:ID, workspace:ID or focus:ID")
+    })?;
+    if !body.event.is_object() {
+        return Err(ApiError::bad_field("event", "must be a JSON object"));
+    }
+    publish(&app, &group, Event::Raw { event: body.event }).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"status": "published"}))))
+}

@@ -1,0 +1,246 @@
+//! OneTask (onetask.md): `/ws/notifications` (`user:{id}`), `/ws/tasks/{workspace_id}`
+//! (`workspace:{id}`) and `/ws/focus/{session_id}` (`focus:{id}`, a shared focus timer).
+//!
+//! Server → client: `notification` and the gamification events in the guide's shapes,
+//! `task_update`, `focus_update`. Client → server: `focus_action` on the focus socket only.
+//! The timer's state lives in the database and changes by compare-and-set, so participants on
+//! different nodes acting at once see one consistent sequence.
+
+use axum::extract::ws::Utf8Bytes;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Map, Value};
+use shared::event::{Envelope, Event, FocusState, FocusStatus, Group, Notification};
+use shared::ids::{FocusSessionId, UserId};
+
+use super::ClientFrame;
+use crate::app::AppState;
+use crate::errors::ClientError;
+
+/// The longest focus session a client may start.
+pub const MAX_FOCUS_SECONDS: i64 = 24 * 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FocusAction {
+    Start { duration_seconds: i64 },
+    Pause,
+    Resume,
+    Complete,
+}
+
+impl FocusAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            FocusAction::Start { .. } => "start",
+            FocusAction::Pause => "pause",
+            FocusAction::Resume => "resume",
+            FocusAction::Complete => "complete",
+        }
+    }
+}
+
+pub fn decode_focus(text: &str) -> Result<FocusAction, ClientError> {
+    let frame = ClientFrame::parse(text)?;
+    if frame.kind != "focus_action" {
+        return Err(ClientError::unknown_type(Some(&frame.kind)));
+    }
+    match frame.string("action")? {
+        "start" => {
+            let duration = frame.body.get("duration_seconds").and_then(Value::as_i64);
+            match duration {
+                Some(n @ 1..=MAX_FOCUS_SECONDS) => Ok(FocusAction::Start { duration_seconds: n }),
+                _ => Err(ClientError::invalid_payload(format!(
+                    "\"duration_seconds\" must be an integer from 1 to {MAX_FOCUS_SECONDS}"
+                ))),
+            }
+        }
+        "pause" => Ok(FocusAction::Pause),
+        "resume" => Ok(FocusAction::Resume),
+        "complete" => Ok(FocusAction::Complete),
+        other => Err(ClientError::invalid_payload(format!(
+            "\"action\" must be start, pause, resume or complete, not {other:?}"
+        ))),
+    }
+}
+
+/// The timer after `action` at `now`, or why the action does not apply.
+pub fn transition(state: &FocusState, action: FocusAction, now: DateTime<Utc>) -> Result<FocusState, &'static str> {
+    use FocusStatus::*;
+    let left = state.remaining_at(now);
+    match (action, state.status) {
+        (FocusAction::Start { duration_seconds }, Idle | Completed) => Ok(FocusState {
+            status: Running,
+            remaining_seconds: duration_seconds,
+            ends_at: Some(now + Duration::seconds(duration_seconds)),
+        }),
+        (FocusAction::Start { .. }, _) => Err("the session has already started"),
+        (FocusAction::Pause, Running) => Ok(FocusState { status: Paused, remaining_seconds: left, ends_at: None }),
+        (FocusAction::Pause, _) => Err("only a running session can be paused"),
+        (FocusAction::Resume, Paused) => Ok(FocusState {
+            status: Running,
+            remaining_seconds: state.remaining_seconds,
+            ends_at: Some(now + Duration::seconds(state.remaining_seconds)),
+        }),
+        (FocusAction::Resume, _) => Err("only a paused session can be resumed"),
+        (FocusAction::Complete, Running | Paused) => {
+            Ok(FocusState { status: Completed, remaining_seconds: 0, ends_at: None })
+        }
+        (FocusAction::Complete, _) => Err("only a running or paused session can be completed"),
+    }
+}
+
+fn notification_frame(n: &Notification) -> Value {
+    let mut frame = Map::new();
+    frame.insert("type".into(), json!(n.wire_type));
+    frame.insert("notification_id".into(), json!(n.notification_id));
+    frame.insert("title".into(), json!(n.title));
+    frame.insert("content".into(), json!(n.content));
+    frame.insert("notification_type".into(), json!(n.notification_type));
+    if let Some(t) = &n.related_entity_type {
+        frame.insert("related_entity_type".into(), json!(t));
+    }
+    if let Some(id) = &n.related_entity_id {
+        frame.insert("related_entity_id".into(), id.clone());
+    }
+    frame.insert("created_at".into(), json!(shared::time::format(&n.created_at)));
+    frame.insert("data".into(), n.data.clone().unwrap_or_else(|| json!({})));
+    Value::Object(frame)
+}
+
+/// `focus_update`, with `remaining_seconds` as of `now`.
+fn focus_frame(
+    session_id: &FocusSessionId,
+    action: &str,
+    actor: Option<&UserId>,
+    state: &FocusState,
+    now: DateTime<Utc>,
+) -> Value {
+    json!({
+        "type": "focus_update",
+        "session_id": session_id,
+        "action": action,
+        "actor_id": actor,
+        "status": state.status.as_str(),
+        "remaining_seconds": state.remaining_at(now),
+        "timestamp": shared::time::format(&now),
+    })
+}
+
+pub fn render(event: &Event) -> Option<String> {
+    let frame = match event {
+        Event::Notification(n) => notification_frame(n),
+        Event::TaskUpdate(t) => json!({
+            "type": "task_update",
+            "task_id": t.task_id,
+            "title": t.title,
+            "action": t.action,
+            "workspace_id": t.workspace_id,
+            "actor_id": t.actor_id,
+            "timestamp": shared::time::format(&t.timestamp),
+            "data": t.data.clone().unwrap_or_else(|| json!({})),
+        }),
+        Event::FocusUpdate { session_id, action, actor_id, state } => {
+            focus_frame(session_id, action, actor_id.as_ref(), state, shared::time::now())
+        }
+        _ => return None,
+    };
+    Some(frame.to_string())
+}
+
+/// Which OneTask socket this is.
+pub enum OneTaskSocket {
+    /// `/ws/notifications` and `/ws/tasks/{id}`: the server talks, the client listens.
+    Listener,
+    /// `/ws/focus/{id}`: the shared timer.
+    Focus { session_id: FocusSessionId, group: Group, user: UserId },
+}
+
+impl OneTaskSocket {
+    /// On the focus socket, the timer as it is now (`focus_update` with action `state`).
+    pub async fn greeting(&self, app: &AppState) -> Option<Utf8Bytes> {
+        let OneTaskSocket::Focus { session_id, .. } = self else { return None };
+        let state = match app.store.focus_state(session_id).await {
+            Ok(state) => state.unwrap_or_else(FocusState::idle),
+            Err(e) => {
+                tracing::warn!(error = %e, "focus state unavailable for the greeting");
+                return None;
+            }
+        };
+        Some(Utf8Bytes::from(focus_frame(session_id, "state", None, &state, shared::time::now()).to_string()))
+    }
+
+    pub async fn on_text(&self, app: &AppState, text: &str) -> Result<(), ClientError> {
+        let OneTaskSocket::Focus { session_id, group, user } = self else {
+            let frame = ClientFrame::parse(text)?;
+            return Err(ClientError::unknown_type(Some(&frame.kind)));
+        };
+        let action = decode_focus(text)?;
+        let unavailable = |e: shared::store::StoreError| {
+            tracing::error!(error = %e, "focus state update failed");
+            ClientError::unavailable()
+        };
+        // Compare-and-set: if another participant changed the timer meanwhile, decide again.
+        for _ in 0..5 {
+            let seen = app.store.focus_state(session_id).await.map_err(unavailable)?.unwrap_or_else(FocusState::idle);
+            let next = transition(&seen, action, shared::time::now()).map_err(ClientError::invalid_payload)?;
+            if app.store.swap_focus_state(session_id, &seen, &next).await.map_err(unavailable)? {
+                let event = Event::FocusUpdate {
+                    session_id: session_id.clone(),
+                    action: action.name().to_owned(),
+                    actor_id: Some(user.clone()),
+                    state: next,
+                };
+                return app
+                    .broker
+                    .publish(group, Envelope::to_all(event).encode())
+                    .await
+                    .map_err(|e| super::publish_failed(app, e));
+            }
+        }
+        Err(ClientError::unavailable())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn the_timer_runs_pauses_resumes_and_completes() {
+        let idle = FocusState::idle();
+        let running = transition(&idle, FocusAction::Start { duration_seconds: 1500 }, at(0)).unwrap();
+        assert_eq!((running.status, running.remaining_at(at(100))), (FocusStatus::Running, 1400));
+        let paused = transition(&running, FocusAction::Pause, at(100)).unwrap();
+        assert_eq!((paused.status, paused.remaining_at(at(900))), (FocusStatus::Paused, 1400));
+        let resumed = transition(&paused, FocusAction::Resume, at(900)).unwrap();
+        assert_eq!(resumed.remaining_at(at(1000)), 1300);
+        assert_eq!(resumed.remaining_at(at(99_999)), 0, "never below zero");
+        let done = transition(&resumed, FocusAction::Complete, at(1000)).unwrap();
+        assert_eq!((done.status, done.remaining_at(at(1000))), (FocusStatus::Completed, 0));
+    }
+
+    #[test]
+    fn actions_that_do_not_apply_are_refused() {
+        let idle = FocusState::idle();
+        assert!(transition(&idle, FocusAction::Pause, at(0)).is_err());
+        assert!(transition(&idle, FocusAction::Resume, at(0)).is_err());
+        assert!(transition(&idle, FocusAction::Complete, at(0)).is_err());
+        let running = transition(&idle, FocusAction::Start { duration_seconds: 60 }, at(0)).unwrap();
+        assert!(transition(&running, FocusAction::Start { duration_seconds: 60 }, at(1)).is_err());
+        assert!(transition(&running, FocusAction::Resume, at(1)).is_err());
+    }
+
+    #[test]
+    fn decodes_focus_actions() {
+        assert_eq!(
+            decode_focus(r#"{"type":"focus_action","action":"start","duration_seconds":1500}"#).unwrap(),
+            FocusAction::Start { duration_seconds: 1500 }
+        );
+        assert!(decode_focus(r#"{"type":"focus_action","action":"start"}"#).is_err());
+        assert!(decode_focus(r#"{"type":"focus_action","action":"start","duration_seconds":0}"#).is_err());
+        assert!(decode_focus(r#"{"type":"focus_action","action":"nap"}"#).is_err());
+    }
+}

@@ -1,0 +1,251 @@
+//! OneTask: workspace members, focus sessions (participants and the shared timer) and
+//! notifications. Both backends in one place, per concern.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{corrupt, Store, StoreError};
+use crate::event::{FocusState, FocusStatus, Notification};
+use crate::ids::{FocusSessionId, UserId, WorkspaceId};
+use crate::time;
+
+/// A notification to store; the database assigns its id and time.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub user_id: UserId,
+    pub wire_type: String,
+    pub title: String,
+    pub content: String,
+    pub notification_type: String,
+    pub related_entity_type: Option<String>,
+    pub related_entity_id: Option<Value>,
+    pub data: Option<Value>,
+}
+
+/// The membership tables of OneTask, as (table, id column).
+#[derive(Clone, Copy)]
+enum Members {
+    Workspace,
+    Focus,
+}
+
+impl Members {
+    fn table(self) -> (&'static str, &'static str) {
+        match self {
+            Members::Workspace => ("workspace_members", "workspace_id"),
+            Members::Focus => ("focus_participants", "session_id"),
+        }
+    }
+}
+
+impl Store {
+    async fn set_members(&self, kind: Members, id: &str, members: &[UserId]) -> Result<(), StoreError> {
+        let (table, column) = kind.table();
+        match self {
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(&format!("DELETE FROM {table} WHERE {column} = $1")).bind(id).execute(&mut *tx).await?;
+                let ids: Vec<&str> = members.iter().map(UserId::as_str).collect();
+                sqlx::query(&format!(
+                    "INSERT INTO {table} ({column}, user_id) SELECT $1, m FROM UNNEST($2::text[]) AS m ON CONFLICT DO NOTHING"
+                ))
+                .bind(id)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(&format!("DELETE FROM {table} WHERE {column} = ?1")).bind(id).execute(&mut *tx).await?;
+                for member in members {
+                    sqlx::query(&format!(
+                        "INSERT INTO {table} ({column}, user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
+                    ))
+                    .bind(id)
+                    .bind(member.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn is_member(&self, kind: Members, id: &str, user: &UserId) -> Result<bool, StoreError> {
+        let (table, column) = kind.table();
+        let found: Option<i32> = match self {
+            Store::Postgres(pool) => {
+                sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE {column} = $1 AND user_id = $2"))
+                    .bind(id)
+                    .bind(user.as_str())
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE {column} = ?1 AND user_id = ?2"))
+                    .bind(id)
+                    .bind(user.as_str())
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
+        Ok(found.is_some())
+    }
+
+    /// Replaces a workspace's members.
+    pub async fn set_workspace_members(&self, id: &WorkspaceId, members: &[UserId]) -> Result<(), StoreError> {
+        self.set_members(Members::Workspace, id.as_str(), members).await
+    }
+
+    pub async fn is_workspace_member(&self, id: &WorkspaceId, user: &UserId) -> Result<bool, StoreError> {
+        self.is_member(Members::Workspace, id.as_str(), user).await
+    }
+
+    /// Creates the focus session (idle) if it is new, and replaces its participants.
+    pub async fn upsert_focus_session(&self, id: &FocusSessionId, participants: &[UserId]) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                sqlx::query("INSERT INTO focus_sessions (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+                    .bind(id.as_str())
+                    .execute(pool)
+                    .await?;
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query("INSERT INTO focus_sessions (id) VALUES (?1) ON CONFLICT (id) DO NOTHING")
+                    .bind(id.as_str())
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        self.set_members(Members::Focus, id.as_str(), participants).await
+    }
+
+    pub async fn is_focus_participant(&self, id: &FocusSessionId, user: &UserId) -> Result<bool, StoreError> {
+        self.is_member(Members::Focus, id.as_str(), user).await
+    }
+
+    pub async fn focus_state(&self, id: &FocusSessionId) -> Result<Option<FocusState>, StoreError> {
+        let row: Option<(String, i64, Option<String>)> = match self {
+            Store::Postgres(pool) => {
+                let row: Option<(String, i64, Option<DateTime<Utc>>)> =
+                    sqlx::query_as("SELECT status, remaining_seconds, ends_at FROM focus_sessions WHERE id = $1")
+                        .bind(id.as_str())
+                        .fetch_optional(pool)
+                        .await?;
+                row.map(|(s, r, e)| (s, r, e.as_ref().map(time::format)))
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query_as("SELECT status, remaining_seconds, ends_at FROM focus_sessions WHERE id = ?1")
+                    .bind(id.as_str())
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
+        row.map(|(status, remaining_seconds, ends_at)| {
+            Ok(FocusState {
+                status: FocusStatus::parse(&status).ok_or_else(|| corrupt("focus status"))?,
+                remaining_seconds,
+                ends_at: ends_at.as_deref().and_then(time::parse),
+            })
+        })
+        .transpose()
+    }
+
+    /// Replaces the timer state with `next` only if it is still `seen` (compare-and-set, so two
+    /// participants acting at once on two nodes cannot both win). True if it was replaced.
+    pub async fn swap_focus_state(
+        &self,
+        id: &FocusSessionId,
+        seen: &FocusState,
+        next: &FocusState,
+    ) -> Result<bool, StoreError> {
+        let done = match self {
+            Store::Postgres(pool) => sqlx::query(
+                "UPDATE focus_sessions SET status = $2, remaining_seconds = $3, ends_at = $4, updated_at = now()
+                 WHERE id = $1 AND status = $5 AND remaining_seconds = $6 AND ends_at IS NOT DISTINCT FROM $7",
+            )
+            .bind(id.as_str())
+            .bind(next.status.as_str())
+            .bind(next.remaining_seconds)
+            .bind(next.ends_at)
+            .bind(seen.status.as_str())
+            .bind(seen.remaining_seconds)
+            .bind(seen.ends_at)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Store::Sqlite(pool) => sqlx::query(
+                "UPDATE focus_sessions SET status = ?2, remaining_seconds = ?3, ends_at = ?4
+                 WHERE id = ?1 AND status = ?5 AND remaining_seconds = ?6 AND ends_at IS ?7",
+            )
+            .bind(id.as_str())
+            .bind(next.status.as_str())
+            .bind(next.remaining_seconds)
+            .bind(next.ends_at.as_ref().map(time::format))
+            .bind(seen.status.as_str())
+            .bind(seen.remaining_seconds)
+            .bind(seen.ends_at.as_ref().map(time::format))
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(done == 1)
+    }
+
+    /// Stores a notification; returns it with its integer id and time.
+    pub async fn insert_notification(&self, n: NewNotification) -> Result<Notification, StoreError> {
+        let related = n.related_entity_id.as_ref().map(Value::to_string);
+        let data = n.data.as_ref().map(Value::to_string);
+        let (id, created_at): (i64, DateTime<Utc>) = match self {
+            Store::Postgres(pool) => {
+                sqlx::query_as(
+                    "INSERT INTO notifications (user_id, kind, title, content, notification_type, related_entity_type, related_entity_id, data)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, created_at",
+                )
+                .bind(n.user_id.as_str())
+                .bind(&n.wire_type)
+                .bind(&n.title)
+                .bind(&n.content)
+                .bind(&n.notification_type)
+                .bind(&n.related_entity_type)
+                .bind(&related)
+                .bind(&data)
+                .fetch_one(pool)
+                .await?
+            }
+            Store::Sqlite(pool) => {
+                let now = time::now();
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO notifications (user_id, kind, title, content, notification_type, related_entity_type, related_entity_id, data, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+                )
+                .bind(n.user_id.as_str())
+                .bind(&n.wire_type)
+                .bind(&n.title)
+                .bind(&n.content)
+                .bind(&n.notification_type)
+                .bind(&n.related_entity_type)
+                .bind(&related)
+                .bind(&data)
+                .bind(time::format(&now))
+                .fetch_one(pool)
+                .await?;
+                (id, now)
+            }
+        };
+        Ok(Notification {
+            notification_id: id,
+            user_id: n.user_id,
+            wire_type: n.wire_type,
+            title: n.title,
+            content: n.content,
+            notification_type: n.notification_type,
+            related_entity_type: n.related_entity_type,
+            related_entity_id: n.related_entity_id,
+            data: n.data,
+            created_at: time::parse(&time::format(&created_at)).unwrap_or(created_at),
+        })
+    }
+}
