@@ -1,12 +1,18 @@
 //! The socket routes, one handler per path of PROTOCOL.md "The sockets". Each admits the client
-//! (token, user, membership) and hands it, with its protocol and groups, to `admit`.
+//! (token and user: 4001–4003; membership: 4004) and hands it, with its protocol and groups, to
+//! `admit`. A refusal is an accepted upgrade closed at once with its code, returned as `Err`.
+
+// A refusal is a `Response` (128 bytes) made once per connection attempt; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
+use shared::auth::Claims;
 use shared::event::Group;
-use shared::ids::{ChatId, FocusSessionId, SessionId, UserId, WorkspaceId};
+use shared::ids::{ChatId, FocusSessionId, IdError, SessionId, UserId, WorkspaceId};
+use shared::store::{StoreError, UserRecord};
 
 use super::{admit, authenticate, configure, reject};
 use crate::app::AppState;
@@ -22,39 +28,83 @@ pub struct TokenQuery {
     token: Option<String>,
 }
 
-/// Logs a database failure during admission and closes with 1011.
-fn lookup_failed(ws: WebSocketUpgrade, app: &AppState, e: shared::store::StoreError) -> Response {
-    tracing::error!(error = %e, "membership lookup failed");
-    reject(ws, app, CloseReason::Internal)
+type Refused = Response;
+
+/// A client whose token and user were accepted.
+struct Admitted {
+    ws: WebSocketUpgrade,
+    claims: Claims,
+    user: UserRecord,
 }
 
-/// `/ws/sessions/{session_id}/`: the Send Buddy session chat.
+/// Token (4001, 4003) and user (4002).
+async fn authenticated(ws: WebSocketUpgrade, app: &AppState, query: &TokenQuery) -> Result<Admitted, Refused> {
+    let ws = configure(ws, app);
+    match authenticate(app, query.token.as_deref()).await {
+        Ok((claims, user)) => Ok(Admitted { ws, claims, user }),
+        Err(reason) => Err(reject(ws, app, reason)),
+    }
+}
+
+impl Admitted {
+    /// The id in the path; a malformed one is refused like an unknown one (4004, no existence leak).
+    fn id<T>(self, parsed: Result<T, IdError>, app: &AppState) -> Result<(Self, T), Refused> {
+        match parsed {
+            Ok(id) => Ok((self, id)),
+            Err(_) => Err(reject(self.ws, app, CloseReason::NotMember)),
+        }
+    }
+
+    /// A database answer needed for admission; a failed lookup closes with 1011.
+    fn looked_up<T>(self, found: Result<T, StoreError>, app: &AppState) -> Result<(Self, T), Refused> {
+        match found {
+            Ok(value) => Ok((self, value)),
+            Err(e) => {
+                tracing::error!(error = %e, "admission lookup failed");
+                Err(reject(self.ws, app, CloseReason::Internal))
+            }
+        }
+    }
+
+    /// Membership of what the path names: 4004 when not a member.
+    fn member(self, found: Result<bool, StoreError>, app: &AppState) -> Result<Self, Refused> {
+        match self.looked_up(found, app)? {
+            (client, true) => Ok(client),
+            (client, false) => Err(reject(client.ws, app, CloseReason::NotMember)),
+        }
+    }
+
+    async fn admit(
+        self,
+        app: AppState,
+        protocol: Protocol,
+        groups: Vec<Group>,
+        rooms: Vec<Group>,
+        handler: SocketHandler,
+    ) -> Response {
+        let user = Some(self.user.id.clone());
+        admit(self.ws, app, user, protocol, groups, rooms, handler, Some(self.claims.exp)).await
+    }
+}
+
+/// `/ws/sessions/{session_id}/`: the Send Buddy session chat, participants only.
 pub async fn session(
     State(app): State<AppState>,
     Path(session_id): Path<String>,
     Query(query): Query<TokenQuery>,
     ws: WebSocketUpgrade,
-) -> Response {
-    let ws = configure(ws, &app);
-    let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
-        Ok(found) => found,
-        Err(reason) => return reject(ws, &app, reason),
-    };
-    // A malformed id is refused like an unknown one: no existence leak.
-    let Ok(session_id) = SessionId::parse(&session_id) else { return reject(ws, &app, CloseReason::NotMember) };
-    match app.store.session(&session_id).await {
-        Ok(Some(session)) if session.has_participant(&user.id) => {}
-        Ok(_) => return reject(ws, &app, CloseReason::NotMember),
-        Err(e) => return lookup_failed(ws, &app, e),
-    }
+) -> Result<Response, Refused> {
+    let (client, session_id) = authenticated(ws, &app, &query).await?.id(SessionId::parse(&session_id), &app)?;
+    let found = app.store.session(&session_id).await.map(|s| s.is_some_and(|s| s.has_participant(&client.user.id)));
+    let client = client.member(found, &app)?;
     let group = Group::session(&session_id);
     let handler = SocketHandler::Sessions(SessionSocket {
         session_id,
         group: group.clone(),
-        sender_name: user.shown_name().to_owned(),
-        user: user.id.clone(),
+        sender_name: client.user.shown_name().to_owned(),
+        user: client.user.id.clone(),
     });
-    admit(ws, app, Some(user.id), Protocol::Sessions, vec![group], Vec::new(), handler, Some(claims.exp)).await
+    Ok(client.admit(app, Protocol::Sessions, vec![group], Vec::new(), handler).await)
 }
 
 /// `/api/v1/ws/{user_id}`: the Diary personal socket. The token's `sub` must be `user_id` (4004);
@@ -64,65 +114,51 @@ pub async fn personal(
     Path(user_id): Path<String>,
     Query(query): Query<TokenQuery>,
     ws: WebSocketUpgrade,
-) -> Response {
-    let ws = configure(ws, &app);
-    let Ok(path_user) = UserId::parse(&user_id) else { return reject(ws, &app, CloseReason::NotMember) };
+) -> Result<Response, Refused> {
     let tokenless = query.token.as_deref().is_none_or(str::is_empty);
     if tokenless && app.config.anonymous_personal {
+        let ws = configure(ws, &app);
+        let Ok(path_user) = UserId::parse(&user_id) else { return Err(reject(ws, &app, CloseReason::NotMember)) };
         let handler = SocketHandler::Diary(PersonalSocket { user_id: path_user.to_string() });
-        return admit(ws, app, None, Protocol::Diary, Vec::new(), Vec::new(), handler, None).await;
+        return Ok(admit(ws, app, None, Protocol::Diary, Vec::new(), Vec::new(), handler, None).await);
     }
-    let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
-        Ok(found) => found,
-        Err(reason) => return reject(ws, &app, reason),
-    };
-    if user.id != path_user {
-        return reject(ws, &app, CloseReason::NotMember);
-    }
-    let handler = SocketHandler::Diary(PersonalSocket { user_id: user.id.to_string() });
-    let groups = vec![Group::user(&user.id)];
-    admit(ws, app, Some(user.id), Protocol::Diary, groups, Vec::new(), handler, Some(claims.exp)).await
+    let (client, path_user) = authenticated(ws, &app, &query).await?.id(UserId::parse(&user_id), &app)?;
+    let same = client.user.id == path_user;
+    let client = client.member(Ok(same), &app)?;
+    let handler = SocketHandler::Diary(PersonalSocket { user_id: client.user.id.to_string() });
+    let groups = vec![Group::user(&client.user.id)];
+    Ok(client.admit(app, Protocol::Diary, groups, Vec::new(), handler).await)
 }
 
-/// `/api/v1/ws/chat/{chat_id}`: a chat room, members only (4004).
+/// `/api/v1/ws/chat/{chat_id}`: a chat room, members only.
 pub async fn chat(
     State(app): State<AppState>,
     Path(chat_id): Path<String>,
     Query(query): Query<TokenQuery>,
     ws: WebSocketUpgrade,
-) -> Response {
-    let ws = configure(ws, &app);
-    let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
-        Ok(found) => found,
-        Err(reason) => return reject(ws, &app, reason),
-    };
-    let Ok(chat_id) = ChatId::parse(&chat_id) else { return reject(ws, &app, CloseReason::NotMember) };
-    match app.store.is_chat_member(&chat_id, &user.id).await {
-        Ok(true) => {}
-        Ok(false) => return reject(ws, &app, CloseReason::NotMember),
-        Err(e) => return lookup_failed(ws, &app, e),
-    }
+) -> Result<Response, Refused> {
+    let (client, chat_id) = authenticated(ws, &app, &query).await?.id(ChatId::parse(&chat_id), &app)?;
+    let found = app.store.is_chat_member(&chat_id, &client.user.id).await;
+    let client = client.member(found, &app)?;
     let group = Group::chat(&chat_id);
-    let handler = SocketHandler::Chat(ChatSocket { chat_id, group: group.clone(), sender: user.snapshot() });
-    admit(ws, app, Some(user.id), Protocol::Chat, vec![group], Vec::new(), handler, Some(claims.exp)).await
+    let handler = SocketHandler::Chat(ChatSocket { chat_id, group: group.clone(), sender: client.user.snapshot() });
+    Ok(client.admit(app, Protocol::Chat, vec![group], Vec::new(), handler).await)
 }
 
 /// `/ws`: Pythia. The socket enters the room of every channel the user is a member of, and
 /// `user:{id}` for mentions.
-pub async fn pythia(State(app): State<AppState>, Query(query): Query<TokenQuery>, ws: WebSocketUpgrade) -> Response {
-    let ws = configure(ws, &app);
-    let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
-        Ok(found) => found,
-        Err(reason) => return reject(ws, &app, reason),
-    };
-    let rooms = match app.store.channels_of(&user.id).await {
-        Ok(channels) => channels.iter().map(Group::channel).collect(),
-        Err(e) => return lookup_failed(ws, &app, e),
-    };
-    let groups = vec![Group::user(&user.id)];
-    let id = user.id.clone();
-    let handler = SocketHandler::Pythia(PythiaSocket::new(user));
-    admit(ws, app, Some(id), Protocol::Pythia, groups, rooms, handler, Some(claims.exp)).await
+pub async fn pythia(
+    State(app): State<AppState>,
+    Query(query): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, Refused> {
+    let client = authenticated(ws, &app, &query).await?;
+    let found = app.store.channels_of(&client.user.id).await;
+    let (client, channels) = client.looked_up(found, &app)?;
+    let rooms = channels.iter().map(Group::channel).collect();
+    let groups = vec![Group::user(&client.user.id)];
+    let handler = SocketHandler::Pythia(PythiaSocket::new(client.user.clone()));
+    Ok(client.admit(app, Protocol::Pythia, groups, rooms, handler).await)
 }
 
 /// `/ws/notifications`: a user's OneTask notifications and gamification events.
@@ -130,60 +166,38 @@ pub async fn notifications(
     State(app): State<AppState>,
     Query(query): Query<TokenQuery>,
     ws: WebSocketUpgrade,
-) -> Response {
-    let ws = configure(ws, &app);
-    let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
-        Ok(found) => found,
-        Err(reason) => return reject(ws, &app, reason),
-    };
-    let groups = vec![Group::user(&user.id)];
-    let handler = SocketHandler::OneTask(OneTaskSocket::Listener);
-    admit(ws, app, Some(user.id), Protocol::OneTask, groups, Vec::new(), handler, Some(claims.exp)).await
+) -> Result<Response, Refused> {
+    let client = authenticated(ws, &app, &query).await?;
+    let groups = vec![Group::user(&client.user.id)];
+    Ok(client.admit(app, Protocol::OneTask, groups, Vec::new(), SocketHandler::OneTask(OneTaskSocket::Listener)).await)
 }
 
-/// `/ws/tasks/{workspace_id}`: a workspace's task updates, members only (4004).
+/// `/ws/tasks/{workspace_id}`: a workspace's task updates, members only.
 pub async fn tasks(
     State(app): State<AppState>,
     Path(workspace_id): Path<String>,
     Query(query): Query<TokenQuery>,
     ws: WebSocketUpgrade,
-) -> Response {
-    let ws = configure(ws, &app);
-    let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
-        Ok(found) => found,
-        Err(reason) => return reject(ws, &app, reason),
-    };
-    let Ok(workspace) = WorkspaceId::parse(&workspace_id) else { return reject(ws, &app, CloseReason::NotMember) };
-    match app.store.is_workspace_member(&workspace, &user.id).await {
-        Ok(true) => {}
-        Ok(false) => return reject(ws, &app, CloseReason::NotMember),
-        Err(e) => return lookup_failed(ws, &app, e),
-    }
+) -> Result<Response, Refused> {
+    let (client, workspace) = authenticated(ws, &app, &query).await?.id(WorkspaceId::parse(&workspace_id), &app)?;
+    let found = app.store.is_workspace_member(&workspace, &client.user.id).await;
+    let client = client.member(found, &app)?;
     let groups = vec![Group::workspace(&workspace)];
-    let handler = SocketHandler::OneTask(OneTaskSocket::Listener);
-    admit(ws, app, Some(user.id), Protocol::OneTask, groups, Vec::new(), handler, Some(claims.exp)).await
+    Ok(client.admit(app, Protocol::OneTask, groups, Vec::new(), SocketHandler::OneTask(OneTaskSocket::Listener)).await)
 }
 
-/// `/ws/focus/{session_id}`: a shared focus timer, participants only (4004).
+/// `/ws/focus/{session_id}`: a shared focus timer, participants only.
 pub async fn focus(
     State(app): State<AppState>,
     Path(session_id): Path<String>,
     Query(query): Query<TokenQuery>,
     ws: WebSocketUpgrade,
-) -> Response {
-    let ws = configure(ws, &app);
-    let (claims, user) = match authenticate(&app, query.token.as_deref()).await {
-        Ok(found) => found,
-        Err(reason) => return reject(ws, &app, reason),
-    };
-    let Ok(session_id) = FocusSessionId::parse(&session_id) else { return reject(ws, &app, CloseReason::NotMember) };
-    match app.store.is_focus_participant(&session_id, &user.id).await {
-        Ok(true) => {}
-        Ok(false) => return reject(ws, &app, CloseReason::NotMember),
-        Err(e) => return lookup_failed(ws, &app, e),
-    }
+) -> Result<Response, Refused> {
+    let (client, session_id) = authenticated(ws, &app, &query).await?.id(FocusSessionId::parse(&session_id), &app)?;
+    let found = app.store.is_focus_participant(&session_id, &client.user.id).await;
+    let client = client.member(found, &app)?;
     let group = Group::focus(&session_id);
-    let handler =
-        SocketHandler::OneTask(OneTaskSocket::Focus { session_id, group: group.clone(), user: user.id.clone() });
-    admit(ws, app, Some(user.id), Protocol::OneTask, vec![group], Vec::new(), handler, Some(claims.exp)).await
+    let user = client.user.id.clone();
+    let handler = SocketHandler::OneTask(OneTaskSocket::Focus { session_id, group: group.clone(), user });
+    Ok(client.admit(app, Protocol::OneTask, vec![group], Vec::new(), handler).await)
 }
