@@ -88,3 +88,42 @@ async fn anonymous_mode_serves_the_guide_but_no_private_data() {
     let (_, status) = e2e::http("GET", &node.http("/api/v1/ws/status"), None, None).await;
     assert_eq!(status, json!({"connected_users": 0, "status": "active"}));
 }
+
+/// The Python client class of diary.md, unchanged, in the guide's tokenless mode.
+#[tokio::test]
+async fn the_guides_python_client_works_unchanged() {
+    let cluster = Cluster::start(0).await;
+    let mut config = cluster.node_config();
+    config.anonymous_personal = true;
+    let node = Node::start(config).await;
+    let python = std::env::var("GATEWAY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
+    let output = tokio::process::Command::new(&python)
+        .arg("-B")
+        .arg(format!("{fixtures}/run_diary_client.py"))
+        .arg(format!("ws://{}", node.addr))
+        .current_dir(fixtures)
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python} ({e}): install the Debian package python3-websockets, or run scripts/test")
+        });
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the client failed (is python3-websockets installed?): {stderr}");
+    // The guide's class prints its own lines; the runner's JSON is the last one.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Connected to WebSocket for user 123456789"), "{stdout}");
+    let last = stdout.lines().last().unwrap_or_default();
+    let received: serde_json::Value = serde_json::from_str(last).expect("the runner prints JSON");
+    assert_eq!(received["pong"], json!({"type": "pong", "user_id": "123456789", "message": "Pong!"}));
+    let motivation = &received["motivation_generated"];
+    assert_eq!(
+        (motivation["stress_level"].as_u64(), motivation["current_challenge"].as_str()),
+        (Some(7), Some("Working on integration"))
+    );
+    assert!(motivation["motivation_text"].as_str().unwrap().contains("Working on integration"));
+    assert_eq!(
+        received["echo"]["message"], r#"Received: {"type": "custom_message", "data": "Hello from client!"}"#,
+        "Python's json.dumps spacing, echoed exactly"
+    );
+}
