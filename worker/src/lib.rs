@@ -9,6 +9,8 @@
 //! commit. A crash anywhere before the ack means redelivery, and redelivery changes nothing.
 //! [`Worker::run`] calls it in a loop until shutdown; tests call it directly.
 
+pub mod rules;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

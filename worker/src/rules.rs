@@ -1,0 +1,349 @@
+//! Gamification: the rules (a JSON file, `WORKER_RULES`, with a compiled-in default) and the pure
+//! engine `apply(rules, stats, activity, at) -> (stats, awards)`. No I/O here: the worker loads
+//! stats, applies activities in order, and stores stats and awards in one transaction.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The rules that ship with the worker.
+pub const DEFAULT_RULES: &str = include_str!("../rules/default.json");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityKind {
+    /// A chat message sent, on any app.
+    Message,
+    /// A task completed (task-events with action `completed`).
+    TaskCompleted,
+    /// A focus session completed.
+    FocusCompleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Points {
+    pub message: i64,
+    pub task_completed: i64,
+    pub focus_completed: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Achievement {
+    /// Stable integer id: `achievement_id` and `related_entity_id` in events.
+    pub id: i64,
+    /// Stable name for code: `key` in the event's `data`.
+    pub key: String,
+    pub name: String,
+    pub description: String,
+    pub icon: String,
+    /// Points earned on unlocking (they count toward the level).
+    pub points: i64,
+    /// How many activities of `activity` unlock it.
+    pub threshold: i64,
+    pub activity: ActivityKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Rules {
+    pub points: Points,
+    /// level = 1 + points / points_per_level
+    pub points_per_level: i64,
+    pub streak_milestones: Vec<i64>,
+    pub achievements: Vec<Achievement>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("cannot read the rules file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid rules: {0}")]
+    Invalid(String),
+}
+
+impl Rules {
+    pub fn parse(json: &str) -> Result<Self, RulesError> {
+        let rules: Rules = serde_json::from_str(json).map_err(|e| RulesError::Invalid(e.to_string()))?;
+        if rules.points_per_level <= 0 {
+            return Err(RulesError::Invalid("points_per_level must be positive".into()));
+        }
+        let mut ids = BTreeSet::new();
+        for a in &rules.achievements {
+            if a.threshold <= 0 || !ids.insert(a.id) {
+                return Err(RulesError::Invalid(format!(
+                    "achievement {}: ids must be unique, thresholds positive",
+                    a.id
+                )));
+            }
+        }
+        Ok(rules)
+    }
+
+    /// `WORKER_RULES` if set, else the default.
+    pub fn load(path: Option<&str>) -> Result<Self, RulesError> {
+        match path {
+            None => Self::parse(DEFAULT_RULES),
+            Some(path) => {
+                let json =
+                    std::fs::read_to_string(path).map_err(|source| RulesError::Read { path: path.into(), source })?;
+                Self::parse(&json)
+            }
+        }
+    }
+
+    pub fn default_set() -> Self {
+        Self::parse(DEFAULT_RULES).expect("the default rules are valid")
+    }
+
+    fn points_for(&self, kind: ActivityKind) -> i64 {
+        match kind {
+            ActivityKind::Message => self.points.message,
+            ActivityKind::TaskCompleted => self.points.task_completed,
+            ActivityKind::FocusCompleted => self.points.focus_completed,
+        }
+    }
+
+    pub fn level_of(&self, points: i64) -> i64 {
+        1 + points.max(0) / self.points_per_level
+    }
+}
+
+/// A user's standing, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub points: i64,
+    pub level: i64,
+    pub messages: i64,
+    pub tasks_completed: i64,
+    pub focus_completed: i64,
+    pub current_streak: i64,
+    pub longest_streak: i64,
+    /// The last UTC day with any activity.
+    pub last_active_day: Option<NaiveDate>,
+    pub unlocked: BTreeSet<i64>,
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        Self { level: 1, ..Self::default() }
+    }
+
+    fn count_mut(&mut self, kind: ActivityKind) -> &mut i64 {
+        match kind {
+            ActivityKind::Message => &mut self.messages,
+            ActivityKind::TaskCompleted => &mut self.tasks_completed,
+            ActivityKind::FocusCompleted => &mut self.focus_completed,
+        }
+    }
+}
+
+/// What an activity earned, in the order the user hears of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Award {
+    /// First activity of a UTC day.
+    Streak {
+        current_streak: i64,
+        is_milestone: bool,
+    },
+    Unlocked {
+        achievement: Achievement,
+        level: i64,
+    },
+    /// The count crossed half the threshold.
+    Progress {
+        achievement: Achievement,
+    },
+    LevelUp {
+        new_level: i64,
+    },
+}
+
+/// Applies one activity at `at` to `stats`. Pure: same inputs, same outputs.
+pub fn apply(rules: &Rules, stats: &Stats, kind: ActivityKind, at: DateTime<Utc>) -> (Stats, Vec<Award>) {
+    let mut next = stats.clone();
+    if next.level < 1 {
+        next.level = rules.level_of(next.points);
+    }
+    let mut awards = Vec::new();
+
+    let today = at.date_naive();
+    let continues = match next.last_active_day {
+        Some(day) if day == today => None,
+        Some(day) if day.succ_opt() == Some(today) => Some(next.current_streak + 1),
+        // First activity ever, a gap, or a clock that went backwards: a new streak.
+        _ => Some(1),
+    };
+    if let Some(streak) = continues {
+        next.current_streak = streak;
+        next.longest_streak = next.longest_streak.max(streak);
+        next.last_active_day = Some(today);
+        let is_milestone = streak > 1 && rules.streak_milestones.contains(&streak);
+        awards.push(Award::Streak { current_streak: streak, is_milestone });
+    } else if next.last_active_day.is_none_or(|day| day < today) {
+        next.last_active_day = Some(today);
+    }
+
+    let before = *next.count_mut(kind);
+    let after = before + 1;
+    *next.count_mut(kind) = after;
+    next.points += rules.points_for(kind);
+
+    let mut unlocked = Vec::new();
+    for achievement in rules.achievements.iter().filter(|a| a.activity == kind) {
+        if next.unlocked.contains(&achievement.id) {
+            continue;
+        }
+        if after >= achievement.threshold {
+            next.unlocked.insert(achievement.id);
+            next.points += achievement.points;
+            unlocked.push(achievement.clone());
+        } else if before * 2 < achievement.threshold && after * 2 >= achievement.threshold {
+            awards.push(Award::Progress { achievement: achievement.clone() });
+        }
+    }
+    let new_level = rules.level_of(next.points);
+    for achievement in unlocked {
+        awards.push(Award::Unlocked { achievement, level: new_level });
+    }
+    if new_level > next.level {
+        awards.push(Award::LevelUp { new_level });
+    }
+    next.level = new_level.max(next.level);
+    (next, awards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(day: u32, hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
+        use chrono::TimeZone;
+        Utc.with_ymd_and_hms(2026, 3, day, hour, minute, second).unwrap()
+    }
+
+    fn rules() -> Rules {
+        Rules::default_set()
+    }
+
+    fn streaks(awards: &[Award]) -> Vec<(i64, bool)> {
+        awards
+            .iter()
+            .filter_map(|a| match a {
+                Award::Streak { current_streak, is_milestone } => Some((*current_streak, *is_milestone)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_activity_starts_a_streak_of_one_that_is_no_milestone() {
+        let (stats, awards) = apply(&rules(), &Stats::new(), ActivityKind::TaskCompleted, at(1, 12, 0, 0));
+        assert_eq!(streaks(&awards), [(1, false)]);
+        assert_eq!(stats.current_streak, 1);
+    }
+
+    #[test]
+    fn consecutive_days_grow_the_streak_and_milestones_are_flagged() {
+        let r = rules();
+        let mut stats = Stats::new();
+        let mut seen = Vec::new();
+        for day in 1..=3 {
+            let (next, awards) = apply(&r, &stats, ActivityKind::FocusCompleted, at(day, 9, 0, 0));
+            seen.extend(streaks(&awards));
+            stats = next;
+        }
+        assert_eq!(seen, [(1, false), (2, false), (3, true)]);
+    }
+
+    #[test]
+    fn a_gap_starts_over() {
+        let r = rules();
+        let (stats, _) = apply(&r, &Stats::new(), ActivityKind::FocusCompleted, at(1, 9, 0, 0));
+        let (stats, _) = apply(&r, &stats, ActivityKind::FocusCompleted, at(2, 9, 0, 0));
+        let (stats, awards) = apply(&r, &stats, ActivityKind::FocusCompleted, at(4, 9, 0, 0));
+        assert_eq!(streaks(&awards), [(1, false)]);
+        assert_eq!((stats.current_streak, stats.longest_streak), (1, 2));
+    }
+
+    #[test]
+    fn two_activities_on_one_utc_day_update_the_streak_once() {
+        let r = rules();
+        let (stats, first) = apply(&r, &Stats::new(), ActivityKind::FocusCompleted, at(1, 0, 0, 0));
+        let (stats, second) = apply(&r, &stats, ActivityKind::FocusCompleted, at(1, 23, 59, 59));
+        assert_eq!(streaks(&first), [(1, false)]);
+        assert!(streaks(&second).is_empty());
+        assert_eq!(stats.current_streak, 1);
+    }
+
+    #[test]
+    fn utc_midnight_is_the_day_boundary() {
+        let r = rules();
+        let (stats, _) = apply(&r, &Stats::new(), ActivityKind::FocusCompleted, at(1, 23, 59, 59));
+        let (stats, awards) = apply(&r, &stats, ActivityKind::FocusCompleted, at(2, 0, 0, 0));
+        assert_eq!(streaks(&awards), [(2, false)]);
+        assert_eq!(stats.last_active_day, Some(at(2, 0, 0, 0).date_naive()));
+    }
+
+    #[test]
+    fn progress_is_announced_once_when_crossing_half() {
+        let r = rules();
+        let mut stats = Stats::new();
+        let mut progress = Vec::new();
+        for i in 0..9 {
+            let (next, awards) = apply(&r, &stats, ActivityKind::TaskCompleted, at(1, 10, i, 0));
+            for a in awards {
+                if let Award::Progress { achievement } = a {
+                    progress.push((i, achievement.key));
+                }
+            }
+            stats = next;
+        }
+        // task_master's threshold is 10: the 5th completion crosses 50 %, and only that one.
+        assert_eq!(progress, [(4, "task_master".to_owned())]);
+    }
+
+    #[test]
+    fn one_activity_can_earn_several_awards_in_order() {
+        let (stats, awards) = apply(&rules(), &Stats::new(), ActivityKind::Message, at(1, 8, 0, 0));
+        // First message: the streak starts and first_message unlocks (1 + 10 points: still level 1).
+        assert!(matches!(awards[0], Award::Streak { current_streak: 1, .. }));
+        assert!(matches!(&awards[1], Award::Unlocked { achievement, .. } if achievement.key == "first_message"));
+        assert_eq!(awards.len(), 2);
+        assert_eq!(stats.points, 11);
+    }
+
+    #[test]
+    fn a_jump_of_several_levels_is_one_level_up_to_the_final_level() {
+        let mut r = rules();
+        r.points.task_completed = 250;
+        let (stats, awards) = apply(&r, &Stats::new(), ActivityKind::TaskCompleted, at(1, 8, 0, 0));
+        let ups: Vec<_> = awards.iter().filter(|a| matches!(a, Award::LevelUp { .. })).collect();
+        assert_eq!(ups, [&Award::LevelUp { new_level: 3 }]);
+        assert_eq!(stats.level, 3);
+    }
+
+    #[test]
+    fn ten_tasks_unlock_task_master_with_its_level_up() {
+        let r = rules();
+        let mut stats = Stats::new();
+        let mut all = Vec::new();
+        for i in 0..10 {
+            let (next, awards) = apply(&r, &stats, ActivityKind::TaskCompleted, at(1, 10, i, 0));
+            all.extend(awards);
+            stats = next;
+        }
+        // 10 × 10 points = 100 → level 2 at the 10th task, plus task_master's 50 points.
+        assert!(all
+            .iter()
+            .any(|a| matches!(a, Award::Unlocked { achievement, level: 2 } if achievement.key == "task_master")));
+        assert!(all.contains(&Award::LevelUp { new_level: 2 }));
+        assert_eq!(stats.points, 150);
+    }
+
+    #[test]
+    fn bad_rules_are_refused() {
+        assert!(Rules::parse("{}").is_err());
+        let duplicate = DEFAULT_RULES.replace("\"id\": 2", "\"id\": 1");
+        assert!(Rules::parse(&duplicate).is_err());
+    }
+}
