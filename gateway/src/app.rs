@@ -115,7 +115,8 @@ impl Gateway {
                 claim_idle: Duration::from_secs(15),
                 block: Duration::from_millis(500),
             };
-            let task = tokio::spawn(worker::Worker::new(broker.clone(), store.clone(), settings).run(stop.clone()));
+            let worker = worker::Worker::new(broker.clone(), store.clone(), settings, worker::Rules::default_set());
+            let task = tokio::spawn(worker.run(stop.clone()));
             (stop, task)
         });
         let listener =

@@ -88,6 +88,8 @@ pub struct WorkerConfig {
     pub claim_idle: Duration,
     /// This consumer's name in the group (`WORKER_CONSUMER`); unique per process by default.
     pub consumer: String,
+    /// Gamification rules file (`WORKER_RULES`); the compiled-in default when unset.
+    pub rules_path: Option<String>,
 }
 
 pub const DEFAULT_REDIS_PREFIX: &str = "rt:";
@@ -248,6 +250,7 @@ impl WorkerConfig {
             batch_size: parsed("WORKER_BATCH", 512)?,
             claim_idle: Duration::from_millis(parsed("WORKER_CLAIM_IDLE_MS", 15_000)?),
             consumer: var("WORKER_CONSUMER").unwrap_or_else(default_consumer_name),
+            rules_path: var("WORKER_RULES"),
         })
     }
 }

@@ -9,6 +9,38 @@ use chrono::{DateTime, Utc};
 use crate::event::{ChatMessage, SessionMessage};
 use crate::ids::{ChatId, MessageId, UserId};
 
+/// What earns gamification points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityKind {
+    /// A chat message sent, on any app.
+    Message,
+    /// A task completed (task-events with action `completed`).
+    TaskCompleted,
+    /// A focus session completed.
+    FocusCompleted,
+}
+
+impl ActivityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityKind::Message => "message",
+            ActivityKind::TaskCompleted => "task_completed",
+            ActivityKind::FocusCompleted => "focus_completed",
+        }
+    }
+}
+
+/// One activity of one user. `id` makes it count once, however often its job is delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    pub id: String,
+    pub user_id: UserId,
+    pub activity: ActivityKind,
+    #[serde(with = "crate::time::rfc3339")]
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Job {
@@ -25,9 +57,28 @@ pub enum Job {
         #[serde(with = "crate::time::rfc3339")]
         read_at: DateTime<Utc>,
     },
+    /// An activity that is not a message job of its own (Pythia messages, tasks, focus).
+    Activity(Activity),
 }
 
 impl Job {
+    /// The gamification activity this job stands for, if any: every chat message (any app) is
+    /// one, keyed by its message id.
+    pub fn activity(&self) -> Option<Activity> {
+        let message = |id: &crate::ids::MessageId, user: &UserId, at: &DateTime<Utc>| Activity {
+            id: format!("message:{id}"),
+            user_id: user.clone(),
+            activity: ActivityKind::Message,
+            at: *at,
+        };
+        match self {
+            Job::SessionMessage(m) => Some(message(&m.message_id, &m.sender_id, &m.created_at)),
+            Job::ChatMessage(m) => Some(message(&m.message_id, &m.sender.id, &m.created_at)),
+            Job::Activity(a) => Some(a.clone()),
+            Job::ReadReceipt { .. } => None,
+        }
+    }
+
     pub fn encode(&self) -> Bytes {
         Bytes::from(serde_json::to_vec(self).expect("jobs always serialize"))
     }

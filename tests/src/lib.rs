@@ -315,7 +315,8 @@ impl Cluster {
             block: Duration::from_millis(200),
         };
         let stop = CancellationToken::new();
-        tokio::spawn(worker::Worker::new(Arc::new(broker), store, settings).run(stop.clone()));
+        let worker = worker::Worker::new(Arc::new(broker), store, settings, worker::Rules::default_set());
+        tokio::spawn(worker.run(stop.clone()));
         self.workers.push(stop);
     }
 

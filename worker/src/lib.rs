@@ -7,16 +7,24 @@
 //! [`shared::jobs::Job`]s, applies them in one database transaction through
 //! [`shared::store::Store::persist`] (idempotent by message id), and acks them only after the
 //! commit. A crash anywhere before the ack means redelivery, and redelivery changes nothing.
+//! Each message (any app) and each task or focus completion is an activity: the same
+//! transaction records it once by id, scores it with the [`rules`] and stores the awards as
+//! notifications ([`awards`]), which [`Worker::deliver_awards`] publishes after the commit.
 //! [`Worker::run`] calls it in a loop until shutdown; tests call it directly.
 
+pub mod awards;
 pub mod rules;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shared::broker::{Broker, BrokerError};
+use shared::event::{Envelope, Event, Group};
 use shared::jobs::{Job, JobEntry};
 use shared::store::{Store, StoreError};
+
+pub use awards::Gamification;
+pub use rules::Rules;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,14 +58,39 @@ pub struct Worker {
     broker: Arc<dyn Broker>,
     store: Store,
     settings: WorkerSettings,
+    /// Scores activities: the rules, and awards as notifications.
+    gamification: Gamification,
     /// When pending jobs were last looked for; claiming is a separate round trip, so it runs
     /// every `claim_idle / 2`, not on every batch.
     last_claim: Option<Instant>,
 }
 
 impl Worker {
-    pub fn new(broker: Arc<dyn Broker>, store: Store, settings: WorkerSettings) -> Self {
-        Self { broker, store, settings, last_claim: None }
+    pub fn new(broker: Arc<dyn Broker>, store: Store, settings: WorkerSettings, rules: Rules) -> Self {
+        Self { broker, store, settings, gamification: Gamification { rules }, last_claim: None }
+    }
+
+    /// Publishes award notifications that were stored but not yet published (after a commit,
+    /// or left by a worker that died between its commit and its publish). Each is claimed in the
+    /// database first, so that two workers never publish the same one.
+    pub async fn deliver_awards(&self) -> Result<usize, WorkerError> {
+        let mut delivered = 0;
+        loop {
+            let claimed = self.store.claim_undelivered(256).await?;
+            if claimed.is_empty() {
+                return Ok(delivered);
+            }
+            for (i, notification) in claimed.iter().enumerate() {
+                let group = Group::user(&notification.user_id);
+                let envelope = Envelope::to_all(Event::Notification(notification.clone())).encode();
+                if let Err(e) = self.broker.publish(&group, envelope).await {
+                    let rest: Vec<i64> = claimed[i..].iter().map(|n| n.notification_id).collect();
+                    self.store.release_undelivered(&rest).await?;
+                    return Err(e.into());
+                }
+                delivered += 1;
+            }
+        }
     }
 
     pub async fn process_batch(&mut self) -> Result<Step, WorkerError> {
@@ -86,9 +119,10 @@ impl Worker {
                 Err(e) => tracing::error!(id = %entry.id, error = %e, "dropping undecodable job"),
             }
         }
-        self.store.persist(&jobs).await?;
+        self.store.persist(&jobs, &self.gamification).await?;
         let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
         self.broker.ack_jobs(&ids).await?;
+        self.deliver_awards().await?;
         Ok(Step::Processed(ids.len()))
     }
 
@@ -119,6 +153,7 @@ pub async fn main_from_env() -> anyhow::Result<()> {
     let config = shared::config::WorkerConfig::from_env()?;
     let store = Store::connect(&config.database_url, 8).await?;
     let broker = shared::broker::RedisBroker::new(&config.redis_url, &config.redis_prefix)?;
+    let rules = Rules::load(config.rules_path.as_deref())?;
     let settings = WorkerSettings {
         consumer: config.consumer.clone(),
         batch_size: config.batch_size,
@@ -132,7 +167,12 @@ pub async fn main_from_env() -> anyhow::Result<()> {
         shutdown_signal().await;
         signal.cancel();
     });
-    Worker::new(Arc::new(broker), store, settings).run(shutdown).await;
+    let worker = Worker::new(Arc::new(broker), store, settings, rules);
+    // Awards a previous worker stored but did not get to publish.
+    if let Err(e) = worker.deliver_awards().await {
+        tracing::warn!(error = %e, "publishing pending awards failed; will retry after the next batch");
+    }
+    worker.run(shutdown).await;
     Ok(())
 }
 

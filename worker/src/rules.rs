@@ -4,22 +4,14 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
 /// The rules that ship with the worker.
 pub const DEFAULT_RULES: &str = include_str!("../rules/default.json");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActivityKind {
-    /// A chat message sent, on any app.
-    Message,
-    /// A task completed (task-events with action `completed`).
-    TaskCompleted,
-    /// A focus session completed.
-    FocusCompleted,
-}
+pub use shared::jobs::ActivityKind;
+pub use shared::store::UserStats as Stats;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Points {
@@ -108,32 +100,11 @@ impl Rules {
     }
 }
 
-/// A user's standing, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Stats {
-    pub points: i64,
-    pub level: i64,
-    pub messages: i64,
-    pub tasks_completed: i64,
-    pub focus_completed: i64,
-    pub current_streak: i64,
-    pub longest_streak: i64,
-    /// The last UTC day with any activity.
-    pub last_active_day: Option<NaiveDate>,
-    pub unlocked: BTreeSet<i64>,
-}
-
-impl Stats {
-    pub fn new() -> Self {
-        Self { level: 1, ..Self::default() }
-    }
-
-    fn count_mut(&mut self, kind: ActivityKind) -> &mut i64 {
-        match kind {
-            ActivityKind::Message => &mut self.messages,
-            ActivityKind::TaskCompleted => &mut self.tasks_completed,
-            ActivityKind::FocusCompleted => &mut self.focus_completed,
-        }
+fn count_mut(stats: &mut Stats, kind: ActivityKind) -> &mut i64 {
+    match kind {
+        ActivityKind::Message => &mut stats.messages,
+        ActivityKind::TaskCompleted => &mut stats.tasks_completed,
+        ActivityKind::FocusCompleted => &mut stats.focus_completed,
     }
 }
 
@@ -183,9 +154,9 @@ pub fn apply(rules: &Rules, stats: &Stats, kind: ActivityKind, at: DateTime<Utc>
         next.last_active_day = Some(today);
     }
 
-    let before = *next.count_mut(kind);
+    let before = *count_mut(&mut next, kind);
     let after = before + 1;
-    *next.count_mut(kind) = after;
+    *count_mut(&mut next, kind) = after;
     next.points += rules.points_for(kind);
 
     let mut unlocked = Vec::new();

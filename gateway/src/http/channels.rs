@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::event::{ChannelMessage, Envelope, Event, Group};
 use shared::ids::{ChannelId, MessageId, UserId};
+use shared::jobs::{Activity, ActivityKind};
 use shared::store::{ChannelRecord, UserRecord};
 
 use super::api::{bearer, history_caller, parse_body, require_backend, HistoryQuery};
@@ -201,6 +202,13 @@ pub async fn post_message(
         created_at: shared::time::now(),
     };
     app.store.insert_channel_message(&message).await?;
+    let activity = Activity {
+        id: format!("message:{}", message.message_id),
+        user_id: user.id.clone(),
+        activity: ActivityKind::Message,
+        at: message.created_at,
+    };
+    crate::protocols::record_activity(&app, activity).await;
     broadcast(&app, &Group::channel(&channel.id), Event::ChannelMessage(message.clone())).await;
     for mentioned in app.store.members_named(&channel.id, &mentioned(content)).await? {
         if mentioned != user.id {

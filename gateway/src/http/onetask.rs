@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::event::{Envelope, Event, Group, TaskUpdate};
 use shared::ids::{FocusSessionId, UserId, WorkspaceId};
+use shared::jobs::{Activity, ActivityKind};
 use shared::store::NewNotification;
 
 use super::api::{parse_body, require_backend};
@@ -151,8 +152,8 @@ pub async fn post_task_event(
     let body: TaskEventBody = parse_body(&body)?;
     let workspace = WorkspaceId::parse(&id_text("workspace_id", &body.workspace_id)?)
         .map_err(|e| ApiError::bad_field("workspace_id", e))?;
-    id_text("task_id", &body.task_id)?;
-    id_text("actor_id", &body.actor_id)?;
+    let task = id_text("task_id", &body.task_id)?;
+    let actor = id_text("actor_id", &body.actor_id)?;
     if !TASK_ACTIONS.contains(&body.action.as_str()) {
         return Err(ApiError::bad_field("action", "must be created, updated, completed or deleted"));
     }
@@ -168,7 +169,24 @@ pub async fn post_task_event(
         data: body.data,
         timestamp: shared::time::now(),
     };
+    let completed_at = update.timestamp;
+    let completed = update.action == "completed";
     publish(&app, &Group::workspace(&workspace), Event::TaskUpdate(update)).await?;
+    // A completed task earns its actor points, once per task (completing it again earns nothing).
+    if completed {
+        match UserId::parse(&actor) {
+            Ok(user_id) => {
+                let activity = Activity {
+                    id: format!("task:{workspace}:{task}"),
+                    user_id,
+                    activity: ActivityKind::TaskCompleted,
+                    at: completed_at,
+                };
+                crate::protocols::record_activity(&app, activity).await;
+            }
+            Err(_) => tracing::info!("task completed by an actor that is not a user id; no points"),
+        }
+    }
     Ok((StatusCode::ACCEPTED, Json(json!({"status": "published"}))))
 }
 

@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Map, Value};
 use shared::event::{Envelope, Event, FocusState, FocusStatus, Group, Notification};
 use shared::ids::{FocusSessionId, UserId};
+use shared::jobs::{Activity, ActivityKind};
 
 use super::ClientFrame;
 use crate::app::AppState;
@@ -155,6 +156,24 @@ pub enum OneTaskSocket {
 }
 
 impl OneTaskSocket {
+    /// A completed focus session counts for every participant (once per completion: this node
+    /// made the one transition to `completed`).
+    async fn record_completion(&self, app: &AppState, session_id: &FocusSessionId) {
+        let participants = match app.store.focus_participants(session_id).await {
+            Ok(participants) => participants,
+            Err(e) => {
+                tracing::warn!(error = %e, "focus completion not recorded");
+                return;
+            }
+        };
+        let at = shared::time::now();
+        for user_id in participants {
+            let id = format!("focus:{session_id}:{}:{user_id}", shared::time::format(&at));
+            let activity = Activity { id, user_id, activity: ActivityKind::FocusCompleted, at };
+            super::record_activity(app, activity).await;
+        }
+    }
+
     /// On the focus socket, the timer as it is now (`focus_update` with action `state`).
     pub async fn greeting(&self, app: &AppState) -> Option<Utf8Bytes> {
         let OneTaskSocket::Focus { session_id, .. } = self else { return None };
@@ -183,6 +202,9 @@ impl OneTaskSocket {
             let seen = app.store.focus_state(session_id).await.map_err(unavailable)?.unwrap_or_else(FocusState::idle);
             let next = transition(&seen, action, shared::time::now()).map_err(ClientError::invalid_payload)?;
             if app.store.swap_focus_state(session_id, &seen, &next).await.map_err(unavailable)? {
+                if next.status == FocusStatus::Completed {
+                    self.record_completion(app, session_id).await;
+                }
                 let event = Event::FocusUpdate {
                     session_id: session_id.clone(),
                     action: action.name().to_owned(),

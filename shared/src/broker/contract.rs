@@ -45,6 +45,17 @@ pub async fn run_all<F: NodeFactory>(make: impl Fn() -> F) {
     publish_and_enqueue_delivers_live_and_durably(&make()).await;
     pending_jobs_are_claimed_and_acked_jobs_are_not(&make()).await;
     read_jobs_returns_empty_when_idle(&make()).await;
+    enqueue_appends_a_job_without_publishing(&make()).await;
+}
+
+pub async fn enqueue_appends_a_job_without_publishing(f: &impl NodeFactory) {
+    let (a, mut a_in) = f.node().await;
+    a.subscribe(&[group("user:q")]).await.unwrap();
+    a.enqueue(Bytes::from_static(b"quiet-job")).await.unwrap();
+    a.publish(&group("user:q"), Bytes::from_static(b"loud")).await.unwrap();
+    assert_eq!(next_message(&mut a_in).await.1, Bytes::from_static(b"loud"), "enqueue published nothing");
+    let jobs = a.read_jobs("c", 10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(jobs.iter().map(|j| j.payload.clone()).collect::<Vec<_>>(), vec![Bytes::from_static(b"quiet-job")]);
 }
 
 pub async fn delivers_to_subscribed_nodes_only(f: &impl NodeFactory) {

@@ -134,6 +134,17 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {
+        {
+            let mut state = self.shared.state.lock().expect("bus lock");
+            state.next_job += 1;
+            let seq = state.next_job;
+            state.fresh.push_back((seq, job));
+        }
+        self.shared.job_added.notify_one();
+        Ok(())
+    }
+
     async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
         self.with_node(|node| node.groups.extend(groups.iter().cloned()));
         Ok(())

@@ -56,6 +56,9 @@ pub trait Broker: Send + Sync + 'static {
     /// both happen or neither, so what a client saw live is also persisted.
     async fn publish_and_enqueue(&self, group: &Group, payload: Bytes, job: Bytes) -> Result<(), BrokerError>;
 
+    /// Appends `job` to the jobs stream without a live publish.
+    async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError>;
+
     /// Makes this node receive the groups' publications. Idempotent.
     async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError>;
 

@@ -161,6 +161,15 @@ impl Broker for RedisBroker {
         .await
     }
 
+    async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {
+        timed(async {
+            let mut conn = self.conn().await?;
+            let _: String = conn.xadd(self.keys.jobs_stream(), "*", &[(JOB_FIELD, job.as_ref())]).await?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
         let channels = groups.iter().map(|g| self.keys.channel(g)).collect();
         self.request(|ack| SubscriberRequest::Subscribe(channels, ack)).await

@@ -17,11 +17,13 @@ use crate::ids::{ChatId, MessageId, SessionId, UserId};
 use crate::jobs::Job;
 
 mod channels;
+mod gamification;
 mod onetask;
 mod postgres;
 mod sqlite;
 
 pub use channels::{ChannelRecord, MembershipChange};
+pub use gamification::{Scorer, UserStats};
 pub use onetask::NewNotification;
 
 #[derive(Debug, thiserror::Error)]
@@ -218,15 +220,17 @@ impl Store {
         }
     }
 
-    /// Applies a batch of jobs in one transaction. Idempotent: applying the same jobs again
-    /// changes nothing (messages are keyed by id; `last_message_at` only moves forward).
-    pub async fn persist(&self, jobs: &[Job]) -> Result<(), StoreError> {
+    /// Applies a batch of jobs in one transaction: messages, receipts, and the activities they
+    /// stand for, scored by `scorer` (stats and award notifications). Idempotent: applying the
+    /// same jobs again changes nothing (messages and activities are keyed by id;
+    /// `last_message_at` only moves forward).
+    pub async fn persist(&self, jobs: &[Job], scorer: &dyn Scorer) -> Result<(), StoreError> {
         if jobs.is_empty() {
             return Ok(());
         }
         match self {
-            Store::Postgres(pool) => postgres::persist(pool, jobs).await,
-            Store::Sqlite(pool) => sqlite::persist(pool, jobs).await,
+            Store::Postgres(pool) => postgres::persist(pool, jobs, scorer).await,
+            Store::Sqlite(pool) => sqlite::persist(pool, jobs, scorer).await,
         }
     }
 }

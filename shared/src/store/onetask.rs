@@ -126,6 +126,24 @@ impl Store {
         self.is_member(Members::Focus, id.as_str(), user).await
     }
 
+    pub async fn focus_participants(&self, id: &FocusSessionId) -> Result<Vec<UserId>, StoreError> {
+        let ids: Vec<String> = match self {
+            Store::Postgres(pool) => {
+                sqlx::query_scalar("SELECT user_id FROM focus_participants WHERE session_id = $1")
+                    .bind(id.as_str())
+                    .fetch_all(pool)
+                    .await?
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT user_id FROM focus_participants WHERE session_id = ?1")
+                    .bind(id.as_str())
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        ids.iter().map(|u| UserId::parse(u).map_err(|_| corrupt("user id"))).collect()
+    }
+
     pub async fn focus_state(&self, id: &FocusSessionId) -> Result<Option<FocusState>, StoreError> {
         let row: Option<(String, i64, Option<String>)> = match self {
             Store::Postgres(pool) => {

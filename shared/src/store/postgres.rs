@@ -4,10 +4,14 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use std::collections::BTreeMap;
+
+use super::gamification::{self, Scorer, UserStats};
+use super::onetask::NewNotification;
 use super::{corrupt, ChatRecord, Page, SessionRecord, StoreError, UserRecord};
 use crate::event::{ChatMessage, SessionMessage, UserSnapshot};
 use crate::ids::{ChatId, MessageId, SessionId, UserId};
-use crate::jobs::Job;
+use crate::jobs::{Activity, Job};
 
 fn user_id(raw: String) -> Result<UserId, StoreError> {
     UserId::parse(&raw).map_err(|_| corrupt("user id"))
@@ -268,13 +272,14 @@ impl<'a> Batch<'a> {
                     b.receipt_chats.push(chat_id.as_str());
                     b.receipt_times.push(*read_at);
                 }
+                Job::Activity(_) => {}
             }
         }
         b
     }
 }
 
-pub(super) async fn persist(pool: &PgPool, jobs: &[Job]) -> Result<(), StoreError> {
+pub(super) async fn persist(pool: &PgPool, jobs: &[Job], scorer: &dyn Scorer) -> Result<(), StoreError> {
     let b = Batch::of(jobs);
     let mut tx = pool.begin().await?;
     if !b.session_ids.is_empty() {
@@ -346,6 +351,87 @@ pub(super) async fn persist(pool: &PgPool, jobs: &[Job]) -> Result<(), StoreErro
         .execute(&mut *tx)
         .await?;
     }
+    score(&mut tx, jobs, scorer).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Records the batch's activities and scores those not seen before (inside the batch's tx).
+async fn score(tx: &mut sqlx::PgConnection, jobs: &[Job], scorer: &dyn Scorer) -> Result<(), StoreError> {
+    let activities: Vec<Activity> = jobs.iter().filter_map(Job::activity).collect();
+    if activities.is_empty() {
+        return Ok(());
+    }
+    let recorded: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO activities (id, user_id, kind, at)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+         ON CONFLICT (id) DO NOTHING RETURNING id",
+    )
+    .bind(activities.iter().map(|a| a.id.as_str()).collect::<Vec<_>>())
+    .bind(activities.iter().map(|a| a.user_id.as_str()).collect::<Vec<_>>())
+    .bind(activities.iter().map(|a| a.activity.as_str()).collect::<Vec<_>>())
+    .bind(activities.iter().map(|a| a.at).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    let fresh = gamification::fresh(&activities, &recorded.into_iter().collect());
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let mut people: Vec<&str> = fresh.iter().map(|a| a.user_id.as_str()).collect();
+    people.sort_unstable();
+    people.dedup();
+    sqlx::query("INSERT INTO user_stats (user_id) SELECT * FROM UNNEST($1::text[]) ON CONFLICT DO NOTHING")
+        .bind(&people)
+        .execute(&mut *tx)
+        .await?;
+    // Locked in user order, so that concurrent workers cannot deadlock on them.
+    let rows = sqlx::query("SELECT * FROM user_stats WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE")
+        .bind(&people)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut stats: BTreeMap<UserId, UserStats> =
+        rows.iter().map(gamification::stats_from_row).collect::<Result<_, _>>()?;
+    let earned = gamification::score_all(scorer, &mut stats, &fresh);
+    let column = |f: fn(&UserStats) -> i64| stats.values().map(f).collect::<Vec<i64>>();
+    sqlx::query(
+        "UPDATE user_stats AS s SET points = v.points, level = v.level, messages = v.messages,
+             tasks_completed = v.tasks, focus_completed = v.focus, current_streak = v.streak,
+             longest_streak = v.longest, last_active_day = v.day, unlocked = v.unlocked
+         FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[],
+                     $9::date[], $10::text[])
+              AS v(user_id, points, level, messages, tasks, focus, streak, longest, day, unlocked)
+         WHERE s.user_id = v.user_id",
+    )
+    .bind(stats.keys().map(UserId::as_str).collect::<Vec<_>>())
+    .bind(column(|s| s.points))
+    .bind(column(|s| s.level))
+    .bind(column(|s| s.messages))
+    .bind(column(|s| s.tasks_completed))
+    .bind(column(|s| s.focus_completed))
+    .bind(column(|s| s.current_streak))
+    .bind(column(|s| s.longest_streak))
+    .bind(stats.values().map(|s| s.last_active_day).collect::<Vec<_>>())
+    .bind(stats.values().map(|s| gamification::unlocked_json(&s.unlocked)).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    if !earned.is_empty() {
+        let text = |f: fn(&NewNotification) -> Option<String>| earned.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO notifications (user_id, kind, title, content, notification_type, related_entity_type,
+                                        related_entity_id, data, delivered)
+             SELECT u.*, FALSE FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                           $7::text[], $8::text[]) AS u",
+        )
+        .bind(text(|n| Some(n.user_id.to_string())))
+        .bind(text(|n| Some(n.wire_type.clone())))
+        .bind(text(|n| Some(n.title.clone())))
+        .bind(text(|n| Some(n.content.clone())))
+        .bind(text(|n| Some(n.notification_type.clone())))
+        .bind(text(|n| n.related_entity_type.clone()))
+        .bind(text(|n| n.related_entity_id.as_ref().map(|v| v.to_string())))
+        .bind(text(|n| n.data.as_ref().map(|v| v.to_string())))
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(())
 }

@@ -3,6 +3,9 @@
 
 use sqlx::{Row, SqlitePool};
 
+use std::collections::BTreeMap;
+
+use super::gamification::{self, Scorer, UserStats};
 use super::{corrupt, ChatRecord, Page, SessionRecord, StoreError, UserRecord};
 use crate::event::{ChatMessage, SessionMessage, UserSnapshot};
 use crate::ids::{ChatId, MessageId, SessionId, UserId};
@@ -224,7 +227,7 @@ pub(super) async fn read_count(pool: &SqlitePool, message: &MessageId) -> Result
         .await?)
 }
 
-pub(super) async fn persist(pool: &SqlitePool, jobs: &[Job]) -> Result<(), StoreError> {
+pub(super) async fn persist(pool: &SqlitePool, jobs: &[Job], scorer: &dyn Scorer) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     for job in jobs {
         match job {
@@ -288,8 +291,90 @@ pub(super) async fn persist(pool: &SqlitePool, jobs: &[Job]) -> Result<(), Store
                 .execute(&mut *tx)
                 .await?;
             }
+            Job::Activity(_) => {}
         }
     }
+    score(&mut tx, jobs, scorer).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Records the batch's activities and scores those not seen before (inside the batch's tx).
+async fn score(tx: &mut sqlx::SqliteConnection, jobs: &[Job], scorer: &dyn Scorer) -> Result<(), StoreError> {
+    let mut fresh = Vec::new();
+    for activity in jobs.iter().filter_map(Job::activity) {
+        let inserted = sqlx::query(
+            "INSERT INTO activities (id, user_id, kind, at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&activity.id)
+        .bind(activity.user_id.as_str())
+        .bind(activity.activity.as_str())
+        .bind(time::format(&activity.at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            fresh.push(activity);
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let mut stats = BTreeMap::new();
+    for activity in &fresh {
+        if stats.contains_key(&activity.user_id) {
+            continue;
+        }
+        let row = sqlx::query("SELECT * FROM user_stats WHERE user_id = ?1")
+            .bind(activity.user_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let current =
+            row.map(|r| gamification::stats_from_row(&r)).transpose()?.map(|(_, s)| s).unwrap_or_else(UserStats::new);
+        stats.insert(activity.user_id.clone(), current);
+    }
+    let earned = gamification::score_all(scorer, &mut stats, &fresh.iter().collect::<Vec<_>>());
+    for (user, s) in &stats {
+        sqlx::query(
+            "INSERT INTO user_stats (user_id, points, level, messages, tasks_completed, focus_completed, current_streak,
+                                     longest_streak, last_active_day, unlocked)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (user_id) DO UPDATE SET points = excluded.points, level = excluded.level,
+                 messages = excluded.messages, tasks_completed = excluded.tasks_completed,
+                 focus_completed = excluded.focus_completed, current_streak = excluded.current_streak,
+                 longest_streak = excluded.longest_streak, last_active_day = excluded.last_active_day,
+                 unlocked = excluded.unlocked",
+        )
+        .bind(user.as_str())
+        .bind(s.points)
+        .bind(s.level)
+        .bind(s.messages)
+        .bind(s.tasks_completed)
+        .bind(s.focus_completed)
+        .bind(s.current_streak)
+        .bind(s.longest_streak)
+        .bind(s.last_active_day.map(|d| d.format("%Y-%m-%d").to_string()))
+        .bind(gamification::unlocked_json(&s.unlocked))
+        .execute(&mut *tx)
+        .await?;
+    }
+    for n in earned {
+        sqlx::query(
+            "INSERT INTO notifications (user_id, kind, title, content, notification_type, related_entity_type,
+                                        related_entity_id, data, created_at, delivered)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)",
+        )
+        .bind(n.user_id.as_str())
+        .bind(&n.wire_type)
+        .bind(&n.title)
+        .bind(&n.content)
+        .bind(&n.notification_type)
+        .bind(&n.related_entity_type)
+        .bind(n.related_entity_id.as_ref().map(|v| v.to_string()))
+        .bind(n.data.as_ref().map(|v| v.to_string()))
+        .bind(time::format(&time::now()))
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(())
 }

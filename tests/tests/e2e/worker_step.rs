@@ -44,14 +44,14 @@ async fn process_batch_persists_acks_and_is_idempotent() {
         claim_idle: Duration::from_secs(60),
         block: Duration::from_millis(100),
     };
-    let mut worker = Worker::new(broker.clone(), store.clone(), settings);
+    let mut worker = Worker::new(broker.clone(), store.clone(), settings, worker::Rules::default_set());
     assert_eq!(worker.process_batch().await.unwrap(), Step::Processed(5));
     assert_eq!(worker.process_batch().await.unwrap(), Step::Idle, "acked jobs are not delivered again");
 
     let page = Page { limit: 100, before: None };
     assert_eq!(store.session_messages(&session, page).await.unwrap().len(), 5);
     // A redelivery (the same jobs again) changes nothing.
-    store.persist(&jobs).await.unwrap();
+    store.persist(&jobs, &worker::Gamification { rules: worker::Rules::default_set() }).await.unwrap();
     let messages = store.session_messages(&session, page).await.unwrap();
     assert_eq!(messages.len(), 5);
     let newest = messages.iter().map(|m| m.created_at).max().unwrap();
