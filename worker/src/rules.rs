@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn the_first_activity_starts_a_streak_of_one_that_is_no_milestone() {
-        let (stats, awards) = apply(&rules(), &Stats::new(), ActivityKind::TaskCompleted, at(1, 12, 0, 0));
+        let (stats, awards) = apply(&rules(), &Stats::default(), ActivityKind::TaskCompleted, at(1, 12, 0, 0));
         assert_eq!(streaks(&awards), [(1, false)]);
         assert_eq!(stats.current_streak, 1);
     }
@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn consecutive_days_grow_the_streak_and_milestones_are_flagged() {
         let r = rules();
-        let mut stats = Stats::new();
+        let mut stats = Stats::default();
         let mut seen = Vec::new();
         for day in 1..=3 {
             let (next, awards) = apply(&r, &stats, ActivityKind::FocusCompleted, at(day, 9, 0, 0));
@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn a_gap_starts_over() {
         let r = rules();
-        let (stats, _) = apply(&r, &Stats::new(), ActivityKind::FocusCompleted, at(1, 9, 0, 0));
+        let (stats, _) = apply(&r, &Stats::default(), ActivityKind::FocusCompleted, at(1, 9, 0, 0));
         let (stats, _) = apply(&r, &stats, ActivityKind::FocusCompleted, at(2, 9, 0, 0));
         let (stats, awards) = apply(&r, &stats, ActivityKind::FocusCompleted, at(4, 9, 0, 0));
         assert_eq!(streaks(&awards), [(1, false)]);
@@ -239,7 +239,7 @@ mod tests {
     #[test]
     fn two_activities_on_one_utc_day_update_the_streak_once() {
         let r = rules();
-        let (stats, first) = apply(&r, &Stats::new(), ActivityKind::FocusCompleted, at(1, 0, 0, 0));
+        let (stats, first) = apply(&r, &Stats::default(), ActivityKind::FocusCompleted, at(1, 0, 0, 0));
         let (stats, second) = apply(&r, &stats, ActivityKind::FocusCompleted, at(1, 23, 59, 59));
         assert_eq!(streaks(&first), [(1, false)]);
         assert!(streaks(&second).is_empty());
@@ -249,7 +249,7 @@ mod tests {
     #[test]
     fn utc_midnight_is_the_day_boundary() {
         let r = rules();
-        let (stats, _) = apply(&r, &Stats::new(), ActivityKind::FocusCompleted, at(1, 23, 59, 59));
+        let (stats, _) = apply(&r, &Stats::default(), ActivityKind::FocusCompleted, at(1, 23, 59, 59));
         let (stats, awards) = apply(&r, &stats, ActivityKind::FocusCompleted, at(2, 0, 0, 0));
         assert_eq!(streaks(&awards), [(2, false)]);
         assert_eq!(stats.last_active_day, Some(at(2, 0, 0, 0).date_naive()));
@@ -258,7 +258,7 @@ mod tests {
     #[test]
     fn progress_is_announced_once_when_crossing_half() {
         let r = rules();
-        let mut stats = Stats::new();
+        let mut stats = Stats::default();
         let mut progress = Vec::new();
         for i in 0..9 {
             let (next, awards) = apply(&r, &stats, ActivityKind::TaskCompleted, at(1, 10, i, 0));
@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn one_activity_can_earn_several_awards_in_order() {
-        let (stats, awards) = apply(&rules(), &Stats::new(), ActivityKind::Message, at(1, 8, 0, 0));
+        let (stats, awards) = apply(&rules(), &Stats::default(), ActivityKind::Message, at(1, 8, 0, 0));
         // First message: the streak starts and first_message unlocks (1 + 10 points: still level 1).
         assert!(matches!(awards[0], Award::Streak { current_streak: 1, .. }));
         assert!(matches!(&awards[1], Award::Unlocked { achievement, .. } if achievement.key == "first_message"));
@@ -287,7 +287,7 @@ mod tests {
     fn a_jump_of_several_levels_is_one_level_up_to_the_final_level() {
         let mut r = rules();
         r.points.task_completed = 250;
-        let (stats, awards) = apply(&r, &Stats::new(), ActivityKind::TaskCompleted, at(1, 8, 0, 0));
+        let (stats, awards) = apply(&r, &Stats::default(), ActivityKind::TaskCompleted, at(1, 8, 0, 0));
         let ups: Vec<_> = awards.iter().filter(|a| matches!(a, Award::LevelUp { .. })).collect();
         assert_eq!(ups, [&Award::LevelUp { new_level: 3 }]);
         assert_eq!(stats.level, 3);
@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn ten_tasks_unlock_task_master_with_its_level_up() {
         let r = rules();
-        let mut stats = Stats::new();
+        let mut stats = Stats::default();
         let mut all = Vec::new();
         for i in 0..10 {
             let (next, awards) = apply(&r, &stats, ActivityKind::TaskCompleted, at(1, 10, i, 0));

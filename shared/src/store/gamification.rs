@@ -15,8 +15,8 @@ use crate::ids::UserId;
 use crate::jobs::Activity;
 use crate::time;
 
-/// A user's standing.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A user's standing. A new user is at level 1 with nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserStats {
     pub points: i64,
     pub level: i64,
@@ -30,9 +30,19 @@ pub struct UserStats {
     pub unlocked: BTreeSet<i64>,
 }
 
-impl UserStats {
-    pub fn new() -> Self {
-        Self { level: 1, ..Self::default() }
+impl Default for UserStats {
+    fn default() -> Self {
+        Self {
+            points: 0,
+            level: 1,
+            messages: 0,
+            tasks_completed: 0,
+            focus_completed: 0,
+            current_streak: 0,
+            longest_streak: 0,
+            last_active_day: None,
+            unlocked: BTreeSet::new(),
+        }
     }
 }
 
@@ -56,7 +66,7 @@ pub(super) fn score_all(
 ) -> Vec<NewNotification> {
     let mut earned = Vec::new();
     for activity in activities {
-        let current = stats.entry(activity.user_id.clone()).or_insert_with(UserStats::new);
+        let current = stats.entry(activity.user_id.clone()).or_default();
         let (next, notifications) = scorer.score(current, activity);
         *current = next;
         earned.extend(notifications);
@@ -108,6 +118,11 @@ stats_row!(sqlx::sqlite::SqliteRow, |r: &sqlx::sqlite::SqliteRow| -> Result<Opti
     Ok(day.and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()))
 });
 
+/// A claimed notification row: id, user, kind, title, content, type, related type, related id,
+/// data, created_at (as text).
+type NotificationRow =
+    (i64, String, String, String, String, String, Option<String>, Option<String>, Option<String>, String);
+
 fn json_column(raw: Option<String>) -> Option<Value> {
     raw.and_then(|text| serde_json::from_str(&text).ok())
 }
@@ -129,7 +144,7 @@ impl Store {
                 .map(|r| stats_from_row(&r))
                 .transpose()?,
         };
-        Ok(found.map(|(_, s)| s).unwrap_or_else(UserStats::new))
+        Ok(found.map(|(_, s)| s).unwrap_or_default())
     }
 
     /// Claims up to `limit` award notifications not yet published (marking them published, so
@@ -137,18 +152,7 @@ impl Store {
     pub async fn claim_undelivered(&self, limit: i64) -> Result<Vec<Notification>, StoreError> {
         const COLUMNS: &str =
             "id, user_id, kind, title, content, notification_type, related_entity_type, related_entity_id, data";
-        let rows: Vec<(
-            i64,
-            String,
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            String,
-        )> = match self {
+        let rows: Vec<NotificationRow> = match self {
             Store::Postgres(pool) => {
                 let rows = sqlx::query(&format!(
                         "UPDATE notifications SET delivered = TRUE WHERE id IN (

@@ -5,7 +5,7 @@ use sqlx::{Row, SqlitePool};
 
 use std::collections::BTreeMap;
 
-use super::gamification::{self, Scorer, UserStats};
+use super::gamification::{self, Scorer};
 use super::{corrupt, ChatRecord, Page, SessionRecord, StoreError, UserRecord};
 use crate::event::{ChatMessage, SessionMessage, UserSnapshot};
 use crate::ids::{ChatId, MessageId, SessionId, UserId};
@@ -329,8 +329,7 @@ async fn score(tx: &mut sqlx::SqliteConnection, jobs: &[Job], scorer: &dyn Score
             .bind(activity.user_id.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-        let current =
-            row.map(|r| gamification::stats_from_row(&r)).transpose()?.map(|(_, s)| s).unwrap_or_else(UserStats::new);
+        let current = row.map(|r| gamification::stats_from_row(&r)).transpose()?.map(|(_, s)| s).unwrap_or_default();
         stats.insert(activity.user_id.clone(), current);
     }
     let earned = gamification::score_all(scorer, &mut stats, &fresh.iter().collect::<Vec<_>>());
