@@ -8,6 +8,7 @@ mod chat;
 mod diary;
 mod durability;
 mod embedded;
+mod gamification;
 mod limits;
 mod onetask;
 mod presence;

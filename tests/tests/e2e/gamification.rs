@@ -1,0 +1,203 @@
+//! Gamification (onetask.md, PROTOCOL.md "Gamification"): awards reach the user's notifications
+//! socket on another node, are stored as notifications with integer ids, and happen exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e::{eventually, http, session_path, token, Client, Cluster, API_KEY};
+use serde_json::{json, Value};
+use shared::broker::{Broker, RedisBroker};
+use shared::ids::UserId;
+use shared::jobs::{Activity, ActivityKind, Job};
+use shared::store::Store;
+
+fn notifications(cluster: &Cluster, node: usize, user: &str) -> String {
+    cluster.node(node).ws(&format!("/ws/notifications?token={}", token(user)))
+}
+
+/// Reads frames until one of type `last`; returns them all.
+async fn until(client: &mut Client, last: &str) -> Vec<Value> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = client.recv().await;
+        let done = frame["type"] == last;
+        frames.push(frame);
+        if done {
+            return frames;
+        }
+    }
+}
+
+/// Sends a marker through the publish API and returns every frame before it: what the user
+/// received up to now, with nothing left in flight.
+async fn drain(cluster: &Cluster, client: &mut Client, user: &str) -> Vec<Value> {
+    let marker = json!({"type": "marker", "id": uuid::Uuid::new_v4().to_string()});
+    let body = json!({"group": format!("user:{user}"), "event": marker});
+    http("POST", &cluster.node(0).http("/api/v1/publish"), Some(API_KEY), Some(body)).await;
+    let mut frames = until(client, "marker").await;
+    frames.pop();
+    frames
+}
+
+async fn store(cluster: &Cluster) -> Store {
+    Store::connect(&cluster.db.url(), 2).await.unwrap()
+}
+
+fn uid(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+
+#[tokio::test]
+async fn a_first_message_on_any_app_unlocks_first_message_on_the_notifications_socket() {
+    let mut cluster = Cluster::start(2).await;
+    cluster.start_worker().await;
+    for user in ["sam", "chi", "pia", "bob"] {
+        cluster.user(user, None).await;
+    }
+    let session = cluster.session("sam", "bob").await;
+    cluster.chat("c1", &["chi", "bob"]).await;
+    cluster.channel("general", "General", false, &["pia", "bob"]).await;
+    let db = store(&cluster).await;
+
+    for user in ["sam", "chi", "pia"] {
+        // The user listens on node B; the message goes through node A.
+        let mut inbox = Client::connect(&notifications(&cluster, 1, user)).await;
+        match user {
+            "sam" => {
+                let mut ws = Client::connect(&cluster.node(0).ws(&session_path(&session, &token("sam")))).await;
+                ws.send_json(json!({"type": "message", "content": "hi"})).await;
+                ws.recv().await;
+            }
+            "chi" => {
+                let path = format!("/api/v1/ws/chat/c1?token={}", token("chi"));
+                let mut ws = Client::connect(&cluster.node(0).ws(&path)).await;
+                ws.send_json(json!({"type": "send_message", "data": {"content": "hi"}})).await;
+                ws.recv().await;
+            }
+            _ => {
+                let body = json!({"channel_id": "general", "content": "hi"});
+                let (status, _) =
+                    http("POST", &cluster.node(0).http("/api/v1/messages/"), Some(&token("pia")), Some(body)).await;
+                assert_eq!(status, 201);
+            }
+        }
+        let frames = until(&mut inbox, "achievement_unlocked").await;
+        let streak = frames.iter().find(|f| f["type"] == "streak_update").expect("a streak_update first");
+        let unlocked = frames.last().unwrap();
+        assert_eq!(streak["data"], json!({"current_streak": 1, "is_milestone": false}), "{user}");
+        assert_eq!(streak["notification_type"], "streak");
+        assert!(streak["notification_id"].is_i64());
+        let created_at = unlocked["created_at"].as_str().unwrap().to_owned();
+        assert_eq!(
+            unlocked,
+            &json!({
+                "type": "achievement_unlocked",
+                "notification_id": unlocked["notification_id"].as_i64().expect("an integer id"),
+                "title": "Achievement Unlocked!",
+                "content": "You've unlocked the 'First Message' achievement and earned 10 points!",
+                "notification_type": "achievement",
+                "related_entity_type": "achievement",
+                "related_entity_id": 1,
+                "created_at": created_at,
+                "data": {
+                    "achievement_id": 1, "achievement_name": "First Message",
+                    "achievement_description": "Send your first chat message.", "points": 10,
+                    "icon": "chat_bubble", "level": 1, "key": "first_message"
+                }
+            })
+        );
+        assert_eq!(db.notification_count(&uid(user), "achievement_unlocked").await.unwrap(), 1);
+        assert_eq!(db.notification_count(&uid(user), "streak_update").await.unwrap(), 1);
+    }
+}
+
+#[tokio::test]
+async fn ten_completed_tasks_give_task_master_its_level_up_and_one_progress() {
+    let mut cluster = Cluster::start(2).await;
+    cluster.start_worker().await;
+    cluster.user("tim", None).await;
+    let mut inbox = Client::connect(&notifications(&cluster, 1, "tim")).await;
+    let complete = |task: i64| {
+        let body = json!({"workspace_id": "w1", "task_id": task, "title": format!("Task {task}"), "action": "completed", "actor_id": "tim"});
+        let url = cluster.node(0).http("/api/v1/task-events");
+        async move { assert_eq!(http("POST", &url, Some(API_KEY), Some(body)).await.0, 202) }
+    };
+    for task in 1..=10 {
+        complete(task).await;
+    }
+    let frames = until(&mut inbox, "level_up").await;
+    let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["streak_update", "achievement_progress", "achievement_unlocked", "level_up"]);
+    let progress = &frames[1];
+    assert_eq!(progress["content"], "You're 50% of the way to unlocking 'Task Master'!");
+    assert_eq!(progress["data"]["progress"], 0.5);
+    assert_eq!(progress["data"]["progress_percent"], 50);
+    assert_eq!(frames[2]["data"]["key"], "task_master");
+    assert_eq!(frames[3]["data"], json!({"new_level": 2}));
+    assert_eq!(frames[3]["content"], "Congratulations! You've reached level 2!");
+
+    // Completing a task again earns nothing more. Task 11 comes after it in the stream: once it
+    // is counted, the repeat has been processed too.
+    complete(3).await;
+    complete(11).await;
+    let db = store(&cluster).await;
+    eventually("task 11 is counted", || async { db.user_stats(&uid("tim")).await.unwrap().tasks_completed == 11 })
+        .await;
+    assert_eq!(
+        db.user_stats(&uid("tim")).await.unwrap().points,
+        160,
+        "10 tasks, task_master, task 11; not task 3 twice"
+    );
+}
+
+#[tokio::test]
+async fn the_same_jobs_twice_and_a_crash_between_commit_and_ack_change_nothing() {
+    let cluster = Cluster::start(1).await;
+    cluster.user("eve", None).await;
+    let mut inbox = Client::connect(&notifications(&cluster, 0, "eve")).await;
+    let db = store(&cluster).await;
+    let broker: Arc<dyn Broker> = Arc::new(RedisBroker::new(&cluster.redis.url(), &cluster.prefix).unwrap());
+    let activity = |id: &str| {
+        Job::Activity(Activity {
+            id: id.into(),
+            user_id: uid("eve"),
+            activity: ActivityKind::TaskCompleted,
+            at: shared::time::now(),
+        })
+        .encode()
+    };
+    // Each job published twice (a duplicate publish), before any worker runs.
+    for id in ["task:w:1", "task:w:1", "task:w:2", "task:w:2"] {
+        broker.enqueue(activity(id)).await.unwrap();
+    }
+    // A worker that commits and dies before acking: its jobs stay pending, its awards unpublished.
+    let doomed = broker.read_jobs("doomed", 100, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(doomed.len(), 4);
+    let jobs: Vec<Job> = doomed.iter().map(|e| Job::decode(&e.payload).unwrap()).collect();
+    let rules = worker::Gamification { rules: worker::Rules::default_set() };
+    db.persist(&jobs, &rules).await.unwrap();
+    // ...and the same batch committed again (a redelivery), still before any ack.
+    db.persist(&jobs, &rules).await.unwrap();
+
+    // A real worker process takes over the pending jobs and publishes the stored awards.
+    let _worker = cluster.spawn_worker_process(env!("CARGO_BIN_EXE_e2e-worker"), 200);
+    let frames = until(&mut inbox, "streak_update").await;
+    assert_eq!(frames.len(), 1);
+    eventually("the pending jobs are claimed and acked", || async {
+        let client = redis::Client::open(cluster.redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg(format!("{}jobs", cluster.prefix))
+            .arg("workers")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        matches!(summary, redis::Value::Array(items) if items.first() == Some(&redis::Value::Int(0)))
+    })
+    .await;
+    // Exactly once: two tasks' points, one streak notification, and nothing more was published.
+    let stats = db.user_stats(&uid("eve")).await.unwrap();
+    assert_eq!((stats.tasks_completed, stats.points, stats.current_streak), (2, 20, 1));
+    assert_eq!(db.notification_count(&uid("eve"), "streak_update").await.unwrap(), 1);
+    assert!(drain(&cluster, &mut inbox, "eve").await.is_empty(), "no award was published twice");
+}
