@@ -1,19 +1,44 @@
-//! `loadgen idle URL COUNT`: opens COUNT WebSockets to URL (a few at a time), prints `connected N`,
-//! then holds them open, answering pings, until stdin closes. Used by `bench/idle-memory.sh`.
+//! The load generator behind the benchmarks (`bench/`).
+//!
+//! * `loadgen idle URL COUNT`: opens COUNT WebSockets to URL, prints `connected N`, then holds
+//!   them open until stdin closes (bench/idle-memory.sh).
+//! * `loadgen persist REDIS_URL DATABASE_URL MESSAGES WORKERS RATE SECONDS`: fills the jobs
+//!   stream with MESSAGES session messages, lets WORKERS in-process workers persist them and
+//!   reports messages persisted per second; then a steady load of RATE messages per second for
+//!   SECONDS, reporting the worker's lag (bench/worker-throughput.sh).
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 use futures_util::StreamExt;
+use shared::broker::RedisBroker;
+use shared::event::SessionMessage;
+use shared::ids::{MessageId, SessionId, UserId};
+use shared::jobs::Job;
+use shared::keys::Keys;
+use shared::store::{Store, UserRecord};
 use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (url, count) = match args.as_slice() {
-        [mode, url, count] if mode == "idle" => (url.clone(), count.parse::<usize>()?),
-        _ => anyhow::bail!("usage: loadgen idle URL COUNT"),
-    };
+    match args.first().map(String::as_str) {
+        Some("idle") if args.len() == 3 => idle(&args[1], args[2].parse()?).await,
+        Some("persist") if args.len() == 7 => {
+            persist(&args[1], &args[2], args[3].parse()?, args[4].parse()?, args[5].parse()?, args[6].parse()?).await
+        }
+        _ => anyhow::bail!(
+            "usage: loadgen idle URL COUNT | loadgen persist REDIS_URL DATABASE_URL MESSAGES WORKERS RATE SECONDS"
+        ),
+    }
+}
+
+async fn idle(url: &str, count: usize) -> anyhow::Result<()> {
     let mut held = Vec::with_capacity(count);
     for _ in 0..count {
-        let (ws, _) = tokio_tungstenite::connect_async(&url).await?;
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
         let (_write, read) = ws.split();
         // Reading keeps the socket healthy (pings answered); the frames themselves are ignored.
         held.push(tokio::spawn(read.for_each(|_| async {})));
@@ -21,5 +46,127 @@ async fn main() -> anyhow::Result<()> {
     println!("connected {count}");
     let mut sink = Vec::new();
     let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    Ok(())
+}
+
+const USERS: usize = 200;
+const PREFIX: &str = "bench:";
+
+/// Appends `count` session-message jobs in pipelines of 1000 (one round trip each).
+async fn fill(
+    conn: &mut redis::aio::MultiplexedConnection,
+    sessions: &[(SessionId, UserId)],
+    count: usize,
+) -> anyhow::Result<()> {
+    let stream = Keys::new(PREFIX).jobs_stream();
+    let mut sent = 0;
+    while sent < count {
+        let mut pipe = redis::pipe();
+        for i in sent..(sent + 1000).min(count) {
+            let (session, sender) = &sessions[i % sessions.len()];
+            let job = Job::SessionMessage(SessionMessage {
+                message_id: MessageId::new(),
+                session_id: *session,
+                sender_id: sender.clone(),
+                sender_name: sender.to_string(),
+                content: format!("benchmark message {i}"),
+                created_at: shared::time::now(),
+            });
+            pipe.xadd(&stream, "*", &[("job", job.encode().as_ref())]).ignore();
+        }
+        let _: () = pipe.query_async(conn).await?;
+        sent = (sent + 1000).min(count);
+    }
+    Ok(())
+}
+
+async fn backlog(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<usize> {
+    Ok(redis::cmd("XLEN").arg(Keys::new(PREFIX).jobs_stream()).query_async(conn).await?)
+}
+
+async fn persist(
+    redis_url: &str,
+    db_url: &str,
+    messages: usize,
+    workers: usize,
+    rate: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let store = Store::connect(db_url, 16).await.context("database")?;
+    let mut sessions = Vec::new();
+    for u in 0..USERS {
+        let user = UserId::parse(&format!("bench-user-{u}"))?;
+        let record = UserRecord {
+            id: user.clone(),
+            username: user.to_string(),
+            email: None,
+            display_name: None,
+            is_active: true,
+            created_at: None,
+        };
+        store.upsert_user(&record).await?;
+        let session = SessionId::from(uuid::Uuid::new_v4());
+        store.upsert_session(&session, &user, &UserId::parse("bench-peer")?).await?;
+        sessions.push((session, user));
+    }
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+
+    // Phase 1: a full stream, drained as fast as the workers go.
+    fill(&mut conn, &sessions, messages).await?;
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    for w in 0..workers {
+        let broker = Arc::new(RedisBroker::new(redis_url, PREFIX)?);
+        let settings = worker::WorkerSettings {
+            consumer: format!("bench-{w}"),
+            batch_size: 1024,
+            claim_idle: Duration::from_secs(60),
+            block: Duration::from_millis(100),
+        };
+        let mut worker = worker::Worker::new(broker, store.clone(), settings, worker::Rules::default_set());
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            while !stopped.is_cancelled() {
+                if let Err(e) = worker.process_batch().await {
+                    eprintln!("worker step failed: {e}");
+                }
+            }
+        });
+    }
+    while backlog(&mut conn).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "burst: {messages} messages persisted by {workers} workers in {elapsed:.2} s: {:.0} messages/s",
+        messages as f64 / elapsed
+    );
+
+    // Phase 2: a steady load; the backlog sampled every 100 ms is the worker's lag.
+    let per_tick = rate / 10;
+    let mut samples = Vec::new();
+    let ticks = seconds * 10;
+    let mut interval = tokio::time::interval(Duration::from_millis(100));
+    for _ in 0..ticks {
+        interval.tick().await;
+        fill(&mut conn, &sessions, per_tick).await?;
+        samples.push(backlog(&mut conn).await?);
+    }
+    while backlog(&mut conn).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    samples.sort_unstable();
+    let p50 = samples[samples.len() / 2];
+    let p99 = samples[samples.len() * 99 / 100];
+    let max = *samples.last().unwrap_or(&0);
+    let ms = |backlog: usize| backlog as f64 * 1000.0 / rate as f64;
+    println!(
+        "steady: {rate} messages/s for {seconds} s: backlog p50 {p50} ({:.0} ms), p99 {p99} ({:.0} ms), max {max} ({:.0} ms)",
+        ms(p50),
+        ms(p99),
+        ms(max)
+    );
     Ok(())
 }
