@@ -313,6 +313,7 @@ impl Cluster {
             batch_size: 256,
             claim_idle: Duration::from_secs(15),
             block: Duration::from_millis(200),
+            after_commit: None,
         };
         let stop = CancellationToken::new();
         let worker = worker::Worker::new(Arc::new(broker), store, settings, worker::Rules::default_set());
@@ -323,14 +324,21 @@ impl Cluster {
     /// A worker process (the real binary's code, `env!("CARGO_BIN_EXE_e2e-worker")` from a
     /// test), for crash tests. Pending jobs of dead consumers are claimed after `claim_idle_ms`.
     pub fn spawn_worker_process(&self, exe: &str, claim_idle_ms: u64) -> Process {
+        self.spawn_worker_process_with(exe, claim_idle_ms, &[])
+    }
+
+    /// `spawn_worker_process` with extra environment; its standard output is kept for
+    /// [`Process::wait_for_line`].
+    pub fn spawn_worker_process_with(&self, exe: &str, claim_idle_ms: u64, env: &[(&str, &str)]) -> Process {
         let child = Command::new(exe)
+            .envs(env.iter().copied())
             .env("REDIS_URL", self.redis.url())
             .env("DATABASE_URL", self.db.url())
             .env("GATEWAY_REDIS_PREFIX", &self.prefix)
             .env("WORKER_CLAIM_IDLE_MS", claim_idle_ms.to_string())
             .env("WORKER_BATCH", "16")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("spawning the worker process");
         Process(child)
@@ -436,6 +444,21 @@ impl Drop for Cluster {
 pub struct Process(Child);
 
 impl Process {
+    /// Blocks until the process prints `line` on its standard output.
+    pub async fn wait_for_line(&mut self, line: &str) {
+        use std::io::BufRead;
+        let stdout = self.0.stdout.take().expect("stdout is piped");
+        let wanted = line.to_owned();
+        let found = tokio::time::timeout(
+            HANG_GUARD,
+            tokio::task::spawn_blocking(move || {
+                std::io::BufReader::new(stdout).lines().any(|l| l.is_ok_and(|l| l == wanted))
+            }),
+        )
+        .await;
+        assert!(matches!(found, Ok(Ok(true))), "the process never printed {line:?}");
+    }
+
     /// SIGKILL, and reap it.
     pub fn kill(&mut self) {
         let _ = self.0.kill();

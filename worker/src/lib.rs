@@ -52,6 +52,9 @@ pub struct WorkerSettings {
     pub claim_idle: Duration,
     /// How long one read waits for new jobs.
     pub block: Duration,
+    /// Called between a batch's commit and its ack. Only fault-injection tests set it (to stop
+    /// the process exactly there); `None` in production.
+    pub after_commit: Option<fn()>,
 }
 
 pub struct Worker {
@@ -120,6 +123,9 @@ impl Worker {
             }
         }
         self.store.persist(&jobs, &self.gamification).await?;
+        if let Some(hook) = self.settings.after_commit {
+            hook();
+        }
         let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
         self.broker.ack_jobs(&ids).await?;
         self.deliver_awards().await?;
@@ -150,6 +156,11 @@ impl Worker {
 
 /// The worker process: `REDIS_URL` and `DATABASE_URL` required; stops on SIGTERM or Ctrl-C.
 pub async fn main_from_env() -> anyhow::Result<()> {
+    main_with_hook(None).await
+}
+
+/// `main_from_env` with a hook run between each commit and its ack (fault-injection tests).
+pub async fn main_with_hook(after_commit: Option<fn()>) -> anyhow::Result<()> {
     let config = shared::config::WorkerConfig::from_env()?;
     let store = Store::connect(&config.database_url, 8).await?;
     let broker = shared::broker::RedisBroker::new(&config.redis_url, &config.redis_prefix)?;
@@ -159,6 +170,7 @@ pub async fn main_from_env() -> anyhow::Result<()> {
         batch_size: config.batch_size,
         claim_idle: config.claim_idle,
         block: Duration::from_secs(1),
+        after_commit,
     };
     tracing::info!(consumer = %settings.consumer, "worker started");
     let shutdown = CancellationToken::new();

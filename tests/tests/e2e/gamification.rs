@@ -2,7 +2,6 @@
 //! socket on another node, are stored as notifications with integer ids, and happen exactly once.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use e2e::{eventually, http, session_path, token, Client, Cluster, API_KEY};
 use serde_json::{json, Value};
@@ -151,12 +150,13 @@ async fn ten_completed_tasks_give_task_master_its_level_up_and_one_progress() {
 }
 
 #[tokio::test]
-async fn the_same_jobs_twice_and_a_crash_between_commit_and_ack_change_nothing() {
+async fn the_same_jobs_twice_and_a_worker_killed_between_commit_and_ack_change_nothing() {
     let cluster = Cluster::start(1).await;
     cluster.user("eve", None).await;
     let mut inbox = Client::connect(&notifications(&cluster, 0, "eve")).await;
     let db = store(&cluster).await;
     let broker: Arc<dyn Broker> = Arc::new(RedisBroker::new(&cluster.redis.url(), &cluster.prefix).unwrap());
+    // A job published twice (a duplicate publish) and two distinct ones.
     let activity = |id: &str| {
         Job::Activity(Activity {
             id: id.into(),
@@ -166,21 +166,20 @@ async fn the_same_jobs_twice_and_a_crash_between_commit_and_ack_change_nothing()
         })
         .encode()
     };
-    // Each job published twice (a duplicate publish), before any worker runs.
     for id in ["task:w:1", "task:w:1", "task:w:2", "task:w:2"] {
         broker.enqueue(activity(id)).await.unwrap();
     }
-    // A worker that commits and dies before acking: its jobs stay pending, its awards unpublished.
-    let doomed = broker.read_jobs("doomed", 100, Duration::from_millis(500)).await.unwrap();
-    assert_eq!(doomed.len(), 4);
-    let jobs: Vec<Job> = doomed.iter().map(|e| Job::decode(&e.payload).unwrap()).collect();
-    let rules = worker::Gamification { rules: worker::Rules::default_set() };
-    db.persist(&jobs, &rules).await.unwrap();
-    // ...and the same batch committed again (a redelivery), still before any ack.
-    db.persist(&jobs, &rules).await.unwrap();
+    // A worker process that commits its batch and is SIGKILLed before it acks.
+    let exe = env!("CARGO_BIN_EXE_e2e-worker");
+    let mut doomed = cluster.spawn_worker_process_with(exe, 200, &[("E2E_STALL_AFTER_COMMIT", "1")]);
+    doomed.wait_for_line("committed").await;
+    doomed.kill();
+    let stats = db.user_stats(&uid("eve")).await.unwrap();
+    assert_eq!((stats.tasks_completed, stats.points), (2, 20), "the commit happened, each duplicate counted once");
 
-    // A real worker process takes over the pending jobs and publishes the stored awards.
-    let _worker = cluster.spawn_worker_process(env!("CARGO_BIN_EXE_e2e-worker"), 200);
+    // A new worker takes over the pending jobs (they are applied again: no change) and publishes
+    // the awards the dead one stored but never published.
+    let _worker = cluster.spawn_worker_process(exe, 200);
     let frames = until(&mut inbox, "streak_update").await;
     assert_eq!(frames.len(), 1);
     eventually("the pending jobs are claimed and acked", || async {
