@@ -77,7 +77,9 @@ impl Connection {
         let expiry = tokio::time::sleep_until(expires_at.map(instant_of).unwrap_or_else(far_future));
         tokio::pin!(expiry);
 
-        let greeting = match handler.greeting(&app).await {
+        // The protocol futures are boxed: inlined, the largest of them (database and presence
+        // calls) would be part of every idle socket's task, for its whole life.
+        let greeting = match Box::pin(handler.greeting(&app)).await {
             Some(frame) => send(&mut tx, Message::Text(frame), &link, &app).await.err(),
             None => None,
         };
@@ -115,7 +117,7 @@ impl Connection {
                         };
                         Metrics::incr(&app.metrics.frames_in);
                         let reply = if bucket.take(std::time::Instant::now()) {
-                            match handler.on_text(&app, &mut attached, text.as_str()).await {
+                            match Box::pin(handler.on_text(&app, &mut attached, text.as_str())).await {
                                 Ok(reply) => reply,
                                 Err(e) => Some(e.frame()),
                             }
@@ -141,7 +143,7 @@ impl Connection {
                 }
             }
         };
-        handler.on_close(&app).await;
+        Box::pin(handler.on_close(&app)).await;
 
         if let Ended::Close(reason) = ended {
             tracing::debug!(code = reason.code(), "closing socket");
