@@ -9,6 +9,8 @@
 //! * `deliver` decodes a publication once, renders it once per wire format present in the group,
 //!   and offers the shared bytes to each member's outbox without waiting. A full outbox kicks that
 //!   socket (1013); nobody else waits for it.
+//! * Each user's first and last socket on this node, and in each room (`join_room`, Pythia's
+//!   channels), are reported in order to the presence task (`crate::presence`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};

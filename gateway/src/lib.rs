@@ -4,21 +4,24 @@
 //!
 //! 1. **Upgrade** — [`http::router`] maps a path to a handler in [`ws::routes`], which
 //!    authenticates ([`ws::authenticate`]: 4001/4002/4003), checks membership (4004), registers the
-//!    socket in the [`hub`] and joins its groups *before* the upgrade completes.
+//!    socket in the [`hub`] and joins its groups *before* the upgrade completes ([`ws::admit`]).
 //! 2. **Socket actor** — [`ws::connection`]: one task per socket reads client frames, enforces
 //!    the rate limit, and hands each text frame to its protocol's handler in [`protocols`]
-//!    (e.g. [`protocols::sessions`]), which decodes it into an action and publishes an event to
-//!    the group through the broker (`shared::broker`), or answers with an error frame
-//!    ([`errors`]: codes and close reasons live there).
+//!    ([`protocols::sessions`], [`protocols::diary`], [`protocols::chat`], [`protocols::pythia`],
+//!    [`protocols::onetask`]), which decodes it into an action and publishes an event to a group
+//!    through the broker (`shared::broker`), or answers with an error frame ([`errors`]: error
+//!    codes and close reasons live there).
 //! 3. **Fan-out** — every node subscribed to the group gets the publication; [`hub`] renders it
 //!    once per wire format ([`protocols::Protocol::render`]) and offers the shared bytes to each
 //!    local member's bounded outbox; the member's actor writes it out. A full outbox closes that
 //!    socket with 1013.
 //! 4. **Durable** — the same publish appended a job to the jobs stream; the worker crate
-//!    persists it.
+//!    persists it and scores it for gamification.
 //!
-//! [`app`] builds and runs a node (tests use the same `Gateway::build`); [`http`] holds the
-//! server API and health routes; [`metrics`] the counters; [`cli`] the command line.
+//! Beside the path: [`presence`] keeps who is online cluster-wide (and announces `user_status`);
+//! [`http`] holds the server API ([`http::api`], [`http::channels`], [`http::onetask`]) and health;
+//! [`app`] builds and runs a node (tests use the same `Gateway::build`); [`metrics`] the counters;
+//! [`motivation`] the Diary's texts; [`cli`] the command line.
 
 pub mod app;
 pub mod cli;
