@@ -14,6 +14,7 @@ mod onetask;
 mod presence;
 mod pythia;
 mod redis_restart;
+mod server_api;
 mod session_chat;
 mod slow_reader;
 mod startup;
