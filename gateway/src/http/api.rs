@@ -2,7 +2,8 @@
 //! `Authorization: Bearer <GATEWAY_API_KEY>`. `PUT`s are idempotent upserts. Bodies are parsed
 //! here so that a bad one is answered with JSON that names the field.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::Json;
 use bytes::Bytes;
@@ -41,8 +42,27 @@ pub(super) fn require_backend(app: &AppState, headers: &HeaderMap) -> Result<(),
     }
 }
 
-pub(super) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(ApiError::bad_body)
+/// Proof that the caller is the backend (`Authorization: Bearer <GATEWAY_API_KEY>`); 401 otherwise.
+pub struct Backend;
+
+impl FromRequestParts<AppState> for Backend {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        require_backend(app, &parts.headers).map(|()| Backend)
+    }
+}
+
+/// A JSON body whose problems are answered with a JSON error naming the field (422).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(request, state).await.map_err(ApiError::bad_body)?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(ApiError::bad_body)
+    }
 }
 
 fn user_json(user: &UserRecord) -> Value {
@@ -67,7 +87,7 @@ fn session_json(session: &SessionRecord) -> Value {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UserBody {
+pub struct UserBody {
     username: String,
     email: Option<String>,
     display_name: Option<String>,
@@ -77,12 +97,10 @@ struct UserBody {
 pub async fn put_user(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    _backend: Backend,
+    JsonBody(body): JsonBody<UserBody>,
 ) -> Result<Json<Value>, ApiError> {
-    require_backend(&app, &headers)?;
     let id = UserId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
-    let body: UserBody = parse_body(&body)?;
     if body.username.trim().is_empty() || body.username.chars().count() > 150 {
         return Err(ApiError::bad_field("username", "must be 1-150 characters"));
     }
@@ -102,9 +120,8 @@ pub async fn put_user(
 pub async fn get_user(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _backend: Backend,
 ) -> Result<Json<Value>, ApiError> {
-    require_backend(&app, &headers)?;
     let id = UserId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
     let user = app.store.user(&id).await?.ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Json(user_json(&user)))
@@ -112,7 +129,7 @@ pub async fn get_user(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SessionBody {
+pub struct SessionBody {
     inviter_id: UserId,
     invitee_id: UserId,
 }
@@ -120,12 +137,10 @@ struct SessionBody {
 pub async fn put_session(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    _backend: Backend,
+    JsonBody(body): JsonBody<SessionBody>,
 ) -> Result<Json<Value>, ApiError> {
-    require_backend(&app, &headers)?;
     let id = SessionId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
-    let body: SessionBody = parse_body(&body)?;
     app.store.upsert_session(&id, &body.inviter_id, &body.invitee_id).await?;
     let session = app.store.session(&id).await?.ok_or_else(|| ApiError::not_found("session"))?;
     Ok(Json(session_json(&session)))
@@ -134,9 +149,8 @@ pub async fn put_session(
 pub async fn get_session(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _backend: Backend,
 ) -> Result<Json<Value>, ApiError> {
-    require_backend(&app, &headers)?;
     let id = SessionId::parse(&id).map_err(|_| ApiError::not_found("session"))?;
     let session = app.store.session(&id).await?.ok_or_else(|| ApiError::not_found("session"))?;
     Ok(Json(session_json(&session)))
@@ -211,7 +225,7 @@ fn chat_json(chat: &ChatRecord) -> Value {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MembersBody {
+pub struct MembersBody {
     member_ids: Vec<UserId>,
 }
 
@@ -219,12 +233,10 @@ struct MembersBody {
 pub async fn put_chat(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    _backend: Backend,
+    JsonBody(body): JsonBody<MembersBody>,
 ) -> Result<Json<Value>, ApiError> {
-    require_backend(&app, &headers)?;
     let id = ChatId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
-    let body: MembersBody = parse_body(&body)?;
     app.store.upsert_chat(&id, &body.member_ids).await?;
     let chat = app.store.chat(&id).await?.ok_or_else(|| ApiError::not_found("chat"))?;
     Ok(Json(chat_json(&chat)))
@@ -233,9 +245,8 @@ pub async fn put_chat(
 pub async fn get_chat(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _backend: Backend,
 ) -> Result<Json<Value>, ApiError> {
-    require_backend(&app, &headers)?;
     let id = ChatId::parse(&id).map_err(|_| ApiError::not_found("chat"))?;
     let chat = app.store.chat(&id).await?.ok_or_else(|| ApiError::not_found("chat"))?;
     Ok(Json(chat_json(&chat)))

@@ -4,7 +4,6 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::event::{ChannelMessage, Envelope, Event, Group};
@@ -12,7 +11,7 @@ use shared::ids::{ChannelId, MessageId, UserId};
 use shared::jobs::{Activity, ActivityKind};
 use shared::store::{ChannelRecord, UserRecord};
 
-use super::api::{bearer, history_caller, parse_body, require_backend, HistoryQuery};
+use super::api::{bearer, history_caller, Backend, HistoryQuery, JsonBody};
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::protocols::pythia::{may_see, MessageData};
@@ -41,7 +40,7 @@ async fn announce_membership(app: &AppState, channel: &ChannelId, user: UserId, 
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ChannelBody {
+pub struct ChannelBody {
     name: String,
     #[serde(default)]
     private: bool,
@@ -54,12 +53,10 @@ struct ChannelBody {
 pub async fn put_channel(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    _backend: Backend,
+    JsonBody(body): JsonBody<ChannelBody>,
 ) -> Result<Json<Value>, ApiError> {
-    require_backend(&app, &headers)?;
     let id = channel_id(&id)?;
-    let body: ChannelBody = parse_body(&body)?;
     if body.name.trim().is_empty() || body.name.chars().count() > 200 {
         return Err(ApiError::bad_field("name", "must be 1-200 characters"));
     }
@@ -77,21 +74,13 @@ pub async fn put_channel(
 pub async fn get_channel(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _backend: Backend,
 ) -> Result<Json<Value>, ApiError> {
-    require_backend(&app, &headers)?;
     let channel = app.store.channel(&channel_id(&id)?).await?.ok_or_else(|| ApiError::not_found("channel"))?;
     Ok(Json(channel_json(&channel)))
 }
 
-async fn member_change(
-    app: &AppState,
-    id: &str,
-    user: &str,
-    headers: &HeaderMap,
-    add: bool,
-) -> Result<Json<Value>, ApiError> {
-    require_backend(app, headers)?;
+async fn member_change(app: &AppState, id: &str, user: &str, add: bool) -> Result<Json<Value>, ApiError> {
     let id = channel_id(id)?;
     let user = UserId::parse(user).map_err(|e| ApiError::bad_field("user_id", e))?;
     app.store.channel(&id).await?.ok_or_else(|| ApiError::not_found("channel"))?;
@@ -109,19 +98,19 @@ async fn member_change(
 /// `PUT /api/v1/channels/{id}/members/{user_id}`
 pub async fn put_member(
     State(app): State<AppState>,
+    _backend: Backend,
     Path((id, user)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    member_change(&app, &id, &user, &headers, true).await
+    member_change(&app, &id, &user, true).await
 }
 
 /// `DELETE /api/v1/channels/{id}/members/{user_id}`
 pub async fn delete_member(
     State(app): State<AppState>,
+    _backend: Backend,
     Path((id, user)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    member_change(&app, &id, &user, &headers, false).await
+    member_change(&app, &id, &user, false).await
 }
 
 /// `GET /api/v1/channels/{id}/messages`: newest first, Pythia's camelCase `new_message.data`.
@@ -172,7 +161,7 @@ fn mentioned(content: &str) -> Vec<String> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MessageBody {
+pub struct MessageBody {
     channel_id: ChannelId,
     content: String,
 }
@@ -182,10 +171,9 @@ struct MessageBody {
 pub async fn post_message(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    JsonBody(body): JsonBody<MessageBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let user = user_caller(&app, &headers).await?;
-    let body: MessageBody = parse_body(&body)?;
     let content = body.content.trim();
     if content.is_empty() || content.chars().count() > MAX_CONTENT_CHARS {
         return Err(ApiError::bad_field("content", format!("must be 1-{MAX_CONTENT_CHARS} characters")));
@@ -221,7 +209,7 @@ pub async fn post_message(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReactionBody {
+pub struct ReactionBody {
     message_id: MessageId,
     emoji: String,
     action: ReactionAction,
@@ -239,10 +227,9 @@ enum ReactionAction {
 pub async fn post_reaction(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    JsonBody(body): JsonBody<ReactionBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let user = user_caller(&app, &headers).await?;
-    let body: ReactionBody = parse_body(&body)?;
     let emoji = body.emoji.trim();
     if emoji.is_empty() || emoji.chars().count() > 32 {
         return Err(ApiError::bad_field("emoji", "must be 1-32 characters"));

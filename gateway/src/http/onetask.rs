@@ -3,9 +3,8 @@
 //! `POST /api/v1/publish`. Ids a backend sends may be strings or integers and keep their type.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::event::{Envelope, Event, Group, TaskUpdate};
@@ -13,7 +12,7 @@ use shared::ids::{FocusSessionId, UserId, WorkspaceId};
 use shared::jobs::{Activity, ActivityKind};
 use shared::store::NewNotification;
 
-use super::api::{parse_body, require_backend};
+use super::api::{Backend, JsonBody};
 use super::error::ApiError;
 use crate::app::AppState;
 
@@ -37,7 +36,7 @@ async fn publish(app: &AppState, group: &Group, event: Event) -> Result<(), ApiE
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WorkspaceBody {
+pub struct WorkspaceBody {
     member_ids: Vec<UserId>,
 }
 
@@ -45,19 +44,17 @@ struct WorkspaceBody {
 pub async fn put_workspace(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    _backend: Backend,
+    JsonBody(body): JsonBody<WorkspaceBody>,
 ) -> Result<Json<Value>, ApiError> {
-    require_backend(&app, &headers)?;
     let id = WorkspaceId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
-    let body: WorkspaceBody = parse_body(&body)?;
     app.store.set_workspace_members(&id, &body.member_ids).await?;
     Ok(Json(json!({"id": id, "member_ids": body.member_ids})))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FocusBody {
+pub struct FocusBody {
     participant_ids: Vec<UserId>,
 }
 
@@ -65,12 +62,10 @@ struct FocusBody {
 pub async fn put_focus_session(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    _backend: Backend,
+    JsonBody(body): JsonBody<FocusBody>,
 ) -> Result<Json<Value>, ApiError> {
-    require_backend(&app, &headers)?;
     let id = FocusSessionId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
-    let body: FocusBody = parse_body(&body)?;
     app.store.upsert_focus_session(&id, &body.participant_ids).await?;
     let state = app.store.focus_state(&id).await?.unwrap_or_else(shared::event::FocusState::idle);
     Ok(Json(json!({
@@ -83,7 +78,7 @@ pub async fn put_focus_session(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NotificationBody {
+pub struct NotificationBody {
     user_id: Value,
     title: String,
     content: String,
@@ -96,11 +91,9 @@ struct NotificationBody {
 /// `POST /api/v1/notifications`: persisted, then delivered as `notification` to the user.
 pub async fn post_notification(
     State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    _backend: Backend,
+    JsonBody(body): JsonBody<NotificationBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    require_backend(&app, &headers)?;
-    let body: NotificationBody = parse_body(&body)?;
     let user_id = UserId::parse(&id_text("user_id", &body.user_id)?).map_err(|e| ApiError::bad_field("user_id", e))?;
     if let Some(related) = &body.related_entity_id {
         id_text("related_entity_id", related)?;
@@ -133,7 +126,7 @@ pub async fn post_notification(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TaskEventBody {
+pub struct TaskEventBody {
     workspace_id: Value,
     task_id: Value,
     title: String,
@@ -145,11 +138,9 @@ struct TaskEventBody {
 /// `POST /api/v1/task-events`: `task_update` to the workspace.
 pub async fn post_task_event(
     State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    _backend: Backend,
+    JsonBody(body): JsonBody<TaskEventBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    require_backend(&app, &headers)?;
-    let body: TaskEventBody = parse_body(&body)?;
     let workspace = WorkspaceId::parse(&id_text("workspace_id", &body.workspace_id)?)
         .map_err(|e| ApiError::bad_field("workspace_id", e))?;
     let task = id_text("task_id", &body.task_id)?;
@@ -192,7 +183,7 @@ pub async fn post_task_event(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishBody {
+pub struct PublishBody {
     group: String,
     event: Value,
 }
@@ -200,11 +191,9 @@ struct PublishBody {
 /// `POST /api/v1/publish`: the event object, delivered as-is to every socket of the group.
 pub async fn post_publish(
     State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    _backend: Backend,
+    JsonBody(body): JsonBody<PublishBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    require_backend(&app, &headers)?;
-    let body: PublishBody = parse_body(&body)?;
     let group = Group::parse(&body.group).ok_or_else(|| {
         ApiError::bad_field("group", "must be session:ID, chat:ID, channel:ID, user:ID, workspace:ID or focus:ID")
     })?;
