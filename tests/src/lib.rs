@@ -526,7 +526,7 @@ impl Client {
         self.ws.send(Message::binary(bytes)).await.expect("send");
     }
 
-    /// The next text frame or the close code; pings are skipped.
+    /// The next text frame or the close code (pings and pongs pass by).
     pub async fn next(&mut self) -> Next {
         loop {
             let message = tokio::time::timeout(HANG_GUARD, self.ws.next()).await.expect("nothing arrived");
@@ -552,7 +552,7 @@ impl Client {
         }
     }
 
-    /// The next frame whose `type` is `kind`, skipping others (for broadcasts whose interleaving
+    /// The next frame whose `type` is `kind`, passing over others (for broadcasts whose interleaving
     /// with unrelated frames is not the point of a test).
     pub async fn recv_type(&mut self, kind: &str) -> Value {
         loop {
