@@ -235,6 +235,14 @@ impl Node {
         }
     }
 
+    /// A counter or gauge from this node's `/metrics`.
+    pub async fn metric(&self, name: &str) -> i64 {
+        let (_, body) = http("GET", &self.http("/metrics"), None, None).await;
+        let text = body.as_str().unwrap_or_default().to_owned();
+        let prefix = format!("{name} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    }
+
     pub fn ws(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }

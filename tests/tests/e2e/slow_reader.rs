@@ -1,17 +1,8 @@
 //! A client that stops reading is closed with 1013; the others in its session keep receiving.
 
-use e2e::{http, session_path, token, Client, Cluster};
+use e2e::{session_path, token, Client, Cluster};
 use serde_json::json;
 use shared::config::Limits;
-
-async fn slow_closes(cluster: &Cluster, node: usize) -> u64 {
-    let (_, body) = http("GET", &cluster.node(node).http("/metrics"), None, None).await;
-    let text = body.as_str().unwrap_or_default().to_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix("gateway_slow_closes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 #[tokio::test]
 async fn a_slow_reader_is_closed_with_1013_and_nobody_else_stalls() {
@@ -34,7 +25,7 @@ async fn a_slow_reader_is_closed_with_1013_and_nobody_else_stalls() {
 
     let text = "x".repeat(1900);
     let mut sent = 0;
-    while slow_closes(&cluster, 0).await == 0 {
+    while cluster.node(0).metric("gateway_slow_closes_total").await == 0 {
         assert!(sent < 20_000, "the stuck socket was never closed");
         for _ in 0..50 {
             alice.send_json(json!({"type": "message", "content": text})).await;
