@@ -94,3 +94,15 @@ pub struct JobEntry {
     pub id: String,
     pub payload: Bytes,
 }
+
+/// A job the worker could not apply (undecodable, or refused by the database), kept in the
+/// dead-letter stream with why, until an operator replays it (`worker dead-letters --replay ID`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Its id in the dead-letter stream (what `--replay` takes).
+    pub id: String,
+    /// Its id in the jobs stream when it failed.
+    pub job_id: String,
+    pub payload: Bytes,
+    pub error: String,
+}

@@ -42,6 +42,11 @@ impl Keys {
         format!("{}jobs", self.prefix)
     }
 
+    /// Jobs the workers could not apply, with the error (see `Broker::dead_letter`).
+    pub fn dead_letters(&self) -> String {
+        format!("{}jobs:dead", self.prefix)
+    }
+
     /// One node's set of online users.
     pub fn presence_node(&self, node: &str) -> String {
         format!("{}presence:node:{node}", self.prefix)

@@ -35,15 +35,25 @@ use tokio_util::sync::CancellationToken;
 pub const HANG_GUARD: Duration = Duration::from_secs(30);
 
 /// Polls `check` until it is true; panics with `what` after [`HANG_GUARD`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    within(HANG_GUARD, what, check).await
+}
+
+/// Polls `check` until it is true; panics with `what` after `deadline` (for waits whose bound is
+/// the behaviour under test, e.g. "persisted within a few seconds, not after a 15 s reclaim").
+pub async fn within<F, Fut>(deadline: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "gave up waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(tokio::time::Instant::now() < until, "gave up waiting {deadline:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -350,6 +360,24 @@ impl Cluster {
             .spawn()
             .expect("spawning the worker process");
         Process(child)
+    }
+
+    /// Runs a worker subcommand (e.g. `["dead-letters"]`) to its end: its standard output and
+    /// whether it succeeded.
+    pub async fn worker_command(&self, exe: &str, args: &[&str]) -> (String, bool) {
+        let mut command = Command::new(exe);
+        command
+            .args(args)
+            .env("REDIS_URL", self.redis.url())
+            .env("DATABASE_URL", self.db.url())
+            .env("GATEWAY_REDIS_PREFIX", &self.prefix)
+            .env("RUST_LOG", "warn");
+        let out = tokio::time::timeout(HANG_GUARD, tokio::task::spawn_blocking(move || command.output()))
+            .await
+            .expect("the worker command did not end")
+            .expect("join")
+            .expect("running the worker command");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.success())
     }
 
     /// A gateway node as a process (the real binary's code, `env!("CARGO_BIN_EXE_e2e-gateway")`

@@ -10,6 +10,10 @@
 //! Each message (any app) and each task or focus completion is an activity: the same
 //! transaction records it once by id, scores it with the [`rules`] and stores the awards as
 //! notifications ([`awards`]), which [`Worker::deliver_awards`] publishes after the commit.
+//! A batch the database refuses for its data (not for being away) is split in halves until
+//! the refused job stands alone; that job goes to the dead-letter stream with the error
+//! (`worker dead-letters` lists them, `--replay ID` puts one back) and the rest is persisted in
+//! the same step, so one bad job never holds up anyone else's.
 //! [`Worker::run`] calls it in a loop until shutdown; tests call it directly.
 
 pub mod awards;
@@ -113,23 +117,69 @@ impl Worker {
         if entries.is_empty() {
             return Ok(Step::Idle);
         }
+        let count = entries.len();
+        let mut decoded = Vec::with_capacity(entries.len());
         let mut jobs = Vec::with_capacity(entries.len());
-        for entry in &entries {
+        for entry in entries {
             match Job::decode(&entry.payload) {
-                Ok(job) => jobs.push(job),
-                // Acked below with the rest: a job that cannot be decoded will never succeed, and
-                // redelivering it forever would stall nothing but fill the logs.
-                Err(e) => tracing::error!(id = %entry.id, error = %e, "dropping undecodable job"),
+                Ok(job) => {
+                    jobs.push(job);
+                    decoded.push(entry);
+                }
+                // It will never succeed: kept for an operator, out of everyone's way.
+                Err(e) => self.dead_letter(&entry, &format!("undecodable job: {e}")).await?,
             }
         }
-        self.store.persist(&jobs, &self.gamification).await?;
+        let dead = self.persist_around_refusals(&decoded, &jobs).await?;
         if let Some(hook) = self.settings.after_commit {
             hook();
         }
-        let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
+        let ids: Vec<String> = decoded.into_iter().map(|e| e.id).filter(|id| !dead.contains(id)).collect();
         self.broker.ack_jobs(&ids).await?;
         self.deliver_awards().await?;
-        Ok(Step::Processed(ids.len()))
+        Ok(Step::Processed(count))
+    }
+
+    /// Persists `jobs` (read as `entries`, in the same order). When the database refuses a part
+    /// for its data, that part is split in halves and each is tried again, until the refused job
+    /// is alone: it is dead-lettered, everything else is persisted. A refusal costs about
+    /// 2·log2(batch) extra transactions. Returns the ids of the dead-lettered entries.
+    async fn persist_around_refusals(&self, entries: &[JobEntry], jobs: &[Job]) -> Result<Vec<String>, WorkerError> {
+        let mut dead = Vec::new();
+        // Ranges still to persist; popped from the end, so pushed last-half first to keep order.
+        let mut todo = Vec::with_capacity(16);
+        todo.push(0..jobs.len());
+        while let Some(range) = todo.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            match self.store.persist(&jobs[range.clone()], &self.gamification).await {
+                Ok(()) => {}
+                Err(e) if e.is_refused_data() => {
+                    if range.len() == 1 {
+                        let entry = &entries[range.start];
+                        let error = match e.code() {
+                            Some(code) => format!("{e} (SQLSTATE {code})"),
+                            None => e.to_string(),
+                        };
+                        self.dead_letter(entry, &error).await?;
+                        dead.push(entry.id.clone());
+                    } else {
+                        let middle = range.start + range.len() / 2;
+                        todo.push(middle..range.end);
+                        todo.push(range.start..middle);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(dead)
+    }
+
+    async fn dead_letter(&self, entry: &JobEntry, error: &str) -> Result<(), WorkerError> {
+        tracing::error!(id = %entry.id, error, "job moved to the dead-letter stream");
+        self.broker.dead_letter(entry, error).await?;
+        Ok(())
     }
 
     /// Steps until `shutdown`; a failed step (Redis or database away) is retried after a pause.
@@ -155,8 +205,36 @@ impl Worker {
 }
 
 /// The worker process: `REDIS_URL` and `DATABASE_URL` required; stops on SIGTERM or Ctrl-C.
+/// `worker dead-letters` lists the dead letters; `worker dead-letters --replay ID` puts one back
+/// on the jobs stream (after the cause was fixed).
 pub async fn main_from_env() -> anyhow::Result<()> {
-    main_with_hook(None).await
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => main_with_hook(None).await,
+        ["dead-letters"] => dead_letters_command(None).await,
+        ["dead-letters", "--replay", id] => dead_letters_command(Some(id)).await,
+        _ => anyhow::bail!("usage: worker [dead-letters [--replay ID]]"),
+    }
+}
+
+/// Lists the dead letters (one line each: id, the job's stream id, the error, the job), or
+/// replays one. Only Redis is needed.
+async fn dead_letters_command(replay: Option<&str>) -> anyhow::Result<()> {
+    let config = shared::config::WorkerConfig::from_env()?;
+    let broker = shared::broker::RedisBroker::new(&config.redis_url, &config.redis_prefix)?;
+    match replay {
+        Some(id) => {
+            anyhow::ensure!(broker.replay_dead_letter(id).await?, "no dead letter {id}");
+            println!("replayed {id}");
+        }
+        None => {
+            for letter in broker.dead_letters(10_000).await? {
+                let job = String::from_utf8_lossy(&letter.payload);
+                println!("{}\t{}\t{}\t{}", letter.id, letter.job_id, letter.error, job);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `main_from_env` with a hook run between each commit and its ack (fault-injection tests).

@@ -53,7 +53,8 @@ impl FromRequestParts<AppState> for Backend {
     }
 }
 
-/// A JSON body whose problems are answered with a JSON error naming the field (422).
+/// A JSON body whose problems are answered with a JSON error naming the field (422). Text
+/// with a NUL character, which the database cannot store, is refused here for every route.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
@@ -61,7 +62,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(request, state).await.map_err(ApiError::bad_body)?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(ApiError::bad_body)
+        let value: Value = serde_json::from_slice(&bytes).map_err(ApiError::bad_body)?;
+        if crate::protocols::has_nul(&value) {
+            return Err(ApiError::bad_body(crate::protocols::NUL_REFUSED));
+        }
+        serde_json::from_value(value).map(JsonBody).map_err(ApiError::bad_body)
     }
 }
 

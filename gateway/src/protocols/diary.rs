@@ -25,7 +25,7 @@ pub enum Action {
 
 /// Decodes a frame. Unlike the other sockets, a missing or unknown `type` is echoed.
 pub fn decode(text: &str) -> Result<Action, ClientError> {
-    let value: Value = serde_json::from_str(text).map_err(|_| ClientError::invalid_json())?;
+    let value = super::parse_json(text)?;
     let Some(object) = value.as_object() else { return Ok(Action::Echo) };
     match object.get("type").and_then(Value::as_str) {
         Some("ping") => Ok(Action::Ping),

@@ -103,9 +103,33 @@ pub struct ClientFrame {
     pub body: Map<String, Value>,
 }
 
+/// Parses a client frame's JSON and refuses what the database could not store: the one
+/// place every socket's frames go through first.
+pub fn parse_json(text: &str) -> Result<Value, ClientError> {
+    let value: Value = serde_json::from_str(text).map_err(|_| ClientError::invalid_json())?;
+    if has_nul(&value) {
+        return Err(ClientError::invalid_payload(NUL_REFUSED));
+    }
+    Ok(value)
+}
+
+/// Why a frame or body with a NUL character is refused (the same words on sockets and the API).
+pub const NUL_REFUSED: &str = "text must not contain NUL characters (\\u0000)";
+
+/// True when any string (or key) in `value` has a NUL character, which PostgreSQL cannot store
+/// in text: accepted, such a message would be delivered live and then never persisted.
+pub fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 impl ClientFrame {
     pub fn parse(text: &str) -> Result<Self, ClientError> {
-        let value: Value = serde_json::from_str(text).map_err(|_| ClientError::invalid_json())?;
+        let value = parse_json(text)?;
         let Value::Object(mut body) = value else { return Err(ClientError::unknown_type(None)) };
         match body.remove("type") {
             Some(Value::String(kind)) => Ok(Self { kind, body }),

@@ -46,6 +46,39 @@ pub async fn run_all<F: NodeFactory>(make: impl Fn() -> F) {
     pending_jobs_are_claimed_and_acked_jobs_are_not(&make()).await;
     read_jobs_returns_empty_when_idle(&make()).await;
     enqueue_appends_a_job_without_publishing(&make()).await;
+    a_blocking_read_waits_its_whole_block(&make()).await;
+    dead_letters_leave_the_jobs_stream_and_replay_back(&make()).await;
+}
+
+/// A read blocked longer than a client library's default response timeout (500 ms) is still
+/// waiting, not failed, and returns the job that arrives in its second half.
+pub async fn a_blocking_read_waits_its_whole_block(f: &impl NodeFactory) {
+    let (a, _a_in) = f.node().await;
+    let (b, _b_in) = f.node().await;
+    let reader = tokio::spawn(async move { a.read_jobs("c", 10, Duration::from_millis(2500)).await });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    b.enqueue(Bytes::from_static(b"late-job")).await.unwrap();
+    let jobs = reader.await.unwrap().expect("a blocking read is not an error");
+    assert_eq!(jobs.iter().map(|j| j.payload.clone()).collect::<Vec<_>>(), vec![Bytes::from_static(b"late-job")]);
+}
+
+pub async fn dead_letters_leave_the_jobs_stream_and_replay_back(f: &impl NodeFactory) {
+    let (a, _a_in) = f.node().await;
+    a.enqueue(Bytes::from_static(b"poison")).await.unwrap();
+    let taken = a.read_jobs("c", 10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    a.dead_letter(&taken[0], "refused by the database").await.unwrap();
+    assert!(a.claim_stale_jobs("other", Duration::ZERO, 10).await.unwrap().is_empty(), "no longer pending");
+    let dead = a.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(a.dead_letter_count().await.unwrap(), 1);
+    assert_eq!((dead[0].payload.clone(), dead[0].error.as_str()), (Bytes::from_static(b"poison"), "refused by the database"));
+    assert_eq!(dead[0].job_id, taken[0].id);
+    assert!(!a.replay_dead_letter("0-1").await.unwrap(), "an unknown id replays nothing");
+    assert!(a.replay_dead_letter(&dead[0].id).await.unwrap());
+    assert!(a.dead_letters(10).await.unwrap().is_empty());
+    let again = a.read_jobs("c", 10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(again.iter().map(|j| j.payload.clone()).collect::<Vec<_>>(), vec![Bytes::from_static(b"poison")]);
 }
 
 pub async fn enqueue_appends_a_job_without_publishing(f: &impl NodeFactory) {

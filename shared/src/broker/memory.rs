@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::{Broker, BrokerError, Inbound, INBOX_CAPACITY};
 use crate::event::Group;
-use crate::jobs::JobEntry;
+use crate::jobs::{DeadLetter, JobEntry};
 
 #[derive(Clone, Default)]
 pub struct MemoryBus {
@@ -36,6 +36,8 @@ struct BusState {
     fresh: VecDeque<(u64, Bytes)>,
     /// Delivered, not yet acked: job id → (payload, consumer, delivered at).
     pending: BTreeMap<u64, (Bytes, String, Instant)>,
+    /// Jobs that could not be applied, oldest first.
+    dead: Vec<DeadLetter>,
 }
 
 struct NodeSlot {
@@ -197,6 +199,39 @@ impl Broker for MemoryBroker {
             state.pending.remove(&seq);
         }
         Ok(())
+    }
+
+    async fn dead_letter(&self, entry: &JobEntry, error: &str) -> Result<(), BrokerError> {
+        let mut state = self.shared.state.lock().expect("bus lock");
+        if let Some(seq) = parse_job_id(&entry.id) {
+            state.pending.remove(&seq);
+        }
+        state.next_job += 1;
+        let id = job_id(state.next_job);
+        let letter = DeadLetter { id, job_id: entry.id.clone(), payload: entry.payload.clone(), error: error.to_owned() };
+        state.dead.push(letter);
+        Ok(())
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64, BrokerError> {
+        Ok(self.shared.state.lock().expect("bus lock").dead.len() as u64)
+    }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+        let state = self.shared.state.lock().expect("bus lock");
+        Ok(state.dead.iter().take(max).cloned().collect())
+    }
+
+    async fn replay_dead_letter(&self, id: &str) -> Result<bool, BrokerError> {
+        let Some(letter) = ({
+            let mut state = self.shared.state.lock().expect("bus lock");
+            let found = state.dead.iter().position(|d| d.id == id);
+            found.map(|i| state.dead.remove(i))
+        }) else {
+            return Ok(false);
+        };
+        self.enqueue(letter.payload).await?;
+        Ok(true)
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {

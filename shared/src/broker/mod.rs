@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::event::Group;
-use crate::jobs::JobEntry;
+use crate::jobs::{DeadLetter, JobEntry};
 
+#[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod memory;
 pub mod redis;
@@ -79,6 +80,20 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Marks jobs done; they are never delivered again.
     async fn ack_jobs(&self, ids: &[String]) -> Result<(), BrokerError>;
+
+    /// Moves a job that can never be applied to the dead-letter stream, with `error`, and acks
+    /// it from the jobs stream, atomically: it is in exactly one of the two streams.
+    async fn dead_letter(&self, entry: &JobEntry, error: &str) -> Result<(), BrokerError>;
+
+    /// How many dead letters wait for an operator (for `/metrics`).
+    async fn dead_letter_count(&self) -> Result<u64, BrokerError>;
+
+    /// Up to `max` dead letters, oldest first.
+    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, BrokerError>;
+
+    /// Appends the dead letter `id`'s job to the jobs stream again and removes the dead letter,
+    /// atomically. False when there is no such dead letter.
+    async fn replay_dead_letter(&self, id: &str) -> Result<bool, BrokerError>;
 
     /// Reachability, for `/readyz`.
     async fn ping(&self) -> Result<(), BrokerError>;

@@ -1,9 +1,15 @@
 //! The Redis broker of cluster mode.
 //!
-//! Commands (PUBLISH, the MULTI with XADD, the stream reads) go through a deadpool pool. Pub/sub
+//! Commands (PUBLISH, the MULTI with XADD, acks, claims) go through a deadpool pool. Pub/sub
 //! has one dedicated connection per node, owned by the subscriber task: it turns SUBSCRIBE
 //! requests into commands on that connection, forwards publications to the node's inbox, and on
 //! losing the connection reconnects with backoff and reports `Inbound::Reconnected`.
+//!
+//! Deadlines: the redis client's own response timeout is off on every connection (its 500 ms
+//! default is shorter than a blocking XREADGROUP and would fail a read that is merely waiting).
+//! Instead the broker bounds each call itself: a command by `COMMAND_TIMEOUT`, a blocking stream
+//! read by its BLOCK plus `COMMAND_TIMEOUT`. Blocking reads use a connection of their own, so a
+//! read that waits never delays a publish queued behind it on a shared connection.
 
 use std::time::Duration;
 
@@ -17,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Broker, BrokerError, Inbound, INBOX_CAPACITY};
 use crate::event::Group;
-use crate::jobs::JobEntry;
+use crate::jobs::{DeadLetter, JobEntry};
 use crate::keys::Keys;
 
 /// Longest a single command may take before the caller hears `Timeout` (and a client `unavailable`).
@@ -26,6 +32,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 pub struct RedisBroker {
     pool: Pool,
+    /// For blocking stream reads only (the worker's XREADGROUP); made on first use, dropped after
+    /// a read that missed its deadline (Redis may still be blocking on it).
+    reader: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    client: redis::Client,
     keys: Keys,
     /// Requests to the subscriber task; `None` for a broker that only publishes (the worker).
     subscriber: Option<mpsc::Sender<SubscriberRequest>>,
@@ -42,8 +52,7 @@ const JOB_FIELD: &str = "job";
 impl RedisBroker {
     /// A broker for commands and the jobs stream only (no pub/sub inbox).
     pub fn new(url: &str, prefix: &str) -> Result<Self, BrokerError> {
-        let mut cfg = deadpool_redis::Config::from_url(url);
-        cfg.pool = Some(PoolConfig {
+        let pool_config = PoolConfig {
             max_size: 32,
             timeouts: Timeouts {
                 wait: Some(COMMAND_TIMEOUT),
@@ -51,11 +60,13 @@ impl RedisBroker {
                 recycle: Some(COMMAND_TIMEOUT),
             },
             ..Default::default()
-        });
-        let pool = cfg.create_pool(Some(Runtime::Tokio1)).map_err(|e| {
+        };
+        let manager = deadpool_redis::Manager::new_with_config(url, connection_config())?;
+        let pool = Pool::builder(manager).config(pool_config).runtime(Runtime::Tokio1).build().map_err(|e| {
             BrokerError::Redis(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "pool", e.to_string())))
         })?;
-        Ok(Self { pool, keys: Keys::new(prefix), subscriber: None })
+        let client = redis::Client::open(url)?;
+        Ok(Self { pool, reader: tokio::sync::Mutex::new(None), client, keys: Keys::new(prefix), subscriber: None })
     }
 
     /// A gateway node's broker: commands plus the pub/sub connection feeding the returned inbox.
@@ -91,7 +102,7 @@ impl RedisBroker {
 
     async fn read_group(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut redis::aio::MultiplexedConnection,
         consumer: &str,
         max: usize,
         block: Duration,
@@ -115,8 +126,21 @@ impl RedisBroker {
     }
 }
 
+/// Every connection this broker makes: no client-side response timeout (the broker's own
+/// deadlines apply, see the module comment), a bounded connect.
+fn connection_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new().set_response_timeout(None).set_connection_timeout(Some(COMMAND_TIMEOUT))
+}
+
 async fn timed<T>(fut: impl std::future::Future<Output = Result<T, BrokerError>>) -> Result<T, BrokerError> {
-    tokio::time::timeout(COMMAND_TIMEOUT, fut).await.map_err(|_| BrokerError::Timeout(COMMAND_TIMEOUT))?
+    timed_for(COMMAND_TIMEOUT, fut).await
+}
+
+async fn timed_for<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, BrokerError>>,
+) -> Result<T, BrokerError> {
+    tokio::time::timeout(limit, fut).await.map_err(|_| BrokerError::Timeout(limit))?
 }
 
 fn entries(ids: Vec<redis::streams::StreamId>) -> Vec<JobEntry> {
@@ -128,6 +152,23 @@ fn entries(ids: Vec<redis::streams::StreamId>) -> Vec<JobEntry> {
             _ => None,
         })
         .collect()
+}
+
+fn field_text(entry: &redis::streams::StreamId, field: &str) -> String {
+    match entry.map.get(field) {
+        Some(redis::Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        _ => String::new(),
+    }
+}
+
+fn dead_letter_of(entry: redis::streams::StreamId) -> Option<DeadLetter> {
+    let (error, job_id) = (field_text(&entry, "error"), field_text(&entry, "job_id"));
+    match entry.map.get(JOB_FIELD) {
+        Some(redis::Value::BulkString(bytes)) => {
+            Some(DeadLetter { payload: Bytes::from(bytes.clone()), id: entry.id, job_id, error })
+        }
+        _ => None,
+    }
 }
 
 fn is_nogroup(e: &BrokerError) -> bool {
@@ -181,16 +222,31 @@ impl Broker for RedisBroker {
     }
 
     async fn read_jobs(&self, consumer: &str, max: usize, block: Duration) -> Result<Vec<JobEntry>, BrokerError> {
-        let mut conn = self.conn().await?;
-        match self.read_group(&mut conn, consumer, max, block).await {
-            Ok(ids) => Ok(entries(ids)),
-            // First start, or Redis lost its data: create the group and read again.
-            Err(e) if is_nogroup(&e) => {
-                self.ensure_group(&mut conn).await?;
-                Ok(entries(self.read_group(&mut conn, consumer, max, block).await?))
-            }
-            Err(e) => Err(e),
+        // One reader at a time per broker: the worker's steps are sequential anyway.
+        let mut reader = self.reader.lock().await;
+        if reader.is_none() {
+            let config = connection_config();
+            let connect = self.client.get_multiplexed_async_connection_with_config(&config);
+            *reader = Some(timed(async { Ok(connect.await?) }).await?);
         }
+        let conn = reader.as_mut().expect("just connected");
+        let read = timed_for(block + COMMAND_TIMEOUT, async {
+            match self.read_group(conn, consumer, max, block).await {
+                Ok(ids) => Ok(entries(ids)),
+                // First start, or Redis lost its data: create the group and read again.
+                Err(e) if is_nogroup(&e) => {
+                    self.ensure_group(&mut self.conn().await?).await?;
+                    Ok(entries(self.read_group(conn, consumer, max, block).await?))
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+        if matches!(read, Err(BrokerError::Timeout(_) | BrokerError::Redis(_))) {
+            // Redis may still be blocking on it, or it is broken: start afresh next time.
+            *reader = None;
+        }
+        read
     }
 
     async fn claim_stale_jobs(
@@ -240,6 +296,58 @@ impl Broker for RedisBroker {
                 .query_async(&mut *conn)
                 .await?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn dead_letter(&self, entry: &JobEntry, error: &str) -> Result<(), BrokerError> {
+        timed(async {
+            let mut conn = self.conn().await?;
+            let fields: [(&str, &[u8]); 3] =
+                [(JOB_FIELD, entry.payload.as_ref()), ("error", error.as_bytes()), ("job_id", entry.id.as_bytes())];
+            let _: () = redis::pipe()
+                .atomic()
+                .xadd(self.keys.dead_letters(), "*", &fields)
+                .ignore()
+                .xack(self.keys.jobs_stream(), self.keys.jobs_group(), &[&entry.id])
+                .ignore()
+                .xdel(self.keys.jobs_stream(), &[&entry.id])
+                .ignore()
+                .query_async(&mut *conn)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64, BrokerError> {
+        timed(async { Ok(self.conn().await?.xlen(self.keys.dead_letters()).await?) }).await
+    }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+        timed(async {
+            let mut conn = self.conn().await?;
+            let reply: redis::streams::StreamRangeReply =
+                conn.xrange_count(self.keys.dead_letters(), "-", "+", max).await?;
+            Ok(reply.ids.into_iter().filter_map(dead_letter_of).collect())
+        })
+        .await
+    }
+
+    async fn replay_dead_letter(&self, id: &str) -> Result<bool, BrokerError> {
+        timed(async {
+            let mut conn = self.conn().await?;
+            let reply: redis::streams::StreamRangeReply = conn.xrange(self.keys.dead_letters(), id, id).await?;
+            let Some(letter) = reply.ids.into_iter().find_map(dead_letter_of) else { return Ok(false) };
+            let _: () = redis::pipe()
+                .atomic()
+                .xadd(self.keys.jobs_stream(), "*", &[(JOB_FIELD, letter.payload.as_ref())])
+                .ignore()
+                .xdel(self.keys.dead_letters(), &[&letter.id])
+                .ignore()
+                .query_async(&mut *conn)
+                .await?;
+            Ok(true)
         })
         .await
     }

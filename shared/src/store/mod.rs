@@ -40,6 +40,30 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// True when the database refused the data itself (a value it cannot store, a constraint),
+    /// so that trying the same write again can never succeed; false when it is away or busy.
+    pub fn is_refused_data(&self) -> bool {
+        use sqlx::error::ErrorKind;
+        let StoreError::Db(sqlx::Error::Database(db)) = self else { return false };
+        // SQLSTATE class 22 is "data exception" (e.g. 22021, a NUL byte in text).
+        let data_exception = db.code().is_some_and(|code| code.starts_with("22"));
+        let constraint = matches!(
+            db.kind(),
+            ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation | ErrorKind::NotNullViolation | ErrorKind::CheckViolation
+        );
+        data_exception || constraint
+    }
+
+    /// The database's error code (SQLSTATE on PostgreSQL), for logs and dead letters.
+    pub fn code(&self) -> Option<String> {
+        match self {
+            StoreError::Db(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRecord {
     pub id: UserId,

@@ -12,6 +12,10 @@ fn stall() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     worker::init_tracing();
+    if std::env::args().len() > 1 {
+        // A subcommand (`dead-letters`), exactly as the worker binary runs it.
+        return worker::main_from_env().await;
+    }
     let hook: Option<fn()> = std::env::var_os("E2E_STALL_AFTER_COMMIT").map(|_| stall as fn());
     worker::main_with_hook(hook).await
 }

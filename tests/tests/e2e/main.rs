@@ -7,6 +7,7 @@ mod broker_contract;
 mod chat;
 mod diary;
 mod durability;
+mod durable_path;
 mod embedded;
 mod gamification;
 mod limits;
