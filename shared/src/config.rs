@@ -178,8 +178,25 @@ fn persistent_secret(dir: &Path, name: &str) -> Result<(String, bool), ConfigErr
     }
     std::fs::create_dir_all(dir).map_err(|source| ConfigError::Io { path: dir.to_owned(), source })?;
     let value = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    std::fs::write(&path, &value).map_err(|source| ConfigError::Io { path: path.clone(), source })?;
+    write_private(&path, &value).map_err(|source| ConfigError::Io { path: path.clone(), source })?;
     Ok((value, true))
+}
+
+/// Writes a file only its owner can read (0600 on Unix): it holds a secret.
+fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        // A file left by an older version may be wider; narrow it.
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(value.as_bytes())
 }
 
 impl GatewayConfig {
@@ -259,4 +276,22 @@ impl WorkerConfig {
 pub fn default_consumer_name() -> String {
     let host = var("HOSTNAME").unwrap_or_else(|| "worker".into());
     format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn generated_secrets_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("rtgate-secret-{}", uuid::Uuid::new_v4().simple()));
+        let (value, generated) = persistent_secret(&dir, "api_key").unwrap();
+        assert!(generated);
+        let mode = std::fs::metadata(dir.join("api_key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(persistent_secret(&dir, "api_key").unwrap(), (value, false), "kept, not generated again");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -185,55 +185,52 @@ if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
 end
 return 0";
 
-const HEARTBEAT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZADD', KEYS[1], now, ARGV[1])";
 
-/// KEYS: nodes zset, count hash. ARGV: node-set key prefix, then either ('dead', ms) or ('node', name),
-/// then the deployment prefix (for the node's room sets).
-const DROP_NODES: &str = r"
-local nodes
-if ARGV[2] == 'dead' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  nodes = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
-else
-  nodes = { ARGV[3] }
+/// Lua for "now" in milliseconds on Redis's clock (nodes' clocks never matter).
+macro_rules! redis_now_ms {
+    () => {
+        "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"
+    };
+}
+
+/// KEYS: nodes zset. ARGV: node. Marks the node alive now; 1 if it was unknown.
+const HEARTBEAT: &str = concat!(redis_now_ms!(), "return redis.call('ZADD', KEYS[1], now, ARGV[1])");
+
+/// KEYS: nodes zset. ARGV: 'dead' or 'live', silence in ms. The nodes silent for at least that
+/// long, or the others.
+const NODES_BY_SILENCE: &str = concat!(
+    redis_now_ms!(),
+    r"
+if ARGV[1] == 'dead' then
+  return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+end
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - tonumber(ARGV[2])), '+inf')"
+);
+
+/// KEYS: nodes zset, count hash, the node's user set, the node's set of rooms, then the node's
+/// room sets. ARGV: node, and the silence in ms that makes it dead ('' to drop it regardless).
+/// Every key arrives in KEYS (as Redis Cluster requires); a node that heartbeated since it
+/// was found dead is left alone.
+const DROP_NODE: &str = concat!(
+    redis_now_ms!(),
+    r"
+if ARGV[2] ~= '' then
+  local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if beat and tonumber(beat) > now - tonumber(ARGV[2]) then return {} end
 end
 local gone = {}
-for _, node in ipairs(nodes) do
-  local key = ARGV[1] .. node
-  for _, user in ipairs(redis.call('SMEMBERS', key)) do
-    if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
-      redis.call('HDEL', KEYS[2], user)
-      table.insert(gone, user)
-    end
-  end
-  redis.call('DEL', key)
-  local rooms = ARGV[4] .. 'rooms:' .. node
-  for _, room in ipairs(redis.call('SMEMBERS', rooms)) do
-    redis.call('DEL', ARGV[4] .. 'room:' .. room .. ':' .. node)
-  end
-  redis.call('DEL', rooms)
-  redis.call('ZREM', KEYS[1], node)
-end
-return gone";
-
-/// KEYS: nodes zset. ARGV: deployment prefix, room, dead_after ms. Union of the live nodes' sets.
-const ROOM_MEMBERS: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local seen, users = {}, {}
-for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[3]), '+inf')) do
-  for _, user in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'room:' .. ARGV[2] .. ':' .. node)) do
-    if not seen[user] then
-      seen[user] = true
-      table.insert(users, user)
-    end
+for _, user in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
+    redis.call('HDEL', KEYS[2], user)
+    table.insert(gone, user)
   end
 end
-return users";
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return gone"
+);
 
 impl RedisPresence {
     pub fn new(pool: deadpool_redis::Pool, prefix: &str) -> Self {
@@ -244,17 +241,34 @@ impl RedisPresence {
         Ok(self.pool.get().await?)
     }
 
-    async fn drop_nodes(&self, mode: &str, arg: &str) -> Result<Vec<UserId>, BrokerError> {
+    /// Nodes silent for `silence` (`dead`), or the others.
+    async fn nodes_by_silence(&self, dead: bool, silence: Duration) -> Result<Vec<String>, BrokerError> {
         let mut conn = self.conn().await?;
-        let gone: Vec<String> = redis::Script::new(DROP_NODES)
+        Ok(redis::Script::new(NODES_BY_SILENCE)
+            .key(self.keys.presence_nodes())
+            .arg(if dead { "dead" } else { "live" })
+            .arg(silence.as_millis().to_string())
+            .invoke_async(&mut *conn)
+            .await?)
+    }
+
+    /// Removes `node` and its users and rooms; `dead_after` re-checks that it is still silent.
+    async fn drop_node(&self, node: &str, dead_after: Option<Duration>) -> Result<Vec<UserId>, BrokerError> {
+        let mut conn = self.conn().await?;
+        let rooms: Vec<String> =
+            redis::cmd("SMEMBERS").arg(self.keys.rooms_of(node)).query_async(&mut *conn).await?;
+        let drop_node = redis::Script::new(DROP_NODE);
+        let mut script = drop_node.prepare_invoke();
+        script
             .key(self.keys.presence_nodes())
             .key(self.keys.presence_counts())
-            .arg(self.keys.presence_node(""))
-            .arg(mode)
-            .arg(arg)
-            .arg(self.keys.prefix())
-            .invoke_async(&mut *conn)
-            .await?;
+            .key(self.keys.presence_node(node))
+            .key(self.keys.rooms_of(node));
+        for room in &rooms {
+            script.key(self.keys.room(&Group::from_name(room), node));
+        }
+        script.arg(node).arg(dead_after.map(|d| d.as_millis().to_string()).unwrap_or_default());
+        let gone: Vec<String> = script.invoke_async(&mut *conn).await?;
         Ok(gone.iter().filter_map(|u| UserId::parse(u).ok()).collect())
     }
 }
@@ -291,11 +305,15 @@ impl Presence for RedisPresence {
     }
 
     async fn reap(&self, dead_after: Duration) -> Result<Vec<UserId>, BrokerError> {
-        self.drop_nodes("dead", &dead_after.as_millis().to_string()).await
+        let mut gone = Vec::new();
+        for node in self.nodes_by_silence(true, dead_after).await? {
+            gone.extend(self.drop_node(&node, Some(dead_after)).await?);
+        }
+        Ok(gone)
     }
 
     async fn leave(&self, node: &str) -> Result<Vec<UserId>, BrokerError> {
-        self.drop_nodes("node", node).await
+        self.drop_node(node, None).await
     }
 
     async fn count(&self) -> Result<usize, BrokerError> {
@@ -331,14 +349,13 @@ impl Presence for RedisPresence {
     }
 
     async fn room_members(&self, room: &Group, dead_after: Duration) -> Result<Vec<UserId>, BrokerError> {
+        let live = self.nodes_by_silence(false, dead_after).await?;
+        if live.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn().await?;
-        let users: Vec<String> = redis::Script::new(ROOM_MEMBERS)
-            .key(self.keys.presence_nodes())
-            .arg(self.keys.prefix())
-            .arg(room.as_str())
-            .arg(dead_after.as_millis().to_string())
-            .invoke_async(&mut *conn)
-            .await?;
+        let keys: Vec<String> = live.iter().map(|node| self.keys.room(room, node)).collect();
+        let users: Vec<String> = redis::cmd("SUNION").arg(keys).query_async(&mut *conn).await?;
         let mut users: Vec<UserId> = users.iter().filter_map(|u| UserId::parse(u).ok()).collect();
         users.sort();
         Ok(users)

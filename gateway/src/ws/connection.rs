@@ -34,9 +34,12 @@ pub struct Connection {
     pub expires_at: Option<i64>,
 }
 
+/// When a token with this `exp` runs out. Saturating: a token's `exp` is whatever its issuer
+/// wrote (`i64::MAX` included), and no value of it may panic the socket task.
 fn instant_of(exp: i64) -> Instant {
-    let left = exp - chrono::Utc::now().timestamp();
-    Instant::now() + Duration::from_secs(left.max(0) as u64)
+    let left = exp.saturating_sub(chrono::Utc::now().timestamp()).max(0) as u64;
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(left)).unwrap_or_else(far_future).min(far_future())
 }
 
 /// Sends one frame, giving up if the hub kicks the socket or the node drains meanwhile (a slow
@@ -167,4 +170,18 @@ impl Connection {
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_expiry_gives_an_instant_without_panicking() {
+        for exp in [i64::MIN, -1, 0, chrono::Utc::now().timestamp() + 60, i64::MAX - 1, i64::MAX] {
+            let at = instant_of(exp);
+            assert!(at <= far_future() + Duration::from_secs(1));
+        }
+        assert!(instant_of(0) <= Instant::now(), "an expired token runs out at once");
+    }
 }
