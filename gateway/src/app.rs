@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::AccessTask;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::presence::{Announcer, PresenceTask};
@@ -94,7 +95,9 @@ impl Gateway {
             };
         let metrics = Arc::new(Metrics::default());
         let (presence_tx, presence_rx) = mpsc::unbounded_channel();
-        let hub = Hub::start(broker.clone(), inbox, &config.limits, metrics.clone(), presence_tx);
+        let (access_tx, access_rx) = mpsc::unbounded_channel();
+        let hub = Hub::start(broker.clone(), inbox, &config.limits, metrics.clone(), presence_tx, access_tx);
+        tokio::spawn(AccessTask { hub: Arc::downgrade(&hub), store: store.clone(), changes: access_rx }.run());
         let node_id = crate::presence::node_id();
         let presence_stop = CancellationToken::new();
         let presence_task = tokio::spawn(

@@ -11,16 +11,22 @@
 //!   socket (1013); nobody else waits for it.
 //! * Each user's first and last socket on this node, and in each room (`join_room`, Pythia's
 //!   channels), are reported in order to the presence task (`crate::presence`).
+//! * The control group (`Group::control()`, always subscribed) carries membership and account
+//!   changes; the hub hands them to the access task (`crate::access`), which re-checks the local
+//!   sockets concerned and `kick`s or `evict`s them.
+//! * Each chat group remembers the ids of the last chat messages it delivered (`saw_message`), so
+//!   that a reply or read receipt to a message its sender just saw live is accepted before the
+//!   worker has stored it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use shared::broker::{Broker, Inbound};
-use shared::event::{Envelope, Group};
-use shared::ids::UserId;
+use shared::event::{Envelope, Event, Group};
+use shared::ids::{MessageId, UserId};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +41,19 @@ const LINGER: Duration = Duration::from_secs(2);
 const JOIN_WAIT: Duration = Duration::from_secs(5);
 /// Most subscription changes sent to the broker in one command.
 const SUBSCRIBE_BATCH: usize = 1024;
+/// Chat message ids a chat group remembers (16 bytes each, only in groups that carry chat
+/// messages). Past this many newer messages, the worker has long stored the older ones.
+const RECENT_MESSAGES: usize = 256;
+
+/// What the hub queues for a socket's task.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A rendered frame, the same bytes for every recipient.
+    Frame(Utf8Bytes),
+    /// The socket's user may no longer be in this room (removed from a private channel): the
+    /// socket leaves it. Boxed, so that a queue slot costs no more than a frame.
+    Leave(Box<Group>),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -49,7 +68,7 @@ pub struct SocketLink {
     pub user: Option<UserId>,
     pub protocol: Protocol,
     /// Frames for this socket; its task writes them out. Bounded: see `offer`.
-    outbox: mpsc::Sender<Utf8Bytes>,
+    outbox: mpsc::Sender<Outbound>,
     /// Bytes waiting in `outbox`, bounded by `outbox_bytes`.
     queued_bytes: AtomicUsize,
     outbox_bytes: usize,
@@ -66,7 +85,7 @@ impl SocketLink {
         }
         let len = frame.as_str().len();
         let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
-        if queued > self.outbox_bytes || self.outbox.try_send(frame.clone()).is_err() {
+        if queued > self.outbox_bytes || self.outbox.try_send(Outbound::Frame(frame.clone())).is_err() {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             if !self.outbox.is_closed() {
                 Metrics::incr(&metrics.slow_closes);
@@ -80,6 +99,14 @@ impl SocketLink {
     /// Called by the socket's task for each frame it takes from the outbox.
     pub fn taken(&self, frame: &Utf8Bytes) {
         self.queued_bytes.fetch_sub(frame.as_str().len(), Ordering::Relaxed);
+    }
+
+    /// Asks the socket's task to leave `room`; a full outbox closes the socket instead (1013).
+    fn offer_leave(&self, room: &Group, metrics: &Metrics) {
+        if self.outbox.try_send(Outbound::Leave(Box::new(room.clone()))).is_err() && !self.outbox.is_closed() {
+            Metrics::incr(&metrics.slow_closes);
+            self.kick(CloseReason::SlowConsumer);
+        }
     }
 
     pub fn kick(&self, reason: CloseReason) {
@@ -100,6 +127,9 @@ struct GroupEntry {
     empty_since: Option<Instant>,
     /// True once the manager has handled this group's subscription.
     subscribed: watch::Sender<bool>,
+    /// Ids of the last chat messages delivered in this group, oldest first (empty, and
+    /// unallocated, in groups without chat messages).
+    recent: VecDeque<MessageId>,
 }
 
 #[derive(Default)]
@@ -123,6 +153,8 @@ pub struct Hub {
     manager: mpsc::UnboundedSender<ManagerCommand>,
     /// Each user's first and last socket on this node, in order, to the presence task.
     presence: mpsc::UnboundedSender<Change>,
+    /// Membership and account changes from the control group, to the access task.
+    access: mpsc::UnboundedSender<Event>,
     /// False between a pub/sub disconnect and the completed resubscription (`/readyz`).
     in_sync: AtomicBool,
     next_socket: AtomicU64,
@@ -150,12 +182,14 @@ impl Hub {
         limits: &shared::config::Limits,
         metrics: Arc<Metrics>,
         presence: mpsc::UnboundedSender<Change>,
+        access: mpsc::UnboundedSender<Event>,
     ) -> Arc<Self> {
         let (manager_tx, manager_rx) = mpsc::unbounded_channel();
         let hub = Arc::new(Self {
             state: Mutex::new(HubState::default()),
             manager: manager_tx,
             presence,
+            access,
             in_sync: AtomicBool::new(false),
             next_socket: AtomicU64::new(1),
             outbox_frames: limits.outbox_frames,
@@ -178,7 +212,7 @@ impl Hub {
         self: &Arc<Self>,
         user: Option<UserId>,
         protocol: Protocol,
-    ) -> Result<(Attached, mpsc::Receiver<Utf8Bytes>), HubError> {
+    ) -> Result<(Attached, mpsc::Receiver<Outbound>), HubError> {
         if let Some(user) = &user {
             let mut state = self.lock();
             let count = state.sockets_per_user.entry(user.clone()).or_default();
@@ -229,10 +263,20 @@ impl Hub {
                 return;
             }
         };
+        if *group == Group::control() {
+            let _ = self.access.send(envelope.event);
+            return;
+        }
         // One rendering per wire format, made on first need and shared by every member.
         let mut rendered: [Option<Option<Utf8Bytes>>; Protocol::COUNT] = Default::default();
-        let state = self.lock();
-        let Some(entry) = state.groups.get(group) else { return };
+        let mut state = self.lock();
+        let Some(entry) = state.groups.get_mut(group) else { return };
+        if let Event::ChatMessage(message) = &envelope.event {
+            if entry.recent.len() == RECENT_MESSAGES {
+                entry.recent.pop_front();
+            }
+            entry.recent.push_back(message.message_id);
+        }
         for link in entry.members.values() {
             if envelope.except_user.is_some() && envelope.except_user == link.user {
                 continue;
@@ -244,6 +288,42 @@ impl Hub {
                     Metrics::incr(&self.metrics.frames_out);
                 }
             }
+        }
+    }
+
+    /// True when this node delivered the chat message `id` in `group` recently.
+    pub fn saw_message(&self, group: &Group, id: &MessageId) -> bool {
+        self.lock().groups.get(group).is_some_and(|entry| entry.recent.contains(id))
+    }
+
+    /// The users with a socket in `group` on this node.
+    pub fn users_in(&self, group: &Group) -> Vec<UserId> {
+        let state = self.lock();
+        let Some(entry) = state.groups.get(group) else { return Vec::new() };
+        let users: HashSet<&UserId> = entry.members.values().filter_map(|link| link.user.as_ref()).collect();
+        users.into_iter().cloned().collect()
+    }
+
+    /// Closes `user`'s sockets on this node with `reason`: those in `group`, or all of them.
+    pub fn kick(&self, user: &UserId, group: Option<&Group>, reason: CloseReason) {
+        let state = self.lock();
+        let entries: Vec<&GroupEntry> = match group {
+            Some(group) => state.groups.get(group).into_iter().collect(),
+            None => state.groups.values().collect(),
+        };
+        for link in entries.into_iter().flat_map(|e| e.members.values()) {
+            if link.user.as_ref() == Some(user) {
+                link.kick(reason);
+            }
+        }
+    }
+
+    /// Takes `user`'s sockets on this node out of `room` (each socket's task leaves it).
+    pub fn evict(&self, user: &UserId, room: &Group) {
+        let state = self.lock();
+        let Some(entry) = state.groups.get(room) else { return };
+        for link in entry.members.values().filter(|link| link.user.as_ref() == Some(user)) {
+            link.offer_leave(room, &self.metrics);
         }
     }
 
@@ -298,6 +378,7 @@ impl Attached {
                 members: HashMap::new(),
                 empty_since: None,
                 subscribed: watch::Sender::new(false),
+                recent: VecDeque::new(),
             });
             entry.members.insert(self.link.id, self.link.clone());
             entry.empty_since = None;
@@ -430,10 +511,12 @@ async fn manage_subscriptions(
                 if resync {
                     subscribed.clear();
                     wanted = hub.all_groups();
+                    // Held by the node itself, for as long as it runs.
+                    wanted.push(Group::control());
                 }
                 wanted.sort();
                 wanted.dedup();
-                wanted.retain(|g| !subscribed.contains(g) && hub.holds(g));
+                wanted.retain(|g| !subscribed.contains(g) && (hub.holds(g) || *g == Group::control()));
                 let mut failed = false;
                 for chunk in wanted.chunks(SUBSCRIBE_BATCH) {
                     match broker.subscribe(chunk).await {

@@ -54,6 +54,17 @@ impl Group {
         Self(format!("user:{id}"))
     }
 
+    /// The node-level group every node subscribes to for as long as it runs: membership and
+    /// account changes (`Event::MembershipChanged`, `Event::AccountChanged`). No socket joins it.
+    pub fn control() -> Self {
+        Self("control".to_owned())
+    }
+
+    /// `(kind, id)` of a `kind:id` group, e.g. `("chat", "c1")`.
+    pub fn kind_and_id(&self) -> Option<(&str, &str)> {
+        self.0.split_once(':')
+    }
+
     /// Accepts a name received from the broker or a test (`kind:id`).
     pub fn from_name(name: &str) -> Self {
         Self(name.to_owned())
@@ -272,6 +283,14 @@ pub enum Event {
     /// The publish API: this JSON object, delivered as-is to every socket of the group.
     Raw {
         event: serde_json::Value,
+    },
+    /// On the control group: who may be in `group` changed; nodes re-check their sockets in it.
+    MembershipChanged {
+        group: Group,
+    },
+    /// On the control group: the user's account changed (e.g. deactivated); nodes re-check it.
+    AccountChanged {
+        user_id: UserId,
     },
 }
 

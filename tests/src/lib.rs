@@ -429,11 +429,16 @@ impl Cluster {
     /// Creates a Send Buddy session through the server API and returns its id.
     pub async fn session(&self, inviter: &str, invitee: &str) -> String {
         let id = uuid::Uuid::new_v4().to_string();
+        self.session_with_id(&id, inviter, invitee).await;
+        id
+    }
+
+    /// Creates the session `id`, or replaces its participants, through the server API.
+    pub async fn session_with_id(&self, id: &str, inviter: &str, invitee: &str) {
         let body = json!({"inviter_id": inviter, "invitee_id": invitee});
         let (status, reply) =
             http("PUT", &self.node(0).http(&format!("/api/v1/sessions/{id}")), Some(API_KEY), Some(body)).await;
         assert_eq!(status, 200, "PUT session: {reply}");
-        id
     }
 
     /// Creates a chat (or replaces its members) through the server API.

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use shared::event::{Envelope, Event, Group};
 use shared::ids::{ChatId, MessageId, SessionId, UserId};
 use shared::store::{ChatRecord, Page, SessionRecord, UserRecord};
 
@@ -119,6 +120,11 @@ pub async fn put_user(
     };
     app.store.upsert_user(&user).await?;
     let stored = app.store.user(&user.id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    if !stored.is_active {
+        // Deactivated: every node closes the user's open sockets (4002).
+        let event = Event::AccountChanged { user_id: stored.id.clone() };
+        super::publish(&app, &Group::control(), Envelope::to_all(event)).await?;
+    }
     Ok(Json(user_json(&stored)))
 }
 
@@ -147,6 +153,7 @@ pub async fn put_session(
 ) -> Result<Json<Value>, ApiError> {
     let id = SessionId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
     app.store.upsert_session(&id, &body.inviter_id, &body.invitee_id).await?;
+    super::membership_changed(&app, Group::session(&id)).await?;
     let session = app.store.session(&id).await?.ok_or_else(|| ApiError::not_found("session"))?;
     Ok(Json(session_json(&session)))
 }
@@ -243,6 +250,7 @@ pub async fn put_chat(
 ) -> Result<Json<Value>, ApiError> {
     let id = ChatId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
     app.store.upsert_chat(&id, &body.member_ids).await?;
+    super::membership_changed(&app, Group::chat(&id)).await?;
     let chat = app.store.chat(&id).await?.ok_or_else(|| ApiError::not_found("chat"))?;
     Ok(Json(chat_json(&chat)))
 }

@@ -26,16 +26,13 @@ fn channel_id(raw: &str) -> Result<ChannelId, ApiError> {
     ChannelId::parse(raw).map_err(|e| ApiError::bad_field("id", e))
 }
 
-/// Publishes, logging a failure: the change itself is already stored.
-async fn broadcast(app: &AppState, group: &Group, event: Event) {
-    if let Err(e) = app.broker.publish(group, Envelope::to_all(event).encode()).await {
-        tracing::warn!(error = %e, %group, "broadcast failed");
-    }
+async fn broadcast(app: &AppState, group: &Group, event: Event) -> Result<(), ApiError> {
+    super::publish(app, group, Envelope::to_all(event)).await
 }
 
-async fn announce_membership(app: &AppState, channel: &ChannelId, user: UserId, joined: bool) {
+async fn announce_membership(app: &AppState, channel: &ChannelId, user: UserId, joined: bool) -> Result<(), ApiError> {
     let event = Event::RoomChange { channel_id: channel.clone(), user_id: user, joined };
-    broadcast(app, &Group::channel(channel), event).await;
+    broadcast(app, &Group::channel(channel), event).await
 }
 
 #[derive(Deserialize)]
@@ -61,11 +58,13 @@ pub async fn put_channel(
         return Err(ApiError::bad_field("name", "must be 1-200 characters"));
     }
     let change = app.store.upsert_channel(&id, &body.name, body.private, &body.member_ids).await?;
+    // Sockets first: a removed user is out of a private room before the others hear `user_left`.
+    super::membership_changed(&app, Group::channel(&id)).await?;
     for user in change.added {
-        announce_membership(&app, &id, user, true).await;
+        announce_membership(&app, &id, user, true).await?;
     }
     for user in change.removed {
-        announce_membership(&app, &id, user, false).await;
+        announce_membership(&app, &id, user, false).await?;
     }
     let channel = app.store.channel(&id).await?.ok_or_else(|| ApiError::not_found("channel"))?;
     Ok(Json(channel_json(&channel)))
@@ -90,7 +89,8 @@ async fn member_change(app: &AppState, id: &str, user: &str, add: bool) -> Resul
         app.store.remove_channel_member(&id, &user).await?
     };
     if changed {
-        announce_membership(app, &id, user.clone(), add).await;
+        super::membership_changed(app, Group::channel(&id)).await?;
+        announce_membership(app, &id, user.clone(), add).await?;
     }
     Ok(Json(json!({"channel_id": id, "user_id": user, "member": add})))
 }
@@ -197,10 +197,10 @@ pub async fn post_message(
         at: message.created_at,
     };
     crate::protocols::record_activity(&app, activity).await;
-    broadcast(&app, &Group::channel(&channel.id), Event::ChannelMessage(message.clone())).await;
+    broadcast(&app, &Group::channel(&channel.id), Event::ChannelMessage(message.clone())).await?;
     for mentioned in app.store.members_named(&channel.id, &mentioned(content)).await? {
         if mentioned != user.id {
-            broadcast(&app, &Group::user(&mentioned), Event::Mention { message: message.clone() }).await;
+            broadcast(&app, &Group::user(&mentioned), Event::Mention { message: message.clone() }).await?;
         }
     }
     let stored = serde_json::to_value(MessageData::new(&message)).expect("serializes");
@@ -248,7 +248,7 @@ pub async fn post_reaction(
             username: user.username.clone(),
             added: add,
         };
-        broadcast(&app, &Group::channel(&channel_id), event).await;
+        broadcast(&app, &Group::channel(&channel_id), event).await?;
     }
     let stored = json!({
         "message_id": body.message_id,

@@ -35,10 +35,16 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "database error");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "database unavailable")
+        Self::unavailable("database unavailable")
     }
 }
 

@@ -2,8 +2,10 @@
 
 use axum::routing::{get, post, put};
 use axum::Router;
+use shared::event::{Envelope, Event, Group};
 
 use crate::app::AppState;
+use error::ApiError;
 use crate::ws::routes as sockets;
 
 pub mod api;
@@ -46,4 +48,20 @@ pub fn router(app: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .with_state(app)
+}
+
+/// The server API's one way to publish. A failure answers 503 `unavailable`, so that the backend
+/// retries (every PUT is an idempotent upsert, so a retry completes what the first one began).
+pub(crate) async fn publish(app: &AppState, group: &Group, envelope: Envelope) -> Result<(), ApiError> {
+    app.broker.publish(group, envelope.encode()).await.map_err(|e| {
+        crate::metrics::Metrics::incr(&app.metrics.publish_failures);
+        tracing::warn!(error = %e, %group, "publish failed");
+        ApiError::unavailable("the broker is unreachable; retry")
+    })
+}
+
+/// Tells every node that who may be in `group` changed: their sockets there are re-checked
+/// (`crate::access`).
+pub(crate) async fn membership_changed(app: &AppState, group: Group) -> Result<(), ApiError> {
+    publish(app, &Group::control(), Envelope::to_all(Event::MembershipChanged { group })).await
 }

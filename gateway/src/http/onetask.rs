@@ -28,10 +28,7 @@ fn id_text(field: &str, value: &Value) -> Result<String, ApiError> {
 }
 
 async fn publish(app: &AppState, group: &Group, event: Event) -> Result<(), ApiError> {
-    app.broker.publish(group, Envelope::to_all(event).encode()).await.map_err(|e| {
-        tracing::warn!(error = %e, "publish failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the broker is unreachable; retry")
-    })
+    super::publish(app, group, Envelope::to_all(event)).await
 }
 
 #[derive(Deserialize)]
@@ -49,6 +46,7 @@ pub async fn put_workspace(
 ) -> Result<Json<Value>, ApiError> {
     let id = WorkspaceId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
     app.store.set_workspace_members(&id, &body.member_ids).await?;
+    super::membership_changed(&app, Group::workspace(&id)).await?;
     Ok(Json(json!({"id": id, "member_ids": body.member_ids})))
 }
 
@@ -67,6 +65,7 @@ pub async fn put_focus_session(
 ) -> Result<Json<Value>, ApiError> {
     let id = FocusSessionId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
     app.store.upsert_focus_session(&id, &body.participant_ids).await?;
+    super::membership_changed(&app, Group::focus(&id)).await?;
     let state = app.store.focus_state(&id).await?.unwrap_or_else(shared::event::FocusState::idle);
     Ok(Json(json!({
         "id": id,

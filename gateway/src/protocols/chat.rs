@@ -167,6 +167,16 @@ fn store_unavailable(e: shared::store::StoreError) -> ClientError {
 }
 
 impl ChatSocket {
+    /// True when `message` belongs to this chat: delivered in it by this node lately (so a
+    /// member saw it live, whether or not the worker has stored it yet), or stored in it.
+    async fn is_message_of_this_chat(&self, app: &AppState, message: &MessageId) -> Result<bool, ClientError> {
+        if app.hub.saw_message(&self.group, message) {
+            return Ok(true);
+        }
+        let chat = app.store.chat_of_message(message).await.map_err(store_unavailable)?;
+        Ok(chat.as_ref() == Some(&self.chat_id))
+    }
+
     fn message(&self, chat_id: ChatId, content: String, message_type: String) -> ChatMessage {
         ChatMessage {
             message_id: MessageId::new(),
@@ -185,9 +195,8 @@ impl ChatSocket {
         let published = match decode(text)? {
             Action::Send { content, message_type, parent } => {
                 if let Some(parent) = parent {
-                    // A thread stays in its chat. (A parent not yet persisted reads as unknown.)
-                    let parent_chat = app.store.chat_of_message(&parent).await.map_err(store_unavailable)?;
-                    if parent_chat.as_ref() != Some(&self.chat_id) {
+                    // A thread stays in its chat.
+                    if !self.is_message_of_this_chat(app, &parent).await? {
                         return Err(ClientError::invalid_payload(
                             "\"parent_message_id\" must name a message of this chat",
                         ));
@@ -222,6 +231,9 @@ impl ChatSocket {
                 app.broker.publish(&self.group, Envelope::to_others(event, me).encode()).await
             }
             Action::Read { message_id } => {
+                if !self.is_message_of_this_chat(app, &message_id).await? {
+                    return Err(ClientError::invalid_payload("\"message_id\" must name a message of this chat"));
+                }
                 let job = Job::ReadReceipt {
                     message_id,
                     chat_id: self.chat_id.clone(),

@@ -88,6 +88,18 @@ impl SocketHandler {
         }
     }
 
+    /// The socket's user may no longer be in `room` (see `Hub::evict`): the socket leaves it, and
+    /// the frame returned tells the client.
+    pub fn on_evicted(&mut self, attached: &mut Attached, room: &shared::event::Group) -> Option<Utf8Bytes> {
+        match self {
+            SocketHandler::Pythia(socket) => socket.on_evicted(attached, room),
+            _ => {
+                attached.leave(room);
+                None
+            }
+        }
+    }
+
     /// The socket closed; last words to the groups it was in.
     pub async fn on_close(&mut self, app: &AppState) {
         if let SocketHandler::Pythia(socket) = self {

@@ -238,6 +238,19 @@ impl PythiaSocket {
         Ok(Some(Utf8Bytes::from(reply.to_string())))
     }
 
+    /// Removed from a private channel: out of its room, and the client hears `channel_left` as
+    /// if it had left itself (the others hear `user_left` from the membership change).
+    pub fn on_evicted(&mut self, attached: &mut Attached, room: &Group) -> Option<Utf8Bytes> {
+        let channel = room.channel_id()?;
+        if !attached.in_group(room) {
+            return None;
+        }
+        attached.leave(room);
+        self.typing.remove(&channel);
+        let frame = json!({"type": "channel_left", "channel_id": channel, "timestamp": now()});
+        Some(Utf8Bytes::from(frame.to_string()))
+    }
+
     /// The socket closed: whoever saw this user typing sees them stop.
     pub async fn on_close(&mut self, app: &AppState) {
         for channel in self.typing.drain() {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes};
+use axum::extract::ws::Message;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::rate::TokenBucket;
 use crate::app::AppState;
 use crate::errors::{ClientError, CloseReason};
-use crate::hub::{Attached, SocketLink};
+use crate::hub::{Attached, Outbound, SocketLink};
 use crate::metrics::Metrics;
 use crate::protocols::SocketHandler;
 
@@ -28,7 +28,7 @@ enum Ended {
 pub struct Connection {
     pub app: AppState,
     pub attached: Attached,
-    pub outbox: mpsc::Receiver<Utf8Bytes>,
+    pub outbox: mpsc::Receiver<Outbound>,
     pub handler: SocketHandler,
     /// The token's `exp` (seconds since the epoch); the socket closes with 4003 then.
     pub expires_at: Option<i64>,
@@ -96,9 +96,18 @@ impl Connection {
                     reason = link.kicked() => break Ended::Close(reason),
                     _ = app.shutdown.cancelled() => break Ended::Close(CloseReason::Restarting),
                     _ = &mut expiry => break Ended::Close(CloseReason::InvalidToken),
-                    frame = outbox.recv() => {
-                        let Some(frame) = frame else { break Ended::Gone };
-                        link.taken(&frame);
+                    outbound = outbox.recv() => {
+                        let frame = match outbound {
+                            None => break Ended::Gone,
+                            Some(Outbound::Frame(frame)) => {
+                                link.taken(&frame);
+                                frame
+                            }
+                            Some(Outbound::Leave(room)) => match handler.on_evicted(&mut attached, &room) {
+                                Some(frame) => frame,
+                                None => continue,
+                            },
+                        };
                         if let Err(ended) = send(&mut tx, Message::Text(frame), &link, &app).await {
                             break ended;
                         }
@@ -175,6 +184,11 @@ fn far_future() -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_slot_costs_no_more_than_a_frame() {
+        assert_eq!(std::mem::size_of::<Outbound>(), std::mem::size_of::<axum::extract::ws::Utf8Bytes>());
+    }
 
     #[test]
     fn any_expiry_gives_an_instant_without_panicking() {

@@ -11,6 +11,7 @@ mod durable_path;
 mod embedded;
 mod gamification;
 mod limits;
+mod live_access;
 mod onetask;
 mod presence;
 mod pythia;
