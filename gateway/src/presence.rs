@@ -4,7 +4,10 @@
 //! order, from under its lock. One task applies them to the shared `Presence` store, beats this
 //! node's heartbeat, reaps nodes that stopped beating (their users go offline with them), and
 //! reconciles the store with the hub after a Redis error. Whenever a user comes online or goes
-//! offline anywhere, `announce` tells the apps that care.
+//! offline anywhere, `announce` tells the apps that care; whenever a user enters a room where
+//! they were on no node (their first socket there: a join or the auto-join at connect) or leaves
+//! it everywhere (their last socket: a leave, a disconnect or a node death), `announce_room`
+//! tells the room (`user_joined` / `user_left`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
@@ -13,7 +16,7 @@ use std::time::Duration;
 use shared::broker::Broker;
 use shared::event::{Envelope, Event, Group};
 use shared::ids::UserId;
-use shared::presence::Presence;
+use shared::presence::{Departed, Presence};
 use shared::store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +66,25 @@ impl Announcer {
             }
         }
     }
+
+    /// `user_joined` / `user_left` to the others in a channel's room.
+    pub async fn announce_room(&self, room: Group, user: UserId, joined: bool) {
+        let Some(channel_id) = room.channel_id() else { return };
+        let event = Envelope::to_others(Event::RoomChange { channel_id, user_id: user.clone(), joined }, &user);
+        if let Err(e) = self.broker.publish(&room, event.encode()).await {
+            tracing::warn!(error = %e, %room, "room change not sent");
+        }
+    }
+
+    /// Everyone who went away with a node.
+    pub async fn announce_departed(&self, departed: Departed) {
+        for (room, user) in departed.rooms {
+            self.announce_room(room, user, false).await;
+        }
+        for user in departed.users {
+            self.announce(user, false).await;
+        }
+    }
 }
 
 pub struct PresenceTask {
@@ -105,11 +127,7 @@ impl PresenceTask {
             let _ = self.apply(change).await;
         }
         match self.store.leave(&self.node).await {
-            Ok(gone) => {
-                for user in gone {
-                    self.announcer.announce(user, false).await;
-                }
-            }
+            Ok(departed) => self.announcer.announce_departed(departed).await,
             Err(e) => tracing::warn!(error = %e, "presence: leaving failed; peers will reap this node"),
         }
     }
@@ -126,8 +144,16 @@ impl PresenceTask {
                     self.announcer.announce(user, false).await;
                 }
             }
-            Change::RoomJoined(room, user) => self.store.join_room(&self.node, &room, &user).await?,
-            Change::RoomLeft(room, user) => self.store.leave_room(&self.node, &room, &user).await?,
+            Change::RoomJoined(room, user) => {
+                if self.store.join_room(&self.node, &room, &user).await? {
+                    self.announcer.announce_room(room, user, true).await;
+                }
+            }
+            Change::RoomLeft(room, user) => {
+                if self.store.leave_room(&self.node, &room, &user).await? {
+                    self.announcer.announce_room(room, user, false).await;
+                }
+            }
         }
         Ok(())
     }
@@ -137,9 +163,8 @@ impl PresenceTask {
         if unknown || dirty {
             self.reconcile().await?;
         }
-        for user in self.store.reap(DEAD_AFTER).await? {
-            self.announcer.announce(user, false).await;
-        }
+        let departed = self.store.reap(DEAD_AFTER).await?;
+        self.announcer.announce_departed(departed).await;
         Ok(())
     }
 
@@ -161,7 +186,9 @@ impl PresenceTask {
         // Room entries are only added here (a reaped node lost them); stale ones of this node are
         // removed by the next `leave_room` of that socket.
         for (room, user) in hub.local_rooms() {
-            self.store.join_room(&self.node, &room, &user).await?;
+            if self.store.join_room(&self.node, &room, &user).await? {
+                self.announcer.announce_room(room, user, true).await;
+            }
         }
         Ok(())
     }

@@ -22,6 +22,11 @@ impl Keys {
         format!("{}room:{room}:{node}", self.prefix)
     }
 
+    /// User → number of nodes where the user is in `room`.
+    pub fn room_count(&self, room: &Group) -> String {
+        format!("{}room-count:{room}", self.prefix)
+    }
+
     /// The rooms `node` has sets for, so that reaping the node removes them.
     pub fn rooms_of(&self, node: &str) -> String {
         format!("{}rooms:{node}", self.prefix)

@@ -2,7 +2,8 @@
 //!
 //! Each node keeps a set of its online users and a heartbeat; a user's count is the number of
 //! nodes that have them. The first node to add a user makes them online, the last to remove
-//! them makes them offline. A node that stops heartbeating (SIGKILL, partition) is reaped by any
+//! them makes them offline. Rooms (Pythia's channels) work the same way, per room: a user is in
+//! a room while any node has a socket of theirs in it. A node that stops heartbeating (SIGKILL, partition) is reaped by any
 //! other node: its users are removed as if their sockets had closed. Redis scripts make each
 //! step atomic and use Redis's own clock, so node clocks never matter.
 
@@ -26,20 +27,37 @@ pub trait Presence: Send + Sync + 'static {
     /// Marks `node` alive. True if the node was unknown (first beat, or reaped while it was
     /// unreachable): it must then `add` its users again.
     async fn heartbeat(&self, node: &str) -> Result<bool, BrokerError>;
-    /// Removes nodes silent for `dead_after`; returns the users that went offline with them.
-    async fn reap(&self, dead_after: Duration) -> Result<Vec<UserId>, BrokerError>;
+    /// Removes nodes silent for `dead_after`; returns who went offline, and left rooms, with them.
+    async fn reap(&self, dead_after: Duration) -> Result<Departed, BrokerError>;
     /// A node leaving on purpose: its users are removed, as by `reap`.
-    async fn leave(&self, node: &str) -> Result<Vec<UserId>, BrokerError>;
+    async fn leave(&self, node: &str) -> Result<Departed, BrokerError>;
     /// Distinct users online anywhere.
     async fn count(&self) -> Result<usize, BrokerError>;
     /// The users `node` is recorded with (to reconcile after an error).
     async fn members(&self, node: &str) -> Result<Vec<UserId>, BrokerError>;
-    /// `user` has a socket in `room` on `node` (Pythia's channel rooms).
-    async fn join_room(&self, node: &str, room: &Group, user: &UserId) -> Result<(), BrokerError>;
-    /// `user` has no socket left in `room` on `node`.
-    async fn leave_room(&self, node: &str, room: &Group, user: &UserId) -> Result<(), BrokerError>;
+    /// `user` has a socket in `room` on `node` (Pythia's channel rooms); true if the user was
+    /// in that room on no node before.
+    async fn join_room(&self, node: &str, room: &Group, user: &UserId) -> Result<bool, BrokerError>;
+    /// `user` has no socket left in `room` on `node`; true if they are now in it on no node.
+    async fn leave_room(&self, node: &str, room: &Group, user: &UserId) -> Result<bool, BrokerError>;
     /// Users with a socket in `room` on any live node.
     async fn room_members(&self, room: &Group, dead_after: Duration) -> Result<Vec<UserId>, BrokerError>;
+}
+
+/// Who went away with a node that was reaped or left.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Departed {
+    /// Users now offline everywhere.
+    pub users: Vec<UserId>,
+    /// (room, user) pairs: the user is now in that room on no node.
+    pub rooms: Vec<(Group, UserId)>,
+}
+
+impl Departed {
+    fn extend(&mut self, other: Departed) {
+        self.users.extend(other.users);
+        self.rooms.extend(other.rooms);
+    }
 }
 
 /// Presence in one process (embedded mode).
@@ -54,20 +72,30 @@ struct MemoryState {
     counts: HashMap<UserId, usize>,
     /// room → node → users in it there.
     rooms: HashMap<Group, HashMap<String, HashSet<UserId>>>,
+    /// (room, user) → number of nodes where the user is in the room.
+    room_counts: HashMap<(Group, UserId), usize>,
 }
 
 impl MemoryState {
-    fn drop_node(&mut self, node: &str) -> Vec<UserId> {
-        for nodes in self.rooms.values_mut() {
-            nodes.remove(node);
+    fn drop_node(&mut self, node: &str) -> Departed {
+        let mut departed = Departed::default();
+        for (room, nodes) in self.rooms.iter_mut() {
+            for user in nodes.remove(node).unwrap_or_default() {
+                let key = (room.clone(), user);
+                if decrement(&mut self.room_counts, &key) {
+                    departed.rooms.push(key);
+                }
+            }
         }
-        let Some((_, users)) = self.nodes.remove(node) else { return Vec::new() };
-        users.into_iter().filter(|u| decrement(&mut self.counts, u)).collect()
+        if let Some((_, users)) = self.nodes.remove(node) {
+            departed.users = users.into_iter().filter(|u| decrement(&mut self.counts, u)).collect();
+        }
+        departed
     }
 }
 
 /// True when the count reached zero (and was removed).
-fn decrement(counts: &mut HashMap<UserId, usize>, user: &UserId) -> bool {
+fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, user: &K) -> bool {
     match counts.get_mut(user) {
         Some(n) if *n > 1 => {
             *n -= 1;
@@ -114,14 +142,18 @@ impl Presence for MemoryPresence {
         }
     }
 
-    async fn reap(&self, dead_after: Duration) -> Result<Vec<UserId>, BrokerError> {
+    async fn reap(&self, dead_after: Duration) -> Result<Departed, BrokerError> {
         let mut s = self.state.lock().expect("presence lock");
         let dead: Vec<String> =
             s.nodes.iter().filter(|(_, (beat, _))| beat.elapsed() >= dead_after).map(|(n, _)| n.clone()).collect();
-        Ok(dead.iter().flat_map(|node| s.drop_node(node)).collect())
+        let mut departed = Departed::default();
+        for node in dead {
+            departed.extend(s.drop_node(&node));
+        }
+        Ok(departed)
     }
 
-    async fn leave(&self, node: &str) -> Result<Vec<UserId>, BrokerError> {
+    async fn leave(&self, node: &str) -> Result<Departed, BrokerError> {
         Ok(self.state.lock().expect("presence lock").drop_node(node))
     }
 
@@ -134,18 +166,22 @@ impl Presence for MemoryPresence {
         Ok(s.nodes.get(node).map(|(_, users)| users.iter().cloned().collect()).unwrap_or_default())
     }
 
-    async fn join_room(&self, node: &str, room: &Group, user: &UserId) -> Result<(), BrokerError> {
+    async fn join_room(&self, node: &str, room: &Group, user: &UserId) -> Result<bool, BrokerError> {
         let mut s = self.state.lock().expect("presence lock");
-        s.rooms.entry(room.clone()).or_default().entry(node.to_owned()).or_default().insert(user.clone());
-        Ok(())
+        let added =
+            s.rooms.entry(room.clone()).or_default().entry(node.to_owned()).or_default().insert(user.clone());
+        if !added {
+            return Ok(false);
+        }
+        let n = s.room_counts.entry((room.clone(), user.clone())).or_default();
+        *n += 1;
+        Ok(*n == 1)
     }
 
-    async fn leave_room(&self, node: &str, room: &Group, user: &UserId) -> Result<(), BrokerError> {
+    async fn leave_room(&self, node: &str, room: &Group, user: &UserId) -> Result<bool, BrokerError> {
         let mut s = self.state.lock().expect("presence lock");
-        if let Some(users) = s.rooms.get_mut(room).and_then(|nodes| nodes.get_mut(node)) {
-            users.remove(user);
-        }
-        Ok(())
+        let removed = s.rooms.get_mut(room).and_then(|nodes| nodes.get_mut(node)).is_some_and(|u| u.remove(user));
+        Ok(removed && decrement(&mut s.room_counts, &(room.clone(), user.clone())))
     }
 
     async fn room_members(&self, room: &Group, dead_after: Duration) -> Result<Vec<UserId>, BrokerError> {
@@ -195,6 +231,19 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     };
 }
 
+/// KEYS: the room's set on this node, the node's set of rooms, the room's count hash.
+/// ARGV: user, room. 1 if the user was in the room on no node before.
+const JOIN_ROOM: &str = r"
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  redis.call('SADD', KEYS[2], ARGV[2])
+  if redis.call('HINCRBY', KEYS[3], ARGV[1], 1) == 1 then return 1 end
+end
+return 0";
+
+/// KEYS: the room's set on this node, the room's count hash. ARGV: user. 1 if the user is now in
+/// the room on no node.
+const LEAVE_ROOM: &str = REMOVE;
+
 /// KEYS: nodes zset. ARGV: node. Marks the node alive now; 1 if it was unknown.
 const HEARTBEAT: &str = concat!(redis_now_ms!(), "return redis.call('ZADD', KEYS[1], now, ARGV[1])");
 
@@ -209,10 +258,12 @@ end
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - tonumber(ARGV[2])), '+inf')"
 );
 
-/// KEYS: nodes zset, count hash, the node's user set, the node's set of rooms, then the node's
-/// room sets. ARGV: node, and the silence in ms that makes it dead ('' to drop it regardless).
-/// Every key arrives in KEYS (as Redis Cluster requires); a node that heartbeated since it
-/// was found dead is left alone.
+/// KEYS: nodes zset, count hash, the node's user set, the node's set of rooms, then for each of
+/// the node's rooms its set on this node and its count hash. ARGV: node, the silence in ms that
+/// makes it dead ('' to drop it regardless), then the rooms' names (in the order of KEYS).
+/// Returns {users now offline, {room, user, room, user, ...} now in no room}. Every key arrives
+/// in KEYS (as Redis Cluster requires); a node that heartbeated since it was found dead is left
+/// alone.
 const DROP_NODE: &str = concat!(
     redis_now_ms!(),
     r"
@@ -220,16 +271,27 @@ if ARGV[2] ~= '' then
   local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
   if beat and tonumber(beat) > now - tonumber(ARGV[2]) then return {} end
 end
-local gone = {}
+local gone, rooms_gone = {}, {}
 for _, user in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
     redis.call('HDEL', KEYS[2], user)
     table.insert(gone, user)
   end
 end
-for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 5, #KEYS, 2 do
+  local room = ARGV[3 + (i - 5) / 2]
+  for _, user in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+    if redis.call('HINCRBY', KEYS[i + 1], user, -1) <= 0 then
+      redis.call('HDEL', KEYS[i + 1], user)
+      table.insert(rooms_gone, room)
+      table.insert(rooms_gone, user)
+    end
+  end
+  redis.call('DEL', KEYS[i])
+end
+redis.call('DEL', KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[1], ARGV[1])
-return gone"
+return {gone, rooms_gone}"
 );
 
 impl RedisPresence {
@@ -253,7 +315,7 @@ impl RedisPresence {
     }
 
     /// Removes `node` and its users and rooms; `dead_after` re-checks that it is still silent.
-    async fn drop_node(&self, node: &str, dead_after: Option<Duration>) -> Result<Vec<UserId>, BrokerError> {
+    async fn drop_node(&self, node: &str, dead_after: Option<Duration>) -> Result<Departed, BrokerError> {
         let mut conn = self.conn().await?;
         let rooms: Vec<String> =
             redis::cmd("SMEMBERS").arg(self.keys.rooms_of(node)).query_async(&mut *conn).await?;
@@ -265,11 +327,21 @@ impl RedisPresence {
             .key(self.keys.presence_node(node))
             .key(self.keys.rooms_of(node));
         for room in &rooms {
-            script.key(self.keys.room(&Group::from_name(room), node));
+            let room = Group::from_name(room);
+            script.key(self.keys.room(&room, node)).key(self.keys.room_count(&room));
         }
         script.arg(node).arg(dead_after.map(|d| d.as_millis().to_string()).unwrap_or_default());
-        let gone: Vec<String> = script.invoke_async(&mut *conn).await?;
-        Ok(gone.iter().filter_map(|u| UserId::parse(u).ok()).collect())
+        for room in &rooms {
+            script.arg(room);
+        }
+        let (users, rooms_gone): (Vec<String>, Vec<String>) = script.invoke_async(&mut *conn).await?;
+        Ok(Departed {
+            users: users.iter().filter_map(|u| UserId::parse(u).ok()).collect(),
+            rooms: rooms_gone
+                .chunks_exact(2)
+                .filter_map(|pair| Some((Group::from_name(&pair[0]), UserId::parse(&pair[1]).ok()?)))
+                .collect(),
+        })
     }
 }
 
@@ -304,15 +376,15 @@ impl Presence for RedisPresence {
         Ok(added == 1)
     }
 
-    async fn reap(&self, dead_after: Duration) -> Result<Vec<UserId>, BrokerError> {
-        let mut gone = Vec::new();
+    async fn reap(&self, dead_after: Duration) -> Result<Departed, BrokerError> {
+        let mut departed = Departed::default();
         for node in self.nodes_by_silence(true, dead_after).await? {
-            gone.extend(self.drop_node(&node, Some(dead_after)).await?);
+            departed.extend(self.drop_node(&node, Some(dead_after)).await?);
         }
-        Ok(gone)
+        Ok(departed)
     }
 
-    async fn leave(&self, node: &str) -> Result<Vec<UserId>, BrokerError> {
+    async fn leave(&self, node: &str) -> Result<Departed, BrokerError> {
         self.drop_node(node, None).await
     }
 
@@ -329,23 +401,28 @@ impl Presence for RedisPresence {
         Ok(users.iter().filter_map(|u| UserId::parse(u).ok()).collect())
     }
 
-    async fn join_room(&self, node: &str, room: &Group, user: &UserId) -> Result<(), BrokerError> {
+    async fn join_room(&self, node: &str, room: &Group, user: &UserId) -> Result<bool, BrokerError> {
         let mut conn = self.conn().await?;
-        let _: () = redis::pipe()
-            .sadd(self.keys.room(room, node), user.as_str())
-            .ignore()
-            .sadd(self.keys.rooms_of(node), room.as_str())
-            .ignore()
-            .query_async(&mut *conn)
+        let first: i64 = redis::Script::new(JOIN_ROOM)
+            .key(self.keys.room(room, node))
+            .key(self.keys.rooms_of(node))
+            .key(self.keys.room_count(room))
+            .arg(user.as_str())
+            .arg(room.as_str())
+            .invoke_async(&mut *conn)
             .await?;
-        Ok(())
+        Ok(first == 1)
     }
 
-    async fn leave_room(&self, node: &str, room: &Group, user: &UserId) -> Result<(), BrokerError> {
+    async fn leave_room(&self, node: &str, room: &Group, user: &UserId) -> Result<bool, BrokerError> {
         let mut conn = self.conn().await?;
-        let _: i64 =
-            redis::cmd("SREM").arg(self.keys.room(room, node)).arg(user.as_str()).query_async(&mut *conn).await?;
-        Ok(())
+        let last: i64 = redis::Script::new(LEAVE_ROOM)
+            .key(self.keys.room(room, node))
+            .key(self.keys.room_count(room))
+            .arg(user.as_str())
+            .invoke_async(&mut *conn)
+            .await?;
+        Ok(last == 1)
     }
 
     async fn room_members(&self, room: &Group, dead_after: Duration) -> Result<Vec<UserId>, BrokerError> {
@@ -393,12 +470,26 @@ mod tests {
         p.heartbeat("live").await.unwrap();
         let gone = p.reap(Duration::ZERO).await.unwrap();
         // Both nodes are "dead" with a zero timeout; use leave to show the single-node case.
-        assert_eq!(gone.len(), 2);
+        assert_eq!(gone.users.len(), 2);
         let p = MemoryPresence::default();
         p.add("dead", &u("x")).await.unwrap();
         p.add("dead", &u("y")).await.unwrap();
         p.add("live", &u("y")).await.unwrap();
-        assert_eq!(p.leave("dead").await.unwrap(), vec![u("x")]);
+        assert_eq!(p.leave("dead").await.unwrap().users, vec![u("x")]);
         assert_eq!(p.count().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn in_a_room_while_any_node_has_the_user_in_it() {
+        let p = MemoryPresence::default();
+        let room = Group::from_name("channel:c");
+        assert!(p.join_room("a", &room, &u("x")).await.unwrap(), "first anywhere");
+        assert!(!p.join_room("b", &room, &u("x")).await.unwrap(), "already in it on a");
+        assert!(!p.leave_room("a", &room, &u("x")).await.unwrap(), "still in it on b");
+        assert!(p.join_room("a", &room, &u("y")).await.unwrap());
+        let departed = p.leave("b").await.unwrap();
+        assert_eq!(departed.rooms, vec![(room.clone(), u("x"))]);
+        assert!(p.leave_room("a", &room, &u("y")).await.unwrap());
+        assert!(!p.leave_room("a", &room, &u("y")).await.unwrap(), "leaving twice counts once");
     }
 }

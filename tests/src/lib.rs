@@ -569,8 +569,10 @@ impl Client {
 
     /// The next text frame or the close code (pings and pongs pass by).
     pub async fn next(&mut self) -> Next {
+        // One deadline for the whole wait: the server's pings must not keep extending it.
+        let deadline = tokio::time::Instant::now() + HANG_GUARD;
         loop {
-            let message = tokio::time::timeout(HANG_GUARD, self.ws.next()).await.expect("nothing arrived");
+            let message = tokio::time::timeout_at(deadline, self.ws.next()).await.expect("nothing arrived");
             match message {
                 Some(Ok(Message::Text(text))) => {
                     return Next::Frame(serde_json::from_str(text.as_str()).expect("frames are JSON"))

@@ -191,20 +191,20 @@ impl PythiaSocket {
             Action::Ping => json!({"type": "pong", "timestamp": now()}),
             Action::Join(channel) => {
                 self.visible_channel(app, &channel, ErrorCode::JoinChannelError).await?;
+                broker_reachable(app, ErrorCode::JoinChannelError).await?;
                 let group = Group::channel(&channel);
-                if !attached.in_group(&group) {
-                    attached.join_room(group.clone()).await;
-                    let event = Event::RoomChange { channel_id: channel.clone(), user_id: me.clone(), joined: true };
-                    publish(app, &group, Envelope::to_others(event, &me), ErrorCode::JoinChannelError).await?;
-                }
+                // The others hear `user_joined` from presence if this is the user's first socket
+                // in the room anywhere (`crate::presence`).
+                attached.join_room(group).await;
                 json!({"type": "channel_joined", "channel_id": channel, "timestamp": now()})
             }
             Action::Leave(channel) => {
+                broker_reachable(app, ErrorCode::LeaveChannelError).await?;
                 let group = Group::channel(&channel);
-                if attached.in_group(&group) {
-                    attached.leave(&group);
-                    self.typing.remove(&channel);
-                    let event = Event::RoomChange { channel_id: channel.clone(), user_id: me.clone(), joined: false };
+                // `user_left` from presence if it was their last socket in the room anywhere.
+                attached.leave(&group);
+                if self.typing.remove(&channel) {
+                    let event = Event::ChannelTyping { channel_id: channel.clone(), user_id: me.clone(), is_typing: false };
                     publish(app, &group, Envelope::to_others(event, &me), ErrorCode::LeaveChannelError).await?;
                 }
                 json!({"type": "channel_left", "channel_id": channel, "timestamp": now()})
@@ -260,6 +260,15 @@ impl PythiaSocket {
             let _ = app.broker.publish(&Group::channel(&channel), envelope.encode()).await;
         }
     }
+}
+
+/// Entering or leaving a room takes effect cluster-wide through Redis (the node's subscription,
+/// presence, `user_joined`/`user_left`): with Redis away the client hears the action's error.
+async fn broker_reachable(app: &AppState, failure: ErrorCode) -> Result<(), ClientError> {
+    app.broker.ping().await.map_err(|e| {
+        super::publish_failed(app, e);
+        ClientError::new(failure, "The service is temporarily unavailable; retry")
+    })
 }
 
 async fn publish(app: &AppState, group: &Group, envelope: Envelope, failure: ErrorCode) -> Result<(), ClientError> {

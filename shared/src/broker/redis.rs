@@ -5,11 +5,12 @@
 //! requests into commands on that connection, forwards publications to the node's inbox, and on
 //! losing the connection reconnects with backoff and reports `Inbound::Reconnected`.
 //!
-//! Deadlines: the redis client's own response timeout is off on every connection (its 500 ms
-//! default is shorter than a blocking XREADGROUP and would fail a read that is merely waiting).
-//! Instead the broker bounds each call itself: a command by `COMMAND_TIMEOUT`, a blocking stream
-//! read by its BLOCK plus `COMMAND_TIMEOUT`. Blocking reads use a connection of their own, so a
-//! read that waits never delays a publish queued behind it on a shared connection.
+//! Deadlines: every command on the pool (the broker's and the presence store's) has a response
+//! timeout of `COMMAND_TIMEOUT`, and the broker also bounds each of its calls, pool wait included,
+//! by it. Blocking stream reads (XREADGROUP BLOCK) use a connection of their own with no client
+//! response timeout (the client's 500 ms default would fail a read that is merely waiting), bounded
+//! by the broker at BLOCK plus `COMMAND_TIMEOUT`; so a read that waits never delays a publish
+//! queued behind it on a shared connection either.
 
 use std::time::Duration;
 
@@ -61,7 +62,7 @@ impl RedisBroker {
             },
             ..Default::default()
         };
-        let manager = deadpool_redis::Manager::new_with_config(url, connection_config())?;
+        let manager = deadpool_redis::Manager::new_with_config(url, connection_config(Some(COMMAND_TIMEOUT)))?;
         let pool = Pool::builder(manager).config(pool_config).runtime(Runtime::Tokio1).build().map_err(|e| {
             BrokerError::Redis(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "pool", e.to_string())))
         })?;
@@ -126,10 +127,11 @@ impl RedisBroker {
     }
 }
 
-/// Every connection this broker makes: no client-side response timeout (the broker's own
-/// deadlines apply, see the module comment), a bounded connect.
-fn connection_config() -> redis::AsyncConnectionConfig {
-    redis::AsyncConnectionConfig::new().set_response_timeout(None).set_connection_timeout(Some(COMMAND_TIMEOUT))
+/// A connection with this response timeout (see the module comment) and a bounded connect.
+fn connection_config(response_timeout: Option<Duration>) -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_response_timeout(response_timeout)
+        .set_connection_timeout(Some(COMMAND_TIMEOUT))
 }
 
 async fn timed<T>(fut: impl std::future::Future<Output = Result<T, BrokerError>>) -> Result<T, BrokerError> {
@@ -225,7 +227,7 @@ impl Broker for RedisBroker {
         // One reader at a time per broker: the worker's steps are sequential anyway.
         let mut reader = self.reader.lock().await;
         if reader.is_none() {
-            let config = connection_config();
+            let config = connection_config(None);
             let connect = self.client.get_multiplexed_async_connection_with_config(&config);
             *reader = Some(timed(async { Ok(connect.await?) }).await?);
         }

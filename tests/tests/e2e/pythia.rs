@@ -117,6 +117,8 @@ async fn rooms_typing_and_online_users_across_nodes() {
     users(&cluster).await;
     let mut ann = connect(&cluster, 0, "ann").await;
     let mut ben = connect(&cluster, 1, "ben").await;
+    // A member's socket enters its channels' rooms on connect: the others hear it.
+    assert_eq!(ann.recv_type("user_joined").await["user_id"], "ben");
     let mut dan = connect(&cluster, 1, "dan").await;
 
     // dan enters the public room without being a member.
@@ -143,6 +145,7 @@ async fn rooms_typing_and_online_users_across_nodes() {
     drop(ben);
     let cleared = ann.recv_type("typing_indicator").await;
     assert_eq!((cleared["user_id"].as_str(), cleared["is_typing"].as_bool()), (Some("ben"), Some(false)));
+    assert_eq!(ann.recv_type("user_left").await["user_id"], "ben", "his last socket left the room");
 
     dan.send_json(json!({"type": "leave_channel", "channel_id": "general"})).await;
     assert_eq!(dan.recv_type("channel_left").await["channel_id"], "general");
@@ -170,6 +173,7 @@ async fn user_status_follows_the_first_and_last_socket_anywhere() {
     let ben_1 = connect(&cluster, 1, "ben").await;
     let online = ann.recv_type("user_status").await;
     assert_eq!((online["user_id"].as_str(), online["status"].as_str()), (Some("ben"), Some("online")));
+    assert_eq!(ann.recv_type("user_joined").await["user_id"], "ben");
     let ben_2 = connect(&cluster, 0, "ben").await;
     drop(ben_1);
     // Ben still has a socket on node 0: no offline yet. A later event proves the order.
@@ -190,7 +194,11 @@ async fn a_killed_nodes_users_are_announced_offline() {
     let mut ben = Client::connect(&format!("ws://{addr}{}", ws_path("ben"))).await;
     assert_eq!(ben.recv().await["type"], "connection_established");
     assert_eq!(ann.recv_type("user_status").await["status"], "online");
+    assert_eq!(ann.recv_type("user_joined").await["user_id"], "ben");
     process.kill();
+    // Reaped with its node: ben leaves the room, then goes offline.
+    let left = ann.recv_type("user_left").await;
+    assert_eq!((left["user_id"].as_str(), left["channel_id"].as_str()), (Some("ben"), Some("general")));
     let offline = ann.recv_type("user_status").await;
     assert_eq!((offline["user_id"].as_str(), offline["status"].as_str()), (Some("ben"), Some("offline")));
 }
@@ -201,6 +209,7 @@ async fn membership_changes_mentions_and_reactions_are_broadcast() {
     users(&cluster).await;
     let mut ann = connect(&cluster, 0, "ann").await;
     let mut ben = connect(&cluster, 1, "ben").await;
+    assert_eq!(ann.recv_type("user_joined").await["user_id"], "ben", "ben's socket entered the room");
 
     let (status, _) =
         http("PUT", &cluster.node(1).http("/api/v1/channels/general/members/cat"), Some(e2e::API_KEY), None).await;
@@ -277,4 +286,34 @@ async fn each_error_code_of_the_guide_has_its_cause() {
     expect(r#"{"type": "leave_channel", "channel_id": "general"}"#, "leave_channel_error").await;
     expect(r#"{"type": "join_channel", "channel_id": "general"}"#, "join_channel_error").await;
     cluster.redis.start_again().await;
+}
+
+/// `user_joined` when a user's first socket anywhere enters a room (the auto-join at connect
+/// counts, for a member; `join_channel` for a non-member in a public channel), `user_left`
+/// when their last socket anywhere leaves it (a disconnect counts); a second socket on the other
+/// node announces nothing.
+#[tokio::test]
+async fn room_presence_follows_the_first_and_last_socket_in_the_room_anywhere() {
+    let cluster = Cluster::start(2).await;
+    users(&cluster).await;
+    let mut ann = connect(&cluster, 0, "ann").await;
+
+    let ben = connect(&cluster, 1, "ben").await;
+    let joined = ann.recv_type("user_joined").await;
+    assert_eq!((joined["user_id"].as_str(), joined["channel_id"].as_str()), (Some("ben"), Some("general")));
+    let ben_again = connect(&cluster, 0, "ben").await;
+    drop(ben);
+    drop(ben_again);
+    let left = ann.recv_type("user_left").await;
+    assert_eq!((left["user_id"].as_str(), left["channel_id"].as_str()), (Some("ben"), Some("general")));
+    none_before_pong(&mut ann, &["user_joined", "user_left"]).await;
+
+    // A non-member in a public room: joined by join_channel, left by disconnecting.
+    let mut dan = connect(&cluster, 1, "dan").await;
+    dan.send_json(json!({"type": "join_channel", "channel_id": "general"})).await;
+    assert_eq!(dan.recv().await["type"], "channel_joined");
+    assert_eq!(ann.recv_type("user_joined").await["user_id"], "dan");
+    drop(dan);
+    let left = ann.recv_type("user_left").await;
+    assert_eq!((left["user_id"].as_str(), left["channel_id"].as_str()), (Some("dan"), Some("general")));
 }
