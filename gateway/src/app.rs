@@ -118,6 +118,7 @@ impl Gateway {
                 claim_idle: Duration::from_secs(15),
                 block: Duration::from_millis(500),
                 after_commit: None,
+                after_award_publish: None,
             };
             let worker = worker::Worker::new(broker.clone(), store.clone(), settings, worker::Rules::default_set());
             let task = tokio::spawn(worker.run(stop.clone()));

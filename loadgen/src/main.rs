@@ -124,6 +124,7 @@ async fn persist(
             claim_idle: Duration::from_secs(60),
             block: Duration::from_millis(100),
             after_commit: None,
+            after_award_publish: None,
         };
         let mut worker = worker::Worker::new(broker, store.clone(), settings, worker::Rules::default_set());
         let stopped = stop.clone();

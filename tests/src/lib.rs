@@ -332,6 +332,7 @@ impl Cluster {
             claim_idle: Duration::from_secs(15),
             block: Duration::from_millis(200),
             after_commit: None,
+            after_award_publish: None,
         };
         let stop = CancellationToken::new();
         let worker = worker::Worker::new(Arc::new(broker), store, settings, worker::Rules::default_set());

@@ -59,6 +59,8 @@ pub struct WorkerSettings {
     /// Called between a batch's commit and its ack. Only fault-injection tests set it (to stop
     /// the process exactly there); `None` in production.
     pub after_commit: Option<fn()>,
+    /// Called between publishing awards and marking them delivered; likewise only for tests.
+    pub after_award_publish: Option<fn()>,
 }
 
 pub struct Worker {
@@ -77,26 +79,41 @@ impl Worker {
         Self { broker, store, settings, gamification: Gamification { rules }, last_claim: None }
     }
 
-    /// Publishes award notifications that were stored but not yet published (after a commit,
-    /// or left by a worker that died between its commit and its publish). Each is claimed in the
-    /// database first, so that two workers never publish the same one.
+    /// Publishes award notifications that were stored but not yet delivered (after a commit, or
+    /// left by a worker that died before marking them). Each is claimed in the database for
+    /// `claim_idle` (two live workers never publish the same one), published, and only then
+    /// marked delivered: a crash in between publishes it again later, with the same
+    /// `notification_id`, so a client can tell a repeat from a new award.
     pub async fn deliver_awards(&self) -> Result<usize, WorkerError> {
         let mut delivered = 0;
         loop {
-            let claimed = self.store.claim_undelivered(256).await?;
+            let claimed = self.store.claim_undelivered(256, self.settings.claim_idle).await?;
             if claimed.is_empty() {
                 return Ok(delivered);
             }
-            for (i, notification) in claimed.iter().enumerate() {
+            let mut published = Vec::with_capacity(claimed.len());
+            let mut failure = None;
+            for notification in &claimed {
                 let group = Group::user(&notification.user_id);
                 let envelope = Envelope::to_all(Event::Notification(notification.clone())).encode();
-                if let Err(e) = self.broker.publish(&group, envelope).await {
-                    let rest: Vec<i64> = claimed[i..].iter().map(|n| n.notification_id).collect();
-                    self.store.release_undelivered(&rest).await?;
-                    return Err(e.into());
+                match self.broker.publish(&group, envelope).await {
+                    Ok(()) => published.push(notification.notification_id),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
                 }
-                delivered += 1;
             }
+            if let Some(hook) = self.settings.after_award_publish {
+                hook();
+            }
+            self.store.mark_delivered(&published).await?;
+            if let Some(e) = failure {
+                let rest: Vec<i64> = claimed[published.len()..].iter().map(|n| n.notification_id).collect();
+                self.store.release_undelivered(&rest).await?;
+                return Err(e.into());
+            }
+            delivered += published.len();
         }
     }
 
@@ -110,6 +127,9 @@ impl Worker {
             if !entries.is_empty() {
                 tracing::info!(count = entries.len(), "claimed jobs left pending by another consumer");
             }
+            // Awards a dead worker claimed but never marked delivered, whose claim ran out: they
+            // must not wait for the next job to come along.
+            self.deliver_awards().await?;
         }
         if entries.is_empty() {
             entries = self.broker.read_jobs(&s.consumer, s.batch_size, s.block).await?;
@@ -210,7 +230,7 @@ impl Worker {
 pub async fn main_from_env() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => main_with_hook(None).await,
+        [] => main_with_hooks(Hooks::default()).await,
         ["dead-letters"] => dead_letters_command(None).await,
         ["dead-letters", "--replay", id] => dead_letters_command(Some(id)).await,
         _ => anyhow::bail!("usage: worker [dead-letters [--replay ID]]"),
@@ -237,8 +257,15 @@ async fn dead_letters_command(replay: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `main_from_env` with a hook run between each commit and its ack (fault-injection tests).
-pub async fn main_with_hook(after_commit: Option<fn()>) -> anyhow::Result<()> {
+/// Where a fault-injection test stops a worker process (see `WorkerSettings`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hooks {
+    pub after_commit: Option<fn()>,
+    pub after_award_publish: Option<fn()>,
+}
+
+/// `main_from_env` with fault-injection hooks (tests).
+pub async fn main_with_hooks(hooks: Hooks) -> anyhow::Result<()> {
     let config = shared::config::WorkerConfig::from_env()?;
     let store = Store::connect(&config.database_url, 8).await?;
     let broker = shared::broker::RedisBroker::new(&config.redis_url, &config.redis_prefix)?;
@@ -248,7 +275,8 @@ pub async fn main_with_hook(after_commit: Option<fn()>) -> anyhow::Result<()> {
         batch_size: config.batch_size,
         claim_idle: config.claim_idle,
         block: Duration::from_secs(1),
-        after_commit,
+        after_commit: hooks.after_commit,
+        after_award_publish: hooks.after_award_publish,
     };
     tracing::info!(consumer = %settings.consumer, "worker started");
     let shutdown = CancellationToken::new();

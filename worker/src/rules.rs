@@ -139,9 +139,11 @@ pub fn apply(rules: &Rules, stats: &Stats, kind: ActivityKind, at: DateTime<Utc>
 
     let today = at.date_naive();
     let continues = match next.last_active_day {
-        Some(day) if day == today => None,
+        // The same day, or an activity older than the last active day (a redelivered or
+        // late job): it still counts, but the streak never moves backwards.
+        Some(day) if day >= today => None,
         Some(day) if day.succ_opt() == Some(today) => Some(next.current_streak + 1),
-        // First activity ever, a gap, or a clock that went backwards: a new streak.
+        // First activity ever, or a gap: a new streak.
         _ => Some(1),
     };
     if let Some(streak) = continues {
@@ -150,8 +152,6 @@ pub fn apply(rules: &Rules, stats: &Stats, kind: ActivityKind, at: DateTime<Utc>
         next.last_active_day = Some(today);
         let is_milestone = streak > 1 && rules.streak_milestones.contains(&streak);
         awards.push(Award::Streak { current_streak: streak, is_milestone });
-    } else if next.last_active_day.is_none_or(|day| day < today) {
-        next.last_active_day = Some(today);
     }
 
     let before = *count_mut(&mut next, kind);
@@ -244,6 +244,19 @@ mod tests {
         assert_eq!(streaks(&first), [(1, false)]);
         assert!(streaks(&second).is_empty());
         assert_eq!(stats.current_streak, 1);
+    }
+
+    #[test]
+    fn a_late_activity_from_an_earlier_day_never_moves_the_streak_backwards() {
+        let r = rules();
+        let (stats, _) = apply(&r, &Stats::default(), ActivityKind::Message, at(1, 9, 0, 0));
+        let (stats, _) = apply(&r, &stats, ActivityKind::Message, at(2, 9, 0, 0));
+        let (stats, _) = apply(&r, &stats, ActivityKind::Message, at(3, 9, 0, 0));
+        // A job from day 1, reclaimed after a crash, arrives on day 3.
+        let (late, awards) = apply(&r, &stats, ActivityKind::Message, at(1, 10, 0, 0));
+        assert!(streaks(&awards).is_empty());
+        assert_eq!((late.current_streak, late.last_active_day), (3, stats.last_active_day));
+        assert_eq!(late.messages, stats.messages + 1, "it still counts");
     }
 
     #[test]

@@ -147,19 +147,23 @@ impl Store {
         Ok(found.map(|(_, s)| s).unwrap_or_default())
     }
 
-    /// Claims up to `limit` award notifications not yet published (marking them published, so
-    /// that two workers never both publish one). `release` them if publishing fails.
-    pub async fn claim_undelivered(&self, limit: i64) -> Result<Vec<Notification>, StoreError> {
+    /// Claims up to `limit` award notifications not yet delivered and not claimed by a live
+    /// worker, for `lease`: publish them, then `mark_delivered`. A worker that dies in between
+    /// leaves the lease to run out, and the next claim returns them again (same ids).
+    pub async fn claim_undelivered(&self, limit: i64, lease: std::time::Duration) -> Result<Vec<Notification>, StoreError> {
         const COLUMNS: &str =
             "id, user_id, kind, title, content, notification_type, related_entity_type, related_entity_id, data";
         let rows: Vec<NotificationRow> = match self {
             Store::Postgres(pool) => {
                 let rows = sqlx::query(&format!(
-                        "UPDATE notifications SET delivered = TRUE WHERE id IN (
-                             SELECT id FROM notifications WHERE NOT delivered ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                        "UPDATE notifications SET claimed_until = now() + $2 * interval '1 millisecond' WHERE id IN (
+                             SELECT id FROM notifications
+                             WHERE NOT delivered AND (claimed_until IS NULL OR claimed_until < now())
+                             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
                          RETURNING {COLUMNS}, created_at"
                     ))
                     .bind(limit)
+                    .bind(lease.as_millis() as f64)
                     .fetch_all(pool)
                     .await?;
                 rows.into_iter()
@@ -182,11 +186,15 @@ impl Store {
             }
             Store::Sqlite(pool) => {
                 let rows = sqlx::query(&format!(
-                    "UPDATE notifications SET delivered = 1 WHERE id IN (
-                             SELECT id FROM notifications WHERE NOT delivered ORDER BY id LIMIT ?1)
+                    "UPDATE notifications SET claimed_until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2) WHERE id IN (
+                             SELECT id FROM notifications
+                             WHERE NOT delivered
+                               AND (claimed_until IS NULL OR claimed_until < strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                             ORDER BY id LIMIT ?1)
                          RETURNING {COLUMNS}, created_at"
                 ))
                 .bind(limit)
+                .bind(format!("+{:.3} seconds", lease.as_secs_f64()))
                 .fetch_all(pool)
                 .await?;
                 rows.into_iter()
@@ -228,19 +236,30 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Puts claimed notifications back, to be published later.
+    /// Claimed notifications were published: never again.
+    pub async fn mark_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
+        self.set_claims(ids, "delivered = TRUE, claimed_until = NULL").await
+    }
+
+    /// Claimed notifications could not be published: free for the next claim at once.
     pub async fn release_undelivered(&self, ids: &[i64]) -> Result<(), StoreError> {
+        self.set_claims(ids, "claimed_until = NULL").await
+    }
+
+    async fn set_claims(&self, ids: &[i64], set: &str) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         match self {
             Store::Postgres(pool) => {
-                sqlx::query("UPDATE notifications SET delivered = FALSE WHERE id = ANY($1)")
-                    .bind(ids)
-                    .execute(pool)
-                    .await?;
+                sqlx::query(&format!("UPDATE notifications SET {set} WHERE id = ANY($1)")).bind(ids).execute(pool).await?;
             }
             Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
                 for id in ids {
-                    sqlx::query("UPDATE notifications SET delivered = 0 WHERE id = ?1").bind(id).execute(pool).await?;
+                    sqlx::query(&format!("UPDATE notifications SET {set} WHERE id = ?1")).bind(id).execute(&mut *tx).await?;
                 }
+                tx.commit().await?;
             }
         }
         Ok(())

@@ -296,12 +296,16 @@ pub(super) async fn persist(pool: &PgPool, jobs: &[Job], scorer: &dyn Scorer) ->
         .bind(&b.session_times)
         .execute(&mut *tx)
         .await?;
-        // Sessions in id order, so that two workers updating the same sessions lock them in the
-        // same order and cannot deadlock.
+        // Locked in id order first, so that two workers updating the same sessions take their
+        // row locks in the same order and cannot deadlock (an UPDATE ... FROM promises no order).
+        sqlx::query("SELECT 1 FROM sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&b.session_sessions)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE sessions AS s SET last_message_at = GREATEST(s.last_message_at, v.at)
              FROM (SELECT sid, max(at) AS at FROM UNNEST($1::uuid[], $2::timestamptz[]) AS t(sid, at)
-                   GROUP BY sid ORDER BY sid) AS v
+                   GROUP BY sid) AS v
              WHERE s.id = v.sid",
         )
         .bind(&b.session_sessions)
@@ -325,11 +329,21 @@ pub(super) async fn persist(pool: &PgPool, jobs: &[Job], scorer: &dyn Scorer) ->
         .bind(&b.chat_times)
         .execute(&mut *tx)
         .await?;
-        // Direct messages are private: they do not move the chat's activity.
+        // Direct messages are private: they do not move the chat's activity. Locked in id order
+        // first, as the sessions above.
+        sqlx::query(
+            "SELECT 1 FROM chats WHERE id IN
+                 (SELECT cid FROM UNNEST($1::text[], $2::text[]) AS t(cid, rcpt) WHERE rcpt IS NULL)
+             ORDER BY id FOR UPDATE",
+        )
+        .bind(&b.chat_chats)
+        .bind(&b.chat_recipients)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE chats AS c SET last_message_at = GREATEST(c.last_message_at, v.at)
              FROM (SELECT cid, max(at) AS at FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS t(cid, at, rcpt)
-                   WHERE rcpt IS NULL GROUP BY cid ORDER BY cid) AS v
+                   WHERE rcpt IS NULL GROUP BY cid) AS v
              WHERE c.id = v.cid",
         )
         .bind(&b.chat_chats)

@@ -200,3 +200,43 @@ async fn the_same_jobs_twice_and_a_worker_killed_between_commit_and_ack_change_n
     assert_eq!(db.notification_count(&uid("eve"), "streak_update").await.unwrap(), 1);
     assert!(drain(&cluster, &mut inbox, "eve").await.is_empty(), "no award was published twice");
 }
+
+/// A worker SIGKILLed after publishing an award and before marking it delivered: the user saw
+/// it once; another worker publishes it again after the claim runs out, with the same
+/// `notification_id`, and then never again. Nothing is lost at any point.
+#[tokio::test]
+async fn an_award_published_again_after_a_crash_carries_the_same_id() {
+    let cluster = Cluster::start(2).await;
+    cluster.user("ivy", None).await;
+    cluster.user("max", None).await;
+    let session = cluster.session("ivy", "max").await;
+    let mut inbox = Client::connect(&notifications(&cluster, 1, "ivy")).await;
+    let exe = env!("CARGO_BIN_EXE_e2e-worker");
+    let mut doomed = cluster.spawn_worker_process_with(exe, 300, &[("E2E_STALL_AFTER_AWARD_PUBLISH", "1")]);
+
+    let mut ivy = Client::connect(&cluster.node(0).ws(&session_path(&session, &token("ivy")))).await;
+    ivy.send_json(json!({"type": "message", "content": "my first"})).await;
+    doomed.wait_for_line("published").await;
+    let first = until(&mut inbox, "achievement_unlocked").await;
+    doomed.kill();
+    let unlocked = first.last().unwrap().clone();
+    let id = unlocked["notification_id"].as_i64().expect("an integer id");
+
+    let _worker = cluster.spawn_worker_process(exe, 300);
+    let again = until(&mut inbox, "achievement_unlocked").await;
+    assert_eq!(again.last().unwrap(), &unlocked, "the same event, the same notification_id {id}");
+    let db = store(&cluster).await;
+    assert_eq!(db.notification_count(&uid("ivy"), "achievement_unlocked").await.unwrap(), 1, "stored once");
+    // Marked delivered this time: then a marker arrives with nothing before it.
+    let pool = sqlx::PgPool::connect(&cluster.db.url()).await.unwrap();
+    eventually("every award marked delivered", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notifications WHERE NOT delivered")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            == 0
+    })
+    .await;
+    let rest = drain(&cluster, &mut inbox, "ivy").await;
+    assert!(rest.iter().all(|f| f["notification_id"] != id), "published a third time: {rest:?}");
+}

@@ -44,6 +44,7 @@ async fn process_batch_persists_acks_and_is_idempotent() {
         claim_idle: Duration::from_secs(60),
         block: Duration::from_millis(100),
         after_commit: None,
+        after_award_publish: None,
     };
     let mut worker = Worker::new(broker.clone(), store.clone(), settings, worker::Rules::default_set());
     assert_eq!(worker.process_batch().await.unwrap(), Step::Processed(5));
