@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::event::{ChannelMessage, Envelope, Event, Group};
 use shared::ids::{ChannelId, MessageId, UserId};
-use shared::jobs::{Activity, ActivityKind};
+use shared::jobs::{Activity, ActivityKind, Job};
 use shared::store::{ChannelRecord, UserRecord};
 
 use super::api::{bearer, history_caller, Backend, HistoryQuery, JsonBody};
@@ -26,13 +26,16 @@ fn channel_id(raw: &str) -> Result<ChannelId, ApiError> {
     ChannelId::parse(raw).map_err(|e| ApiError::bad_field("id", e))
 }
 
-async fn broadcast(app: &AppState, group: &Group, event: Event) -> Result<(), ApiError> {
-    super::publish(app, group, Envelope::to_all(event)).await
+/// `user_joined` / `user_left` for a membership change, to everyone in the channel's room.
+fn membership_event(channel: &ChannelId, user: UserId, joined: bool) -> (Group, Envelope) {
+    let event = Event::RoomChange { channel_id: channel.clone(), user_id: user, joined };
+    (Group::channel(channel), Envelope::to_all(event))
 }
 
-async fn announce_membership(app: &AppState, channel: &ChannelId, user: UserId, joined: bool) -> Result<(), ApiError> {
-    let event = Event::RoomChange { channel_id: channel.clone(), user_id: user, joined };
-    broadcast(app, &Group::channel(channel), event).await
+/// Who may be in the channel's room changed: every node re-checks its sockets there first (a
+/// removed user is out of a private room before the others hear `user_left`).
+fn recheck(channel: &ChannelId) -> (Group, Envelope) {
+    (Group::control(), Envelope::to_all(Event::MembershipChanged { group: Group::channel(channel) }))
 }
 
 #[derive(Deserialize)]
@@ -58,14 +61,10 @@ pub async fn put_channel(
         return Err(ApiError::bad_field("name", "must be 1-200 characters"));
     }
     let change = app.store.upsert_channel(&id, &body.name, body.private, &body.member_ids).await?;
-    // Sockets first: a removed user is out of a private room before the others hear `user_left`.
-    super::membership_changed(&app, Group::channel(&id)).await?;
-    for user in change.added {
-        announce_membership(&app, &id, user, true).await?;
-    }
-    for user in change.removed {
-        announce_membership(&app, &id, user, false).await?;
-    }
+    let mut events = vec![recheck(&id)];
+    events.extend(change.added.into_iter().map(|user| membership_event(&id, user, true)));
+    events.extend(change.removed.into_iter().map(|user| membership_event(&id, user, false)));
+    super::publish_all(&app, &events, &[]).await?;
     let channel = app.store.channel(&id).await?.ok_or_else(|| ApiError::not_found("channel"))?;
     Ok(Json(channel_json(&channel)))
 }
@@ -89,8 +88,7 @@ async fn member_change(app: &AppState, id: &str, user: &str, add: bool) -> Resul
         app.store.remove_channel_member(&id, &user).await?
     };
     if changed {
-        super::membership_changed(app, Group::channel(&id)).await?;
-        announce_membership(app, &id, user.clone(), add).await?;
+        super::publish_all(app, &[recheck(&id), membership_event(&id, user.clone(), add)], &[]).await?;
     }
     Ok(Json(json!({"channel_id": id, "user_id": user, "member": add})))
 }
@@ -189,19 +187,24 @@ pub async fn post_message(
         content: content.to_owned(),
         created_at: shared::time::now(),
     };
-    app.store.insert_channel_message(&message).await?;
-    let activity = Activity {
+    let mut events = vec![(Group::channel(&channel.id), Envelope::to_all(Event::ChannelMessage(message.clone())))];
+    for mentioned in app.store.members_named(&channel.id, &mentioned(content)).await? {
+        if mentioned != user.id {
+            events.push((Group::user(&mentioned), Envelope::to_all(Event::Mention { message: message.clone() })));
+        }
+    }
+    let activity = Job::Activity(Activity {
         id: format!("message:{}", message.message_id),
         user_id: user.id.clone(),
         activity: ActivityKind::Message,
         at: message.created_at,
-    };
-    crate::protocols::record_activity(&app, activity).await;
-    broadcast(&app, &Group::channel(&channel.id), Event::ChannelMessage(message.clone())).await?;
-    for mentioned in app.store.members_named(&channel.id, &mentioned(content)).await? {
-        if mentioned != user.id {
-            broadcast(&app, &Group::user(&mentioned), Event::Mention { message: message.clone() }).await?;
-        }
+    });
+    // Persist, then broadcast (with the mentions and the activity, all or nothing); a failed
+    // broadcast takes the message back out, so that a 503 leaves nothing behind.
+    app.store.insert_channel_message(&message).await?;
+    if let Err(e) = super::publish_all(&app, &events, &[activity]).await {
+        app.store.delete_channel_message(&message.message_id).await?;
+        return Err(e);
     }
     let stored = serde_json::to_value(MessageData::new(&message)).expect("serializes");
     Ok((StatusCode::CREATED, Json(stored)))
@@ -248,7 +251,11 @@ pub async fn post_reaction(
             username: user.username.clone(),
             added: add,
         };
-        broadcast(&app, &Group::channel(&channel_id), event).await?;
+        if let Err(e) = super::publish(&app, &Group::channel(&channel_id), Envelope::to_all(event)).await {
+            // Not broadcast: undo, so that a 503 leaves the reactions as they were.
+            app.store.set_reaction(&body.message_id, &user.id, emoji, !add).await?;
+            return Err(e);
+        }
     }
     let stored = json!({
         "message_id": body.message_id,

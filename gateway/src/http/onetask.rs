@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::event::{Envelope, Event, Group, TaskUpdate};
 use shared::ids::{FocusSessionId, UserId, WorkspaceId};
-use shared::jobs::{Activity, ActivityKind};
+use shared::jobs::{Activity, ActivityKind, Job};
 use shared::store::NewNotification;
 
 use super::api::{Backend, JsonBody};
@@ -118,8 +118,17 @@ pub async fn post_notification(
             data: body.data,
         })
         .await?;
+    // Stored claimed by this request: published, then marked delivered; a failed publish takes
+    // it back out (503, nothing left behind); a crash in between leaves it to the worker.
     let id = stored.notification_id;
-    publish(&app, &Group::user(&user_id), Event::Notification(stored)).await?;
+    if let Err(e) = publish(&app, &Group::user(&user_id), Event::Notification(stored)).await {
+        app.store.delete_notification(id).await?;
+        return Err(e);
+    }
+    if let Err(e) = app.store.mark_delivered(&[id]).await {
+        // Published all the same: the worker publishes it once more, with the same id.
+        tracing::warn!(error = %e, id, "notification published but not marked delivered");
+    }
     Ok((StatusCode::CREATED, Json(json!({"notification_id": id}))))
 }
 
@@ -159,24 +168,22 @@ pub async fn post_task_event(
         data: body.data,
         timestamp: shared::time::now(),
     };
-    let completed_at = update.timestamp;
-    let completed = update.action == "completed";
-    publish(&app, &Group::workspace(&workspace), Event::TaskUpdate(update)).await?;
-    // A completed task earns its actor points, once per task (completing it again earns nothing).
-    if completed {
+    // A completed task earns its actor points, once per task (completing it again earns nothing):
+    // its job goes out with the update, or neither does.
+    let mut jobs = Vec::new();
+    if update.action == "completed" {
         match UserId::parse(&actor) {
-            Ok(user_id) => {
-                let activity = Activity {
-                    id: format!("task:{workspace}:{task}"),
-                    user_id,
-                    activity: ActivityKind::TaskCompleted,
-                    at: completed_at,
-                };
-                crate::protocols::record_activity(&app, activity).await;
-            }
+            Ok(user_id) => jobs.push(Job::Activity(Activity {
+                id: format!("task:{workspace}:{task}"),
+                user_id,
+                activity: ActivityKind::TaskCompleted,
+                at: update.timestamp,
+            })),
             Err(_) => tracing::info!("task completed by an actor that is not a user id; no points"),
         }
     }
+    let event = Envelope::to_all(Event::TaskUpdate(update));
+    super::publish_all(&app, &[(Group::workspace(&workspace), event)], &jobs).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"status": "published"}))))
 }
 

@@ -193,14 +193,6 @@ pub fn publish_failed(app: &AppState, error: shared::broker::BrokerError) -> Cli
     ClientError::unavailable()
 }
 
-/// Queues a gamification activity for the worker. Losing one (Redis away) costs points, never a
-/// message, so a failure is logged and not passed to the client.
-pub async fn record_activity(app: &AppState, activity: shared::jobs::Activity) {
-    if let Err(e) = app.broker.enqueue(shared::jobs::Job::Activity(activity).encode()).await {
-        tracing::warn!(error = %e, "activity not recorded");
-    }
-}
-
 /// Message text: trimmed, then 1..=`max` Unicode scalar values.
 pub fn message_text<'a>(field: &str, raw: &'a str, max: usize) -> Result<&'a str, ClientError> {
     let text = raw.trim();

@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Map, Value};
 use shared::event::{Envelope, Event, FocusState, FocusStatus, Group, Notification};
 use shared::ids::{FocusSessionId, UserId};
-use shared::jobs::{Activity, ActivityKind};
+use shared::jobs::{Activity, ActivityKind, Job};
 
 use super::ClientFrame;
 use crate::app::AppState;
@@ -156,22 +156,25 @@ pub enum OneTaskSocket {
 }
 
 impl OneTaskSocket {
-    /// A completed focus session counts for every participant (once per completion: this node
-    /// made the one transition to `completed`).
-    async fn record_completion(&self, app: &AppState, session_id: &FocusSessionId) {
+    /// The jobs that make a completed focus session count for every participant (once per
+    /// completion: this node made the one transition to `completed`). Published with the
+    /// `focus_update` itself, so that both go out or neither.
+    async fn completion_jobs(&self, app: &AppState, session_id: &FocusSessionId) -> Vec<bytes::Bytes> {
         let participants = match app.store.focus_participants(session_id).await {
             Ok(participants) => participants,
             Err(e) => {
                 tracing::warn!(error = %e, "focus completion not recorded");
-                return;
+                return Vec::new();
             }
         };
         let at = shared::time::now();
-        for user_id in participants {
-            let id = format!("focus:{session_id}:{}:{user_id}", shared::time::format(&at));
-            let activity = Activity { id, user_id, activity: ActivityKind::FocusCompleted, at };
-            super::record_activity(app, activity).await;
-        }
+        participants
+            .into_iter()
+            .map(|user_id| {
+                let id = format!("focus:{session_id}:{}:{user_id}", shared::time::format(&at));
+                Job::Activity(Activity { id, user_id, activity: ActivityKind::FocusCompleted, at }).encode()
+            })
+            .collect()
     }
 
     /// On the focus socket, the timer as it is now (`focus_update` with action `state`).
@@ -202,9 +205,10 @@ impl OneTaskSocket {
             let seen = app.store.focus_state(session_id).await.map_err(unavailable)?.unwrap_or_else(FocusState::idle);
             let next = transition(&seen, action, shared::time::now()).map_err(ClientError::invalid_payload)?;
             if app.store.swap_focus_state(session_id, &seen, &next).await.map_err(unavailable)? {
-                if next.status == FocusStatus::Completed {
-                    self.record_completion(app, session_id).await;
-                }
+                let jobs = match next.status {
+                    FocusStatus::Completed => self.completion_jobs(app, session_id).await,
+                    _ => Vec::new(),
+                };
                 let event = Event::FocusUpdate {
                     session_id: session_id.clone(),
                     action: action.name().to_owned(),
@@ -213,7 +217,7 @@ impl OneTaskSocket {
                 };
                 return app
                     .broker
-                    .publish(group, Envelope::to_all(event).encode())
+                    .publish_all(&[(group.clone(), Envelope::to_all(event).encode())], &jobs)
                     .await
                     .map_err(|e| super::publish_failed(app, e));
             }

@@ -48,6 +48,20 @@ pub async fn run_all<F: NodeFactory>(make: impl Fn() -> F) {
     enqueue_appends_a_job_without_publishing(&make()).await;
     a_blocking_read_waits_its_whole_block(&make()).await;
     dead_letters_leave_the_jobs_stream_and_replay_back(&make()).await;
+    publish_all_reaches_every_group_and_the_stream(&make()).await;
+}
+
+pub async fn publish_all_reaches_every_group_and_the_stream(f: &impl NodeFactory) {
+    let (a, mut a_in) = f.node().await;
+    let (b, _b_in) = f.node().await;
+    a.subscribe(&[group("user:m1"), group("user:m2")]).await.unwrap();
+    let publications = [(group("user:m1"), Bytes::from_static(b"one")), (group("user:m2"), Bytes::from_static(b"two"))];
+    b.publish_all(&publications, &[Bytes::from_static(b"j1"), Bytes::from_static(b"j2")]).await.unwrap();
+    assert_eq!(next_message(&mut a_in).await, (group("user:m1"), Bytes::from_static(b"one")));
+    assert_eq!(next_message(&mut a_in).await, (group("user:m2"), Bytes::from_static(b"two")));
+    let jobs = a.read_jobs("c", 10, Duration::from_millis(500)).await.unwrap();
+    let payloads: Vec<_> = jobs.iter().map(|j| j.payload.clone()).collect();
+    assert_eq!(payloads, vec![Bytes::from_static(b"j1"), Bytes::from_static(b"j2")]);
 }
 
 /// A read blocked longer than a client library's default response timeout (500 ms) is still

@@ -124,26 +124,21 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn publish_and_enqueue(&self, group: &Group, payload: Bytes, job: Bytes) -> Result<(), BrokerError> {
+    async fn publish_all(&self, publications: &[(Group, Bytes)], jobs: &[Bytes]) -> Result<(), BrokerError> {
         {
             let mut state = self.shared.state.lock().expect("bus lock");
-            Self::deliver(&state, group, &payload);
-            state.next_job += 1;
-            let seq = state.next_job;
-            state.fresh.push_back((seq, job));
+            for (group, payload) in publications {
+                Self::deliver(&state, group, payload);
+            }
+            for job in jobs {
+                state.next_job += 1;
+                let seq = state.next_job;
+                state.fresh.push_back((seq, job.clone()));
+            }
         }
-        self.shared.job_added.notify_one();
-        Ok(())
-    }
-
-    async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {
-        {
-            let mut state = self.shared.state.lock().expect("bus lock");
-            state.next_job += 1;
-            let seq = state.next_job;
-            state.fresh.push_back((seq, job));
+        if !jobs.is_empty() {
+            self.shared.job_added.notify_one();
         }
-        self.shared.job_added.notify_one();
         Ok(())
     }
 

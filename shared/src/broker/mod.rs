@@ -53,12 +53,20 @@ pub trait Broker: Send + Sync + 'static {
     /// Live publish to every node subscribed to `group`.
     async fn publish(&self, group: &Group, payload: Bytes) -> Result<(), BrokerError>;
 
-    /// Live publish and append `job` to the jobs stream, atomically (one MULTI on Redis): either
-    /// both happen or neither, so what a client saw live is also persisted.
-    async fn publish_and_enqueue(&self, group: &Group, payload: Bytes, job: Bytes) -> Result<(), BrokerError>;
+    /// Publishes each `(group, payload)` and appends each job to the jobs stream, atomically
+    /// (one MULTI on Redis): all of it happens or none, so that what a client saw live is also
+    /// persisted, and a caller told of a failure knows that nothing went out.
+    async fn publish_all(&self, publications: &[(Group, Bytes)], jobs: &[Bytes]) -> Result<(), BrokerError>;
+
+    /// One live publish and one job, atomically (`publish_all`).
+    async fn publish_and_enqueue(&self, group: &Group, payload: Bytes, job: Bytes) -> Result<(), BrokerError> {
+        self.publish_all(&[(group.clone(), payload)], &[job]).await
+    }
 
     /// Appends `job` to the jobs stream without a live publish.
-    async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError>;
+    async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {
+        self.publish_all(&[], &[job]).await
+    }
 
     /// Makes this node receive the groups' publications. Idempotent.
     async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError>;

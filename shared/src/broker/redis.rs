@@ -188,26 +188,21 @@ impl Broker for RedisBroker {
         .await
     }
 
-    async fn publish_and_enqueue(&self, group: &Group, payload: Bytes, job: Bytes) -> Result<(), BrokerError> {
+    async fn publish_all(&self, publications: &[(Group, Bytes)], jobs: &[Bytes]) -> Result<(), BrokerError> {
+        if publications.is_empty() && jobs.is_empty() {
+            return Ok(());
+        }
         timed(async {
             let mut conn = self.conn().await?;
-            let _: () = redis::pipe()
-                .atomic()
-                .publish(self.keys.channel(group), payload.as_ref())
-                .ignore()
-                .xadd(self.keys.jobs_stream(), "*", &[(JOB_FIELD, job.as_ref())])
-                .ignore()
-                .query_async(&mut *conn)
-                .await?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {
-        timed(async {
-            let mut conn = self.conn().await?;
-            let _: String = conn.xadd(self.keys.jobs_stream(), "*", &[(JOB_FIELD, job.as_ref())]).await?;
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (group, payload) in publications {
+                pipe.publish(self.keys.channel(group), payload.as_ref()).ignore();
+            }
+            for job in jobs {
+                pipe.xadd(self.keys.jobs_stream(), "*", &[(JOB_FIELD, job.as_ref())]).ignore();
+            }
+            let _: () = pipe.query_async(&mut *conn).await?;
             Ok(())
         })
         .await

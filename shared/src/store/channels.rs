@@ -264,6 +264,19 @@ impl Store {
         Ok(())
     }
 
+    /// Removes a channel message that could not be broadcast (the request that made it failed).
+    pub async fn delete_channel_message(&self, id: &MessageId) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                sqlx::query("DELETE FROM channel_messages WHERE id = $1").bind(id.as_uuid()).execute(pool).await?;
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query("DELETE FROM channel_messages WHERE id = ?1").bind(id.to_string()).execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The channel of a channel message.
     pub async fn channel_of_message(&self, message: &MessageId) -> Result<Option<ChannelId>, StoreError> {
         let id: Option<String> = match self {

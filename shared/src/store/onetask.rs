@@ -212,15 +212,19 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// Stores a notification; returns it with its integer id and time.
+    /// Stores a notification, not yet delivered and claimed for `PUBLISH_LEASE` by the caller,
+    /// who publishes it and then calls `mark_delivered` (or `delete_notification` if it could
+    /// not). A caller that dies in between leaves the claim to run out; a worker then publishes
+    /// it. Returns it with its integer id and time.
     pub async fn insert_notification(&self, n: NewNotification) -> Result<Notification, StoreError> {
         let related = n.related_entity_id.as_ref().map(Value::to_string);
         let data = n.data.as_ref().map(Value::to_string);
         let (id, created_at): (i64, DateTime<Utc>) = match self {
             Store::Postgres(pool) => {
                 sqlx::query_as(
-                    "INSERT INTO notifications (user_id, kind, title, content, notification_type, related_entity_type, related_entity_id, data)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, created_at",
+                    "INSERT INTO notifications (user_id, kind, title, content, notification_type, related_entity_type, related_entity_id, data,
+                                                delivered, claimed_until)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE, now() + interval '30 seconds') RETURNING id, created_at",
                 )
                 .bind(n.user_id.as_str())
                 .bind(&n.wire_type)
@@ -236,8 +240,9 @@ impl Store {
             Store::Sqlite(pool) => {
                 let now = time::now();
                 let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO notifications (user_id, kind, title, content, notification_type, related_entity_type, related_entity_id, data, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+                    "INSERT INTO notifications (user_id, kind, title, content, notification_type, related_entity_type, related_entity_id, data, created_at,
+                                                delivered, claimed_until)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+30 seconds')) RETURNING id",
                 )
                 .bind(n.user_id.as_str())
                 .bind(&n.wire_type)
@@ -265,5 +270,18 @@ impl Store {
             data: n.data,
             created_at: time::parse(&time::format(&created_at)).unwrap_or(created_at),
         })
+    }
+
+    /// Removes a notification that could not be published (the request that made it failed).
+    pub async fn delete_notification(&self, id: i64) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                sqlx::query("DELETE FROM notifications WHERE id = $1").bind(id).execute(pool).await?;
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query("DELETE FROM notifications WHERE id = ?1").bind(id).execute(pool).await?;
+            }
+        }
+        Ok(())
     }
 }
