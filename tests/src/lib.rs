@@ -633,12 +633,28 @@ pub async fn close_code_of(url: &str) -> u16 {
 
 /// A minimal HTTP/1.1 request: `(status, JSON body or the text as a JSON string)`.
 pub async fn http(method: &str, url: &str, bearer: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let (status, _, body) = http_with(method, url, bearer, &[], body).await;
+    (status, body)
+}
+
+/// `http` with extra request headers; also returns the response's head (status line and
+/// headers, as text).
+pub async fn http_with(
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, String, Value) {
     let rest = url.strip_prefix("http://").expect("http:// url");
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     if let Some(token) = bearer {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
     }
     if !body.is_empty() {
         request.push_str("Content-Type: application/json\r\n");
@@ -656,5 +672,5 @@ pub async fn http(method: &str, url: &str, bearer: Option<&str>, body: Option<Va
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("HTTP status line");
     let value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
-    (status, value)
+    (status, head.to_owned(), value)
 }

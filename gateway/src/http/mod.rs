@@ -12,6 +12,7 @@ pub mod api;
 pub mod channels;
 pub mod error;
 pub mod health;
+pub(crate) mod idempotency;
 pub mod onetask;
 
 pub fn router(app: AppState) -> Router {
@@ -47,6 +48,7 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), idempotency::middleware))
         .with_state(app)
 }
 

@@ -18,13 +18,28 @@ use crate::jobs::Job;
 
 mod channels;
 mod gamification;
+mod idempotency;
 mod onetask;
 mod postgres;
 mod sqlite;
 
 pub use channels::{ChannelRecord, MembershipChange};
 pub use gamification::{Scorer, UserStats};
+pub use idempotency::Reservation;
 pub use onetask::NewNotification;
+
+/// Runs the same code on whichever pool the store has, for queries whose SQL and bound types
+/// both backends accept as they are (sqlx's SQLite driver takes `$N` placeholders too). The body
+/// is compiled once per backend, so a type that one backend cannot bind is a compile error.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store {
+            Store::Postgres($pool) => $body,
+            Store::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

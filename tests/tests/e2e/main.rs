@@ -17,6 +17,7 @@ mod presence;
 mod pythia;
 mod redis_restart;
 mod server_api;
+mod server_publish;
 mod session_chat;
 mod slow_reader;
 mod startup;
