@@ -6,6 +6,10 @@
 //!   stream with MESSAGES session messages, lets WORKERS in-process workers persist them and
 //!   reports messages persisted per second; then a steady load of RATE messages per second for
 //!   SECONDS, reporting the worker's lag (bench/worker-throughput.sh).
+//! * `loadgen latency REDIS_URL DATABASE_URL RATE SECONDS [PREFIX]`: publishes RATE session
+//!   messages per second for SECONDS the way a gateway does (live publish and job in one MULTI),
+//!   one at a time, while a worker process persists them; polls the database every 5 ms and
+//!   reports publish-to-row latency (p50, p99, max) (bench/persist-latency.sh).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,8 +33,13 @@ async fn main() -> anyhow::Result<()> {
         Some("persist") if args.len() == 7 => {
             persist(&args[1], &args[2], args[3].parse()?, args[4].parse()?, args[5].parse()?, args[6].parse()?).await
         }
+        Some("latency") if args.len() == 5 || args.len() == 6 => {
+            let prefix = args.get(5).map(String::as_str).unwrap_or("rt:");
+            latency(&args[1], &args[2], args[3].parse()?, args[4].parse()?, prefix).await
+        }
         _ => anyhow::bail!(
-            "usage: loadgen idle URL COUNT | loadgen persist REDIS_URL DATABASE_URL MESSAGES WORKERS RATE SECONDS"
+            "usage: loadgen idle URL COUNT | loadgen persist REDIS_URL DATABASE_URL MESSAGES WORKERS RATE SECONDS \
+             | loadgen latency REDIS_URL DATABASE_URL RATE SECONDS [PREFIX]"
         ),
     }
 }
@@ -93,22 +102,7 @@ async fn persist(
     seconds: u64,
 ) -> anyhow::Result<()> {
     let store = Store::connect(db_url, 16).await.context("database")?;
-    let mut sessions = Vec::new();
-    for u in 0..USERS {
-        let user = UserId::parse(&format!("bench-user-{u}"))?;
-        let record = UserRecord {
-            id: user.clone(),
-            username: user.to_string(),
-            email: None,
-            display_name: None,
-            is_active: true,
-            created_at: None,
-        };
-        store.upsert_user(&record).await?;
-        let session = SessionId::from(uuid::Uuid::new_v4());
-        store.upsert_session(&session, &user, &UserId::parse("bench-peer")?).await?;
-        sessions.push((session, user));
-    }
+    let sessions = bench_sessions(&store).await?;
     let client = redis::Client::open(redis_url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
 
@@ -170,6 +164,110 @@ async fn persist(
         ms(p50),
         ms(p99),
         ms(max)
+    );
+    Ok(())
+}
+
+/// Users and sessions for the benchmarks: one session per user.
+async fn bench_sessions(store: &Store) -> anyhow::Result<Vec<(SessionId, UserId)>> {
+    let mut sessions = Vec::new();
+    for u in 0..USERS {
+        let user = UserId::parse(&format!("bench-user-{u}"))?;
+        let record = UserRecord {
+            id: user.clone(),
+            username: user.to_string(),
+            email: None,
+            display_name: None,
+            is_active: true,
+            created_at: None,
+        };
+        store.upsert_user(&record).await?;
+        let session = SessionId::from(uuid::Uuid::new_v4());
+        store.upsert_session(&session, &user, &UserId::parse("bench-peer")?).await?;
+        sessions.push((session, user));
+    }
+    Ok(sessions)
+}
+
+/// Publish-to-row latency at a steady rate, against whatever worker consumes `prefix`'s stream.
+async fn latency(redis_url: &str, db_url: &str, rate: u64, seconds: u64, prefix: &str) -> anyhow::Result<()> {
+    use std::collections::HashMap;
+    use shared::broker::Broker;
+    use shared::event::{Envelope, Event, Group};
+
+    let store = Store::connect(db_url, 4).await.context("database")?;
+    let Store::Postgres(pool) = store.clone() else { anyhow::bail!("latency needs a postgres:// DATABASE_URL") };
+    let sessions = bench_sessions(&store).await?;
+    let broker = RedisBroker::new(redis_url, prefix)?;
+    let total = rate * seconds;
+    let sent: Arc<std::sync::Mutex<HashMap<uuid::Uuid, Instant>>> = Arc::default();
+    let done = CancellationToken::new();
+
+    // The poller: which of the messages sent so far have a row, and since when.
+    let poller = {
+        let (sent, done, pool) = (sent.clone(), done.clone(), pool.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(total as usize);
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            while latencies.len() < total as usize {
+                tick.tick().await;
+                let waiting: Vec<uuid::Uuid> = sent.lock().unwrap().keys().copied().collect();
+                if waiting.is_empty() {
+                    if done.is_cancelled() && sent.lock().unwrap().is_empty() {
+                        break;
+                    }
+                    continue;
+                }
+                let found: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM session_messages WHERE id = ANY($1)")
+                    .bind(&waiting)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_default();
+                let now = Instant::now();
+                let mut sent = sent.lock().unwrap();
+                for id in found {
+                    if let Some(at) = sent.remove(&id) {
+                        latencies.push(now - at);
+                    }
+                }
+            }
+            latencies
+        })
+    };
+
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    for i in 0..total {
+        tick.tick().await;
+        let (session, sender) = &sessions[i as usize % sessions.len()];
+        let message = SessionMessage {
+            message_id: MessageId::new(),
+            session_id: *session,
+            sender_id: sender.clone(),
+            sender_name: sender.to_string(),
+            content: format!("latency message {i}"),
+            created_at: shared::time::now(),
+        };
+        let id = message.message_id.as_uuid();
+        let job = Job::SessionMessage(message.clone()).encode();
+        let payload = Envelope::to_all(Event::SessionMessage(message)).encode();
+        sent.lock().unwrap().insert(id, Instant::now());
+        broker.publish_and_enqueue(&Group::session(session), payload, job).await?;
+    }
+    let sending = started.elapsed().as_secs_f64();
+    done.cancel();
+    let mut latencies = tokio::time::timeout(Duration::from_secs(60), poller).await.context("rows never appeared")??;
+    latencies.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let at = |q: usize| latencies[(latencies.len() * q / 100).min(latencies.len() - 1)];
+    println!(
+        "latency: {} messages at {:.0}/s for {seconds} s, publish to row (5 ms polls): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        total as f64 / sending,
+        ms(at(50)),
+        ms(at(99)),
+        ms(*latencies.last().unwrap_or(&Duration::ZERO)),
     );
     Ok(())
 }
