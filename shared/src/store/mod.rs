@@ -17,6 +17,8 @@ use crate::ids::{ChatId, MessageId, SessionId, UserId};
 use crate::jobs::Job;
 
 mod channels;
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 mod gamification;
 mod idempotency;
 mod onetask;

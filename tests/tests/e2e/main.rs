@@ -21,5 +21,6 @@ mod server_publish;
 mod session_chat;
 mod slow_reader;
 mod startup;
+mod store_contract;
 mod subscriptions;
 mod worker_step;
