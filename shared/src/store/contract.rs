@@ -231,7 +231,7 @@ pub async fn channels_report_membership_changes(store: &Store) {
 pub async fn channel_messages_and_reactions(store: &Store) {
     let id = ChannelId::parse(&fresh("chan")).unwrap();
     let ann = new_user(store, "ann").await;
-    store.upsert_channel(&id, "Talk", false, &[ann.id.clone()]).await.unwrap();
+    store.upsert_channel(&id, "Talk", false, std::slice::from_ref(&ann.id)).await.unwrap();
     let message = |content: &str, at: i64| ChannelMessage {
         message_id: MessageId::new(),
         channel_id: id.clone(),
@@ -264,7 +264,7 @@ pub async fn workspaces_and_focus_sessions(store: &Store) {
     let workspace = WorkspaceId::parse(&fresh("ws")).unwrap();
     let (a, b) = (user(&fresh("a")), user(&fresh("b")));
     store.set_workspace_members(&workspace, &[a.clone(), b.clone()]).await.unwrap();
-    store.set_workspace_members(&workspace, &[a.clone()]).await.unwrap();
+    store.set_workspace_members(&workspace, std::slice::from_ref(&a)).await.unwrap();
     assert!(store.is_workspace_member(&workspace, &a).await.unwrap());
     assert!(!store.is_workspace_member(&workspace, &b).await.unwrap());
 
@@ -284,7 +284,7 @@ pub async fn workspaces_and_focus_sessions(store: &Store) {
     let paused = FocusState { status: FocusStatus::Paused, remaining_seconds: 1400, ends_at: None };
     assert!(store.swap_focus_state(&focus, &read, &paused).await.unwrap(), "the state read back is the one stored");
     // A later PUT keeps the timer.
-    store.upsert_focus_session(&focus, &[a.clone()]).await.unwrap();
+    store.upsert_focus_session(&focus, std::slice::from_ref(&a)).await.unwrap();
     assert_eq!(store.focus_state(&focus).await.unwrap().unwrap().status, FocusStatus::Paused);
     assert_eq!(store.focus_state(&FocusSessionId::parse(&fresh("none")).unwrap()).await.unwrap(), None);
 }
