@@ -10,13 +10,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{PgPool, Row, SqlitePool};
+
+use self::codec::{DbTime, DbUuid};
 
 use crate::event::{ChatMessage, SessionMessage, UserSnapshot};
 use crate::ids::{ChatId, MessageId, SessionId, UserId};
 use crate::jobs::Job;
 
 mod channels;
+mod codec;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 mod gamification;
@@ -141,6 +144,18 @@ pub struct Page {
     pub before: Option<MessageId>,
 }
 
+impl Page {
+    /// The condition "older than `before`" on `table`, with `before` bound as `param`; empty
+    /// (and the parameter unused) without `before`. Written out rather than `$n IS NULL OR …`,
+    /// which would need a typed NULL that the two backends spell differently.
+    fn older_than(&self, table: &str, param: &str) -> String {
+        match self.before {
+            Some(_) => format!("AND (created_at, id) < (SELECT created_at, id FROM {table} WHERE id = {param})"),
+            None => String::new(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub enum Store {
     Postgres(PgPool),
@@ -181,38 +196,98 @@ impl Store {
     }
 
     pub async fn upsert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(pool) => postgres::upsert_user(pool, user).await,
-            Store::Sqlite(pool) => sqlite::upsert_user(pool, user).await,
-        }
+        let now = DbTime(crate::time::now());
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO users (id, username, email, display_name, is_active) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET username = excluded.username, email = excluded.email,
+                 display_name = excluded.display_name, is_active = excluded.is_active, updated_at = $6",
+        )
+        .bind(user.id.as_str())
+        .bind(&user.username)
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(user.is_active)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(drop))?;
+        Ok(())
     }
 
     pub async fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
-        match self {
-            Store::Postgres(pool) => postgres::user(pool, id).await,
-            Store::Sqlite(pool) => sqlite::user(pool, id).await,
-        }
+        const SQL: &str = "SELECT id, username, email, display_name, is_active, created_at FROM users WHERE id = $1";
+        on_pool!(self, |pool| {
+            let row = sqlx::query(SQL).bind(id.as_str()).fetch_optional(pool).await?;
+            row.map(|r| {
+                Ok(UserRecord {
+                    id: user_id(r.try_get("id")?)?,
+                    username: r.try_get("username")?,
+                    email: r.try_get("email")?,
+                    display_name: r.try_get("display_name")?,
+                    is_active: r.try_get("is_active")?,
+                    created_at: Some(r.try_get::<DbTime, _>("created_at")?.0),
+                })
+            })
+            .transpose()
+        })
     }
 
     pub async fn upsert_session(&self, id: &SessionId, inviter: &UserId, invitee: &UserId) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(pool) => postgres::upsert_session(pool, id, inviter, invitee).await,
-            Store::Sqlite(pool) => sqlite::upsert_session(pool, id, inviter, invitee).await,
-        }
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO sessions (id, inviter_id, invitee_id) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET inviter_id = excluded.inviter_id, invitee_id = excluded.invitee_id",
+        )
+        .bind(DbUuid(id.as_uuid()))
+        .bind(inviter.as_str())
+        .bind(invitee.as_str())
+        .execute(pool)
+        .await
+        .map(drop))?;
+        Ok(())
     }
 
     pub async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        match self {
-            Store::Postgres(pool) => postgres::session(pool, id).await,
-            Store::Sqlite(pool) => sqlite::session(pool, id).await,
-        }
+        const SQL: &str = "SELECT id, inviter_id, invitee_id, last_message_at FROM sessions WHERE id = $1";
+        on_pool!(self, |pool| {
+            let row = sqlx::query(SQL).bind(DbUuid(id.as_uuid())).fetch_optional(pool).await?;
+            row.map(|r| {
+                Ok(SessionRecord {
+                    id: SessionId::from(r.try_get::<DbUuid, _>("id")?.0),
+                    inviter_id: user_id(r.try_get("inviter_id")?)?,
+                    invitee_id: user_id(r.try_get("invitee_id")?)?,
+                    last_message_at: r.try_get::<Option<DbTime>, _>("last_message_at")?.map(|t| t.0),
+                })
+            })
+            .transpose()
+        })
     }
 
     pub async fn session_messages(&self, id: &SessionId, page: Page) -> Result<Vec<SessionMessage>, StoreError> {
-        match self {
-            Store::Postgres(pool) => postgres::session_messages(pool, id, page).await,
-            Store::Sqlite(pool) => sqlite::session_messages(pool, id, page).await,
-        }
+        let sql = format!(
+            "SELECT id, session_id, sender_id, sender_name, content, created_at FROM session_messages
+             WHERE session_id = $1 {} ORDER BY created_at DESC, id DESC LIMIT $2",
+            page.older_than("session_messages", "$3")
+        );
+        let before = page.before.map(|b| DbUuid(b.as_uuid()));
+        on_pool!(self, |pool| {
+            let mut query = sqlx::query(&sql).bind(DbUuid(id.as_uuid())).bind(page.limit);
+            if let Some(before) = before {
+                query = query.bind(before);
+            }
+            let rows = query.fetch_all(pool).await?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(SessionMessage {
+                        message_id: r.try_get::<DbUuid, _>("id")?.0.into(),
+                        session_id: r.try_get::<DbUuid, _>("session_id")?.0.into(),
+                        sender_id: user_id(r.try_get("sender_id")?)?,
+                        sender_name: r.try_get("sender_name")?,
+                        content: r.try_get("content")?,
+                        created_at: r.try_get::<DbTime, _>("created_at")?.0,
+                    })
+                })
+                .collect()
+        })
     }
 
     /// Creates the chat or replaces its members.
@@ -224,41 +299,95 @@ impl Store {
     }
 
     pub async fn chat(&self, id: &ChatId) -> Result<Option<ChatRecord>, StoreError> {
-        match self {
-            Store::Postgres(pool) => postgres::chat(pool, id).await,
-            Store::Sqlite(pool) => sqlite::chat(pool, id).await,
-        }
+        on_pool!(self, |pool| {
+            let last: Option<Option<DbTime>> = sqlx::query_scalar("SELECT last_message_at FROM chats WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(pool)
+                .await?;
+            let Some(last) = last else { return Ok(None) };
+            let members: Vec<String> =
+                sqlx::query_scalar("SELECT user_id FROM chat_members WHERE chat_id = $1 ORDER BY user_id")
+                    .bind(id.as_str())
+                    .fetch_all(pool)
+                    .await?;
+            Ok(Some(ChatRecord {
+                id: id.clone(),
+                member_ids: members.into_iter().map(user_id).collect::<Result<_, _>>()?,
+                last_message_at: last.map(|t| t.0),
+            }))
+        })
     }
 
     pub async fn is_chat_member(&self, chat: &ChatId, user: &UserId) -> Result<bool, StoreError> {
-        match self {
-            Store::Postgres(pool) => postgres::is_chat_member(pool, chat, user).await,
-            Store::Sqlite(pool) => sqlite::is_chat_member(pool, chat, user).await,
-        }
+        let found: Option<i32> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2"
+        )
+        .bind(chat.as_str())
+        .bind(user.as_str())
+        .fetch_optional(pool)
+        .await)?;
+        Ok(found.is_some())
     }
 
     /// The chat a persisted chat message (not a direct one) belongs to.
     pub async fn chat_of_message(&self, message: &MessageId) -> Result<Option<ChatId>, StoreError> {
-        match self {
-            Store::Postgres(pool) => postgres::chat_of_message(pool, message).await,
-            Store::Sqlite(pool) => sqlite::chat_of_message(pool, message).await,
-        }
+        let chat: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT chat_id FROM chat_messages WHERE id = $1 AND recipient_id IS NULL"
+        )
+        .bind(DbUuid(message.as_uuid()))
+        .fetch_optional(pool)
+        .await)?;
+        chat.map(|c| ChatId::parse(&c).map_err(|_| corrupt("chat id"))).transpose()
     }
 
     /// A chat's messages (direct messages excluded), newest first, senders as they are now.
     pub async fn chat_messages(&self, id: &ChatId, page: Page) -> Result<Vec<ChatMessage>, StoreError> {
-        match self {
-            Store::Postgres(pool) => postgres::chat_messages(pool, id, page).await,
-            Store::Sqlite(pool) => sqlite::chat_messages(pool, id, page).await,
-        }
+        let sql = format!(
+            "SELECT m.id, m.sender_id, m.content, m.message_type, m.parent_message_id, m.created_at,
+                    COALESCE(u.username, m.sender_id) AS username, u.email, COALESCE(u.is_active, FALSE) AS is_active,
+                    u.created_at AS user_created_at
+             FROM chat_messages m LEFT JOIN users u ON u.id = m.sender_id
+             WHERE m.chat_id = $1 AND m.recipient_id IS NULL {}
+             ORDER BY m.created_at DESC, m.id DESC LIMIT $2",
+            page.older_than("chat_messages", "$3").replace("(created_at, id)", "(m.created_at, m.id)")
+        );
+        let before = page.before.map(|b| DbUuid(b.as_uuid()));
+        on_pool!(self, |pool| {
+            let mut query = sqlx::query(&sql).bind(id.as_str()).bind(page.limit);
+            if let Some(before) = before {
+                query = query.bind(before);
+            }
+            let rows = query.fetch_all(pool).await?;
+            rows.into_iter()
+                .map(|r| {
+                    let user_created: Option<DbTime> = r.try_get("user_created_at")?;
+                    Ok(ChatMessage {
+                        message_id: r.try_get::<DbUuid, _>("id")?.0.into(),
+                        chat_id: id.clone(),
+                        sender: UserSnapshot {
+                            id: user_id(r.try_get("sender_id")?)?,
+                            username: r.try_get("username")?,
+                            email: r.try_get("email")?,
+                            is_active: r.try_get("is_active")?,
+                            created_at: user_created.as_ref().map(|t| crate::time::format(&t.0)),
+                        },
+                        recipient_id: None,
+                        content: r.try_get("content")?,
+                        message_type: r.try_get("message_type")?,
+                        parent_message_id: r.try_get::<Option<DbUuid>, _>("parent_message_id")?.map(|p| p.0.into()),
+                        created_at: r.try_get::<DbTime, _>("created_at")?.0,
+                    })
+                })
+                .collect()
+        })
     }
 
     /// How many users have read `message` (each counted once).
     pub async fn read_count(&self, message: &MessageId) -> Result<i64, StoreError> {
-        match self {
-            Store::Postgres(pool) => postgres::read_count(pool, message).await,
-            Store::Sqlite(pool) => sqlite::read_count(pool, message).await,
-        }
+        Ok(on_pool!(self, |pool| sqlx::query_scalar("SELECT count(*) FROM read_receipts WHERE message_id = $1")
+            .bind(DbUuid(message.as_uuid()))
+            .fetch_one(pool)
+            .await)?)
     }
 
     /// Applies a batch of jobs in one transaction: messages, receipts, and the activities they
@@ -286,6 +415,10 @@ fn create_sqlite_folder(url: &str) -> Result<(), StoreError> {
         std::fs::create_dir_all(parent).map_err(|source| StoreError::Folder { path: path.to_owned(), source })?;
     }
     Ok(())
+}
+
+fn user_id(raw: String) -> Result<UserId, StoreError> {
+    UserId::parse(&raw).map_err(|_| corrupt("user id"))
 }
 
 fn corrupt(what: &str) -> StoreError {

@@ -1,119 +1,16 @@
 //! PostgreSQL queries. Batches use UNNEST: one round trip per batch, never one per row.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use std::collections::BTreeMap;
 
 use super::gamification::{self, Scorer, UserStats};
 use super::onetask::NewNotification;
-use super::{corrupt, ChatRecord, Page, SessionRecord, StoreError, UserRecord};
-use crate::event::{ChatMessage, SessionMessage, UserSnapshot};
-use crate::ids::{ChatId, MessageId, SessionId, UserId};
+use super::StoreError;
+use crate::ids::{ChatId, UserId};
 use crate::jobs::{Activity, Job};
-
-fn user_id(raw: String) -> Result<UserId, StoreError> {
-    UserId::parse(&raw).map_err(|_| corrupt("user id"))
-}
-
-pub(super) async fn upsert_user(pool: &PgPool, user: &UserRecord) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO users (id, username, email, display_name, is_active) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (id) DO UPDATE SET username = EXCLUDED.username, email = EXCLUDED.email,
-             display_name = EXCLUDED.display_name, is_active = EXCLUDED.is_active, updated_at = now()",
-    )
-    .bind(user.id.as_str())
-    .bind(&user.username)
-    .bind(&user.email)
-    .bind(&user.display_name)
-    .bind(user.is_active)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-pub(super) async fn user(pool: &PgPool, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
-    let row = sqlx::query("SELECT id, username, email, display_name, is_active, created_at FROM users WHERE id = $1")
-        .bind(id.as_str())
-        .fetch_optional(pool)
-        .await?;
-    row.map(|r| {
-        Ok(UserRecord {
-            id: user_id(r.try_get("id")?)?,
-            username: r.try_get("username")?,
-            email: r.try_get("email")?,
-            display_name: r.try_get("display_name")?,
-            is_active: r.try_get("is_active")?,
-            created_at: r.try_get("created_at")?,
-        })
-    })
-    .transpose()
-}
-
-pub(super) async fn upsert_session(
-    pool: &PgPool,
-    id: &SessionId,
-    inviter: &UserId,
-    invitee: &UserId,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO sessions (id, inviter_id, invitee_id) VALUES ($1, $2, $3)
-         ON CONFLICT (id) DO UPDATE SET inviter_id = EXCLUDED.inviter_id, invitee_id = EXCLUDED.invitee_id",
-    )
-    .bind(id.as_uuid())
-    .bind(inviter.as_str())
-    .bind(invitee.as_str())
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-pub(super) async fn session(pool: &PgPool, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-    let row = sqlx::query("SELECT id, inviter_id, invitee_id, last_message_at FROM sessions WHERE id = $1")
-        .bind(id.as_uuid())
-        .fetch_optional(pool)
-        .await?;
-    row.map(|r| {
-        Ok(SessionRecord {
-            id: SessionId::from(r.try_get::<Uuid, _>("id")?),
-            inviter_id: user_id(r.try_get("inviter_id")?)?,
-            invitee_id: user_id(r.try_get("invitee_id")?)?,
-            last_message_at: r.try_get("last_message_at")?,
-        })
-    })
-    .transpose()
-}
-
-pub(super) async fn session_messages(
-    pool: &PgPool,
-    id: &SessionId,
-    page: Page,
-) -> Result<Vec<SessionMessage>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, session_id, sender_id, sender_name, content, created_at FROM session_messages
-         WHERE session_id = $1
-           AND ($2::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM session_messages WHERE id = $2))
-         ORDER BY created_at DESC, id DESC LIMIT $3",
-    )
-    .bind(id.as_uuid())
-    .bind(page.before.map(|b| b.as_uuid()))
-    .bind(page.limit)
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(SessionMessage {
-                message_id: r.try_get::<Uuid, _>("id")?.into(),
-                session_id: r.try_get::<Uuid, _>("session_id")?.into(),
-                sender_id: user_id(r.try_get("sender_id")?)?,
-                sender_name: r.try_get("sender_name")?,
-                content: r.try_get("content")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .collect()
-}
 
 pub(super) async fn upsert_chat(pool: &PgPool, id: &ChatId, members: &[UserId]) -> Result<(), StoreError> {
     let members: Vec<&str> = members.iter().map(UserId::as_str).collect();
@@ -137,87 +34,6 @@ pub(super) async fn upsert_chat(pool: &PgPool, id: &ChatId, members: &[UserId]) 
     .await?;
     tx.commit().await?;
     Ok(())
-}
-
-pub(super) async fn chat(pool: &PgPool, id: &ChatId) -> Result<Option<ChatRecord>, StoreError> {
-    let Some(row) =
-        sqlx::query("SELECT last_message_at FROM chats WHERE id = $1").bind(id.as_str()).fetch_optional(pool).await?
-    else {
-        return Ok(None);
-    };
-    let members: Vec<String> =
-        sqlx::query_scalar("SELECT user_id FROM chat_members WHERE chat_id = $1 ORDER BY user_id")
-            .bind(id.as_str())
-            .fetch_all(pool)
-            .await?;
-    Ok(Some(ChatRecord {
-        id: id.clone(),
-        member_ids: members.into_iter().map(user_id).collect::<Result<_, _>>()?,
-        last_message_at: row.try_get("last_message_at")?,
-    }))
-}
-
-pub(super) async fn is_chat_member(pool: &PgPool, chat: &ChatId, user: &UserId) -> Result<bool, StoreError> {
-    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2")
-        .bind(chat.as_str())
-        .bind(user.as_str())
-        .fetch_optional(pool)
-        .await?;
-    Ok(found.is_some())
-}
-
-pub(super) async fn chat_of_message(pool: &PgPool, message: &MessageId) -> Result<Option<ChatId>, StoreError> {
-    let chat: Option<String> =
-        sqlx::query_scalar("SELECT chat_id FROM chat_messages WHERE id = $1 AND recipient_id IS NULL")
-            .bind(message.as_uuid())
-            .fetch_optional(pool)
-            .await?;
-    chat.map(|c| ChatId::parse(&c).map_err(|_| corrupt("chat id"))).transpose()
-}
-
-pub(super) async fn chat_messages(pool: &PgPool, id: &ChatId, page: Page) -> Result<Vec<ChatMessage>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT m.id, m.sender_id, m.content, m.message_type, m.parent_message_id, m.created_at,
-                COALESCE(u.username, m.sender_id) AS username, u.email, COALESCE(u.is_active, FALSE) AS is_active,
-                u.created_at AS user_created_at
-         FROM chat_messages m LEFT JOIN users u ON u.id = m.sender_id
-         WHERE m.chat_id = $1 AND m.recipient_id IS NULL
-           AND ($2::uuid IS NULL OR (m.created_at, m.id) < (SELECT created_at, id FROM chat_messages WHERE id = $2))
-         ORDER BY m.created_at DESC, m.id DESC LIMIT $3",
-    )
-    .bind(id.as_str())
-    .bind(page.before.map(|b| b.as_uuid()))
-    .bind(page.limit)
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            let user_created: Option<DateTime<Utc>> = r.try_get("user_created_at")?;
-            Ok(ChatMessage {
-                message_id: r.try_get::<Uuid, _>("id")?.into(),
-                chat_id: id.clone(),
-                sender: UserSnapshot {
-                    id: user_id(r.try_get("sender_id")?)?,
-                    username: r.try_get("username")?,
-                    email: r.try_get("email")?,
-                    is_active: r.try_get("is_active")?,
-                    created_at: user_created.as_ref().map(crate::time::format),
-                },
-                recipient_id: None,
-                content: r.try_get("content")?,
-                message_type: r.try_get("message_type")?,
-                parent_message_id: r.try_get::<Option<Uuid>, _>("parent_message_id")?.map(Into::into),
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .collect()
-}
-
-pub(super) async fn read_count(pool: &PgPool, message: &MessageId) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM read_receipts WHERE message_id = $1")
-        .bind(message.as_uuid())
-        .fetch_one(pool)
-        .await?)
 }
 
 /// Column vectors of one batch, for UNNEST.
