@@ -1,14 +1,12 @@
 //! Pythia channels: membership, messages (written synchronously by the messages API, which
-//! persists before it broadcasts) and reactions. Both backends in one place, per concern.
+//! persists before it broadcasts) and reactions. Each query is written once for both backends.
 
-use chrono::{DateTime, Utc};
 use sqlx::Row;
-use uuid::Uuid;
 
-use super::{corrupt, Page, Store, StoreError};
+use super::codec::{DbTime, DbUuid};
+use super::{corrupt, on_pool, Page, Store, StoreError};
 use crate::event::ChannelMessage;
 use crate::ids::{ChannelId, MessageId, UserId};
-use crate::time;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelRecord {
@@ -43,60 +41,28 @@ impl Store {
         members: &[UserId],
     ) -> Result<MembershipChange, StoreError> {
         let before = self.channel(id).await?.map(|c| c.member_ids).unwrap_or_default();
-        match self {
-            Store::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(
-                    "INSERT INTO channels (id, name, private) VALUES ($1, $2, $3)
-                     ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, private = EXCLUDED.private",
-                )
-                .bind(id.as_str())
-                .bind(name)
-                .bind(private)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM channel_members WHERE channel_id = $1")
-                    .bind(id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                let ids: Vec<&str> = members.iter().map(UserId::as_str).collect();
-                sqlx::query(
-                    "INSERT INTO channel_members (channel_id, user_id) SELECT $1, m FROM UNNEST($2::text[]) AS m
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(id.as_str())
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-            }
-            Store::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(
-                    "INSERT INTO channels (id, name, private) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, private = excluded.private",
-                )
-                .bind(id.as_str())
-                .bind(name)
-                .bind(private)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM channel_members WHERE channel_id = ?1")
-                    .bind(id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                for member in members {
-                    sqlx::query(
-                        "INSERT INTO channel_members (channel_id, user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                    )
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO channels (id, name, private) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, private = excluded.private",
+            )
+            .bind(id.as_str())
+            .bind(name)
+            .bind(private)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM channel_members WHERE channel_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+            for member in members {
+                sqlx::query("INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                     .bind(id.as_str())
                     .bind(member.as_str())
                     .execute(&mut *tx)
                     .await?;
-                }
-                tx.commit().await?;
             }
-        }
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        })?;
         Ok(MembershipChange {
             added: members.iter().filter(|m| !before.contains(m)).cloned().collect(),
             removed: before.into_iter().filter(|m| !members.contains(m)).collect(),
@@ -104,28 +70,16 @@ impl Store {
     }
 
     pub async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
-        let (row, members): (Option<(String, bool)>, Vec<String>) = match self {
-            Store::Postgres(pool) => (
-                sqlx::query_as("SELECT name, private FROM channels WHERE id = $1")
-                    .bind(id.as_str())
-                    .fetch_optional(pool)
-                    .await?,
-                sqlx::query_scalar("SELECT user_id FROM channel_members WHERE channel_id = $1 ORDER BY user_id")
-                    .bind(id.as_str())
-                    .fetch_all(pool)
-                    .await?,
-            ),
-            Store::Sqlite(pool) => (
-                sqlx::query_as("SELECT name, private FROM channels WHERE id = ?1")
-                    .bind(id.as_str())
-                    .fetch_optional(pool)
-                    .await?,
-                sqlx::query_scalar("SELECT user_id FROM channel_members WHERE channel_id = ?1 ORDER BY user_id")
-                    .bind(id.as_str())
-                    .fetch_all(pool)
-                    .await?,
-            ),
-        };
+        let (row, members): (Option<(String, bool)>, Vec<String>) = on_pool!(self, |pool| (
+            sqlx::query_as("SELECT name, private FROM channels WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(pool)
+                .await?,
+            sqlx::query_scalar("SELECT user_id FROM channel_members WHERE channel_id = $1 ORDER BY user_id")
+                .bind(id.as_str())
+                .fetch_all(pool)
+                .await?,
+        ));
         let Some((name, private)) = row else { return Ok(None) };
         Ok(Some(ChannelRecord {
             id: id.clone(),
@@ -137,94 +91,53 @@ impl Store {
 
     /// Adds one member; true if they were not a member before.
     pub async fn add_channel_member(&self, channel: &ChannelId, user: &UserId) -> Result<bool, StoreError> {
-        let done = match self {
-            Store::Postgres(pool) => {
-                sqlx::query("INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(channel.as_str())
-                    .bind(user.as_str())
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query("INSERT INTO channel_members (channel_id, user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
-                    .bind(channel.as_str())
-                    .bind(user.as_str())
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            }
-        };
+        let done = on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        )
+        .bind(channel.as_str())
+        .bind(user.as_str())
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(done == 1)
     }
 
     /// Removes one member; true if they were a member.
     pub async fn remove_channel_member(&self, channel: &ChannelId, user: &UserId) -> Result<bool, StoreError> {
-        let done = match self {
-            Store::Postgres(pool) => sqlx::query("DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2")
-                .bind(channel.as_str())
-                .bind(user.as_str())
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Store::Sqlite(pool) => sqlx::query("DELETE FROM channel_members WHERE channel_id = ?1 AND user_id = ?2")
-                .bind(channel.as_str())
-                .bind(user.as_str())
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        };
+        let done = on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2"
+        )
+        .bind(channel.as_str())
+        .bind(user.as_str())
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(done == 1)
     }
 
     /// The channels `user` is a member of.
     pub async fn channels_of(&self, user: &UserId) -> Result<Vec<ChannelId>, StoreError> {
-        let ids: Vec<String> = match self {
-            Store::Postgres(pool) => {
-                sqlx::query_scalar("SELECT channel_id FROM channel_members WHERE user_id = $1")
-                    .bind(user.as_str())
-                    .fetch_all(pool)
-                    .await?
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT channel_id FROM channel_members WHERE user_id = ?1")
-                    .bind(user.as_str())
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
+        let ids: Vec<String> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT channel_id FROM channel_members WHERE user_id = $1"
+        )
+        .bind(user.as_str())
+        .fetch_all(pool)
+        .await?);
         ids.into_iter().map(channel_id).collect()
     }
 
     /// Members among `usernames` of `channel` (for `@username` mentions).
     pub async fn members_named(&self, channel: &ChannelId, usernames: &[String]) -> Result<Vec<UserId>, StoreError> {
-        if usernames.is_empty() {
-            return Ok(Vec::new());
-        }
         let mut found = Vec::new();
         for username in usernames {
-            let ids: Vec<String> = match self {
-                Store::Postgres(pool) => {
-                    sqlx::query_scalar(
-                        "SELECT u.id FROM users u JOIN channel_members m ON m.user_id = u.id
-                     WHERE m.channel_id = $1 AND u.username = $2 AND u.is_active",
-                    )
-                    .bind(channel.as_str())
-                    .bind(username)
-                    .fetch_all(pool)
-                    .await?
-                }
-                Store::Sqlite(pool) => {
-                    sqlx::query_scalar(
-                        "SELECT u.id FROM users u JOIN channel_members m ON m.user_id = u.id
-                     WHERE m.channel_id = ?1 AND u.username = ?2 AND u.is_active",
-                    )
-                    .bind(channel.as_str())
-                    .bind(username)
-                    .fetch_all(pool)
-                    .await?
-                }
-            };
+            let ids: Vec<String> = on_pool!(self, |pool| sqlx::query_scalar(
+                "SELECT u.id FROM users u JOIN channel_members m ON m.user_id = u.id
+                 WHERE m.channel_id = $1 AND u.username = $2 AND u.is_active"
+            )
+            .bind(channel.as_str())
+            .bind(username)
+            .fetch_all(pool)
+            .await?);
             found.extend(ids.into_iter().map(user_id).collect::<Result<Vec<_>, _>>()?);
         }
         found.sort();
@@ -233,66 +146,39 @@ impl Store {
     }
 
     pub async fn insert_channel_message(&self, m: &ChannelMessage) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(pool) => {
-                sqlx::query(
-                    "INSERT INTO channel_messages (id, channel_id, user_id, content, created_at) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(m.message_id.as_uuid())
-                .bind(m.channel_id.as_str())
-                .bind(m.user_id.as_str())
-                .bind(&m.content)
-                .bind(m.created_at)
-                .execute(pool)
-                .await?;
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query(
-                    "INSERT INTO channel_messages (id, channel_id, user_id, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(m.message_id.to_string())
-                .bind(m.channel_id.as_str())
-                .bind(m.user_id.as_str())
-                .bind(&m.content)
-                .bind(time::format(&m.created_at))
-                .execute(pool)
-                .await?;
-            }
-        }
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO channel_messages (id, channel_id, user_id, content, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO NOTHING"
+        )
+        .bind(DbUuid(m.message_id.as_uuid()))
+        .bind(m.channel_id.as_str())
+        .bind(m.user_id.as_str())
+        .bind(&m.content)
+        .bind(DbTime(m.created_at))
+        .execute(pool)
+        .await
+        .map(drop))?;
         Ok(())
     }
 
     /// Removes a channel message that could not be broadcast (the request that made it failed).
     pub async fn delete_channel_message(&self, id: &MessageId) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(pool) => {
-                sqlx::query("DELETE FROM channel_messages WHERE id = $1").bind(id.as_uuid()).execute(pool).await?;
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query("DELETE FROM channel_messages WHERE id = ?1").bind(id.to_string()).execute(pool).await?;
-            }
-        }
+        on_pool!(self, |pool| sqlx::query("DELETE FROM channel_messages WHERE id = $1")
+            .bind(DbUuid(id.as_uuid()))
+            .execute(pool)
+            .await
+            .map(drop))?;
         Ok(())
     }
 
     /// The channel of a channel message.
     pub async fn channel_of_message(&self, message: &MessageId) -> Result<Option<ChannelId>, StoreError> {
-        let id: Option<String> = match self {
-            Store::Postgres(pool) => {
-                sqlx::query_scalar("SELECT channel_id FROM channel_messages WHERE id = $1")
-                    .bind(message.as_uuid())
-                    .fetch_optional(pool)
-                    .await?
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT channel_id FROM channel_messages WHERE id = ?1")
-                    .bind(message.to_string())
-                    .fetch_optional(pool)
-                    .await?
-            }
-        };
+        let id: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT channel_id FROM channel_messages WHERE id = $1"
+        )
+        .bind(DbUuid(message.as_uuid()))
+        .fetch_optional(pool)
+        .await?);
         id.map(channel_id).transpose()
     }
 
@@ -304,113 +190,51 @@ impl Store {
         emoji: &str,
         add: bool,
     ) -> Result<bool, StoreError> {
-        let affected = match (self, add) {
-            (Store::Postgres(pool), true) => sqlx::query(
-                "INSERT INTO message_reactions (message_id, user_id, emoji) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(message.as_uuid())
-            .bind(user.as_str())
-            .bind(emoji)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-            (Store::Postgres(pool), false) => {
-                sqlx::query("DELETE FROM message_reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3")
-                    .bind(message.as_uuid())
-                    .bind(user.as_str())
-                    .bind(emoji)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            }
-            (Store::Sqlite(pool), true) => sqlx::query(
-                "INSERT INTO message_reactions (message_id, user_id, emoji) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-            )
-            .bind(message.to_string())
-            .bind(user.as_str())
-            .bind(emoji)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-            (Store::Sqlite(pool), false) => {
-                sqlx::query("DELETE FROM message_reactions WHERE message_id = ?1 AND user_id = ?2 AND emoji = ?3")
-                    .bind(message.to_string())
-                    .bind(user.as_str())
-                    .bind(emoji)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            }
+        let sql = if add {
+            "INSERT INTO message_reactions (message_id, user_id, emoji) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM message_reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3"
         };
+        let affected = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(DbUuid(message.as_uuid()))
+            .bind(user.as_str())
+            .bind(emoji)
+            .execute(pool)
+            .await?
+            .rows_affected());
         Ok(affected == 1)
     }
 
     /// A channel's messages, newest first, with their authors as they are now.
     pub async fn channel_messages(&self, channel: &ChannelId, page: Page) -> Result<Vec<ChannelMessage>, StoreError> {
-        const COLUMNS: &str = "SELECT m.id, m.user_id, m.content, m.created_at,
-                COALESCE(u.username, m.user_id) AS username, u.email
-             FROM channel_messages m LEFT JOIN users u ON u.id = m.user_id";
-        let rows = match self {
-            Store::Postgres(pool) => {
-                sqlx::query(&format!(
-                    "{COLUMNS} WHERE m.channel_id = $1
-                       AND ($2::uuid IS NULL OR (m.created_at, m.id) < (SELECT created_at, id FROM channel_messages WHERE id = $2))
-                     ORDER BY m.created_at DESC, m.id DESC LIMIT $3"
-                ))
-                .bind(channel.as_str())
-                .bind(page.before.map(|b| b.as_uuid()))
-                .bind(page.limit)
+        let sql = format!(
+            "SELECT m.id, m.user_id, m.content, m.created_at, COALESCE(u.username, m.user_id) AS username, u.email
+             FROM channel_messages m LEFT JOIN users u ON u.id = m.user_id
+             WHERE m.channel_id = $1 {} ORDER BY m.created_at DESC, m.id DESC LIMIT $2",
+            page.older_than("channel_messages", "$3").replace("(created_at, id) <", "(m.created_at, m.id) <")
+        );
+        let before = page.before.map(|b| DbUuid(b.as_uuid()));
+        on_pool!(self, |pool| {
+            let mut query = sqlx::query(&sql).bind(channel.as_str()).bind(page.limit);
+            if let Some(before) = before {
+                query = query.bind(before);
+            }
+            query
                 .fetch_all(pool)
                 .await?
                 .into_iter()
                 .map(|r| {
-                    Ok((
-                        MessageId::from(r.try_get::<Uuid, _>("id")?),
-                        r.try_get::<String, _>("user_id")?,
-                        r.try_get::<String, _>("content")?,
-                        r.try_get::<DateTime<Utc>, _>("created_at")?,
-                        r.try_get::<String, _>("username")?,
-                        r.try_get::<Option<String>, _>("email")?,
-                    ))
+                    Ok(ChannelMessage {
+                        message_id: r.try_get::<DbUuid, _>("id")?.0.into(),
+                        channel_id: channel.clone(),
+                        user_id: user_id(r.try_get("user_id")?)?,
+                        username: r.try_get("username")?,
+                        email: r.try_get("email")?,
+                        content: r.try_get("content")?,
+                        created_at: r.try_get::<DbTime, _>("created_at")?.0,
+                    })
                 })
-                .collect::<Result<Vec<_>, StoreError>>()?
-            }
-            Store::Sqlite(pool) => sqlx::query(&format!(
-                "{COLUMNS} WHERE m.channel_id = ?1
-                   AND (?2 IS NULL OR (m.created_at, m.id) < (SELECT created_at, id FROM channel_messages WHERE id = ?2))
-                 ORDER BY m.created_at DESC, m.id DESC LIMIT ?3"
-            ))
-            .bind(channel.as_str())
-            .bind(page.before.map(|b| b.to_string()))
-            .bind(page.limit)
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .map(|r| {
-                let created: String = r.try_get("created_at")?;
-                Ok((
-                    MessageId::parse(&r.try_get::<String, _>("id")?).map_err(|_| corrupt("message id"))?,
-                    r.try_get::<String, _>("user_id")?,
-                    r.try_get::<String, _>("content")?,
-                    time::parse(&created).ok_or_else(|| corrupt("created_at"))?,
-                    r.try_get::<String, _>("username")?,
-                    r.try_get::<Option<String>, _>("email")?,
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?,
-        };
-        rows.into_iter()
-            .map(|(message_id, user, content, created_at, username, email)| {
-                Ok(ChannelMessage {
-                    message_id,
-                    channel_id: channel.clone(),
-                    user_id: user_id(user)?,
-                    username,
-                    email,
-                    content,
-                    created_at,
-                })
-            })
-            .collect()
+                .collect()
+        })
     }
 }

@@ -8,8 +8,9 @@ use chrono::NaiveDate;
 use serde_json::Value;
 use sqlx::Row;
 
+use super::codec::DbTime;
 use super::onetask::NewNotification;
-use super::{corrupt, Store, StoreError};
+use super::{corrupt, on_pool, Store, StoreError};
 use crate::event::Notification;
 use crate::ids::UserId;
 use crate::jobs::Activity;
@@ -118,11 +119,6 @@ stats_row!(sqlx::sqlite::SqliteRow, |r: &sqlx::sqlite::SqliteRow| -> Result<Opti
     Ok(day.and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()))
 });
 
-/// A claimed notification row: id, user, kind, title, content, type, related type, related id,
-/// data, created_at (as text).
-type NotificationRow =
-    (i64, String, String, String, String, String, Option<String>, Option<String>, Option<String>, String);
-
 fn json_column(raw: Option<String>) -> Option<Value> {
     raw.and_then(|text| serde_json::from_str(&text).ok())
 }
@@ -130,20 +126,12 @@ fn json_column(raw: Option<String>) -> Option<Value> {
 impl Store {
     /// A user's stats (defaults for a user with no activity yet).
     pub async fn user_stats(&self, user: &UserId) -> Result<UserStats, StoreError> {
-        let found = match self {
-            Store::Postgres(pool) => sqlx::query("SELECT * FROM user_stats WHERE user_id = $1")
-                .bind(user.as_str())
-                .fetch_optional(pool)
-                .await?
-                .map(|r| stats_from_row(&r))
-                .transpose()?,
-            Store::Sqlite(pool) => sqlx::query("SELECT * FROM user_stats WHERE user_id = ?1")
-                .bind(user.as_str())
-                .fetch_optional(pool)
-                .await?
-                .map(|r| stats_from_row(&r))
-                .transpose()?,
-        };
+        let found = on_pool!(self, |pool| sqlx::query("SELECT * FROM user_stats WHERE user_id = $1")
+            .bind(user.as_str())
+            .fetch_optional(pool)
+            .await?
+            .map(|r| stats_from_row(&r))
+            .transpose()?);
         Ok(found.map(|(_, s)| s).unwrap_or_default())
     }
 
@@ -151,87 +139,45 @@ impl Store {
     /// worker, for `lease`: publish them, then `mark_delivered`. A worker that dies in between
     /// leaves the lease to run out, and the next claim returns them again (same ids).
     pub async fn claim_undelivered(&self, limit: i64, lease: std::time::Duration) -> Result<Vec<Notification>, StoreError> {
-        const COLUMNS: &str =
-            "id, user_id, kind, title, content, notification_type, related_entity_type, related_entity_id, data";
-        let rows: Vec<NotificationRow> = match self {
-            Store::Postgres(pool) => {
-                let rows = sqlx::query(&format!(
-                        "UPDATE notifications SET claimed_until = now() + $2 * interval '1 millisecond' WHERE id IN (
-                             SELECT id FROM notifications
-                             WHERE NOT delivered AND (claimed_until IS NULL OR claimed_until < now())
-                             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-                         RETURNING {COLUMNS}, created_at"
-                    ))
-                    .bind(limit)
-                    .bind(lease.as_millis() as f64)
-                    .fetch_all(pool)
-                    .await?;
-                rows.into_iter()
-                    .map(|r| {
-                        let at: chrono::DateTime<chrono::Utc> = r.try_get("created_at")?;
-                        Ok((
-                            r.try_get("id")?,
-                            r.try_get("user_id")?,
-                            r.try_get("kind")?,
-                            r.try_get("title")?,
-                            r.try_get("content")?,
-                            r.try_get("notification_type")?,
-                            r.try_get("related_entity_type")?,
-                            r.try_get("related_entity_id")?,
-                            r.try_get("data")?,
-                            time::format(&at),
-                        ))
-                    })
-                    .collect::<Result<_, sqlx::Error>>()?
-            }
-            Store::Sqlite(pool) => {
-                let rows = sqlx::query(&format!(
-                    "UPDATE notifications SET claimed_until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2) WHERE id IN (
-                             SELECT id FROM notifications
-                             WHERE NOT delivered
-                               AND (claimed_until IS NULL OR claimed_until < strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-                             ORDER BY id LIMIT ?1)
-                         RETURNING {COLUMNS}, created_at"
-                ))
-                .bind(limit)
-                .bind(format!("+{:.3} seconds", lease.as_secs_f64()))
-                .fetch_all(pool)
-                .await?;
-                rows.into_iter()
-                    .map(|r| {
-                        Ok((
-                            r.try_get("id")?,
-                            r.try_get("user_id")?,
-                            r.try_get("kind")?,
-                            r.try_get("title")?,
-                            r.try_get("content")?,
-                            r.try_get("notification_type")?,
-                            r.try_get("related_entity_type")?,
-                            r.try_get("related_entity_id")?,
-                            r.try_get("data")?,
-                            r.try_get("created_at")?,
-                        ))
-                    })
-                    .collect::<Result<_, sqlx::Error>>()?
-            }
+        let now = time::now();
+        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        // Two workers never claim the same row: PostgreSQL skips rows another claim has locked;
+        // SQLite has one writer at a time.
+        let skip_locked = match self {
+            Store::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+            Store::Sqlite(_) => "",
         };
-        let mut claimed: Vec<Notification> = rows
+        let sql = format!(
+            "UPDATE notifications SET claimed_until = $3 WHERE id IN (
+                 SELECT id FROM notifications
+                 WHERE NOT delivered AND (claimed_until IS NULL OR claimed_until < $2)
+                 ORDER BY id LIMIT $1 {skip_locked})
+             RETURNING id, user_id, kind, title, content, notification_type, related_entity_type,
+                       related_entity_id, data, created_at"
+        );
+        let mut claimed: Vec<Notification> = on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(limit)
+            .bind(DbTime(now))
+            .bind(DbTime(until))
+            .fetch_all(pool)
+            .await?
             .into_iter()
-            .map(|(id, user, kind, title, content, ntype, rtype, rid, data, at)| {
+            .map(|r| {
+                let user: String = r.try_get("user_id")?;
                 Ok(Notification {
-                    notification_id: id,
+                    notification_id: r.try_get("id")?,
                     user_id: UserId::parse(&user).map_err(|_| corrupt("user id"))?,
-                    wire_type: kind,
-                    title,
-                    content,
-                    notification_type: ntype,
-                    related_entity_type: rtype,
-                    related_entity_id: json_column(rid),
-                    data: json_column(data),
-                    created_at: time::parse(&at).ok_or_else(|| corrupt("created_at"))?,
+                    wire_type: r.try_get("kind")?,
+                    title: r.try_get("title")?,
+                    content: r.try_get("content")?,
+                    notification_type: r.try_get("notification_type")?,
+                    related_entity_type: r.try_get("related_entity_type")?,
+                    related_entity_id: json_column(r.try_get("related_entity_id")?),
+                    data: json_column(r.try_get("data")?),
+                    created_at: r.try_get::<DbTime, _>("created_at")?.0,
                 })
             })
-            .collect::<Result<_, StoreError>>()?;
+            .collect::<Result<_, StoreError>>()?);
         claimed.sort_by_key(|n| n.notification_id);
         Ok(claimed)
     }
@@ -250,38 +196,25 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        match self {
-            Store::Postgres(pool) => {
-                sqlx::query(&format!("UPDATE notifications SET {set} WHERE id = ANY($1)")).bind(ids).execute(pool).await?;
+        let sql = format!("UPDATE notifications SET {set} WHERE id = $1");
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for id in ids {
+                sqlx::query(&sql).bind(id).execute(&mut *tx).await?;
             }
-            Store::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                for id in ids {
-                    sqlx::query(&format!("UPDATE notifications SET {set} WHERE id = ?1")).bind(id).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-            }
-        }
-        Ok(())
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        })
     }
 
     /// How many notifications of `kind` a user has (for tests and operators).
     pub async fn notification_count(&self, user: &UserId, kind: &str) -> Result<i64, StoreError> {
-        Ok(match self {
-            Store::Postgres(pool) => {
-                sqlx::query_scalar("SELECT count(*) FROM notifications WHERE user_id = $1 AND kind = $2")
-                    .bind(user.as_str())
-                    .bind(kind)
-                    .fetch_one(pool)
-                    .await?
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT count(*) FROM notifications WHERE user_id = ?1 AND kind = ?2")
-                    .bind(user.as_str())
-                    .bind(kind)
-                    .fetch_one(pool)
-                    .await?
-            }
-        })
+        Ok(on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT count(*) FROM notifications WHERE user_id = $1 AND kind = $2"
+        )
+        .bind(user.as_str())
+        .bind(kind)
+        .fetch_one(pool)
+        .await?))
     }
 }

@@ -1,13 +1,17 @@
 //! OneTask: workspace members, focus sessions (participants and the shared timer) and
-//! notifications. Both backends in one place, per concern.
+//! notifications. Each query is written once for both backends.
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{corrupt, Store, StoreError};
+use super::codec::DbTime;
+use super::{corrupt, on_pool, Store, StoreError};
 use crate::event::{FocusState, FocusStatus, Notification};
 use crate::ids::{FocusSessionId, UserId, WorkspaceId};
 use crate::time;
+
+/// How long a notification stored by the server API stays claimed by that request while it is
+/// published (see `Store::insert_notification`).
+const PUBLISH_LEASE_SECS: i64 = 30;
 
 /// A notification to store; the database assigns its id and time.
 #[derive(Debug, Clone)]
@@ -41,56 +45,24 @@ impl Members {
 impl Store {
     async fn set_members(&self, kind: Members, id: &str, members: &[UserId]) -> Result<(), StoreError> {
         let (table, column) = kind.table();
-        match self {
-            Store::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(&format!("DELETE FROM {table} WHERE {column} = $1")).bind(id).execute(&mut *tx).await?;
-                let ids: Vec<&str> = members.iter().map(UserId::as_str).collect();
-                sqlx::query(&format!(
-                    "INSERT INTO {table} ({column}, user_id) SELECT $1, m FROM UNNEST($2::text[]) AS m ON CONFLICT DO NOTHING"
-                ))
-                .bind(id)
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
+        let clear = format!("DELETE FROM {table} WHERE {column} = $1");
+        let add = format!("INSERT INTO {table} ({column}, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING");
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&clear).bind(id).execute(&mut *tx).await?;
+            for member in members {
+                sqlx::query(&add).bind(id).bind(member.as_str()).execute(&mut *tx).await?;
             }
-            Store::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(&format!("DELETE FROM {table} WHERE {column} = ?1")).bind(id).execute(&mut *tx).await?;
-                for member in members {
-                    sqlx::query(&format!(
-                        "INSERT INTO {table} ({column}, user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
-                    ))
-                    .bind(id)
-                    .bind(member.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-            }
-        }
-        Ok(())
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        })
     }
 
     async fn is_member(&self, kind: Members, id: &str, user: &UserId) -> Result<bool, StoreError> {
         let (table, column) = kind.table();
-        let found: Option<i32> = match self {
-            Store::Postgres(pool) => {
-                sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE {column} = $1 AND user_id = $2"))
-                    .bind(id)
-                    .bind(user.as_str())
-                    .fetch_optional(pool)
-                    .await?
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE {column} = ?1 AND user_id = ?2"))
-                    .bind(id)
-                    .bind(user.as_str())
-                    .fetch_optional(pool)
-                    .await?
-            }
-        };
+        let sql = format!("SELECT 1 FROM {table} WHERE {column} = $1 AND user_id = $2");
+        let found: Option<i32> =
+            on_pool!(self, |pool| sqlx::query_scalar(&sql).bind(id).bind(user.as_str()).fetch_optional(pool).await?);
         Ok(found.is_some())
     }
 
@@ -105,20 +77,15 @@ impl Store {
 
     /// Creates the focus session (idle) if it is new, and replaces its participants.
     pub async fn upsert_focus_session(&self, id: &FocusSessionId, participants: &[UserId]) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(pool) => {
-                sqlx::query("INSERT INTO focus_sessions (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
-                    .bind(id.as_str())
-                    .execute(pool)
-                    .await?;
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query("INSERT INTO focus_sessions (id) VALUES (?1) ON CONFLICT (id) DO NOTHING")
-                    .bind(id.as_str())
-                    .execute(pool)
-                    .await?;
-            }
-        }
+        let now = DbTime(time::now());
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO focus_sessions (id, updated_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING"
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(drop))?;
         self.set_members(Members::Focus, id.as_str(), participants).await
     }
 
@@ -127,45 +94,27 @@ impl Store {
     }
 
     pub async fn focus_participants(&self, id: &FocusSessionId) -> Result<Vec<UserId>, StoreError> {
-        let ids: Vec<String> = match self {
-            Store::Postgres(pool) => {
-                sqlx::query_scalar("SELECT user_id FROM focus_participants WHERE session_id = $1")
-                    .bind(id.as_str())
-                    .fetch_all(pool)
-                    .await?
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT user_id FROM focus_participants WHERE session_id = ?1")
-                    .bind(id.as_str())
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
+        let ids: Vec<String> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT user_id FROM focus_participants WHERE session_id = $1"
+        )
+        .bind(id.as_str())
+        .fetch_all(pool)
+        .await?);
         ids.iter().map(|u| UserId::parse(u).map_err(|_| corrupt("user id"))).collect()
     }
 
     pub async fn focus_state(&self, id: &FocusSessionId) -> Result<Option<FocusState>, StoreError> {
-        let row: Option<(String, i64, Option<String>)> = match self {
-            Store::Postgres(pool) => {
-                let row: Option<(String, i64, Option<DateTime<Utc>>)> =
-                    sqlx::query_as("SELECT status, remaining_seconds, ends_at FROM focus_sessions WHERE id = $1")
-                        .bind(id.as_str())
-                        .fetch_optional(pool)
-                        .await?;
-                row.map(|(s, r, e)| (s, r, e.as_ref().map(time::format)))
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query_as("SELECT status, remaining_seconds, ends_at FROM focus_sessions WHERE id = ?1")
-                    .bind(id.as_str())
-                    .fetch_optional(pool)
-                    .await?
-            }
-        };
+        let row: Option<(String, i64, Option<DbTime>)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT status, remaining_seconds, ends_at FROM focus_sessions WHERE id = $1"
+        )
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await?);
         row.map(|(status, remaining_seconds, ends_at)| {
             Ok(FocusState {
                 status: FocusStatus::parse(&status).ok_or_else(|| corrupt("focus status"))?,
                 remaining_seconds,
-                ends_at: ends_at.as_deref().and_then(time::parse),
+                ends_at: ends_at.map(|t| t.0),
             })
         })
         .transpose()
@@ -179,85 +128,51 @@ impl Store {
         seen: &FocusState,
         next: &FocusState,
     ) -> Result<bool, StoreError> {
-        let done = match self {
-            Store::Postgres(pool) => sqlx::query(
-                "UPDATE focus_sessions SET status = $2, remaining_seconds = $3, ends_at = $4, updated_at = now()
-                 WHERE id = $1 AND status = $5 AND remaining_seconds = $6 AND ends_at IS NOT DISTINCT FROM $7",
-            )
-            .bind(id.as_str())
-            .bind(next.status.as_str())
-            .bind(next.remaining_seconds)
-            .bind(next.ends_at)
-            .bind(seen.status.as_str())
-            .bind(seen.remaining_seconds)
-            .bind(seen.ends_at)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-            Store::Sqlite(pool) => sqlx::query(
-                "UPDATE focus_sessions SET status = ?2, remaining_seconds = ?3, ends_at = ?4
-                 WHERE id = ?1 AND status = ?5 AND remaining_seconds = ?6 AND ends_at IS ?7",
-            )
-            .bind(id.as_str())
-            .bind(next.status.as_str())
-            .bind(next.remaining_seconds)
-            .bind(next.ends_at.as_ref().map(time::format))
-            .bind(seen.status.as_str())
-            .bind(seen.remaining_seconds)
-            .bind(seen.ends_at.as_ref().map(time::format))
-            .execute(pool)
-            .await?
-            .rows_affected(),
-        };
+        let now = DbTime(time::now());
+        let done = on_pool!(self, |pool| sqlx::query(
+            "UPDATE focus_sessions SET status = $2, remaining_seconds = $3, ends_at = $4, updated_at = $8
+             WHERE id = $1 AND status = $5 AND remaining_seconds = $6 AND ends_at IS NOT DISTINCT FROM $7"
+        )
+        .bind(id.as_str())
+        .bind(next.status.as_str())
+        .bind(next.remaining_seconds)
+        .bind(next.ends_at.map(DbTime))
+        .bind(seen.status.as_str())
+        .bind(seen.remaining_seconds)
+        .bind(seen.ends_at.map(DbTime))
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(done == 1)
     }
 
-    /// Stores a notification, not yet delivered and claimed for `PUBLISH_LEASE` by the caller,
+    /// Stores a notification, not yet delivered and claimed for a short lease by the caller,
     /// who publishes it and then calls `mark_delivered` (or `delete_notification` if it could
     /// not). A caller that dies in between leaves the claim to run out; a worker then publishes
     /// it. Returns it with its integer id and time.
     pub async fn insert_notification(&self, n: NewNotification) -> Result<Notification, StoreError> {
         let related = n.related_entity_id.as_ref().map(Value::to_string);
         let data = n.data.as_ref().map(Value::to_string);
-        let (id, created_at): (i64, DateTime<Utc>) = match self {
-            Store::Postgres(pool) => {
-                sqlx::query_as(
-                    "INSERT INTO notifications (user_id, kind, title, content, notification_type, related_entity_type, related_entity_id, data,
-                                                delivered, claimed_until)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE, now() + interval '30 seconds') RETURNING id, created_at",
-                )
-                .bind(n.user_id.as_str())
-                .bind(&n.wire_type)
-                .bind(&n.title)
-                .bind(&n.content)
-                .bind(&n.notification_type)
-                .bind(&n.related_entity_type)
-                .bind(&related)
-                .bind(&data)
-                .fetch_one(pool)
-                .await?
-            }
-            Store::Sqlite(pool) => {
-                let now = time::now();
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO notifications (user_id, kind, title, content, notification_type, related_entity_type, related_entity_id, data, created_at,
-                                                delivered, claimed_until)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+30 seconds')) RETURNING id",
-                )
-                .bind(n.user_id.as_str())
-                .bind(&n.wire_type)
-                .bind(&n.title)
-                .bind(&n.content)
-                .bind(&n.notification_type)
-                .bind(&n.related_entity_type)
-                .bind(&related)
-                .bind(&data)
-                .bind(time::format(&now))
-                .fetch_one(pool)
-                .await?;
-                (id, now)
-            }
-        };
+        let created_at = time::now();
+        let claimed_until = DbTime(created_at + chrono::Duration::seconds(PUBLISH_LEASE_SECS));
+        let id: i64 = on_pool!(self, |pool| sqlx::query_scalar(
+            "INSERT INTO notifications (user_id, kind, title, content, notification_type, related_entity_type,
+                                        related_entity_id, data, created_at, delivered, claimed_until)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE, $10) RETURNING id"
+        )
+        .bind(n.user_id.as_str())
+        .bind(&n.wire_type)
+        .bind(&n.title)
+        .bind(&n.content)
+        .bind(&n.notification_type)
+        .bind(&n.related_entity_type)
+        .bind(&related)
+        .bind(&data)
+        .bind(DbTime(created_at))
+        .bind(claimed_until)
+        .fetch_one(pool)
+        .await?);
         Ok(Notification {
             notification_id: id,
             user_id: n.user_id,
@@ -268,20 +183,17 @@ impl Store {
             related_entity_type: n.related_entity_type,
             related_entity_id: n.related_entity_id,
             data: n.data,
-            created_at: time::parse(&time::format(&created_at)).unwrap_or(created_at),
+            created_at,
         })
     }
 
     /// Removes a notification that could not be published (the request that made it failed).
     pub async fn delete_notification(&self, id: i64) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(pool) => {
-                sqlx::query("DELETE FROM notifications WHERE id = $1").bind(id).execute(pool).await?;
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query("DELETE FROM notifications WHERE id = ?1").bind(id).execute(pool).await?;
-            }
-        }
+        on_pool!(self, |pool| sqlx::query("DELETE FROM notifications WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(drop))?;
         Ok(())
     }
 }
