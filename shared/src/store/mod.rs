@@ -3,6 +3,11 @@
 //! The gateway reads (users, membership, history) and writes what the server API upserts; the
 //! worker writes messages in batches (`persist`). Migrations run at connect; on PostgreSQL sqlx
 //! holds an advisory lock while migrating, so many processes may start at once.
+//!
+//! Each query is written once for both backends (`on_pool!`; ids and instants go through `codec`,
+//! which stores them as each backend does). Only applying a batch of jobs has a twin per backend
+//! (`postgres`, `sqlite`): PostgreSQL binds whole columns with UNNEST, SQLite loops in one
+//! transaction. `contract` is the suite both must pass.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -292,10 +297,23 @@ impl Store {
 
     /// Creates the chat or replaces its members.
     pub async fn upsert_chat(&self, id: &ChatId, members: &[UserId]) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(pool) => postgres::upsert_chat(pool, id, members).await,
-            Store::Sqlite(pool) => sqlite::upsert_chat(pool, id, members).await,
-        }
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("INSERT INTO chats (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM chat_members WHERE chat_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+            for member in members {
+                sqlx::query("INSERT INTO chat_members (chat_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(id.as_str())
+                    .bind(member.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        })
     }
 
     pub async fn chat(&self, id: &ChatId) -> Result<Option<ChatRecord>, StoreError> {

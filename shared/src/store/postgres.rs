@@ -1,4 +1,5 @@
-//! PostgreSQL queries. Batches use UNNEST: one round trip per batch, never one per row.
+//! The one PostgreSQL twin: applying a batch of jobs (`Store::persist`). Batches use UNNEST: one
+//! round trip per batch, never one per row. Everything else is written once in the store modules.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -9,32 +10,8 @@ use std::collections::BTreeMap;
 use super::gamification::{self, Scorer, UserStats};
 use super::onetask::NewNotification;
 use super::StoreError;
-use crate::ids::{ChatId, UserId};
+use crate::ids::UserId;
 use crate::jobs::{Activity, Job};
-
-pub(super) async fn upsert_chat(pool: &PgPool, id: &ChatId, members: &[UserId]) -> Result<(), StoreError> {
-    let members: Vec<&str> = members.iter().map(UserId::as_str).collect();
-    let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO chats (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM chat_members WHERE chat_id = $1 AND NOT (user_id = ANY($2::text[]))")
-        .bind(id.as_str())
-        .bind(&members)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO chat_members (chat_id, user_id) SELECT $1, m FROM UNNEST($2::text[]) AS m
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(id.as_str())
-    .bind(&members)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
 
 /// Column vectors of one batch, for UNNEST.
 #[derive(Default)]

@@ -1,5 +1,5 @@
-//! SQLite queries (embedded mode). One local file: per-row statements inside one transaction
-//! cost no network round trips.
+//! The one SQLite twin: applying a batch of jobs (`Store::persist`) in embedded mode. One local
+//! file: per-row statements inside one transaction cost no network round trips.
 
 use sqlx::SqlitePool;
 
@@ -7,27 +7,9 @@ use std::collections::BTreeMap;
 
 use super::gamification::{self, Scorer};
 use super::StoreError;
-use crate::ids::{ChatId, UserId};
+use crate::ids::UserId;
 use crate::jobs::Job;
 use crate::time;
-
-pub(super) async fn upsert_chat(pool: &SqlitePool, id: &ChatId, members: &[UserId]) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO chats (id) VALUES (?1) ON CONFLICT (id) DO NOTHING")
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM chat_members WHERE chat_id = ?1").bind(id.as_str()).execute(&mut *tx).await?;
-    for member in members {
-        sqlx::query("INSERT INTO chat_members (chat_id, user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
-            .bind(id.as_str())
-            .bind(member.as_str())
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
 
 pub(super) async fn persist(pool: &SqlitePool, jobs: &[Job], scorer: &dyn Scorer) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
