@@ -88,6 +88,8 @@ impl Verifier {
         };
         let mut validation = Validation::new(alg);
         validation.leeway = 0;
+        // A token that is not valid yet (`nbf` ahead) is refused like an expired one.
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Ok(Self { key, validation })
     }
@@ -139,6 +141,17 @@ mod tests {
         assert_eq!(verifier().verify(&issue_hs256("other", "alice", 60)).unwrap_err(), AuthError::Invalid);
         assert_eq!(verifier().verify(&issue_hs256("secret", "alice", -10)).unwrap_err(), AuthError::Expired);
         assert_eq!(verifier().verify("not.a.token").unwrap_err(), AuthError::Invalid);
+    }
+
+    #[test]
+    fn rejects_a_token_not_valid_yet() {
+        let now = chrono::Utc::now().timestamp();
+        let sign = |nbf: i64| {
+            let claims = serde_json::json!({"sub": "alice", "exp": now + 7200, "nbf": nbf});
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"secret")).unwrap()
+        };
+        assert_eq!(verifier().verify(&sign(now + 3600)).unwrap_err(), AuthError::Invalid);
+        assert!(verifier().verify(&sign(now - 10)).is_ok(), "valid since ten seconds ago");
     }
 
     #[test]
