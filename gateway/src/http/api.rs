@@ -4,9 +4,8 @@
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -54,21 +53,47 @@ impl FromRequestParts<AppState> for Backend {
     }
 }
 
-/// A JSON body whose problems are answered with a JSON error naming the field (422). Text
-/// with a NUL character, which the database cannot store, is refused here for every route.
+/// Largest server-API body; the API's bodies are small objects.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A JSON body, decoded by `decode_body`; larger than `MAX_BODY_BYTES` answers 413.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state).await.map_err(ApiError::bad_body)?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(ApiError::bad_body)?;
-        if crate::protocols::has_nul(&value) {
-            return Err(ApiError::bad_body(crate::protocols::NUL_REFUSED));
+    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
+        let too_large = || {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("bodies are at most {MAX_BODY_BYTES} bytes"))
+        };
+        // Refused before a byte of it is read: a client announcing 10 MB is answered at once.
+        let announced = request.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+        if announced.and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > MAX_BODY_BYTES) {
+            return Err(too_large());
         }
-        serde_json::from_value(value).map(JsonBody).map_err(ApiError::bad_body)
+        let bytes = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await.map_err(|e| {
+            // The limit's error is the cause of axum's.
+            match std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+                true => too_large(),
+                false => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the body could not be read: {e}")),
+            }
+        })?;
+        decode_body(&bytes).map(JsonBody)
     }
+}
+
+/// The one place a server-API body is decoded: bytes that are not JSON answer 400
+/// `invalid_json`; text with a NUL character (which the database cannot store) 400
+/// `invalid_field`; JSON of the wrong shape 422 `invalid_body`, naming the field.
+pub fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::bad_body(e),
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not JSON: {e}")),
+    })?;
+    if crate::protocols::has_nul(&value) {
+        return Err(ApiError::bad_field("body", crate::protocols::NUL_REFUSED));
+    }
+    serde_json::from_value(value).map_err(ApiError::bad_body)
 }
 
 fn user_json(user: &UserRecord) -> Value {
