@@ -29,10 +29,15 @@ pub enum CloseReason {
     Idle,
     /// 1011: the gateway could not serve the request (database unreachable at connect).
     Internal,
+    /// 1002: the peer broke RFC 6455 (an unmasked or reserved frame, a continuation with no
+    /// start, a malformed close frame).
+    ProtocolError,
+    /// 1007: a text frame (or close reason) that is not UTF-8.
+    InvalidData,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 11] = [
+    const ALL: [CloseReason; 13] = [
         CloseReason::NoToken,
         CloseReason::UserNotFound,
         CloseReason::InvalidToken,
@@ -44,6 +49,8 @@ impl CloseReason {
         CloseReason::Restarting,
         CloseReason::Idle,
         CloseReason::Internal,
+        CloseReason::ProtocolError,
+        CloseReason::InvalidData,
     ];
 
     pub fn code(self) -> u16 {
@@ -59,6 +66,8 @@ impl CloseReason {
             CloseReason::Restarting => 1012,
             CloseReason::Idle => 1001,
             CloseReason::Internal => 1011,
+            CloseReason::ProtocolError => 1002,
+            CloseReason::InvalidData => 1007,
         }
     }
 
@@ -75,6 +84,8 @@ impl CloseReason {
             CloseReason::Restarting => "Server restarting",
             CloseReason::Idle => "Idle timeout",
             CloseReason::Internal => "Internal error",
+            CloseReason::ProtocolError => "Protocol error",
+            CloseReason::InvalidData => "Invalid UTF-8",
         }
     }
 

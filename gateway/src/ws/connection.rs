@@ -56,10 +56,19 @@ where
     }
 }
 
-/// True when a read error is the frame-size limit (answered with 1009).
-fn is_too_big(error: axum::Error) -> bool {
+/// How a read error ends the connection: a frame over the limit is answered 1009, a protocol
+/// violation 1002, text that is not UTF-8 1007 (RFC 6455 §7.4); a broken connection has no one
+/// left to tell.
+fn read_error(error: axum::Error) -> Ended {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
     use tokio_tungstenite::tungstenite::Error;
-    matches!(error.into_inner().downcast::<Error>().map(|e| *e), Ok(Error::Capacity(_)))
+    match error.into_inner().downcast::<Error>().map(|e| *e) {
+        Ok(Error::Capacity(_)) => Ended::Close(CloseReason::FrameTooBig),
+        Ok(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => Ended::Gone,
+        Ok(Error::Protocol(_)) => Ended::Close(CloseReason::ProtocolError),
+        Ok(Error::Utf8(_)) => Ended::Close(CloseReason::InvalidData),
+        _ => Ended::Gone,
+    }
 }
 
 impl Connection {
@@ -116,7 +125,7 @@ impl Connection {
                         last_heard = Instant::now();
                         let text = match incoming {
                             None => break Ended::Gone,
-                            Some(Err(e)) => break if is_too_big(e) { Ended::Close(CloseReason::FrameTooBig) } else { Ended::Gone },
+                            Some(Err(e)) => break read_error(e),
                             Some(Ok(Message::Text(text))) => text,
                             Some(Ok(Message::Binary(_))) => break Ended::Close(CloseReason::BinaryFrame),
                             // Pings are answered by the WebSocket layer; a pong only proves liveness.

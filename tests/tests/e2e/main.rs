@@ -14,6 +14,7 @@ mod limits;
 mod live_access;
 mod onetask;
 mod presence;
+mod protocol_violations;
 mod pythia;
 mod redis_restart;
 mod server_api;
