@@ -13,6 +13,8 @@ use crate::hub::Attached;
 pub mod chat;
 pub mod diary;
 pub mod onetask;
+#[cfg(test)]
+mod properties;
 pub mod pythia;
 pub mod sessions;
 
