@@ -156,13 +156,13 @@ impl Gateway {
         let Gateway { listener, app, worker, presence } = self;
         let drain = app.shutdown.clone();
         let router = crate::http::router(app.clone());
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("draining: closing sockets with 1012");
-                drain.cancel();
-            })
-            .await?;
+        let upgrade_timeout = app.config.limits.upgrade_timeout;
+        crate::http::server::serve(listener, router, upgrade_timeout, async move {
+            shutdown.await;
+            tracing::info!("draining: closing sockets with 1012");
+            drain.cancel();
+        })
+        .await;
         app.tracker.close();
         if tokio::time::timeout(DRAIN_WAIT, app.tracker.wait()).await.is_err() {
             tracing::warn!("drain: some sockets did not close in time");

@@ -39,6 +39,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long a close handshake may take before the TCP connection is dropped.
     pub close_grace: Duration,
+    /// A connection that has not sent a complete request head (the upgrade request, for a
+    /// socket) this long after it opened is closed (`GATEWAY_UPGRADE_TIMEOUT_SECS`).
+    pub upgrade_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -53,6 +56,7 @@ impl Default for Limits {
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
             close_grace: Duration::from_secs(5),
+            upgrade_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -127,6 +131,7 @@ impl Limits {
             ping_interval: Duration::from_secs(parsed("GATEWAY_PING_SECS", 25)?),
             idle_timeout: Duration::from_secs(parsed("GATEWAY_IDLE_SECS", 60)?),
             close_grace: d.close_grace,
+            upgrade_timeout: Duration::from_secs(parsed("GATEWAY_UPGRADE_TIMEOUT_SECS", 10)?),
         })
     }
 }

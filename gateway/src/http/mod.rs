@@ -13,6 +13,7 @@ pub mod channels;
 pub mod error;
 pub mod health;
 pub(crate) mod idempotency;
+pub(crate) mod server;
 pub mod onetask;
 
 pub fn router(app: AppState) -> Router {

@@ -1,0 +1,99 @@
+//! The accept loop: each TCP connection served by hyper, with what `axum::serve` does not do.
+//!
+//! * **Upgrade deadline.** A connection must deliver a complete request head within
+//!   `upgrade_timeout` (hyper's header read timeout): a client that connects and sends nothing,
+//!   or trickles its headers, is closed instead of holding a descriptor forever. An upgraded
+//!   WebSocket is past it; its own heartbeat takes over.
+//! * **Accept errors** (out of descriptors, most often) never end the loop: it pauses briefly and
+//!   goes on, so that connections already open keep being served.
+//!
+//! On shutdown it stops accepting and lets every connection finish its current request; upgraded
+//! sockets are drained by their own tasks (`crate::app`).
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Pause after a failed accept (EMFILE and the like), so that the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    upgrade_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let stop = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        signal.cancel();
+    });
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; pausing");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+            let mut router = router.clone();
+            async move { tower_service::Service::call(&mut router, request).await }
+        });
+        let deadline = tokio::time::Instant::now() + upgrade_timeout;
+        let mut builder = builder.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            // hyper's header timer starts at the first byte: a client that sends nothing at all is
+            // timed out here, and the rest of the deadline is what hyper gives the head.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return, // closed or broken before a byte
+                Err(_) => {
+                    tracing::debug!(%remote, "closed: nothing sent before the upgrade deadline");
+                    return;
+                }
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            builder.http1().header_read_timeout(left.max(Duration::from_millis(1)));
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, %remote, "connection ended");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
