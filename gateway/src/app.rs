@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Deref;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::AccessTask;
+use crate::canary::Canary;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::presence::{Announcer, PresenceTask};
@@ -55,6 +57,10 @@ pub struct AppInner {
     pub presence: Arc<dyn Presence>,
     /// This node's id in the presence store.
     pub node_id: String,
+    /// False while this node's pub/sub canary is overdue (`crate::canary`, `/readyz`).
+    pub canary_alive: Arc<AtomicBool>,
+    /// Stops the canary when the node drains.
+    canary_stop: CancellationToken,
     /// Cancelled when the node drains: sockets close with 1012 and `/readyz` answers 503.
     pub shutdown: CancellationToken,
     /// Every socket task, so that a drain can wait for them (axum does not track upgraded sockets).
@@ -96,9 +102,21 @@ impl Gateway {
         let metrics = Arc::new(Metrics::default());
         let (presence_tx, presence_rx) = mpsc::unbounded_channel();
         let (access_tx, access_rx) = mpsc::unbounded_channel();
-        let hub = Hub::start(broker.clone(), inbox, &config.limits, metrics.clone(), presence_tx, access_tx);
-        tokio::spawn(AccessTask { hub: Arc::downgrade(&hub), store: store.clone(), changes: access_rx }.run());
         let node_id = crate::presence::node_id();
+        let hub = Hub::start(broker.clone(), inbox, &config.limits, metrics.clone(), presence_tx, access_tx, &node_id);
+        tokio::spawn(AccessTask { hub: Arc::downgrade(&hub), store: store.clone(), changes: access_rx }.run());
+        let canary_alive = Arc::new(AtomicBool::new(true));
+        let canary_stop = CancellationToken::new();
+        tokio::spawn(
+            Canary {
+                broker: broker.clone(),
+                hub: Arc::downgrade(&hub),
+                metrics: metrics.clone(),
+                interval: config.limits.canary_interval,
+                alive: canary_alive.clone(),
+            }
+            .run(canary_stop.clone()),
+        );
         let presence_stop = CancellationToken::new();
         let presence_task = tokio::spawn(
             PresenceTask {
@@ -136,6 +154,8 @@ impl Gateway {
             motivation: Arc::new(crate::motivation::PhraseBook::default()),
             presence,
             node_id,
+            canary_alive,
+            canary_stop,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }));
@@ -167,6 +187,7 @@ impl Gateway {
         if tokio::time::timeout(DRAIN_WAIT, app.tracker.wait()).await.is_err() {
             tracing::warn!("drain: some sockets did not close in time");
         }
+        app.canary_stop.cancel();
         let (stop, task) = presence;
         stop.cancel();
         let _ = task.await;

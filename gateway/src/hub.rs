@@ -11,9 +11,10 @@
 //!   socket (1013); nobody else waits for it.
 //! * Each user's first and last socket on this node, and in each room (`join_room`, Pythia's
 //!   channels), are reported in order to the presence task (`crate::presence`).
-//! * The control group (`Group::control()`, always subscribed) carries membership and account
-//!   changes; the hub hands them to the access task (`crate::access`), which re-checks the local
-//!   sockets concerned and `kick`s or `evict`s them.
+//! * Two groups are the node's own and always subscribed (`pinned`): the control group carries
+//!   membership and account changes, which the hub hands to the access task (`crate::access`) to
+//!   re-check the local sockets concerned and `kick` or `evict` them; the node's canary group
+//!   carries its own liveness canaries (`crate::canary`), whose last number the hub records.
 //! * Each chat group remembers the ids of the last chat messages it delivered (`saw_message`), so
 //!   that a reply or read receipt to a message its sender just saw live is accepted before the
 //!   worker has stored it.
@@ -157,6 +158,12 @@ pub struct Hub {
     access: mpsc::UnboundedSender<Event>,
     /// False between a pub/sub disconnect and the completed resubscription (`/readyz`).
     in_sync: AtomicBool,
+    /// The node's own groups, subscribed for as long as it runs: the control group and its canary.
+    pinned: [Group; 2],
+    /// The number of the last canary that came back through the node's pub/sub connection.
+    canary_seen: AtomicU64,
+    /// Completed resubscriptions after a (re)connect.
+    resyncs: AtomicU64,
     next_socket: AtomicU64,
     outbox_frames: usize,
     outbox_bytes: usize,
@@ -183,6 +190,7 @@ impl Hub {
         metrics: Arc<Metrics>,
         presence: mpsc::UnboundedSender<Change>,
         access: mpsc::UnboundedSender<Event>,
+        node_id: &str,
     ) -> Arc<Self> {
         let (manager_tx, manager_rx) = mpsc::unbounded_channel();
         let hub = Arc::new(Self {
@@ -191,6 +199,9 @@ impl Hub {
             presence,
             access,
             in_sync: AtomicBool::new(false),
+            pinned: [Group::control(), Group::canary(node_id)],
+            canary_seen: AtomicU64::new(0),
+            resyncs: AtomicU64::new(0),
             next_socket: AtomicU64::new(1),
             outbox_frames: limits.outbox_frames,
             outbox_bytes: limits.outbox_bytes,
@@ -263,8 +274,15 @@ impl Hub {
                 return;
             }
         };
-        if *group == Group::control() {
+        if *group == self.pinned[0] {
             let _ = self.access.send(envelope.event);
+            return;
+        }
+        if *group == self.pinned[1] {
+            if let Event::Raw { event } = &envelope.event {
+                let seen = event.get("canary").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                self.canary_seen.fetch_max(seen, Ordering::Relaxed);
+            }
             return;
         }
         // One rendering per wire format, made on first need and shared by every member.
@@ -289,6 +307,21 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// The node's canary group (`crate::canary`).
+    pub fn canary_group(&self) -> &Group {
+        &self.pinned[1]
+    }
+
+    /// The number of the last canary that came back.
+    pub fn canary_seen(&self) -> u64 {
+        self.canary_seen.load(Ordering::Relaxed)
+    }
+
+    /// How many times the node has subscribed again to everything after a (re)connect.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Relaxed)
     }
 
     /// True when this node delivered the chat message `id` in `group` recently.
@@ -511,12 +544,11 @@ async fn manage_subscriptions(
                 if resync {
                     subscribed.clear();
                     wanted = hub.all_groups();
-                    // Held by the node itself, for as long as it runs.
-                    wanted.push(Group::control());
+                    wanted.extend(hub.pinned.iter().cloned());
                 }
                 wanted.sort();
                 wanted.dedup();
-                wanted.retain(|g| !subscribed.contains(g) && (hub.holds(g) || *g == Group::control()));
+                wanted.retain(|g| !subscribed.contains(g) && (hub.holds(g) || hub.pinned.contains(g)));
                 let mut failed = false;
                 for chunk in wanted.chunks(SUBSCRIBE_BATCH) {
                     match broker.subscribe(chunk).await {
@@ -532,6 +564,7 @@ async fn manage_subscriptions(
                 hub.mark_subscribed(&wanted);
                 if resync && !failed {
                     hub.in_sync.store(true, Ordering::Relaxed);
+                    hub.resyncs.fetch_add(1, Ordering::Relaxed);
                 }
             }
             _ = sweep.tick() => {

@@ -20,12 +20,14 @@
 //!
 //! Beside the path: [`presence`] keeps who is online cluster-wide (and announces `user_status`);
 //! `access` makes membership and account changes act on sockets already open, on every node;
+//! `canary` proves that the node's pub/sub connection still delivers;
 //! [`http`] holds the server API ([`http::api`], [`http::channels`], [`http::onetask`]) and health;
 //! [`app`] builds and runs a node (tests use the same `Gateway::build`); [`metrics`] the counters;
 //! [`motivation`] the Diary's texts; [`cli`] the command line.
 
 pub(crate) mod access;
 pub mod app;
+pub(crate) mod canary;
 pub mod cli;
 pub mod errors;
 pub mod http;

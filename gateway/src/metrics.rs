@@ -26,6 +26,8 @@ pub struct Metrics {
     pub broker_reconnects: AtomicU64,
     /// Groups this node is subscribed to.
     pub groups: AtomicI64,
+    /// Pub/sub canaries that did not come back (each one rebuilt the subscriber connection).
+    pub canary_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -34,7 +36,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, i64); 10] = [
+        let rows: [(&str, &str, &str, i64); 11] = [
             ("gateway_sockets_open", "gauge", "Sockets open on this node.", self.sockets_open.load(Ordering::Relaxed)),
             ("gateway_groups", "gauge", "Groups this node holds.", self.groups.load(Ordering::Relaxed)),
             ("gateway_sockets_accepted_total", "counter", "Sockets accepted.", load(&self.sockets_accepted)),
@@ -55,6 +57,12 @@ impl Metrics {
             ("gateway_publications_in_total", "counter", "Publications from the broker.", load(&self.publications_in)),
             ("gateway_publish_failures_total", "counter", "Publishes that failed.", load(&self.publish_failures)),
             ("gateway_broker_reconnects_total", "counter", "Pub/sub (re)connects.", load(&self.broker_reconnects)),
+            (
+                "gateway_canary_failures_total",
+                "counter",
+                "Pub/sub canaries that did not come back (the subscriber was rebuilt).",
+                load(&self.canary_failures),
+            ),
         ];
         let mut out = String::with_capacity(1024);
         for (name, kind, help, value) in rows {

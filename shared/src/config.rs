@@ -42,6 +42,9 @@ pub struct Limits {
     /// A connection that has not sent a complete request head (the upgrade request, for a
     /// socket) this long after it opened is closed (`GATEWAY_UPGRADE_TIMEOUT_SECS`).
     pub upgrade_timeout: Duration,
+    /// How often a node proves that its pub/sub connection delivers, and how long it waits for
+    /// the proof (`GATEWAY_CANARY_SECS`).
+    pub canary_interval: Duration,
 }
 
 impl Default for Limits {
@@ -57,6 +60,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             close_grace: Duration::from_secs(5),
             upgrade_timeout: Duration::from_secs(10),
+            canary_interval: Duration::from_secs(5),
         }
     }
 }
@@ -132,6 +136,7 @@ impl Limits {
             idle_timeout: Duration::from_secs(parsed("GATEWAY_IDLE_SECS", 60)?),
             close_grace: d.close_grace,
             upgrade_timeout: Duration::from_secs(parsed("GATEWAY_UPGRADE_TIMEOUT_SECS", 10)?),
+            canary_interval: Duration::from_secs(parsed("GATEWAY_CANARY_SECS", 5)?),
         })
     }
 }

@@ -165,6 +165,100 @@ impl Drop for RedisServer {
     }
 }
 
+/// A TCP proxy in front of Redis that can freeze the pub/sub connections it carries: stop
+/// forwarding in both directions without closing them, as a stalled middlebox would. Only the
+/// connections that have sent a SUBSCRIBE by the time of `freeze_subscribers` freeze; later
+/// ones pass.
+pub struct RedisProxy {
+    addr: SocketAddr,
+    state: Arc<std::sync::Mutex<ProxyState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    next: u64,
+    subscribers: std::collections::HashSet<u64>,
+    frozen: std::collections::HashSet<u64>,
+}
+
+impl RedisProxy {
+    pub async fn start(target: &str) -> Self {
+        let target: SocketAddr = target
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("a redis://host:port/ url");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state: Arc<std::sync::Mutex<ProxyState>> = Arc::default();
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(target).await else { continue };
+                let id = {
+                    let mut s = shared.lock().unwrap();
+                    s.next += 1;
+                    s.next
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(Self::pipe(id, client_read, server_write, shared.clone(), true));
+                tokio::spawn(Self::pipe(id, server_read, client_write, shared.clone(), false));
+            }
+        });
+        Self { addr, state, task }
+    }
+
+    /// Copies `from` to `to` until either closes; holds everything once connection `id` froze.
+    async fn pipe(
+        id: u64,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        state: Arc<std::sync::Mutex<ProxyState>>,
+        from_client: bool,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let frozen = {
+                let mut s = state.lock().unwrap();
+                if from_client && buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE")) {
+                    s.subscribers.insert(id);
+                }
+                s.frozen.contains(&id)
+            };
+            if frozen {
+                // Stalled: hold the connection open, forward nothing, ever.
+                std::future::pending::<()>().await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    /// Freezes every pub/sub connection open now.
+    pub fn freeze_subscribers(&self) -> usize {
+        let mut s = self.state.lock().unwrap();
+        s.frozen = s.subscribers.clone();
+        s.frozen.len()
+    }
+}
+
+impl Drop for RedisProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// An isolated database on the test PostgreSQL server, dropped afterwards.
 pub struct TestDb {
     admin_url: String,

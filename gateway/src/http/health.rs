@@ -1,5 +1,5 @@
-//! `/healthz` (liveness), `/readyz` (Redis and database reachable, subscriptions in place, not
-//! draining) and `/metrics` (Prometheus text).
+//! `/healthz` (liveness), `/readyz` (Redis and database reachable, subscriptions in place, the
+//! pub/sub canary coming back, not draining) and `/metrics` (Prometheus text).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -17,8 +17,9 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let broker = app.broker.ping().await.is_ok();
     let database = app.store.ping().await.is_ok();
     let subscriptions = app.hub.in_sync();
+    let canary = app.canary_alive.load(std::sync::atomic::Ordering::Relaxed);
     let draining = app.shutdown.is_cancelled();
-    let ready = broker && database && subscriptions && !draining;
+    let ready = broker && database && subscriptions && canary && !draining;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         status,
@@ -27,6 +28,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
             "broker": broker,
             "database": database,
             "subscriptions": subscriptions,
+            "pubsub_canary": canary,
             "draining": draining,
         })),
     )

@@ -232,4 +232,9 @@ impl Broker for MemoryBroker {
     async fn ping(&self) -> Result<(), BrokerError> {
         Ok(())
     }
+
+    async fn reconnect_subscriber(&self) -> Result<(), BrokerError> {
+        // In one process nothing can stall silently between the publisher and the inbox.
+        Ok(())
+    }
 }

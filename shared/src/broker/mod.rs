@@ -105,4 +105,8 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Reachability, for `/readyz`.
     async fn ping(&self) -> Result<(), BrokerError>;
+
+    /// Drops the pub/sub connection and makes a new one (the inbox then yields `Disconnected`
+    /// and `Reconnected`): for a connection that stopped delivering without closing.
+    async fn reconnect_subscriber(&self) -> Result<(), BrokerError>;
 }

@@ -45,6 +45,8 @@ pub struct RedisBroker {
 enum SubscriberRequest {
     Subscribe(Vec<String>, oneshot::Sender<Result<(), BrokerError>>),
     Unsubscribe(Vec<String>, oneshot::Sender<Result<(), BrokerError>>),
+    /// Drop the connection and make a new one (it stopped delivering without closing).
+    Reconnect(oneshot::Sender<Result<(), BrokerError>>),
 }
 
 /// The pub/sub connection's payload field name in the jobs stream entries.
@@ -349,6 +351,10 @@ impl Broker for RedisBroker {
         .await
     }
 
+    async fn reconnect_subscriber(&self) -> Result<(), BrokerError> {
+        self.request(SubscriberRequest::Reconnect).await
+    }
+
     async fn ping(&self) -> Result<(), BrokerError> {
         timed(async {
             let mut conn = self.conn().await?;
@@ -410,6 +416,11 @@ async fn subscriber_task(
                             let _ = ack.send(r);
                             failed
                         }
+                        SubscriberRequest::Reconnect(ack) => {
+                            tracing::warn!("redis pub/sub: dropping a connection that stopped delivering");
+                            let _ = ack.send(Ok(()));
+                            true
+                        }
                     };
                     if result {
                         break; // Treat a failed command as a lost connection: reconnect and resubscribe.
@@ -446,6 +457,10 @@ async fn refuse_requests_for(wait: Duration, requests: &mut mpsc::Receiver<Subsc
                 None => return false,
                 Some(SubscriberRequest::Subscribe(_, ack) | SubscriberRequest::Unsubscribe(_, ack)) => {
                     let _ = ack.send(Err(BrokerError::Disconnected));
+                }
+                // Already reconnecting.
+                Some(SubscriberRequest::Reconnect(ack)) => {
+                    let _ = ack.send(Ok(()));
                 }
             },
         }

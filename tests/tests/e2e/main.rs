@@ -16,6 +16,7 @@ mod live_access;
 mod onetask;
 mod presence;
 mod protocol_violations;
+mod pubsub_canary;
 mod pythia;
 mod redis_restart;
 mod server_api;
