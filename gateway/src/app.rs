@@ -95,7 +95,12 @@ impl Gateway {
                     (Arc::new(broker), inbox, presence)
                 }
                 None => {
-                    let (broker, inbox) = MemoryBus::new().node();
+                    // Jobs journaled in the SQLite file, so that a crash loses nothing a client saw.
+                    let bus = match &store {
+                        Store::Sqlite(pool) => MemoryBus::durable(pool.clone()).await?,
+                        Store::Postgres(_) => MemoryBus::new(),
+                    };
+                    let (broker, inbox) = bus.node();
                     (Arc::new(broker), inbox, Arc::new(MemoryPresence::default()))
                 }
             };

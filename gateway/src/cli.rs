@@ -49,8 +49,8 @@ pub fn embedded_banner(config: &GatewayConfig, port: u16) -> String {
     };
     let mut out = format!(
         "embedded mode: one process with an in-process broker and worker; database {db}\n\
-         \x20 guarantees: every accepted message is written to the database once; a message accepted in the\n\
-         \x20 last milliseconds before a crash (not a clean stop) can be lost. Set REDIS_URL for cluster mode.\n",
+         \x20 guarantees: every accepted message is written to the database once, a crash included: it is\n\
+         \x20 journaled in the same file before anyone sees it. Set REDIS_URL for cluster mode.\n",
         db = config.database_url,
     );
     for name in &config.generated {

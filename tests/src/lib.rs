@@ -579,6 +579,38 @@ impl Drop for Cluster {
 /// A child process that is SIGKILLed when dropped, so that a failing test leaves none behind.
 pub struct Process(Child);
 
+/// A gateway process in embedded mode (the real binary's code, `env!("CARGO_BIN_EXE_e2e-gateway")`)
+/// on the SQLite file and folder of `dir`, with the test secrets; waits until it serves. Started
+/// again on the same `dir`, it finds what the previous one left.
+pub async fn spawn_embedded_process(exe: &str, dir: &Path, env: &[(&str, &str)]) -> (Process, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new(exe)
+        .envs(env.iter().copied())
+        .env("GATEWAY_BIND", addr.to_string())
+        .env("GATEWAY_DATA_DIR", dir)
+        .env("DATABASE_URL", format!("sqlite://{}", dir.join("gateway.db").display()))
+        .env("JWT_SECRET", JWT_SECRET)
+        .env("GATEWAY_API_KEY", API_KEY)
+        .env_remove("REDIS_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawning an embedded gateway process");
+    let process = Process(child);
+    let health = format!("http://{addr}/readyz");
+    eventually("the embedded gateway serves", || {
+        let health = health.clone();
+        async move {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(_) => http("GET", &health, None, None).await.0 == 200,
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    (process, addr)
+}
+
 impl Process {
     /// Blocks until the process prints `line` on its standard output.
     pub async fn wait_for_line(&mut self, line: &str) {
@@ -654,6 +686,11 @@ impl Client {
         self.send_text(&value.to_string()).await;
     }
 
+    /// Sends, reporting a connection that is gone instead of panicking.
+    pub async fn try_send_json(&mut self, value: Value) -> bool {
+        self.ws.send(Message::text(value.to_string())).await.is_ok()
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.expect("send");
     }
@@ -678,6 +715,18 @@ impl Client {
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => panic!("socket error: {e}"),
                 None => panic!("socket ended without a close frame"),
+            }
+        }
+    }
+
+    /// The next JSON frame, or `None` once the connection has ended in any way (closed, reset,
+    /// broken): for a server killed under its client.
+    pub async fn try_next(&mut self) -> Option<Value> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(text))) => return serde_json::from_str(text.as_str()).ok(),
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
+                Some(Ok(_)) => continue,
             }
         }
     }

@@ -201,4 +201,37 @@ mod memory_contract {
     async fn memory_broker_passes_the_contract() {
         run_all(|| Memory(MemoryBus::new())).await;
     }
+
+    /// Embedded mode's bus: jobs journaled in a SQLite file (a fresh one per case).
+    struct Durable(tokio::sync::OnceCell<MemoryBus>, std::path::PathBuf);
+
+    #[async_trait]
+    impl NodeFactory for Durable {
+        async fn node(&self) -> (Arc<dyn Broker>, mpsc::Receiver<Inbound>) {
+            let bus = self
+                .0
+                .get_or_init(|| async {
+                    let url = format!("sqlite://{}", self.1.join("journal.db").display());
+                    let crate::store::Store::Sqlite(pool) = crate::store::Store::connect(&url, 2).await.unwrap() else {
+                        unreachable!("a sqlite:// url")
+                    };
+                    MemoryBus::durable(pool).await.unwrap()
+                })
+                .await;
+            let (broker, inbox) = bus.node();
+            (Arc::new(broker), inbox)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_journaled_memory_broker_passes_the_contract() {
+        let root = std::env::temp_dir().join(format!("rtgate-journal-{}", uuid::Uuid::new_v4().simple()));
+        let case = std::sync::atomic::AtomicUsize::new(0);
+        run_all(|| {
+            let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Durable(tokio::sync::OnceCell::new(), root.join(n.to_string()))
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(root);
+    }
 }

@@ -1,6 +1,11 @@
 //! The in-process broker of embedded mode. A `MemoryBus` plays the part of the Redis server;
 //! each `MemoryBroker` is one node attached to it (embedded mode has one; the contract tests
 //! attach two to show the same node-level semantics as Redis).
+//!
+//! With a journal (`MemoryBus::durable`, what embedded mode uses), jobs are written to a table
+//! of the SQLite file before their publications go out live, many callers' jobs in one
+//! transaction (group commit), and deleted when acked; the table is read back at start. So a
+//! SIGKILL loses nothing a client saw: the worker persists it after the restart.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -8,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{Broker, BrokerError, Inbound, INBOX_CAPACITY};
 use crate::event::Group;
@@ -25,7 +31,19 @@ struct Shared {
     state: Mutex<BusState>,
     /// Woken when a job is appended, so that a blocked `read_jobs` returns.
     job_added: Notify,
+    /// The durable journal's writer and its table's pool; `None` keeps jobs in memory only.
+    journal: Option<(mpsc::Sender<JournalWrite>, SqlitePool)>,
 }
+
+/// One `publish_all` waiting for its jobs to be written.
+struct JournalWrite {
+    publications: Vec<(Group, Bytes)>,
+    jobs: Vec<Bytes>,
+    done: oneshot::Sender<Result<(), BrokerError>>,
+}
+
+/// Most callers' writes committed in one transaction.
+const GROUP_COMMIT: usize = 512;
 
 #[derive(Default)]
 struct BusState {
@@ -49,6 +67,24 @@ struct NodeSlot {
 impl MemoryBus {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A bus whose jobs live in the `embedded_jobs` table of `pool` until acked; the jobs a
+    /// previous process left there are queued again.
+    pub async fn durable(pool: SqlitePool) -> Result<Self, BrokerError> {
+        let left: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT id, payload FROM embedded_jobs ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .map_err(journal_error)?;
+        if !left.is_empty() {
+            tracing::info!(count = left.len(), "queued again: jobs accepted before the last stop");
+        }
+        let (tx, rx) = mpsc::channel(GROUP_COMMIT * 4);
+        let fresh = left.into_iter().map(|(id, payload)| (id as u64, Bytes::from(payload))).collect();
+        let state = BusState { fresh, ..BusState::default() };
+        let shared = Arc::new(Shared { state: Mutex::new(state), job_added: Notify::new(), journal: Some((tx, pool.clone())) });
+        tokio::spawn(write_journal(Arc::downgrade(&shared), pool, rx));
+        Ok(Self { shared })
     }
 
     /// Attaches a node: its broker handle and its inbox.
@@ -85,7 +121,81 @@ fn parse_job_id(id: &str) -> Option<u64> {
     id.strip_suffix("-0")?.parse().ok()
 }
 
+fn journal_error(e: sqlx::Error) -> BrokerError {
+    BrokerError::Journal(e.to_string())
+}
+
+/// The journal's writer: takes the waiting writes, commits their jobs in one transaction, then
+/// queues the jobs and delivers the publications, in order, and answers each caller.
+async fn write_journal(bus: std::sync::Weak<Shared>, pool: SqlitePool, mut writes: mpsc::Receiver<JournalWrite>) {
+    while let Some(first) = writes.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT {
+            match writes.try_recv() {
+                Ok(write) => batch.push(write),
+                Err(_) => break,
+            }
+        }
+        let written: Result<Vec<i64>, sqlx::Error> = async {
+            let mut tx = pool.begin().await?;
+            let mut ids = Vec::new();
+            for job in batch.iter().flat_map(|w| &w.jobs) {
+                let id: i64 = sqlx::query_scalar("INSERT INTO embedded_jobs (payload) VALUES ($1) RETURNING id")
+                    .bind(job.as_ref())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                ids.push(id);
+            }
+            tx.commit().await?;
+            Ok(ids)
+        }
+        .await;
+        let Some(shared) = bus.upgrade() else { return };
+        match written {
+            Ok(ids) => {
+                {
+                    let mut state = shared.state.lock().expect("bus lock");
+                    let mut ids = ids.into_iter();
+                    for write in &batch {
+                        for job in &write.jobs {
+                            let id = ids.next().expect("one id per job");
+                            state.fresh.push_back((id as u64, job.clone()));
+                        }
+                        for (group, payload) in &write.publications {
+                            MemoryBroker::deliver(&state, group, payload);
+                        }
+                    }
+                }
+                shared.job_added.notify_one();
+                for write in batch {
+                    let _ = write.done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal write failed; the callers are told unavailable");
+                for write in batch {
+                    let _ = write.done.send(Err(BrokerError::Journal(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
 impl MemoryBroker {
+    /// Deletes acked (or dead-lettered) jobs from the journal, if there is one.
+    async fn forget(&self, seqs: &[u64]) -> Result<(), BrokerError> {
+        let Some((_, pool)) = &self.shared.journal else { return Ok(()) };
+        let mut tx = pool.begin().await.map_err(journal_error)?;
+        for seq in seqs {
+            sqlx::query("DELETE FROM embedded_jobs WHERE id = $1")
+                .bind(*seq as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(journal_error)?;
+        }
+        tx.commit().await.map_err(journal_error)
+    }
+
     fn deliver(state: &BusState, group: &Group, payload: &Bytes) {
         for node in state.nodes.iter().filter(|n| n.groups.contains(group)) {
             let message = Inbound::Message { group: group.clone(), payload: payload.clone() };
@@ -125,6 +235,13 @@ impl Broker for MemoryBroker {
     }
 
     async fn publish_all(&self, publications: &[(Group, Bytes)], jobs: &[Bytes]) -> Result<(), BrokerError> {
+        if let (Some((journal, _)), false) = (&self.shared.journal, jobs.is_empty()) {
+            // Durable first, live second: what a client sees is already in the journal.
+            let (done, written) = oneshot::channel();
+            let write = JournalWrite { publications: publications.to_vec(), jobs: jobs.to_vec(), done };
+            journal.send(write).await.map_err(|_| BrokerError::Disconnected)?;
+            return written.await.map_err(|_| BrokerError::Disconnected)?;
+        }
         {
             let mut state = self.shared.state.lock().expect("bus lock");
             for (group, payload) in publications {
@@ -189,14 +306,19 @@ impl Broker for MemoryBroker {
     }
 
     async fn ack_jobs(&self, ids: &[String]) -> Result<(), BrokerError> {
+        let seqs: Vec<u64> = ids.iter().filter_map(|id| parse_job_id(id)).collect();
+        self.forget(&seqs).await?;
         let mut state = self.shared.state.lock().expect("bus lock");
-        for seq in ids.iter().filter_map(|id| parse_job_id(id)) {
+        for seq in seqs {
             state.pending.remove(&seq);
         }
         Ok(())
     }
 
     async fn dead_letter(&self, entry: &JobEntry, error: &str) -> Result<(), BrokerError> {
+        // Embedded mode keeps its dead letters in memory: they are listed in the log and
+        // `/metrics`, and gone with a restart (the journal no longer holds them either).
+        self.forget(&parse_job_id(&entry.id).into_iter().collect::<Vec<_>>()).await?;
         let mut state = self.shared.state.lock().expect("bus lock");
         if let Some(seq) = parse_job_id(&entry.id) {
             state.pending.remove(&seq);

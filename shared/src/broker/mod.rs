@@ -32,6 +32,8 @@ pub enum BrokerError {
     Timeout(Duration),
     #[error("not connected to the broker")]
     Disconnected,
+    #[error("embedded jobs journal: {0}")]
+    Journal(String),
 }
 
 /// What arrives on a node's inbox.

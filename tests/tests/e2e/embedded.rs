@@ -185,3 +185,77 @@ async fn the_onetask_flow_works_in_embedded_mode() {
     assert_eq!(focus.recv_type("focus_update").await["status"], "completed");
     node.shutdown().await;
 }
+
+/// Embedded mode SIGKILLed in the middle of a stream of messages: after a restart on the same
+/// file, every message a client saw live is in the history, once.
+#[tokio::test]
+async fn embedded_mode_killed_mid_stream_loses_nothing_a_client_saw() {
+    let dir = TempDir::new("embedded-kill");
+    let exe = env!("CARGO_BIN_EXE_e2e-gateway");
+    let roomy = [("GATEWAY_RATE_PER_SEC", "100000"), ("GATEWAY_RATE_BURST", "100000")];
+    let (mut process, addr) = e2e::spawn_embedded_process(exe, dir.path(), &roomy).await;
+    let url = |path: &str| format!("http://{addr}{path}");
+    for user in ["alice", "bob"] {
+        let (status, _) = http("PUT", &url(&format!("/api/v1/users/{user}")), Some(API_KEY), Some(json!({"username": user}))).await;
+        assert_eq!(status, 200);
+    }
+    let session = uuid::Uuid::new_v4().to_string();
+    let body = json!({"inviter_id": "alice", "invitee_id": "bob"});
+    let (status, _) = http("PUT", &url(&format!("/api/v1/sessions/{session}")), Some(API_KEY), Some(body)).await;
+    assert_eq!(status, 200);
+
+    let ws = |user: &str| format!("ws://{addr}{}", session_path(&session, &token(user)));
+    let mut alice = Client::connect(&ws("alice")).await;
+    let mut bob = Client::connect(&ws("bob")).await;
+    let sender = tokio::spawn(async move {
+        for i in 0..100_000 {
+            if !alice.try_send_json(json!({"type": "message", "content": format!("m{i}")})).await {
+                return; // The process is gone.
+            }
+            if i % 50 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    // What bob saw live, until the process dies under him.
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 500 {
+        let frame = bob.recv().await;
+        seen.insert(frame["message_id"].as_str().unwrap().to_owned());
+    }
+    process.kill();
+    // And whatever was still on its way to him.
+    while let Some(frame) = tokio::time::timeout(e2e::HANG_GUARD, bob.try_next()).await.expect("the socket hung") {
+        if let Some(id) = frame["message_id"].as_str() {
+            seen.insert(id.to_owned());
+        }
+    }
+    sender.abort();
+
+    let (_again, addr) = e2e::spawn_embedded_process(exe, dir.path(), &roomy).await;
+    let history = || async {
+        let path = format!("http://{addr}/api/v1/sessions/{session}/messages?limit=200");
+        let mut ids = std::collections::HashSet::new();
+        let mut before: Option<String> = None;
+        loop {
+            let page = match &before {
+                Some(b) => format!("{path}&before={b}"),
+                None => path.clone(),
+            };
+            let (_, body) = http("GET", &page, Some(API_KEY), None).await;
+            let messages = body["messages"].as_array().cloned().unwrap_or_default();
+            for m in &messages {
+                assert!(ids.insert(m["message_id"].as_str().unwrap().to_owned()), "a message stored twice");
+            }
+            match messages.last() {
+                Some(last) if messages.len() == 200 => before = Some(last["message_id"].as_str().unwrap().to_owned()),
+                _ => return ids,
+            }
+        }
+    };
+    eventually("every message seen live is in the history", || async {
+        let stored = history().await;
+        seen.iter().all(|id| stored.contains(id))
+    })
+    .await;
+}
