@@ -491,17 +491,7 @@ impl Cluster {
             .spawn()
             .expect("spawning a gateway process");
         let process = Process(child);
-        let health = format!("http://{addr}/healthz");
-        eventually("the gateway process serves", || {
-            let health = health.clone();
-            async move {
-                match tokio::net::TcpStream::connect(addr).await {
-                    Ok(_) => http("GET", &health, None, None).await.0 == 200,
-                    Err(_) => false,
-                }
-            }
-        })
-        .await;
+        answers_200(addr, "/healthz").await;
         (process, addr)
     }
 
@@ -597,18 +587,23 @@ pub async fn spawn_embedded_process(exe: &str, dir: &Path, env: &[(&str, &str)])
         .spawn()
         .expect("spawning an embedded gateway process");
     let process = Process(child);
-    let health = format!("http://{addr}/readyz");
-    eventually("the embedded gateway serves", || {
-        let health = health.clone();
+    answers_200(addr, "/readyz").await;
+    (process, addr)
+}
+
+/// Waits until a process started at `addr` answers `path` with 200.
+async fn answers_200(addr: SocketAddr, path: &str) {
+    let url = format!("http://{addr}{path}");
+    eventually(&format!("the gateway process answers {path}"), || {
+        let url = url.clone();
         async move {
             match tokio::net::TcpStream::connect(addr).await {
-                Ok(_) => http("GET", &health, None, None).await.0 == 200,
+                Ok(_) => http("GET", &url, None, None).await.0 == 200,
                 Err(_) => false,
             }
         }
     })
     .await;
-    (process, addr)
 }
 
 impl Process {
