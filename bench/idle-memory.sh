@@ -11,6 +11,8 @@ ulimit -n "$(ulimit -Hn)"   # each socket is a descriptor in both processes
 dir=$(mktemp -d)
 trap 'kill $gw 2>/dev/null || true; rm -rf "$dir"' EXIT
 export GATEWAY_DATA_DIR=$dir GATEWAY_BIND=127.0.0.1:18765 GATEWAY_MAX_SOCKETS_PER_USER=$((count + 1)) RUST_LOG=warn
+# One load generator on one address opens every socket: no per-IP limits here.
+export GATEWAY_MAX_CONNECTIONS_PER_IP=0 GATEWAY_UPGRADES_PER_IP_PER_SEC=0
 target/release/gateway >/dev/null &
 gw=$!
 until curl -sf localhost:18765/readyz >/dev/null; do sleep 0.2; done

@@ -61,6 +61,8 @@ pub struct AppInner {
     pub canary_alive: Arc<AtomicBool>,
     /// Stops the canary when the node drains.
     canary_stop: CancellationToken,
+    /// Per-IP limits: connections, upgrades, failed API keys.
+    pub(crate) ip_guards: Arc<crate::http::guard::IpGuards>,
     /// Cancelled when the node drains: sockets close with 1012 and `/readyz` answers 503.
     pub shutdown: CancellationToken,
     /// Every socket task, so that a drain can wait for them (axum does not track upgraded sockets).
@@ -149,6 +151,7 @@ impl Gateway {
         });
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| BuildError::Bind { addr: config.bind, source })?;
+        let ip_guards = crate::http::guard::IpGuards::new(&config.limits);
         let app = AppState(Arc::new(AppInner {
             config,
             verifier,
@@ -161,6 +164,7 @@ impl Gateway {
             node_id,
             canary_alive,
             canary_stop,
+            ip_guards,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }));
@@ -182,7 +186,8 @@ impl Gateway {
         let drain = app.shutdown.clone();
         let router = crate::http::router(app.clone());
         let upgrade_timeout = app.config.limits.upgrade_timeout;
-        crate::http::server::serve(listener, router, upgrade_timeout, async move {
+        let (guards, metrics) = (app.ip_guards.clone(), app.metrics.clone());
+        crate::http::server::serve(listener, router, upgrade_timeout, guards, metrics, async move {
             shutdown.await;
             tracing::info!("draining: closing sockets with 1012");
             drain.cancel();

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub groups: AtomicI64,
     /// Pub/sub canaries that did not come back (each one rebuilt the subscriber connection).
     pub canary_failures: AtomicU64,
+    /// Connections and upgrades refused by a per-IP limit.
+    pub connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -36,7 +38,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, i64); 11] = [
+        let rows: [(&str, &str, &str, i64); 12] = [
             ("gateway_sockets_open", "gauge", "Sockets open on this node.", self.sockets_open.load(Ordering::Relaxed)),
             ("gateway_groups", "gauge", "Groups this node holds.", self.groups.load(Ordering::Relaxed)),
             ("gateway_sockets_accepted_total", "counter", "Sockets accepted.", load(&self.sockets_accepted)),
@@ -62,6 +64,12 @@ impl Metrics {
                 "counter",
                 "Pub/sub canaries that did not come back (the subscriber was rebuilt).",
                 load(&self.canary_failures),
+            ),
+            (
+                "gateway_connections_refused_total",
+                "counter",
+                "Connections and upgrades refused by a per-IP limit.",
+                load(&self.connections_refused),
             ),
         ];
         let mut out = String::with_capacity(1024);

@@ -45,6 +45,13 @@ pub struct Limits {
     /// How often a node proves that its pub/sub connection delivers, and how long it waits for
     /// the proof (`GATEWAY_CANARY_SECS`).
     pub canary_interval: Duration,
+    /// Open connections (sockets included) from one IP address; more are refused at accept
+    /// (`GATEWAY_MAX_CONNECTIONS_PER_IP`, 0 for no limit). Behind a load balancer every
+    /// connection comes from its address: raise or disable it there.
+    pub max_connections_per_ip: usize,
+    /// Socket upgrades per second from one IP address, with a burst of twice that; more are
+    /// answered 429 (`GATEWAY_UPGRADES_PER_IP_PER_SEC`, 0 for no limit).
+    pub upgrades_per_ip_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -61,6 +68,8 @@ impl Default for Limits {
             close_grace: Duration::from_secs(5),
             upgrade_timeout: Duration::from_secs(10),
             canary_interval: Duration::from_secs(5),
+            max_connections_per_ip: 4096,
+            upgrades_per_ip_per_sec: 200,
         }
     }
 }
@@ -137,6 +146,8 @@ impl Limits {
             close_grace: d.close_grace,
             upgrade_timeout: Duration::from_secs(parsed("GATEWAY_UPGRADE_TIMEOUT_SECS", 10)?),
             canary_interval: Duration::from_secs(parsed("GATEWAY_CANARY_SECS", 5)?),
+            max_connections_per_ip: parsed("GATEWAY_MAX_CONNECTIONS_PER_IP", d.max_connections_per_ip)?,
+            upgrades_per_ip_per_sec: parsed("GATEWAY_UPGRADES_PER_IP_PER_SEC", d.upgrades_per_ip_per_sec)?,
         })
     }
 }

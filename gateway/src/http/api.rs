@@ -34,14 +34,6 @@ pub(super) fn is_backend(app: &AppState, headers: &HeaderMap) -> bool {
     bearer(headers).is_some_and(|key| same_secret(key, &app.config.api_key))
 }
 
-pub(super) fn require_backend(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if is_backend(app, headers) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
-    }
-}
-
 /// Proof that the caller is the backend (`Authorization: Bearer <GATEWAY_API_KEY>`); 401 otherwise.
 pub struct Backend;
 
@@ -49,7 +41,15 @@ impl FromRequestParts<AppState> for Backend {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        require_backend(app, &parts.headers).map(|()| Backend)
+        if is_backend(app, &parts.headers) {
+            return Ok(Backend);
+        }
+        // Guessing keys from one address is throttled: past a burst of failures, 429.
+        let ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        if ip.is_some_and(|ip| !app.ip_guards.bad_key(ip)) {
+            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many failed keys; slow down"));
+        }
+        Err(ApiError::unauthorized())
     }
 }
 

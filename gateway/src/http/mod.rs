@@ -12,6 +12,7 @@ pub mod api;
 pub mod channels;
 pub mod error;
 pub mod health;
+pub(crate) mod guard;
 pub(crate) mod idempotency;
 pub(crate) mod server;
 pub mod onetask;
@@ -50,6 +51,7 @@ pub fn router(app: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .layer(axum::middleware::from_fn_with_state(app.clone(), idempotency::middleware))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), upgrade_rate))
         .with_state(app)
 }
 
@@ -79,4 +81,23 @@ pub(crate) async fn publish(app: &AppState, group: &Group, envelope: Envelope) -
 /// (`crate::access`).
 pub(crate) async fn membership_changed(app: &AppState, group: Group) -> Result<(), ApiError> {
     publish(app, &Group::control(), Envelope::to_all(Event::MembershipChanged { group })).await
+}
+
+/// Socket upgrades from one address beyond its rate are answered 429 before any work is done.
+async fn upgrade_rate(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let upgrading = request.headers().get(axum::http::header::UPGRADE).is_some();
+    let ip = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    if let (true, Some(ip)) = (upgrading, ip) {
+        if !app.ip_guards.allow_upgrade(ip) {
+            crate::metrics::Metrics::incr(&app.metrics.connections_refused);
+            return ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many new sockets from this address")
+                .into_response();
+        }
+    }
+    next.run(request).await
 }

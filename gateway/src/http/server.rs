@@ -4,6 +4,9 @@
 //!   `upgrade_timeout` (hyper's header read timeout): a client that connects and sends nothing,
 //!   or trickles its headers, is closed instead of holding a descriptor forever. An upgraded
 //!   WebSocket is past it; its own heartbeat takes over.
+//! * **Per-IP cap.** An address at `max_connections_per_ip` open connections has the next one
+//!   closed at once (`http::guard`); a connection holds its place until it closes, WebSocket
+//!   included.
 //! * **Accept errors** (out of descriptors, most often) never end the loop: it pauses briefly and
 //!   goes on, so that connections already open keep being served.
 //!
@@ -23,6 +26,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::guard::{CountedStream, IpGuards};
+use crate::metrics::Metrics;
+
 /// Pause after a failed accept (EMFILE and the like), so that the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -30,6 +36,8 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     upgrade_timeout: Duration,
+    guards: std::sync::Arc<IpGuards>,
+    metrics: std::sync::Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let stop = CancellationToken::new();
@@ -53,6 +61,11 @@ pub(crate) async fn serve(
                     continue;
                 }
             },
+        };
+        let Some(slot) = guards.connect(remote.ip()) else {
+            Metrics::incr(&metrics.connections_refused);
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
@@ -79,6 +92,7 @@ pub(crate) async fn serve(
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             builder.http1().header_read_timeout(left.max(Duration::from_millis(1)));
+            let stream = CountedStream::new(stream, slot);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {

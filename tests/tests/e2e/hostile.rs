@@ -60,3 +60,49 @@ async fn connections_that_never_finish_their_upgrade_are_closed_after_the_deadli
     alice.send_json(json!({"type": "message", "content": "still here"})).await;
     assert_eq!(alice.recv().await["content"], "still here", "an upgraded socket is past the deadline");
 }
+
+/// One address at its cap of open connections has the next one closed at once; a socket counts
+/// until it closes. Upgrades beyond the per-address rate get 429; so do keys guessed past a
+/// burst of failures. The well-behaved client keeps working throughout.
+#[tokio::test]
+async fn per_address_caps_and_rates_hold_off_a_flood() {
+    let limits = Limits { max_connections_per_ip: 4, upgrades_per_ip_per_sec: 1, ..Limits::default() };
+    let cluster = Cluster::start_with(1, limits).await;
+    cluster.user("alice", None).await;
+    cluster.user("bob", None).await;
+    let session = cluster.session("alice", "bob").await;
+    let node = cluster.node(0);
+
+    // Guessing the API key: 401s, then 429 once the burst of failures is spent.
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let (status, _) = e2e::http("PUT", &node.http("/api/v1/users/x"), Some("guess"), Some(json!({"username": "x"}))).await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses[0], 401);
+    assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
+
+    // Two sockets (the burst of the upgrade rate), then a third upgrade within the second: 429.
+    let mut alice = Client::connect(&node.ws(&session_path(&session, &token("alice")))).await;
+    let _bob = Client::connect(&node.ws(&session_path(&session, &token("bob")))).await;
+    let refused = tokio_tungstenite::connect_async(node.ws(&session_path(&session, &token("bob")))).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+        other => panic!("a third upgrade in a burst of two: {:?}", other.map(|_| ())),
+    }
+
+    // Two sockets and two idle connections fill the cap of four: the fifth is closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(TcpStream::connect(node.addr).await.unwrap());
+    }
+    let mut fifth = TcpStream::connect(node.addr).await.unwrap();
+    let _ = fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(HANG_GUARD, fifth.read_to_end(&mut answer)).await.expect("the fifth was held");
+    assert!(read.is_err() || answer.is_empty(), "the fifth connection was served: {}", String::from_utf8_lossy(&answer));
+    drop(idle);
+
+    alice.send_json(json!({"type": "message", "content": "unbothered"})).await;
+    assert_eq!(alice.recv().await["content"], "unbothered");
+}

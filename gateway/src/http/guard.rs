@@ -1,0 +1,137 @@
+//! Per-IP guards against hostile clients: a cap on open connections (checked at accept, held
+//! for as long as the connection lives, WebSocket included), a rate of socket upgrades, and a
+//! rate of failed server-API keys. The rates are governor's keyed GCRA limiters.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Failed API keys allowed from one address: a burst, then this many per second.
+const BAD_KEYS_PER_SEC: u32 = 2;
+const BAD_KEYS_BURST: u32 = 20;
+/// Above this many addresses remembered, limiters forget the ones that are back to full.
+const REMEMBERED_ADDRESSES: usize = 10_000;
+
+pub(crate) struct IpGuards {
+    max_connections: usize,
+    /// Open connections per address. Held only for an insert or a removal.
+    connections: Mutex<HashMap<IpAddr, usize>>,
+    upgrades: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    bad_keys: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl IpGuards {
+    pub(crate) fn new(limits: &shared::config::Limits) -> Arc<Self> {
+        let upgrades = NonZeroU32::new(limits.upgrades_per_ip_per_sec).map(|rate| {
+            let burst = NonZeroU32::new(limits.upgrades_per_ip_per_sec.saturating_mul(2)).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        let bad_keys = Quota::per_second(NonZeroU32::new(BAD_KEYS_PER_SEC).expect("nonzero"))
+            .allow_burst(NonZeroU32::new(BAD_KEYS_BURST).expect("nonzero"));
+        Arc::new(Self {
+            max_connections: limits.max_connections_per_ip,
+            connections: Mutex::new(HashMap::new()),
+            upgrades,
+            bad_keys: RateLimiter::keyed(bad_keys),
+        })
+    }
+
+    /// A new connection from `ip`, or `None` when that address is at its cap.
+    pub(crate) fn connect(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let mut open = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(ip).or_default();
+        if self.max_connections > 0 && *count >= self.max_connections {
+            return None;
+        }
+        *count += 1;
+        Some(Slot { guards: self.clone(), ip })
+    }
+
+    /// True when `ip` may open another socket now.
+    pub(crate) fn allow_upgrade(&self, ip: IpAddr) -> bool {
+        let Some(limiter) = &self.upgrades else { return true };
+        if limiter.len() > REMEMBERED_ADDRESSES {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&ip).is_ok()
+    }
+
+    /// Records a wrong API key from `ip`; false once that address has had too many.
+    pub(crate) fn bad_key(&self, ip: IpAddr) -> bool {
+        if self.bad_keys.len() > REMEMBERED_ADDRESSES {
+            self.bad_keys.retain_recent();
+        }
+        self.bad_keys.check_key(&ip).is_ok()
+    }
+}
+
+/// One open connection of an address; dropping it frees its place.
+pub(crate) struct Slot {
+    guards: Arc<IpGuards>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.guards.connections.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A TCP stream that holds its address's slot for as long as it lives: through an upgrade, the
+/// WebSocket owns it, so a socket counts until it closes.
+pub(crate) struct CountedStream {
+    /// Declared first, so dropped first: the place is free before the peer sees the close.
+    _slot: Slot,
+    stream: TcpStream,
+}
+
+impl CountedStream {
+    pub(crate) fn new(stream: TcpStream, slot: Slot) -> Self {
+        Self { _slot: slot, stream }
+    }
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
