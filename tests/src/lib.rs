@@ -152,6 +152,19 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server (SIGSTOP) for `pause`, then lets it go on (SIGCONT): connections stay
+    /// open and nothing answers, as with a stalled host.
+    pub async fn freeze_for(&self, pause: Duration) {
+        let pid = self.child.as_ref().expect("redis-server is running").id().to_string();
+        let signal = |sig: &str| {
+            let status = Command::new("kill").args([sig, pid.as_str()]).status().expect("running kill");
+            assert!(status.success(), "kill {sig} {pid}");
+        };
+        signal("-STOP");
+        tokio::time::sleep(pause).await;
+        signal("-CONT");
+    }
+
     /// Starts again on the same port and data folder.
     pub async fn start_again(&mut self) {
         assert!(self.child.is_none(), "redis-server is still running");

@@ -9,6 +9,7 @@ mod diary;
 mod durability;
 mod durable_path;
 mod embedded;
+mod faults;
 mod hostile;
 mod gamification;
 mod limits;

@@ -1,0 +1,296 @@
+//! The fault suite: a steady chat load across nodes while one thing goes wrong, and a count of
+//! what happened to every message. For each fault it asserts that nothing accepted is lost or
+//! stored twice, that every socket that stayed connected heard every accepted message, and that
+//! the backlog drains within a deadline once the fault is over; and it prints one line:
+//! `fault <name>: accepted A, refused R, delivered D/E, persisted P, duplicated X, drained in S s`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e::{session_path, token, within, Client, Cluster, HANG_GUARD};
+use serde_json::{json, Value};
+use shared::config::Limits;
+use tokio::task::JoinHandle;
+
+/// Once the fault is over, everything accepted is persisted within this.
+const DRAIN: Duration = Duration::from_secs(5);
+/// Messages per second the sender offers.
+const RATE: u64 = 100;
+
+/// What the sender learned of each message it offered.
+#[derive(Default)]
+struct Offered {
+    /// Accepted: its own echo came back (content → message id).
+    accepted: HashMap<String, String>,
+    /// Refused with `unavailable`.
+    refused: HashSet<String>,
+}
+
+/// A sender offering numbered messages at `RATE` until stopped, and receivers counting them.
+struct Load {
+    offered: Arc<Mutex<Offered>>,
+    received: Vec<Arc<Mutex<HashSet<String>>>>,
+    stop: tokio_util::sync::CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    /// `sender` sends; every `receivers` socket counts what it hears.
+    fn start(mut sender: Client, receivers: Vec<Client>) -> Self {
+        let offered: Arc<Mutex<Offered>> = Arc::default();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut tasks = Vec::new();
+        let (own, stopped) = (offered.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1000 / RATE));
+            let mut n = 0u64;
+            let mut in_flight = 0usize;
+            loop {
+                if stopped.is_cancelled() && in_flight == 0 {
+                    return;
+                }
+                tokio::select! {
+                    _ = stopped.cancelled(), if in_flight == 0 => return,
+                    _ = tick.tick(), if !stopped.is_cancelled() => {
+                        n += 1;
+                        if !sender.try_send_json(json!({"type": "message", "content": format!("f{n}")})).await {
+                            return;
+                        }
+                        in_flight += 1;
+                    }
+                    frame = sender.try_next() => {
+                        let Some(frame) = frame else { return };
+                        let mut o = own.lock().unwrap();
+                        match (frame["type"].as_str(), frame["error_code"].as_str()) {
+                            (Some("message"), _) => {
+                                let content = frame["content"].as_str().unwrap_or_default().to_owned();
+                                o.accepted.insert(content, frame["message_id"].as_str().unwrap_or_default().to_owned());
+                                in_flight = in_flight.saturating_sub(1);
+                            }
+                            (Some("error"), Some("unavailable")) => {
+                                // The error frame does not name the message: the oldest unanswered
+                                // one was refused (answers come in order).
+                                let nth = o.refused.len();
+                                o.refused.insert(format!("refused#{nth}"));
+                                in_flight = in_flight.saturating_sub(1);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }));
+        let mut received = Vec::new();
+        for mut receiver in receivers {
+            let heard: Arc<Mutex<HashSet<String>>> = Arc::default();
+            received.push(heard.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(frame) = receiver.try_next().await {
+                    if frame["type"] == "message" {
+                        heard.lock().unwrap().insert(frame["content"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+            }));
+        }
+        Self { offered, received, stop, tasks }
+    }
+
+    /// Stops offering and waits for the answers to what is in flight.
+    async fn finish(self) -> (Offered, Vec<HashSet<String>>) {
+        self.stop.cancel();
+        let mut tasks = self.tasks.into_iter();
+        let sender = tasks.next().expect("the sender");
+        tokio::time::timeout(HANG_GUARD, sender).await.expect("the sender never heard back").unwrap();
+        // Receivers: a moment for the last echoes' deliveries, then stop listening.
+        let last: HashSet<String> = self.offered.lock().unwrap().accepted.keys().cloned().collect();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while !self.received.iter().all(|r| last.iter().all(|c| r.lock().unwrap().contains(c))) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        for task in tasks {
+            task.abort();
+        }
+        let offered = std::mem::take(&mut *self.offered.lock().unwrap());
+        (offered, self.received.iter().map(|r| r.lock().unwrap().clone()).collect())
+    }
+
+    fn accepted(&self) -> usize {
+        self.offered.lock().unwrap().accepted.len()
+    }
+
+    /// Waits until `more` further messages are accepted (the load is flowing).
+    async fn flowing(&self, more: usize) {
+        let target = self.accepted() + more;
+        e2e::eventually("the load flows", || async { self.accepted() >= target }).await;
+    }
+}
+
+/// The whole history of a session: content → how many times stored.
+async fn persisted(cluster: &Cluster, session: &str) -> HashMap<String, usize> {
+    let mut stored = HashMap::new();
+    let mut before: Option<String> = None;
+    loop {
+        let mut path = format!("/api/v1/sessions/{session}/messages?limit=200");
+        if let Some(b) = &before {
+            path.push_str(&format!("&before={b}"));
+        }
+        let (status, body) = e2e::http("GET", &cluster.node(0).http(&path), Some(e2e::API_KEY), None).await;
+        assert_eq!(status, 200, "{body}");
+        let page: Vec<Value> = body["messages"].as_array().cloned().unwrap_or_default();
+        for m in &page {
+            *stored.entry(m["content"].as_str().unwrap_or_default().to_owned()).or_insert(0) += 1;
+        }
+        match page.last() {
+            Some(last) if page.len() == 200 => before = Some(last["message_id"].as_str().unwrap().to_owned()),
+            _ => return stored,
+        }
+    }
+}
+
+/// The assertions every fault shares, and its summary line.
+async fn account(name: &str, cluster: &Cluster, session: &str, load: Load, fault_over: Instant) {
+    let (offered, received) = load.finish().await;
+    let accepted: HashSet<String> = offered.accepted.keys().cloned().collect();
+    within(DRAIN, &format!("{name}: every accepted message persisted"), || async {
+        let stored = persisted(cluster, session).await;
+        accepted.iter().all(|c| stored.contains_key(c))
+    })
+    .await;
+    let drained = fault_over.elapsed().as_secs_f64();
+    let stored = persisted(cluster, session).await;
+    let duplicated = stored.values().filter(|n| **n > 1).count();
+    let delivered: usize = received.iter().map(|r| accepted.iter().filter(|c| r.contains(*c)).count()).sum();
+    let expected = accepted.len() * received.len();
+    let line = format!(
+        "fault {name}: accepted {}, refused {}, delivered {delivered}/{expected}, persisted {}, duplicated {duplicated}, drained {drained:.1} s after the fault",
+        accepted.len(),
+        offered.refused.len(),
+        stored.len(),
+    );
+    println!("{line}");
+    // Kept beside the build for `scripts/test` to print after the run (test output is captured).
+    let summary = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-summary.txt");
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(summary) {
+        use std::io::Write;
+        let _ = writeln!(file, "{line}");
+    }
+    assert_eq!(duplicated, 0, "{name}: stored twice");
+    assert_eq!(delivered, expected, "{name}: a live socket missed an accepted message");
+    assert!(accepted.len() > 50, "{name}: the load hardly ran ({})", accepted.len());
+}
+
+fn roomy() -> Limits {
+    Limits { rate_per_sec: 10_000.0, rate_burst: 10_000.0, ..Limits::default() }
+}
+
+/// Two nodes, alice sending on node 0, bob listening on both nodes.
+async fn chat(cluster: &Cluster) -> (String, Load) {
+    cluster.user("alice", None).await;
+    cluster.user("bob", None).await;
+    let session = cluster.session("alice", "bob").await;
+    let path = |user: &str| session_path(&session, &token(user));
+    let alice = Client::connect(&cluster.node(0).ws(&path("alice"))).await;
+    let bob_0 = Client::connect(&cluster.node(0).ws(&path("bob"))).await;
+    let bob_1 = Client::connect(&cluster.node(1).ws(&path("bob"))).await;
+    (session, Load::start(alice, vec![bob_0, bob_1]))
+}
+
+/// Redis stops answering for 2 s (SIGSTOP) with every connection open: what was sent meanwhile
+/// is refused or accepted late, never lost; nodes and the worker carry on by themselves.
+#[tokio::test]
+async fn redis_frozen_for_two_seconds() {
+    let mut cluster = Cluster::start_with(2, roomy()).await;
+    cluster.start_worker().await;
+    let (session, load) = chat(&cluster).await;
+    load.flowing(50).await;
+    cluster.redis.freeze_for(Duration::from_secs(2)).await;
+    let over = Instant::now();
+    load.flowing(50).await;
+    account("redis-frozen-2s", &cluster, &session, load, over).await;
+}
+
+/// The worker is SIGKILLed three times under load, each time with a batch in hand; the next
+/// one takes over what the dead one left pending.
+#[tokio::test]
+async fn worker_killed_three_times_mid_stream() {
+    let cluster = Cluster::start_with(2, roomy()).await;
+    let exe = env!("CARGO_BIN_EXE_e2e-worker");
+    let (session, load) = chat(&cluster).await;
+    for _ in 0..3 {
+        let mut worker = cluster.spawn_worker_process(exe, 300);
+        load.flowing(60).await;
+        worker.kill();
+    }
+    let _last = cluster.spawn_worker_process(exe, 300);
+    let over = Instant::now();
+    load.flowing(30).await;
+    account("worker-killed-3x", &cluster, &session, load, over).await;
+}
+
+/// Two workers share the stream; one is SIGKILLed for good: the other takes over its pending
+/// jobs and the rest of the load.
+#[tokio::test]
+async fn one_of_two_workers_killed_for_good() {
+    let cluster = Cluster::start_with(2, roomy()).await;
+    let exe = env!("CARGO_BIN_EXE_e2e-worker");
+    let (session, load) = chat(&cluster).await;
+    let _survivor = cluster.spawn_worker_process(exe, 300);
+    let mut doomed = cluster.spawn_worker_process(exe, 300);
+    load.flowing(60).await;
+    doomed.kill();
+    let over = Instant::now();
+    load.flowing(60).await;
+    account("one-of-two-workers-killed", &cluster, &session, load, over).await;
+}
+
+/// A job the database refuses, injected into the stream in the middle of the load: it is
+/// dead-lettered and everything around it persisted.
+#[tokio::test]
+async fn a_poison_job_in_the_middle_of_the_load() {
+    use shared::broker::Broker;
+    let mut cluster = Cluster::start_with(2, roomy()).await;
+    cluster.start_worker().await;
+    let (session, load) = chat(&cluster).await;
+    load.flowing(50).await;
+    let broker = shared::broker::RedisBroker::new(&cluster.redis.url(), &cluster.prefix).unwrap();
+    let poison = shared::jobs::Job::SessionMessage(shared::event::SessionMessage {
+        message_id: shared::ids::MessageId::new(),
+        session_id: shared::ids::SessionId::parse(&session).unwrap(),
+        sender_id: shared::ids::UserId::parse("alice").unwrap(),
+        sender_name: "alice".into(),
+        content: "poison\u{0}".into(),
+        created_at: shared::time::now(),
+    });
+    broker.enqueue(poison.encode()).await.unwrap();
+    let over = Instant::now();
+    load.flowing(50).await;
+    account("poison-job", &cluster, &session, load, over).await;
+    assert_eq!(broker.dead_letter_count().await.unwrap(), 1);
+}
+
+/// A gateway node is SIGKILLed under load: the sender's node and the sockets on the surviving
+/// node carry on; everything accepted is persisted once; the dead node's users go offline.
+#[tokio::test]
+async fn a_node_killed_under_load() {
+    let mut cluster = Cluster::start_with(1, roomy()).await;
+    cluster.start_worker().await;
+    cluster.user("alice", None).await;
+    cluster.user("bob", None).await;
+    let session = cluster.session("alice", "bob").await;
+    let path = |user: &str| session_path(&session, &token(user));
+    let (mut doomed, addr) = cluster.spawn_node_process(env!("CARGO_BIN_EXE_e2e-gateway")).await;
+    let alice = Client::connect(&cluster.node(0).ws(&path("alice"))).await;
+    let bob_survivor = Client::connect(&cluster.node(0).ws(&path("bob"))).await;
+    let _bob_on_the_dead_node = Client::connect(&format!("ws://{addr}{}", path("bob"))).await;
+    let load = Load::start(alice, vec![bob_survivor]);
+    load.flowing(50).await;
+    doomed.kill();
+    let over = Instant::now();
+    load.flowing(50).await;
+    account("node-killed", &cluster, &session, load, over).await;
+    // bob is still online through node 0; the dead node's record is reaped.
+    assert_eq!(cluster.connected_users(0).await, 2);
+}
