@@ -178,6 +178,86 @@ impl Drop for RedisServer {
     }
 }
 
+/// A PostgreSQL server of the test's own (initdb in a temporary folder, a free port), so that
+/// the test can stop it and start it again. Durability off, as in `scripts/test`.
+pub struct PrivatePostgres {
+    bindir: PathBuf,
+    dir: TempDir,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl PrivatePostgres {
+    pub async fn start() -> Self {
+        let bindir = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|dirs| dirs.filter_map(Result::ok).map(|d| d.path().join("bin")).filter(|b| b.join("initdb").exists()).max())
+            .unwrap_or_else(|| panic!("PostgreSQL's server programs are missing: install the Debian package postgresql"));
+        let dir = TempDir::new("pg");
+        // PostgreSQL refuses to run as root: as root, run it as the postgres user.
+        let as_postgres = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if as_postgres {
+            let status = Command::new("chown").arg("postgres:").arg(dir.path()).status().expect("chown");
+            assert!(status.success(), "chown of the PostgreSQL folder");
+        }
+        let server = Self { bindir, dir, port: free_port(), as_postgres };
+        let data = server.dir.path().join("data");
+        server.run("initdb", &["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "--no-sync"]);
+        server.start_again().await;
+        server
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let path = self.bindir.join(program);
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let out = command.args(args).output().unwrap_or_else(|e| panic!("running {program}: {e}"));
+        assert!(out.status.success(), "{program} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Starts (again) on the same port and data.
+    pub async fn start_again(&self) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-o", &options, "start"]);
+    }
+
+    /// Stops the server (fast: open connections are cut).
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let path = self.bindir.join("pg_ctl");
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let _ = command.args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"]).output();
+    }
+}
+
 /// A TCP proxy in front of Redis that can freeze the pub/sub connections it carries: stop
 /// forwarding in both directions without closing them, as a stalled middlebox would. Only the
 /// connections that have sent a SUBSCRIBE by the time of `freeze_subscribers` freeze; later
@@ -285,7 +365,11 @@ fn admin_url() -> String {
 
 impl TestDb {
     pub async fn create() -> Self {
-        let admin_url = admin_url();
+        Self::create_at(admin_url()).await
+    }
+
+    /// A database on the server of `admin_url` (a `PrivatePostgres`, for tests that stop it).
+    pub async fn create_at(admin_url: String) -> Self {
         let name = format!("rtgate_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = connect_admin(&admin_url).await;
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("CREATE DATABASE");
@@ -394,8 +478,12 @@ impl Cluster {
     }
 
     pub async fn start_with(nodes: usize, limits: Limits) -> Self {
+        Self::start_on(nodes, limits, TestDb::create().await).await
+    }
+
+    /// A cluster whose database is `db` (on a server the test controls).
+    pub async fn start_on(nodes: usize, limits: Limits, db: TestDb) -> Self {
         let redis = RedisServer::start().await;
-        let db = TestDb::create().await;
         let prefix = format!("t{}:", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let mut cluster = Self { redis, db, prefix, limits, nodes: Vec::new(), workers: Vec::new() };
         for _ in 0..nodes {

@@ -72,11 +72,13 @@ pub struct Worker {
     /// When pending jobs were last looked for; claiming is a separate round trip, so it runs
     /// every `claim_idle / 2`, not on every batch.
     last_claim: Option<Instant>,
+    /// A batch read but not applied (its step failed): the next step tries it again first.
+    in_hand: Vec<JobEntry>,
 }
 
 impl Worker {
     pub fn new(broker: Arc<dyn Broker>, store: Store, settings: WorkerSettings, rules: Rules) -> Self {
-        Self { broker, store, settings, gamification: Gamification { rules }, last_claim: None }
+        Self { broker, store, settings, gamification: Gamification { rules }, last_claim: None, in_hand: Vec::new() }
     }
 
     /// Publishes award notifications that were stored but not yet delivered (after a commit, or
@@ -118,46 +120,77 @@ impl Worker {
     }
 
     pub async fn process_batch(&mut self) -> Result<Step, WorkerError> {
-        let s = &self.settings;
-        let mut entries: Vec<JobEntry> = Vec::new();
-        let claim_due = self.last_claim.is_none_or(|at| at.elapsed() >= s.claim_idle / 2);
-        if claim_due {
-            entries = self.broker.claim_stale_jobs(&s.consumer, s.claim_idle, s.batch_size).await?;
-            self.last_claim = Some(Instant::now());
-            if !entries.is_empty() {
-                tracing::info!(count = entries.len(), "claimed jobs left pending by another consumer");
-            }
-            // Awards a dead worker claimed but never marked delivered, whose claim ran out: they
-            // must not wait for the next job to come along.
-            self.deliver_awards().await?;
-        }
+        // A batch whose step failed (the database or Redis away) is tried again first: left
+        // pending, it would wait `claim_idle` for XAUTOCLAIM, long after the outage.
+        let mut entries = std::mem::take(&mut self.in_hand);
         if entries.is_empty() {
-            entries = self.broker.read_jobs(&s.consumer, s.batch_size, s.block).await?;
+            entries = self.take_entries().await?;
         }
         if entries.is_empty() {
             return Ok(Step::Idle);
         }
         let count = entries.len();
+        if let Err((e, left)) = self.apply(entries).await {
+            self.in_hand = left;
+            return Err(e);
+        }
+        self.deliver_awards().await?;
+        Ok(Step::Processed(count))
+    }
+
+    /// What a dead consumer left pending (every `claim_idle / 2`), else new jobs.
+    async fn take_entries(&mut self) -> Result<Vec<JobEntry>, WorkerError> {
+        let s = &self.settings;
+        let claim_due = self.last_claim.is_none_or(|at| at.elapsed() >= s.claim_idle / 2);
+        if claim_due {
+            let claimed = self.broker.claim_stale_jobs(&s.consumer, s.claim_idle, s.batch_size).await?;
+            self.last_claim = Some(Instant::now());
+            // Awards a dead worker claimed but never marked delivered, whose claim ran out: they
+            // must not wait for the next job to come along.
+            self.deliver_awards().await?;
+            if !claimed.is_empty() {
+                tracing::info!(count = claimed.len(), "claimed jobs left pending by another consumer");
+                return Ok(claimed);
+            }
+        }
+        Ok(self.broker.read_jobs(&self.settings.consumer, self.settings.batch_size, self.settings.block).await?)
+    }
+
+    /// Applies a batch and acks it. On failure, returns the entries still to apply (the
+    /// undecodable ones are already dead-lettered).
+    async fn apply(&self, entries: Vec<JobEntry>) -> Result<(), (WorkerError, Vec<JobEntry>)> {
         let mut decoded = Vec::with_capacity(entries.len());
         let mut jobs = Vec::with_capacity(entries.len());
-        for entry in entries {
+        let mut entries = entries.into_iter();
+        while let Some(entry) = entries.next() {
             match Job::decode(&entry.payload) {
                 Ok(job) => {
                     jobs.push(job);
                     decoded.push(entry);
                 }
                 // It will never succeed: kept for an operator, out of everyone's way.
-                Err(e) => self.dead_letter(&entry, &format!("undecodable job: {e}")).await?,
+                Err(e) => {
+                    if let Err(failed) = self.dead_letter(&entry, &format!("undecodable job: {e}")).await {
+                        decoded.push(entry);
+                        decoded.extend(entries);
+                        return Err((failed, decoded));
+                    }
+                }
             }
         }
-        let dead = self.persist_around_refusals(&decoded, &jobs).await?;
+        let dead = match self.persist_around_refusals(&decoded, &jobs).await {
+            Ok(dead) => dead,
+            Err(e) => return Err((e, decoded)),
+        };
         if let Some(hook) = self.settings.after_commit {
             hook();
         }
-        let ids: Vec<String> = decoded.into_iter().map(|e| e.id).filter(|id| !dead.contains(id)).collect();
-        self.broker.ack_jobs(&ids).await?;
-        self.deliver_awards().await?;
-        Ok(Step::Processed(count))
+        let ids: Vec<String> = decoded.iter().map(|e| e.id.clone()).filter(|id| !dead.contains(id)).collect();
+        if let Err(e) = self.broker.ack_jobs(&ids).await {
+            let left = decoded.into_iter().filter(|e| !dead.contains(&e.id)).collect();
+            return Err((e.into(), left));
+        }
+        Ok(())
     }
 
     /// Persists `jobs` (read as `entries`, in the same order). When the database refuses a part
@@ -212,7 +245,7 @@ impl Worker {
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     tracing::warn!(error = %e, "worker step failed; retrying");
-                    let pause = Duration::from_millis(100 * u64::from(failures.min(20)));
+                    let pause = Duration::from_millis(100 * u64::from(failures.min(5)));
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(pause) => {}
