@@ -579,8 +579,20 @@ impl Cluster {
     /// A gateway node as a process (the real binary's code, `env!("CARGO_BIN_EXE_e2e-gateway")`
     /// from a test), for killing it. Returns the process and its base address.
     pub async fn spawn_node_process(&self, exe: &str) -> (Process, SocketAddr) {
+        self.spawn_node_process_with(Command::new(exe), &[]).await
+    }
+
+    /// `spawn_node_process` with at most `descriptors` open files (run under `prlimit`).
+    pub async fn spawn_node_process_limited(&self, exe: &str, descriptors: u32, env: &[(&str, &str)]) -> (Process, SocketAddr) {
+        let mut command = Command::new("prlimit");
+        command.arg(format!("--nofile={descriptors}:{descriptors}")).arg("--").arg(exe);
+        self.spawn_node_process_with(command, env).await
+    }
+
+    async fn spawn_node_process_with(&self, mut command: Command, env: &[(&str, &str)]) -> (Process, SocketAddr) {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(exe)
+        let child = command
+            .envs(env.iter().copied())
             .env("GATEWAY_BIND", addr.to_string())
             .env("REDIS_URL", self.redis.url())
             .env("DATABASE_URL", self.db.url())

@@ -1,11 +1,16 @@
 //! Per-IP guards against hostile clients: a cap on open connections (checked at accept, held
 //! for as long as the connection lives, WebSocket included), a rate of socket upgrades, and a
 //! rate of failed server-API keys. The rates are governor's keyed GCRA limiters.
+//!
+//! And the node's own capacity: above its descriptor limit less a reserve, a new connection is
+//! still accepted but answered only for `/healthz` and `/readyz` (503 and closed otherwise), so
+//! that a flood of connections never blinds the orchestrator's probes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -18,8 +23,21 @@ const BAD_KEYS_PER_SEC: u32 = 2;
 const BAD_KEYS_BURST: u32 = 20;
 /// Above this many addresses remembered, limiters forget the ones that are back to full.
 const REMEMBERED_ADDRESSES: usize = 10_000;
+/// Descriptors kept free below the process's limit: pools, files, probes.
+const DESCRIPTOR_RESERVE: usize = 128;
+
+/// The soft limit on open descriptors (`ulimit -n`), from `/proc/self/limits`.
+fn descriptor_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
 
 pub(crate) struct IpGuards {
+    /// Connections open now, all addresses together.
+    open: AtomicUsize,
+    /// Above this many open connections the node is at capacity.
+    capacity: usize,
     max_connections: usize,
     /// Open connections per address. Held only for an insert or a removal.
     connections: Mutex<HashMap<IpAddr, usize>>,
@@ -35,7 +53,10 @@ impl IpGuards {
         });
         let bad_keys = Quota::per_second(NonZeroU32::new(BAD_KEYS_PER_SEC).expect("nonzero"))
             .allow_burst(NonZeroU32::new(BAD_KEYS_BURST).expect("nonzero"));
+        let capacity = descriptor_limit().map_or(usize::MAX, |n| n.saturating_sub(DESCRIPTOR_RESERVE));
         Arc::new(Self {
+            open: AtomicUsize::new(0),
+            capacity,
             max_connections: limits.max_connections_per_ip,
             connections: Mutex::new(HashMap::new()),
             upgrades,
@@ -51,7 +72,13 @@ impl IpGuards {
             return None;
         }
         *count += 1;
+        self.open.fetch_add(1, Ordering::Relaxed);
         Some(Slot { guards: self.clone(), ip })
+    }
+
+    /// True when the node is near its descriptor limit: new connections get health answers only.
+    pub(crate) fn at_capacity(&self) -> bool {
+        self.open.load(Ordering::Relaxed) > self.capacity
     }
 
     /// True when `ip` may open another socket now.
@@ -80,6 +107,7 @@ pub(crate) struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.guards.open.fetch_sub(1, Ordering::Relaxed);
         let mut open = self.guards.connections.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = open.get_mut(&self.ip) {
             *count -= 1;
@@ -135,3 +163,7 @@ impl AsyncWrite for CountedStream {
         self.stream.is_write_vectored()
     }
 }
+
+/// Marks the requests of a connection accepted while the node was at capacity.
+#[derive(Clone, Copy)]
+pub(crate) struct AtCapacity;

@@ -51,7 +51,7 @@ pub fn router(app: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .layer(axum::middleware::from_fn_with_state(app.clone(), idempotency::middleware))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), upgrade_rate))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), admission))
         .with_state(app)
 }
 
@@ -83,13 +83,21 @@ pub(crate) async fn membership_changed(app: &AppState, group: Group) -> Result<(
     publish(app, &Group::control(), Envelope::to_all(Event::MembershipChanged { group })).await
 }
 
-/// Socket upgrades from one address beyond its rate are answered 429 before any work is done.
-async fn upgrade_rate(
+/// Socket upgrades from one address beyond its rate are answered 429 before any work is done;
+/// at capacity (`guard::AtCapacity`) everything but the health probes is answered 503.
+async fn admission(
     axum::extract::State(app): axum::extract::State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
+    if request.extensions().get::<guard::AtCapacity>().is_some() && !probe {
+        crate::metrics::Metrics::incr(&app.metrics.connections_refused);
+        let mut response = ApiError::unavailable("this node is at capacity; try another").into_response();
+        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        return response;
+    }
     let upgrading = request.headers().get(axum::http::header::UPGRADE).is_some();
     let ip = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
     if let (true, Some(ip)) = (upgrading, ip) {

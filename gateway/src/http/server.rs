@@ -7,6 +7,8 @@
 //! * **Per-IP cap.** An address at `max_connections_per_ip` open connections has the next one
 //!   closed at once (`http::guard`); a connection holds its place until it closes, WebSocket
 //!   included.
+//! * **Capacity.** Near the descriptor limit a new connection is answered only for its health
+//!   probes (`http::guard`).
 //! * **Accept errors** (out of descriptors, most often) never end the loop: it pauses briefly and
 //!   goes on, so that connections already open keep being served.
 //!
@@ -68,10 +70,14 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let at_capacity = guards.at_capacity();
         let router = router.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let mut request = request.map(Body::new);
             request.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+            if at_capacity {
+                request.extensions_mut().insert(super::guard::AtCapacity);
+            }
             let mut router = router.clone();
             async move { tower_service::Service::call(&mut router, request).await }
         });

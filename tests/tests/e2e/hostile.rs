@@ -106,3 +106,36 @@ async fn per_address_caps_and_rates_hold_off_a_flood() {
     alice.send_json(json!({"type": "message", "content": "unbothered"})).await;
     assert_eq!(alice.recv().await["content"], "unbothered");
 }
+
+/// A node flooded up to its descriptor limit keeps answering its health probes, refuses new
+/// sockets and API calls at once (503), and serves again when the flood goes.
+#[tokio::test]
+async fn at_its_descriptor_limit_a_node_answers_probes_and_refuses_the_rest() {
+    let cluster = Cluster::start(1).await;
+    cluster.user("alice", None).await;
+    cluster.user("bob", None).await;
+    let session = cluster.session("alice", "bob").await;
+    let env = [("GATEWAY_MAX_CONNECTIONS_PER_IP", "0"), ("GATEWAY_UPGRADE_TIMEOUT_SECS", "120")];
+    let (_node, addr) = cluster.spawn_node_process_limited(env!("CARGO_BIN_EXE_e2e-gateway"), 400, &env).await;
+    let url = |path: &str| format!("http://{addr}{path}");
+    let socket = format!("ws://{addr}{}", session_path(&session, &token("alice")));
+
+    // 400 descriptors, 128 kept in reserve: 300 idle connections put it over capacity.
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        flood.push(TcpStream::connect(addr).await.unwrap());
+    }
+    assert_eq!(e2e::http("GET", &url("/healthz"), None, None).await.0, 200);
+    assert_eq!(e2e::http("GET", &url("/readyz"), None, None).await.0, 200);
+    assert_eq!(e2e::http("GET", &url("/api/v1/ws/status"), None, None).await.0, 503);
+    match tokio_tungstenite::connect_async(&socket).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("a socket at capacity: {:?}", other.map(|_| ())),
+    }
+
+    drop(flood);
+    e2e::eventually("serving again", || async { e2e::http("GET", &url("/api/v1/ws/status"), None, None).await.0 == 200 }).await;
+    let mut alice = Client::connect(&socket).await;
+    alice.send_json(json!({"type": "message", "content": "back"})).await;
+    assert_eq!(alice.recv().await["content"], "back");
+}
