@@ -22,8 +22,8 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -49,8 +49,6 @@ pub(crate) async fn serve(
         shutdown.await;
         signal.cancel();
     });
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
 
     loop {
         let (stream, remote) = tokio::select! {
@@ -82,7 +80,6 @@ pub(crate) async fn serve(
             async move { tower_service::Service::call(&mut router, request).await }
         });
         let deadline = tokio::time::Instant::now() + upgrade_timeout;
-        let mut builder = builder.clone();
         let stop = stop.clone();
         connections.spawn(async move {
             // hyper's header timer starts at the first byte: a client that sends nothing at all is
@@ -97,9 +94,12 @@ pub(crate) async fn serve(
                 }
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            builder.http1().header_read_timeout(left.max(Duration::from_millis(1)));
             let stream = CountedStream::new(stream, slot);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(left.max(Duration::from_millis(1)))
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
                 result = connection.as_mut() => {
