@@ -249,6 +249,11 @@ impl Hub {
         Ok((Attached { hub: self.clone(), link, groups: Vec::new(), rooms: Vec::new() }, rx))
     }
 
+    /// `user`'s sockets open on this node.
+    pub fn sockets_of(&self, user: &UserId) -> usize {
+        self.lock().sockets_per_user.get(user).copied().unwrap_or(0)
+    }
+
     /// Users with at least one authenticated socket on this node.
     pub fn local_users(&self) -> Vec<UserId> {
         self.lock().sockets_per_user.keys().cloned().collect()
@@ -495,6 +500,7 @@ impl Drop for Attached {
         if let Some(user) = &self.link.user {
             if let Some(count) = state.sockets_per_user.get_mut(user) {
                 *count -= 1;
+                let _ = self.hub.presence.send(Change::Sockets(user.clone()));
                 if *count == 0 {
                     state.sockets_per_user.remove(user);
                     let _ = self.hub.presence.send(Change::Disconnected(user.clone()));

@@ -40,6 +40,9 @@ pub enum Change {
     RoomJoined(Group, UserId),
     /// The user's last socket on this node left the room.
     RoomLeft(Group, UserId),
+    /// One of the user's sockets on this node closed: record how many are left (read when the
+    /// change is applied, so that the record is always the current count, whatever the order).
+    Sockets(UserId),
 }
 
 /// Tells the apps that a user came online or went offline cluster-wide: Pythia's `user_status`,
@@ -149,6 +152,10 @@ impl PresenceTask {
                     self.announcer.announce_room(room, user, true).await;
                 }
             }
+            Change::Sockets(user) => {
+                let count = self.hub.upgrade().map_or(0, |hub| hub.sockets_of(&user));
+                self.store.set_sockets(&self.node, &user, count).await?;
+            }
             Change::RoomLeft(room, user) => {
                 if self.store.leave_room(&self.node, &room, &user).await? {
                     self.announcer.announce_room(room, user, false).await;
@@ -172,6 +179,9 @@ impl PresenceTask {
     async fn reconcile(&self) -> Result<(), shared::broker::BrokerError> {
         let Some(hub) = self.hub.upgrade() else { return Ok(()) };
         let local: HashSet<UserId> = hub.local_users().into_iter().collect();
+        for user in &local {
+            self.store.set_sockets(&self.node, user, hub.sockets_of(user)).await?;
+        }
         let recorded: HashSet<UserId> = self.store.members(&self.node).await?.into_iter().collect();
         for user in local.difference(&recorded) {
             if self.store.add(&self.node, user).await? {

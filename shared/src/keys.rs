@@ -22,6 +22,11 @@ impl Keys {
         format!("{}room:{room}:{node}", self.prefix)
     }
 
+    /// User → sockets open on `node` (the per-user cap, counted cluster-wide).
+    pub fn sockets_of_node(&self, node: &str) -> String {
+        format!("{}sockets:{node}", self.prefix)
+    }
+
     /// User → number of nodes where the user is in `room`.
     pub fn room_count(&self, room: &Group) -> String {
         format!("{}room-count:{room}", self.prefix)

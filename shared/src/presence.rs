@@ -42,6 +42,10 @@ pub trait Presence: Send + Sync + 'static {
     async fn leave_room(&self, node: &str, room: &Group, user: &UserId) -> Result<bool, BrokerError>;
     /// Users with a socket in `room` on any live node.
     async fn room_members(&self, room: &Group, dead_after: Duration) -> Result<Vec<UserId>, BrokerError>;
+    /// Records that `user` has `count` sockets open on `node` (0 removes the record).
+    async fn set_sockets(&self, node: &str, user: &UserId, count: usize) -> Result<(), BrokerError>;
+    /// `user`'s open sockets on every live node together (the per-user cap, cluster-wide).
+    async fn sockets_of(&self, user: &UserId, dead_after: Duration) -> Result<usize, BrokerError>;
 }
 
 /// Who went away with a node that was reaped or left.
@@ -74,11 +78,14 @@ struct MemoryState {
     rooms: HashMap<Group, HashMap<String, HashSet<UserId>>>,
     /// (room, user) → number of nodes where the user is in the room.
     room_counts: HashMap<(Group, UserId), usize>,
+    /// node → user → open sockets there.
+    sockets: HashMap<String, HashMap<UserId, usize>>,
 }
 
 impl MemoryState {
     fn drop_node(&mut self, node: &str) -> Departed {
         let mut departed = Departed::default();
+        self.sockets.remove(node);
         for (room, nodes) in self.rooms.iter_mut() {
             for user in nodes.remove(node).unwrap_or_default() {
                 let key = (room.clone(), user);
@@ -196,6 +203,23 @@ impl Presence for MemoryPresence {
         users.dedup();
         Ok(users)
     }
+
+    async fn set_sockets(&self, node: &str, user: &UserId, count: usize) -> Result<(), BrokerError> {
+        let mut s = self.state.lock().expect("presence lock");
+        let users = s.sockets.entry(node.to_owned()).or_default();
+        if count == 0 {
+            users.remove(user);
+        } else {
+            users.insert(user.clone(), count);
+        }
+        Ok(())
+    }
+
+    async fn sockets_of(&self, user: &UserId, dead_after: Duration) -> Result<usize, BrokerError> {
+        let s = self.state.lock().expect("presence lock");
+        let live = |node: &String| s.nodes.get(node).is_none_or(|(beat, _)| beat.elapsed() < dead_after);
+        Ok(s.sockets.iter().filter(|(node, _)| live(node)).filter_map(|(_, users)| users.get(user)).sum())
+    }
 }
 
 /// Presence in Redis (cluster mode): `{prefix}presence:node:{node}` sets, a
@@ -258,8 +282,8 @@ end
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - tonumber(ARGV[2])), '+inf')"
 );
 
-/// KEYS: nodes zset, count hash, the node's user set, the node's set of rooms, then for each of
-/// the node's rooms its set on this node and its count hash. ARGV: node, the silence in ms that
+/// KEYS: nodes zset, count hash, the node's user set, the node's set of rooms, the node's socket
+/// counts, then for each of the node's rooms its set on this node and its count hash. ARGV: node, the silence in ms that
 /// makes it dead ('' to drop it regardless), then the rooms' names (in the order of KEYS).
 /// Returns {users now offline, {room, user, room, user, ...} now in no room}. Every key arrives
 /// in KEYS (as Redis Cluster requires); a node that heartbeated since it was found dead is left
@@ -269,7 +293,7 @@ const DROP_NODE: &str = concat!(
     r"
 if ARGV[2] ~= '' then
   local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
-  if beat and tonumber(beat) > now - tonumber(ARGV[2]) then return {} end
+  if beat and tonumber(beat) > now - tonumber(ARGV[2]) then return {{}, {}} end
 end
 local gone, rooms_gone = {}, {}
 for _, user in ipairs(redis.call('SMEMBERS', KEYS[3])) do
@@ -278,8 +302,8 @@ for _, user in ipairs(redis.call('SMEMBERS', KEYS[3])) do
     table.insert(gone, user)
   end
 end
-for i = 5, #KEYS, 2 do
-  local room = ARGV[3 + (i - 5) / 2]
+for i = 6, #KEYS, 2 do
+  local room = ARGV[3 + (i - 6) / 2]
   for _, user in ipairs(redis.call('SMEMBERS', KEYS[i])) do
     if redis.call('HINCRBY', KEYS[i + 1], user, -1) <= 0 then
       redis.call('HDEL', KEYS[i + 1], user)
@@ -289,7 +313,7 @@ for i = 5, #KEYS, 2 do
   end
   redis.call('DEL', KEYS[i])
 end
-redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[1], ARGV[1])
 return {gone, rooms_gone}"
 );
@@ -325,7 +349,8 @@ impl RedisPresence {
             .key(self.keys.presence_nodes())
             .key(self.keys.presence_counts())
             .key(self.keys.presence_node(node))
-            .key(self.keys.rooms_of(node));
+            .key(self.keys.rooms_of(node))
+            .key(self.keys.sockets_of_node(node));
         for room in &rooms {
             let room = Group::from_name(room);
             script.key(self.keys.room(&room, node)).key(self.keys.room_count(&room));
@@ -436,6 +461,31 @@ impl Presence for RedisPresence {
         let mut users: Vec<UserId> = users.iter().filter_map(|u| UserId::parse(u).ok()).collect();
         users.sort();
         Ok(users)
+    }
+
+    async fn set_sockets(&self, node: &str, user: &UserId, count: usize) -> Result<(), BrokerError> {
+        let mut conn = self.conn().await?;
+        let key = self.keys.sockets_of_node(node);
+        if count == 0 {
+            let _: i64 = redis::cmd("HDEL").arg(key).arg(user.as_str()).query_async(&mut *conn).await?;
+        } else {
+            let _: i64 = redis::cmd("HSET").arg(key).arg(user.as_str()).arg(count).query_async(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn sockets_of(&self, user: &UserId, dead_after: Duration) -> Result<usize, BrokerError> {
+        let live = self.nodes_by_silence(false, dead_after).await?;
+        if live.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for node in &live {
+            pipe.hget(self.keys.sockets_of_node(node), user.as_str());
+        }
+        let mut conn = self.conn().await?;
+        let counts: Vec<Option<usize>> = pipe.query_async(&mut *conn).await?;
+        Ok(counts.into_iter().flatten().sum())
     }
 }
 

@@ -89,6 +89,19 @@ pub async fn admit(
     handler: SocketHandler,
     expires_at: Option<i64>,
 ) -> Response {
+    // The per-user cap counts the user's sockets on every live node, not just this one.
+    if let Some(user) = &user {
+        let cap = app.config.limits.max_sockets_per_user;
+        match app.presence.sockets_of(user, crate::presence::DEAD_AFTER).await {
+            Ok(open) if open >= cap => {
+                tracing::info!(user = user.as_str(), open, "socket refused: the user's cap is reached cluster-wide");
+                return reject(ws, &app, CloseReason::PolicyViolation);
+            }
+            Ok(_) => {}
+            // Presence unreachable: this node's own cap still holds.
+            Err(e) => tracing::warn!(error = %e, "cluster-wide socket count unavailable"),
+        }
+    }
     let (mut attached, outbox) = match app.hub.attach(user.clone(), protocol) {
         Ok(attached) => attached,
         Err(e) => {
@@ -96,6 +109,12 @@ pub async fn admit(
             return reject(ws, &app, CloseReason::PolicyViolation);
         }
     };
+    if let Some(user) = &user {
+        // Recorded before the socket opens, so that the next admission anywhere counts it.
+        if let Err(e) = app.presence.set_sockets(&app.node_id, user, app.hub.sockets_of(user)).await {
+            tracing::warn!(error = %e, "cluster-wide socket count not recorded");
+        }
+    }
     for group in groups {
         attached.join(group).await;
     }

@@ -139,3 +139,28 @@ async fn at_its_descriptor_limit_a_node_answers_probes_and_refuses_the_rest() {
     alice.send_json(json!({"type": "message", "content": "back"})).await;
     assert_eq!(alice.recv().await["content"], "back");
 }
+
+/// The per-user socket cap counts the user's sockets on every node: two here and two there
+/// reach a cap of four, and a fifth on either node is refused (1008); one closing frees a place.
+#[tokio::test]
+async fn the_per_user_socket_cap_is_counted_across_nodes() {
+    let limits = Limits { max_sockets_per_user: 4, ..Limits::default() };
+    let cluster = Cluster::start_with(2, limits).await;
+    cluster.user("alice", None).await;
+    let url = |node: usize| cluster.node(node).ws(&format!("/ws/notifications?token={}", token("alice")));
+    let mut open = Vec::new();
+    for node in [0, 1, 0, 1] {
+        open.push(Client::connect(&url(node)).await);
+    }
+    for node in [0, 1] {
+        assert_eq!(e2e::close_code_of(&url(node)).await, 1008, "a fifth socket, on node {node}");
+    }
+    drop(open.pop());
+    e2e::eventually("a closed socket frees its place", || async {
+        // An open socket answers a frame (an error for this one); a refused one closes (1008).
+        let mut client = Client::connect(&url(1)).await;
+        let _ = client.try_send_json(json!({})).await;
+        matches!(client.next().await, e2e::Next::Frame(_))
+    })
+    .await;
+}
