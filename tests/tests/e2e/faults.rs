@@ -319,3 +319,22 @@ async fn postgres_stopped_for_five_seconds() {
     load.flowing(20).await;
     account("postgres-stopped", &cluster, &session, load, over).await;
 }
+
+/// The worker is SIGKILLed in the middle of a batch, after its commit and before its ack (a
+/// fault-injection hook stops it exactly there), under load: the next worker applies the batch
+/// again and changes nothing.
+#[tokio::test]
+async fn worker_killed_between_commit_and_ack_under_load() {
+    let cluster = Cluster::start_with(2, roomy()).await;
+    let exe = env!("CARGO_BIN_EXE_e2e-worker");
+    let (session, load) = chat(&cluster).await;
+    load.flowing(30).await;
+    let mut doomed = cluster.spawn_worker_process_with(exe, 300, &[("E2E_STALL_AFTER_COMMIT", "1")]);
+    doomed.wait_for_line("committed").await;
+    load.flowing(30).await;
+    doomed.kill();
+    let _next = cluster.spawn_worker_process(exe, 300);
+    let over = Instant::now();
+    load.flowing(30).await;
+    account("worker-killed-mid-batch", &cluster, &session, load, over).await;
+}

@@ -138,3 +138,57 @@ async fn protocol_violations_are_closed_with_the_rfc_codes_while_bystanders_chat
     }
     assert_eq!(bob_hostile.recv().await["content"], "slowly");
 }
+
+/// The same corpus against every socket type (each admits mallory), plus a ping flood: every
+/// one closes with the RFC's code, and the bystanders across nodes keep chatting.
+#[tokio::test]
+async fn every_socket_type_closes_protocol_violations_the_same_way() {
+    let cluster = Cluster::start(2).await;
+    for user in ["alice", "bob", "mallory"] {
+        cluster.user(user, None).await;
+    }
+    let session = cluster.session("alice", "bob").await;
+    let hostile = cluster.session("mallory", "bob").await;
+    cluster.chat("c-hostile", &["mallory"]).await;
+    let api = |path: &str, body: serde_json::Value| {
+        let url = cluster.node(0).http(path);
+        async move { e2e::http("PUT", &url, Some(e2e::API_KEY), Some(body)).await }
+    };
+    api("/api/v1/workspaces/w-hostile", json!({"member_ids": ["mallory"]})).await;
+    api("/api/v1/focus-sessions/f-hostile", json!({"participant_ids": ["mallory"]})).await;
+    let mut alice = Client::connect(&cluster.node(0).ws(&session_path(&session, &token("alice")))).await;
+    let mut bob = Client::connect(&cluster.node(1).ws(&session_path(&session, &token("bob")))).await;
+    let t = token("mallory");
+    let paths = [
+        session_path(&hostile, &t),
+        format!("/api/v1/ws/mallory?token={t}"),
+        format!("/api/v1/ws/chat/c-hostile?token={t}"),
+        format!("/ws?token={t}"),
+        format!("/ws/notifications?token={t}"),
+        format!("/ws/tasks/w-hostile?token={t}"),
+        format!("/ws/focus/f-hostile?token={t}"),
+    ];
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("a close frame with a 1-byte payload", Raw::frame(0x88, &[3], true), 1002),
+        ("a text frame that is not UTF-8", Raw::frame(0x81, &[0xc3, 0x28], true), 1007),
+        ("an unmasked frame", Raw::frame(0x81, b"{}", false), 1002),
+        ("a 10 MB frame", Raw::frame(0x81, &vec![b'a'; 10 * 1024 * 1024], true), 1009),
+    ];
+    let addr = cluster.node(1).addr;
+    for (p, path) in paths.iter().enumerate() {
+        for (what, bytes, code) in &cases {
+            let mut raw = Raw::connect(addr, path).await;
+            raw.send(bytes).await;
+            assert_eq!(raw.close_code().await, *code, "{what} on {path}");
+        }
+        // A ping flood is answered, not fatal: the socket then closes normally on request.
+        let mut raw = Raw::connect(addr, path).await;
+        let flood: Vec<u8> = (0..2000).flat_map(|_| Raw::frame(0x89, b"p", true)).collect();
+        raw.send(&flood).await;
+        raw.send(&Raw::frame(0x88, &1000u16.to_be_bytes(), true)).await;
+        assert_eq!(raw.close_code().await, 1000, "a ping flood on {path}");
+        alice.send_json(json!({"type": "message", "content": format!("still here {p}")})).await;
+        assert_eq!(bob.recv().await["content"], format!("still here {p}"), "after {path}");
+        assert_eq!(alice.recv().await["content"], format!("still here {p}"));
+    }
+}
