@@ -189,6 +189,7 @@ impl PresenceTask {
             }
         }
         for user in recorded.difference(&local) {
+            self.store.set_sockets(&self.node, user, 0).await?;
             if self.store.remove(&self.node, user).await? {
                 self.announcer.announce(user.clone(), false).await;
             }
