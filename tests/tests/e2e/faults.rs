@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::{session_path, token, within, Client, Cluster, HANG_GUARD};
+use e2e::{session_path, token, within, Client, Cluster};
 use serde_json::{json, Value};
 use shared::config::Limits;
 use tokio::task::JoinHandle;
