@@ -4,6 +4,7 @@
 use sqlx::Row;
 
 use super::codec::{DbTime, DbUuid};
+use super::members::Members;
 use super::{corrupt, on_pool, Page, Store, StoreError};
 use crate::event::ChannelMessage;
 use crate::ids::{ChannelId, MessageId, UserId};
@@ -41,28 +42,17 @@ impl Store {
         members: &[UserId],
     ) -> Result<MembershipChange, StoreError> {
         let before = self.channel(id).await?.map(|c| c.member_ids).unwrap_or_default();
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO channels (id, name, private) VALUES ($1, $2, $3)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, private = excluded.private",
-            )
-            .bind(id.as_str())
-            .bind(name)
-            .bind(private)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM channel_members WHERE channel_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
-            for member in members {
-                sqlx::query("INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(id.as_str())
-                    .bind(member.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok::<_, StoreError>(())
-        })?;
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO channels (id, name, private) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, private = excluded.private"
+        )
+        .bind(id.as_str())
+        .bind(name)
+        .bind(private)
+        .execute(pool)
+        .await
+        .map(drop))?;
+        self.set_members(Members::Channel, id.as_str(), members).await?;
         Ok(MembershipChange {
             added: members.iter().filter(|m| !before.contains(m)).cloned().collect(),
             removed: before.into_iter().filter(|m| !members.contains(m)).collect(),

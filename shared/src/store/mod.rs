@@ -29,6 +29,7 @@ mod codec;
 pub mod contract;
 mod gamification;
 mod idempotency;
+mod members;
 mod onetask;
 mod postgres;
 mod sqlite;
@@ -297,23 +298,12 @@ impl Store {
 
     /// Creates the chat or replaces its members.
     pub async fn upsert_chat(&self, id: &ChatId, members: &[UserId]) -> Result<(), StoreError> {
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query("INSERT INTO chats (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM chat_members WHERE chat_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
-            for member in members {
-                sqlx::query("INSERT INTO chat_members (chat_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(id.as_str())
-                    .bind(member.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok::<_, StoreError>(())
-        })
+        on_pool!(self, |pool| sqlx::query("INSERT INTO chats (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+            .bind(id.as_str())
+            .execute(pool)
+            .await
+            .map(drop))?;
+        self.set_members(members::Members::Chat, id.as_str(), members).await
     }
 
     pub async fn chat(&self, id: &ChatId) -> Result<Option<ChatRecord>, StoreError> {
@@ -337,14 +327,7 @@ impl Store {
     }
 
     pub async fn is_chat_member(&self, chat: &ChatId, user: &UserId) -> Result<bool, StoreError> {
-        let found: Option<i32> = on_pool!(self, |pool| sqlx::query_scalar(
-            "SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2"
-        )
-        .bind(chat.as_str())
-        .bind(user.as_str())
-        .fetch_optional(pool)
-        .await)?;
-        Ok(found.is_some())
+        self.is_member(members::Members::Chat, chat.as_str(), user).await
     }
 
     /// The chat a persisted chat message (not a direct one) belongs to.

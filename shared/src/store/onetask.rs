@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::codec::DbTime;
+use super::members::Members;
 use super::{corrupt, on_pool, Store, StoreError};
 use crate::event::{FocusState, FocusStatus, Notification};
 use crate::ids::{FocusSessionId, UserId, WorkspaceId};
@@ -26,46 +27,7 @@ pub struct NewNotification {
     pub data: Option<Value>,
 }
 
-/// The membership tables of OneTask, as (table, id column).
-#[derive(Clone, Copy)]
-enum Members {
-    Workspace,
-    Focus,
-}
-
-impl Members {
-    fn table(self) -> (&'static str, &'static str) {
-        match self {
-            Members::Workspace => ("workspace_members", "workspace_id"),
-            Members::Focus => ("focus_participants", "session_id"),
-        }
-    }
-}
-
 impl Store {
-    async fn set_members(&self, kind: Members, id: &str, members: &[UserId]) -> Result<(), StoreError> {
-        let (table, column) = kind.table();
-        let clear = format!("DELETE FROM {table} WHERE {column} = $1");
-        let add = format!("INSERT INTO {table} ({column}, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING");
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(&clear).bind(id).execute(&mut *tx).await?;
-            for member in members {
-                sqlx::query(&add).bind(id).bind(member.as_str()).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok::<_, StoreError>(())
-        })
-    }
-
-    async fn is_member(&self, kind: Members, id: &str, user: &UserId) -> Result<bool, StoreError> {
-        let (table, column) = kind.table();
-        let sql = format!("SELECT 1 FROM {table} WHERE {column} = $1 AND user_id = $2");
-        let found: Option<i32> =
-            on_pool!(self, |pool| sqlx::query_scalar(&sql).bind(id).bind(user.as_str()).fetch_optional(pool).await?);
-        Ok(found.is_some())
-    }
-
     /// Replaces a workspace's members.
     pub async fn set_workspace_members(&self, id: &WorkspaceId, members: &[UserId]) -> Result<(), StoreError> {
         self.set_members(Members::Workspace, id.as_str(), members).await
