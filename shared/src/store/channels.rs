@@ -201,7 +201,7 @@ impl Store {
             "SELECT m.id, m.user_id, m.content, m.created_at, COALESCE(u.username, m.user_id) AS username, u.email
              FROM channel_messages m LEFT JOIN users u ON u.id = m.user_id
              WHERE m.channel_id = $1 {} ORDER BY m.created_at DESC, m.id DESC LIMIT $2",
-            page.older_than("channel_messages", "$3").replace("(created_at, id) <", "(m.created_at, m.id) <")
+            page.older_than("channel_messages", "m.", "$3")
         );
         let before = page.before.map(|b| DbUuid(b.as_uuid()));
         on_pool!(self, |pool| {

@@ -154,9 +154,12 @@ impl Page {
     /// The condition "older than `before`" on `table`, with `before` bound as `param`; empty
     /// (and the parameter unused) without `before`. Written out rather than `$n IS NULL OR …`,
     /// which would need a typed NULL that the two backends spell differently.
-    fn older_than(&self, table: &str, param: &str) -> String {
+    /// `alias` is the query's name for `table` (`m.`), or empty.
+    fn older_than(&self, table: &str, alias: &str, param: &str) -> String {
         match self.before {
-            Some(_) => format!("AND (created_at, id) < (SELECT created_at, id FROM {table} WHERE id = {param})"),
+            Some(_) => format!(
+                "AND ({alias}created_at, {alias}id) < (SELECT created_at, id FROM {table} WHERE id = {param})"
+            ),
             None => String::new(),
         }
     }
@@ -272,7 +275,7 @@ impl Store {
         let sql = format!(
             "SELECT id, session_id, sender_id, sender_name, content, created_at FROM session_messages
              WHERE session_id = $1 {} ORDER BY created_at DESC, id DESC LIMIT $2",
-            page.older_than("session_messages", "$3")
+            page.older_than("session_messages", "", "$3")
         );
         let before = page.before.map(|b| DbUuid(b.as_uuid()));
         on_pool!(self, |pool| {
@@ -350,7 +353,7 @@ impl Store {
              FROM chat_messages m LEFT JOIN users u ON u.id = m.sender_id
              WHERE m.chat_id = $1 AND m.recipient_id IS NULL {}
              ORDER BY m.created_at DESC, m.id DESC LIMIT $2",
-            page.older_than("chat_messages", "$3").replace("(created_at, id)", "(m.created_at, m.id)")
+            page.older_than("chat_messages", "m.", "$3")
         );
         let before = page.before.map(|b| DbUuid(b.as_uuid()));
         on_pool!(self, |pool| {
