@@ -92,15 +92,15 @@ impl Gateway {
         let (broker, inbox, presence): (Arc<dyn Broker>, mpsc::Receiver<Inbound>, Arc<dyn Presence>) =
             match &config.redis_url {
                 Some(url) => {
-                    let (broker, inbox) = RedisBroker::with_subscriber(url, &config.redis_prefix)?;
+                    let (broker, inbox) = RedisBroker::with_subscriber(url, &config.redis_prefix, config.window)?;
                     let presence = Arc::new(RedisPresence::new(broker.pool(), &config.redis_prefix));
                     (Arc::new(broker), inbox, presence)
                 }
                 None => {
                     // Jobs journaled in the SQLite file, so that a crash loses nothing a client saw.
                     let bus = match &store {
-                        Store::Sqlite(pool) => MemoryBus::durable(pool.clone()).await?,
-                        Store::Postgres(_) => MemoryBus::new(),
+                        Store::Sqlite(pool) => MemoryBus::durable(pool.clone(), config.window).await?,
+                        Store::Postgres(_) => MemoryBus::new(config.window),
                     };
                     let (broker, inbox) = bus.node();
                     (Arc::new(broker), inbox, Arc::new(MemoryPresence::default()))

@@ -99,6 +99,7 @@ mod tests {
             anonymous_personal: false,
             limits: Default::default(),
             redis_prefix: "rt:".into(),
+            window: Default::default(),
             data_dir: None,
             generated: Vec::new(),
         };

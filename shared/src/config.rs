@@ -74,6 +74,32 @@ impl Default for Limits {
     }
 }
 
+/// Each group's window of recent publications (`crate::broker`): what a node that lost its
+/// pub/sub connection, or a client that resumes, reads back what it missed from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupWindow {
+    /// Publications kept per group, at least (`GATEWAY_GROUP_WINDOW`, 0 keeps none).
+    pub len: usize,
+    /// A group's window is dropped this long after its last publication (`GATEWAY_GROUP_WINDOW_SECS`).
+    pub ttl: Duration,
+}
+
+impl Default for GroupWindow {
+    fn default() -> Self {
+        Self { len: 256, ttl: Duration::from_secs(300) }
+    }
+}
+
+impl GroupWindow {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = Self::default();
+        Ok(Self {
+            len: parsed("GATEWAY_GROUP_WINDOW", d.len)?,
+            ttl: Duration::from_secs(parsed("GATEWAY_GROUP_WINDOW_SECS", d.ttl.as_secs())?.max(1)),
+        })
+    }
+}
+
 /// Everything a gateway node needs.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -87,6 +113,7 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Prefix of every Redis key and channel this deployment uses (`GATEWAY_REDIS_PREFIX`).
     pub redis_prefix: String,
+    pub window: GroupWindow,
     /// Embedded mode only: where the SQLite file and generated secrets live.
     pub data_dir: Option<PathBuf>,
     /// Names of settings that were generated at this start (embedded mode), to be printed.
@@ -99,6 +126,8 @@ pub struct WorkerConfig {
     pub redis_url: String,
     pub database_url: String,
     pub redis_prefix: String,
+    /// The groups' windows, for the events the worker publishes (same settings as the gateway's).
+    pub window: GroupWindow,
     /// Jobs taken per read (`WORKER_BATCH`).
     pub batch_size: usize,
     /// Pending jobs idle this long belong to a dead consumer and are claimed (`WORKER_CLAIM_IDLE_MS`).
@@ -269,6 +298,7 @@ impl GatewayConfig {
             anonymous_personal: parsed("GATEWAY_ANONYMOUS_PERSONAL", false)?,
             limits: Limits::from_env()?,
             redis_prefix: var("GATEWAY_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into()),
+            window: GroupWindow::from_env()?,
             data_dir,
             generated,
         })
@@ -285,6 +315,7 @@ impl WorkerConfig {
             redis_url: var("REDIS_URL").ok_or(ConfigError::Missing { name: "REDIS_URL" })?,
             database_url: var("DATABASE_URL").ok_or(ConfigError::Missing { name: "DATABASE_URL" })?,
             redis_prefix: var("GATEWAY_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into()),
+            window: GroupWindow::from_env()?,
             batch_size: parsed("WORKER_BATCH", 512)?,
             claim_idle: Duration::from_millis(parsed("WORKER_CLAIM_IDLE_MS", 15_000)?),
             consumer: var("WORKER_CONSUMER").unwrap_or_else(default_consumer_name),

@@ -300,9 +300,40 @@ pub enum Event {
     },
 }
 
+/// Where a publication stands in its group's sequence. The broker numbers every publication to a
+/// group (`seq` 1, 2, 3, ...) atomically with publishing it; `epoch` names the counter, which
+/// starts again at 1 under a new epoch if Redis lost it (a restart without AOF, or a group idle
+/// past its counter's expiry). So a receiver tells a duplicate (same epoch, `seq` not above the
+/// last) from a gap (same epoch, `seq` above the last plus one) from a new counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct Position {
+    /// When the group's counter was created (Redis time, microseconds); 0 before any publication.
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// The payload as the broker publishes it: `{"seq":N,"epoch":E,` followed by the rest of the
+/// JSON object `payload` (leading fields, so that `redis-cli monitor` shows them first). The Redis
+/// broker's publish script builds the same bytes in Lua; a payload that is not a JSON object is
+/// published as it is.
+pub fn stamp(position: Position, payload: &[u8]) -> Bytes {
+    let Some(rest) = payload.strip_prefix(b"{") else { return Bytes::copy_from_slice(payload) };
+    let separator = if rest.trim_ascii_start().starts_with(b"}") { "" } else { "," };
+    let head = format!("{{\"seq\":{},\"epoch\":{}{separator}", position.seq, position.epoch);
+    let mut out = Vec::with_capacity(head.len() + rest.len());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(rest);
+    Bytes::from(out)
+}
+
 /// What crosses the broker: one event for one group, and who must not receive it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
+    /// Set by the broker on publishing (`stamp`); `None` in what a caller hands to the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
     /// The sockets of this user are skipped (typing indicators never reach their sender).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub except_user: Option<UserId>,
@@ -311,11 +342,16 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn to_all(event: Event) -> Self {
-        Self { except_user: None, event }
+        Self { seq: None, epoch: None, except_user: None, event }
     }
 
     pub fn to_others(event: Event, sender: &UserId) -> Self {
-        Self { except_user: Some(sender.clone()), event }
+        Self { seq: None, epoch: None, except_user: Some(sender.clone()), event }
+    }
+
+    /// The group position the broker stamped on this envelope, if any.
+    pub fn position(&self) -> Option<Position> {
+        Some(Position { epoch: self.epoch?, seq: self.seq? })
     }
 
     pub fn encode(&self) -> Bytes {

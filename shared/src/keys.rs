@@ -42,6 +42,16 @@ impl Keys {
         format!("{}{}", self.prefix, group)
     }
 
+    /// A group's publication counter: a hash of `epoch` and `seq` (`event::Position`).
+    pub fn counter(&self, group: &Group) -> String {
+        format!("{}seq:{group}", self.prefix)
+    }
+
+    /// A group's window of recent publications: a stream whose entry ids are `{seq}-0`.
+    pub fn window(&self, group: &Group) -> String {
+        format!("{}window:{group}", self.prefix)
+    }
+
     /// The group a channel belongs to, or `None` for a channel of another deployment.
     pub fn group_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
         channel.strip_prefix(&self.prefix)

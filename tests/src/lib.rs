@@ -502,6 +502,7 @@ impl Cluster {
             anonymous_personal: false,
             limits: self.limits.clone(),
             redis_prefix: self.prefix.clone(),
+            window: Default::default(),
             data_dir: None,
             generated: Vec::new(),
         }

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{Broker, Inbound};
-use crate::event::Group;
+use crate::config::GroupWindow;
+use crate::event::{Envelope, Event, Group, Position};
 
 /// Makes nodes attached to one shared bus.
 #[async_trait]
@@ -49,6 +50,65 @@ pub async fn run_all<F: NodeFactory>(make: impl Fn() -> F) {
     a_blocking_read_waits_its_whole_block(&make()).await;
     dead_letters_leave_the_jobs_stream_and_replay_back(&make()).await;
     publish_all_reaches_every_group_and_the_stream(&make()).await;
+    publications_are_numbered_per_group_and_kept_in_its_window(&make()).await;
+    a_trimmed_window_is_reported_incomplete(&make()).await;
+}
+
+fn raw(n: u64) -> Bytes {
+    Envelope::to_all(Event::Raw { event: serde_json::json!({ "n": n }) }).encode()
+}
+
+fn decoded(payload: &Bytes) -> (Position, u64) {
+    let envelope = Envelope::decode(payload).expect("a stamped envelope is still an envelope");
+    let Event::Raw { event } = &envelope.event else { panic!("not the raw event published") };
+    (envelope.position().expect("stamped"), event["n"].as_u64().unwrap())
+}
+
+pub async fn publications_are_numbered_per_group_and_kept_in_its_window(f: &impl NodeFactory) {
+    let (a, mut a_in) = f.node().await;
+    let (b, _b_in) = f.node().await;
+    let (one, two) = (group("chat:seq-one"), group("chat:seq-two"));
+    assert_eq!(a.positions(&[one.clone()]).await.unwrap(), vec![Position::default()], "no counter yet");
+    a.subscribe(&[one.clone(), two.clone()]).await.unwrap();
+    for n in 1..=3 {
+        b.publish(&one, raw(n)).await.unwrap();
+    }
+    b.publish_all(&[(two.clone(), raw(10)), (one.clone(), raw(4))], &[]).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let (g, payload) = next_message(&mut a_in).await;
+        let (position, n) = decoded(&payload);
+        seen.push((g, position.seq, n));
+        assert!(position.epoch > 0);
+    }
+    let expected = [(&one, 1, 1), (&one, 2, 2), (&one, 3, 3), (&two, 1, 10), (&one, 4, 4)];
+    assert_eq!(seen, expected.map(|(g, seq, n)| (g.clone(), seq, n)));
+    let at = b.positions(&[one.clone(), two.clone()]).await.unwrap();
+    assert_eq!((at[0].seq, at[1].seq), (4, 1));
+    // After seq 2: 3 and 4, complete. From nothing (another epoch): all four, complete.
+    let reads = b.window_since(&[(one.clone(), Position { seq: 2, ..at[0] }), (one.clone(), Position::default())]).await.unwrap();
+    assert!(reads[0].complete && reads[1].complete);
+    assert_eq!(reads[0].entries.iter().map(|p| decoded(p).1).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(reads[1].entries.iter().map(|p| decoded(p).1).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    // Up to date: nothing, complete.
+    let read = &b.window_since(&[(one.clone(), at[0])]).await.unwrap()[0];
+    assert!(read.complete && read.entries.is_empty());
+}
+
+pub async fn a_trimmed_window_is_reported_incomplete(f: &impl NodeFactory) {
+    let (a, _a_in) = f.node().await;
+    let long = group("chat:seq-long");
+    let publications = (1..=700).map(|n| (long.clone(), raw(n))).collect::<Vec<_>>();
+    for chunk in publications.chunks(100) {
+        a.publish_all(chunk, &[]).await.unwrap();
+    }
+    let at = a.positions(&[long.clone()]).await.unwrap()[0];
+    assert_eq!(at.seq, 700);
+    let read = &a.window_since(&[(long.clone(), Position { seq: 1, ..at })]).await.unwrap()[0];
+    assert!(!read.complete, "seq 2 is long gone from a window of {}", GroupWindow::default().len);
+    let kept: Vec<u64> = read.entries.iter().map(|p| decoded(p).0.seq).collect();
+    assert!(kept.len() >= GroupWindow::default().len, "the window keeps at least its length");
+    assert_eq!(kept, (kept[0]..=700).collect::<Vec<_>>(), "what is kept is the latest, in order");
 }
 
 pub async fn publish_all_reaches_every_group_and_the_stream(f: &impl NodeFactory) {
@@ -199,7 +259,7 @@ mod memory_contract {
 
     #[tokio::test]
     async fn memory_broker_passes_the_contract() {
-        run_all(|| Memory(MemoryBus::new())).await;
+        run_all(|| Memory(MemoryBus::new(GroupWindow::default()))).await;
     }
 
     /// Embedded mode's bus: jobs journaled in a SQLite file (a fresh one per case).
@@ -215,7 +275,7 @@ mod memory_contract {
                     let crate::store::Store::Sqlite(pool) = crate::store::Store::connect(&url, 2).await.unwrap() else {
                         unreachable!("a sqlite:// url")
                     };
-                    MemoryBus::durable(pool).await.unwrap()
+                    MemoryBus::durable(pool, GroupWindow::default()).await.unwrap()
                 })
                 .await;
             let (broker, inbox) = bus.node();

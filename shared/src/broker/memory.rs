@@ -7,7 +7,7 @@
 //! transaction (group commit), and deleted when acked; the table is read back at start. So a
 //! SIGKILL loses nothing a client saw: the worker persists it after the restart.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,11 +16,12 @@ use bytes::Bytes;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::{Broker, BrokerError, Inbound, INBOX_CAPACITY};
-use crate::event::Group;
+use super::{Broker, BrokerError, Inbound, WindowRead, INBOX_CAPACITY};
+use crate::config::GroupWindow;
+use crate::event::{self, Group, Position};
 use crate::jobs::{DeadLetter, JobEntry};
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryBus {
     shared: Arc<Shared>,
 }
@@ -47,6 +48,13 @@ const GROUP_COMMIT: usize = 512;
 
 #[derive(Default)]
 struct BusState {
+    /// The epoch of every group counter on this bus: when it was made (counters live as long).
+    epoch: u64,
+    window: GroupWindow,
+    /// Each group's counter and window.
+    logs: HashMap<Group, GroupLog>,
+    /// Publications since idle groups' logs were last dropped.
+    since_sweep: usize,
     next_node: u64,
     nodes: Vec<NodeSlot>,
     next_job: u64,
@@ -58,6 +66,22 @@ struct BusState {
     dead: Vec<DeadLetter>,
 }
 
+/// A group's counter and window (what Redis keeps in the counter hash and the window stream).
+#[derive(Default)]
+struct GroupLog {
+    seq: u64,
+    window: VecDeque<(u64, Bytes)>,
+    last_publication: Option<Instant>,
+}
+
+/// Idle groups' logs are looked for once per this many publications.
+const SWEEP_EVERY: usize = 4096;
+
+fn bus_state(window: GroupWindow) -> BusState {
+    let epoch = chrono::Utc::now().timestamp_micros().max(1) as u64;
+    BusState { epoch, window, ..BusState::default() }
+}
+
 struct NodeSlot {
     id: u64,
     groups: HashSet<Group>,
@@ -65,13 +89,14 @@ struct NodeSlot {
 }
 
 impl MemoryBus {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(window: GroupWindow) -> Self {
+        let shared = Shared { state: Mutex::new(bus_state(window)), ..Shared::default() };
+        Self { shared: Arc::new(shared) }
     }
 
     /// A bus whose jobs live in the `embedded_jobs` table of `pool` until acked; the jobs a
     /// previous process left there are queued again.
-    pub async fn durable(pool: SqlitePool) -> Result<Self, BrokerError> {
+    pub async fn durable(pool: SqlitePool, window: GroupWindow) -> Result<Self, BrokerError> {
         let left: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT id, payload FROM embedded_jobs ORDER BY id")
             .fetch_all(&pool)
             .await
@@ -81,7 +106,7 @@ impl MemoryBus {
         }
         let (tx, rx) = mpsc::channel(GROUP_COMMIT * 4);
         let fresh = left.into_iter().map(|(id, payload)| (id as u64, Bytes::from(payload))).collect();
-        let state = BusState { fresh, ..BusState::default() };
+        let state = BusState { fresh, ..bus_state(window) };
         let shared = Arc::new(Shared { state: Mutex::new(state), job_added: Notify::new(), journal: Some((tx, pool.clone())) });
         tokio::spawn(write_journal(Arc::downgrade(&shared), pool, rx));
         Ok(Self { shared })
@@ -154,7 +179,7 @@ async fn write_journal(bus: std::sync::Weak<Shared>, pool: SqlitePool, mut write
         match written {
             Ok(ids) => {
                 {
-                    let mut state = shared.state.lock().expect("bus lock");
+                    let state = &mut *shared.state.lock().expect("bus lock");
                     let mut ids = ids.into_iter();
                     for write in &batch {
                         for job in &write.jobs {
@@ -162,7 +187,7 @@ async fn write_journal(bus: std::sync::Weak<Shared>, pool: SqlitePool, mut write
                             state.fresh.push_back((id as u64, job.clone()));
                         }
                         for (group, payload) in &write.publications {
-                            MemoryBroker::deliver(&state, group, payload);
+                            MemoryBroker::deliver(state, group, payload);
                         }
                     }
                 }
@@ -196,7 +221,26 @@ impl MemoryBroker {
         tx.commit().await.map_err(journal_error)
     }
 
-    fn deliver(state: &BusState, group: &Group, payload: &Bytes) {
+    /// Numbers the publication, keeps it in the group's window, and hands it to every node
+    /// subscribed to the group.
+    fn deliver(state: &mut BusState, group: &Group, payload: &Bytes) {
+        let now = Instant::now();
+        state.since_sweep += 1;
+        if state.since_sweep >= SWEEP_EVERY {
+            state.since_sweep = 0;
+            let ttl = state.window.ttl;
+            state.logs.retain(|_, log| log.last_publication.is_some_and(|t| now - t < ttl));
+        }
+        let log = state.logs.entry(group.clone()).or_default();
+        log.seq += 1;
+        log.last_publication = Some(now);
+        let payload = event::stamp(Position { epoch: state.epoch, seq: log.seq }, payload);
+        if state.window.len > 0 {
+            if log.window.len() == state.window.len {
+                log.window.pop_front();
+            }
+            log.window.push_back((log.seq, payload.clone()));
+        }
         for node in state.nodes.iter().filter(|n| n.groups.contains(group)) {
             let message = Inbound::Message { group: group.clone(), payload: payload.clone() };
             if node.inbox.try_send(message).is_err() {
@@ -229,8 +273,8 @@ impl MemoryBroker {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, group: &Group, payload: Bytes) -> Result<(), BrokerError> {
-        let state = self.shared.state.lock().expect("bus lock");
-        Self::deliver(&state, group, &payload);
+        let state = &mut *self.shared.state.lock().expect("bus lock");
+        Self::deliver(state, group, &payload);
         Ok(())
     }
 
@@ -243,9 +287,9 @@ impl Broker for MemoryBroker {
             return written.await.map_err(|_| BrokerError::Disconnected)?;
         }
         {
-            let mut state = self.shared.state.lock().expect("bus lock");
+            let state = &mut *self.shared.state.lock().expect("bus lock");
             for (group, payload) in publications {
-                Self::deliver(&state, group, payload);
+                Self::deliver(state, group, payload);
             }
             for job in jobs {
                 state.next_job += 1;
@@ -257,6 +301,33 @@ impl Broker for MemoryBroker {
             self.shared.job_added.notify_one();
         }
         Ok(())
+    }
+
+    async fn positions(&self, groups: &[Group]) -> Result<Vec<Position>, BrokerError> {
+        let state = self.shared.state.lock().expect("bus lock");
+        Ok(groups
+            .iter()
+            .map(|group| match state.logs.get(group) {
+                Some(log) => Position { epoch: state.epoch, seq: log.seq },
+                None => Position::default(),
+            })
+            .collect())
+    }
+
+    async fn window_since(&self, reads: &[(Group, Position)]) -> Result<Vec<WindowRead>, BrokerError> {
+        let state = self.shared.state.lock().expect("bus lock");
+        Ok(reads
+            .iter()
+            .map(|(group, after)| {
+                let Some(log) = state.logs.get(group) else {
+                    return WindowRead::assemble(*after, Position::default(), Vec::new());
+                };
+                let current = Position { epoch: state.epoch, seq: log.seq };
+                let from = if after.epoch == state.epoch { after.seq } else { 0 };
+                let entries = log.window.iter().filter(|(seq, _)| *seq > from).cloned().collect();
+                WindowRead::assemble(*after, current, entries)
+            })
+            .collect())
     }
 
     async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {

@@ -3,7 +3,13 @@
 //! It knows nothing of sockets: the gateway's hub decides which groups this node needs and calls
 //! `subscribe`/`unsubscribe`; publications for subscribed groups arrive on the node's inbox
 //! (`Inbound`). After a reconnect the inbox yields `Inbound::Reconnected` and the hub subscribes
-//! again to everything it holds. Two implementations pass the same `contract` suite: `memory`
+//! again to everything it holds.
+//!
+//! Every publication to a group is numbered (`event::Position`, stamped into the payload by
+//! `event::stamp`) and kept in the group's window (`config::GroupWindow`), in the same atomic
+//! step as it goes out: a node back from a lost connection reads what it missed with
+//! `window_since`, and no publication is both missing live and absent from the window. Two
+//! implementations pass the same `contract` suite: `memory`
 //! (embedded mode, one process) and `redis` (cluster mode).
 
 use std::time::Duration;
@@ -11,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::event::Group;
+use crate::event::{Group, Position};
 use crate::jobs::{DeadLetter, JobEntry};
 
 #[cfg(any(test, feature = "contract"))]
@@ -47,6 +53,33 @@ pub enum Inbound {
     Disconnected,
 }
 
+/// What a group's window holds after a position.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowRead {
+    /// The stamped publications after the position asked for, oldest first. After a new epoch
+    /// (the counter was lost and started again), everything the window holds of the new one.
+    pub entries: Vec<Bytes>,
+    /// False when publications after the position are missing from `entries` (trimmed or
+    /// expired from the window, or lost with Redis's data): the reader has a gap it cannot fill.
+    pub complete: bool,
+}
+
+impl WindowRead {
+    /// Judges completeness from the position asked `after`, the group's `current` position, and
+    /// the window's entries (with their seqs) from `after` on (or, for a new epoch, all of them).
+    pub fn assemble(after: Position, current: Position, entries: Vec<(u64, Bytes)>) -> Self {
+        let first = entries.first().map(|(seq, _)| *seq);
+        let complete = if current.epoch == after.epoch {
+            current.seq <= after.seq || first == Some(after.seq + 1)
+        } else {
+            // A new counter: complete when the window still starts at its first publication. What
+            // the old counter had after `after` cannot be known any more (lost with it).
+            current.seq == 0 || first == Some(1)
+        };
+        Self { entries: entries.into_iter().map(|(_, payload)| payload).collect(), complete }
+    }
+}
+
 /// How many publications may wait on a node's inbox before the broker stops reading.
 pub const INBOX_CAPACITY: usize = 8192;
 
@@ -69,6 +102,13 @@ pub trait Broker: Send + Sync + 'static {
     async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {
         self.publish_all(&[], &[job]).await
     }
+
+    /// Each group's current position (the last publication's; epoch 0 and seq 0 for a group
+    /// with no counter): taken by a node before it subscribes, to know where its live stream starts.
+    async fn positions(&self, groups: &[Group]) -> Result<Vec<Position>, BrokerError>;
+
+    /// For each `(group, after)`, what the group's window holds after `after`.
+    async fn window_since(&self, reads: &[(Group, Position)]) -> Result<Vec<WindowRead>, BrokerError>;
 
     /// Makes this node receive the groups' publications. Idempotent.
     async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError>;

@@ -22,14 +22,75 @@ use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOpt
 use redis::AsyncCommands;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Broker, BrokerError, Inbound, INBOX_CAPACITY};
-use crate::event::Group;
+use super::{Broker, BrokerError, Inbound, WindowRead, INBOX_CAPACITY};
+use crate::config::GroupWindow;
+use crate::event::{Group, Position};
 use crate::jobs::{DeadLetter, JobEntry};
 use crate::keys::Keys;
 
 /// Longest a single command may take before the caller hears `Timeout` (and a client `unavailable`).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// A group's counter lives this long after its last publication (a new epoch after that).
+const COUNTER_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Numbers, windows and publishes each publication, and appends the jobs, in one atomic step
+/// (`Broker::publish_all`). The stamp is `event::stamp`'s, byte for byte.
+/// KEYS: the jobs stream, then each publication's counter and window.
+/// ARGV: window length, window TTL (s), counter TTL (s), publication count n, then each
+/// publication's channel and payload, then the jobs.
+const PUBLISH_SCRIPT: &str = r#"
+local len, ttl, counter_ttl, n = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+for i = 1, n do
+  local counter, window = KEYS[2 * i], KEYS[2 * i + 1]
+  local channel, payload = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+  local seq = redis.call('HINCRBY', counter, 'seq', 1)
+  local epoch = redis.call('HGET', counter, 'epoch')
+  if not epoch then
+    local now = redis.call('TIME')
+    epoch = now[1] .. string.format('%06d', now[2])
+    redis.call('HSET', counter, 'epoch', epoch)
+    redis.call('DEL', window)
+  end
+  redis.call('EXPIRE', counter, counter_ttl)
+  if string.sub(payload, 1, 1) == '{' then
+    local rest = string.sub(payload, 2)
+    local sep = ','
+    if string.match(rest, '^%s*}') then sep = '' end
+    payload = '{"seq":' .. seq .. ',"epoch":' .. epoch .. sep .. rest
+  end
+  if len > 0 then
+    redis.call('XADD', window, 'MAXLEN', '~', len, seq .. '-0', 'p', payload)
+    redis.call('EXPIRE', window, ttl)
+  end
+  redis.call('PUBLISH', channel, payload)
+end
+for j = 5 + 2 * n, #ARGV do
+  redis.call('XADD', KEYS[1], '*', 'job', ARGV[j])
+end
+return n
+"#;
+
+/// Each group's current position and its window after a position, read atomically.
+/// KEYS: each group's counter and window. ARGV: each group's epoch and seq asked for.
+/// Returns per group `{epoch, seq, id1, payload1, id2, payload2, ...}`.
+const WINDOW_SCRIPT: &str = r#"
+local out = {}
+for i = 1, #KEYS / 2 do
+  local counter, window = KEYS[2 * i - 1], KEYS[2 * i]
+  local epoch, after = ARGV[2 * i - 1], ARGV[2 * i]
+  local at = redis.call('HMGET', counter, 'epoch', 'seq')
+  local read = {at[1] or '0', at[2] or '0'}
+  local from = '-'
+  if read[1] == epoch then from = '(' .. after .. '-0' end
+  for _, entry in ipairs(redis.call('XRANGE', window, from, '+')) do
+    table.insert(read, entry[1])
+    table.insert(read, entry[2][2])
+  end
+  out[i] = read
+end
+return out
+"#;
 
 pub struct RedisBroker {
     pool: Pool,
@@ -38,6 +99,9 @@ pub struct RedisBroker {
     reader: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     client: redis::Client,
     keys: Keys,
+    window: GroupWindow,
+    publish_script: redis::Script,
+    window_script: redis::Script,
     /// Requests to the subscriber task; `None` for a broker that only publishes (the worker).
     subscriber: Option<mpsc::Sender<SubscriberRequest>>,
 }
@@ -69,12 +133,31 @@ impl RedisBroker {
             BrokerError::Redis(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "pool", e.to_string())))
         })?;
         let client = redis::Client::open(url)?;
-        Ok(Self { pool, reader: tokio::sync::Mutex::new(None), client, keys: Keys::new(prefix), subscriber: None })
+        Ok(Self {
+            pool,
+            reader: tokio::sync::Mutex::new(None),
+            client,
+            keys: Keys::new(prefix),
+            window: GroupWindow::default(),
+            publish_script: redis::Script::new(PUBLISH_SCRIPT),
+            window_script: redis::Script::new(WINDOW_SCRIPT),
+            subscriber: None,
+        })
+    }
+
+    /// Keeps each group's window as `window` says (the default otherwise).
+    pub fn with_window(mut self, window: GroupWindow) -> Self {
+        self.window = window;
+        self
     }
 
     /// A gateway node's broker: commands plus the pub/sub connection feeding the returned inbox.
-    pub fn with_subscriber(url: &str, prefix: &str) -> Result<(Self, mpsc::Receiver<Inbound>), BrokerError> {
-        let mut broker = Self::new(url, prefix)?;
+    pub fn with_subscriber(
+        url: &str,
+        prefix: &str,
+        window: GroupWindow,
+    ) -> Result<(Self, mpsc::Receiver<Inbound>), BrokerError> {
+        let mut broker = Self::new(url, prefix)?.with_window(window);
         let client = redis::Client::open(url)?;
         let (req_tx, req_rx) = mpsc::channel(256);
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
@@ -175,6 +258,20 @@ fn dead_letter_of(entry: redis::streams::StreamId) -> Option<DeadLetter> {
     }
 }
 
+/// Parses one group's reply of `WINDOW_SCRIPT`.
+fn window_read(after: Position, reply: Vec<Vec<u8>>) -> WindowRead {
+    let number = |bytes: &[u8]| std::str::from_utf8(bytes).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let mut fields = reply.into_iter();
+    let epoch = fields.next().map_or(0, |b| number(&b));
+    let seq = fields.next().map_or(0, |b| number(&b));
+    let mut entries = Vec::new();
+    while let (Some(id), Some(payload)) = (fields.next(), fields.next()) {
+        let entry_seq = number(id.split(|b| *b == b'-').next().unwrap_or_default());
+        entries.push((entry_seq, Bytes::from(payload)));
+    }
+    WindowRead::assemble(after, Position { epoch, seq }, entries)
+}
+
 fn is_nogroup(e: &BrokerError) -> bool {
     matches!(e, BrokerError::Redis(r) if r.code() == Some("NOGROUP"))
 }
@@ -182,12 +279,7 @@ fn is_nogroup(e: &BrokerError) -> bool {
 #[async_trait]
 impl Broker for RedisBroker {
     async fn publish(&self, group: &Group, payload: Bytes) -> Result<(), BrokerError> {
-        timed(async {
-            let mut conn = self.conn().await?;
-            let _: i64 = conn.publish(self.keys.channel(group), payload.as_ref()).await?;
-            Ok(())
-        })
-        .await
+        self.publish_all(&[(group.clone(), payload)], &[]).await
     }
 
     async fn publish_all(&self, publications: &[(Group, Bytes)], jobs: &[Bytes]) -> Result<(), BrokerError> {
@@ -196,16 +288,58 @@ impl Broker for RedisBroker {
         }
         timed(async {
             let mut conn = self.conn().await?;
-            let mut pipe = redis::pipe();
-            pipe.atomic();
+            let mut invocation = self.publish_script.prepare_invoke();
+            invocation.key(self.keys.jobs_stream());
+            invocation
+                .arg(self.window.len)
+                .arg(self.window.ttl.as_secs())
+                .arg(COUNTER_TTL.as_secs())
+                .arg(publications.len());
             for (group, payload) in publications {
-                pipe.publish(self.keys.channel(group), payload.as_ref()).ignore();
+                invocation.key(self.keys.counter(group)).key(self.keys.window(group));
+                invocation.arg(self.keys.channel(group)).arg(payload.as_ref());
             }
             for job in jobs {
-                pipe.xadd(self.keys.jobs_stream(), "*", &[(JOB_FIELD, job.as_ref())]).ignore();
+                invocation.arg(job.as_ref());
             }
-            let _: () = pipe.query_async(&mut *conn).await?;
+            let _: i64 = invocation.invoke_async(&mut *conn).await?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn positions(&self, groups: &[Group]) -> Result<Vec<Position>, BrokerError> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        timed(async {
+            let mut conn = self.conn().await?;
+            let mut pipe = redis::pipe();
+            for group in groups {
+                pipe.cmd("HMGET").arg(self.keys.counter(group)).arg("epoch").arg("seq");
+            }
+            let found: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut *conn).await?;
+            Ok(found
+                .into_iter()
+                .map(|(epoch, seq)| Position { epoch: epoch.unwrap_or(0), seq: seq.unwrap_or(0) })
+                .collect())
+        })
+        .await
+    }
+
+    async fn window_since(&self, reads: &[(Group, Position)]) -> Result<Vec<WindowRead>, BrokerError> {
+        if reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        timed(async {
+            let mut conn = self.conn().await?;
+            let mut invocation = self.window_script.prepare_invoke();
+            for (group, after) in reads {
+                invocation.key(self.keys.counter(group)).key(self.keys.window(group));
+                invocation.arg(after.epoch).arg(after.seq);
+            }
+            let replies: Vec<Vec<Vec<u8>>> = invocation.invoke_async(&mut *conn).await?;
+            Ok(reads.iter().zip(replies).map(|((_, after), reply)| window_read(*after, reply)).collect())
         })
         .await
     }

@@ -17,7 +17,7 @@ struct Factory {
 #[async_trait]
 impl NodeFactory for Factory {
     async fn node(&self) -> (Arc<dyn Broker>, mpsc::Receiver<Inbound>) {
-        let (broker, mut inbox) = RedisBroker::with_subscriber(&self.url, &self.prefix).unwrap();
+        let (broker, mut inbox) = RedisBroker::with_subscriber(&self.url, &self.prefix, Default::default()).unwrap();
         // Wait for the pub/sub connection, so that the first subscribe is not refused.
         assert_eq!(inbox.recv().await, Some(Inbound::Reconnected));
         (Arc::new(broker), inbox)

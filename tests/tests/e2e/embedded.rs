@@ -36,6 +36,7 @@ fn embedded_config(dir: &TempDir) -> GatewayConfig {
         anonymous_personal: false,
         limits: Limits::default(),
         redis_prefix: "rt:".into(),
+        window: Default::default(),
         data_dir: Some(dir.path().to_owned()),
         generated: Vec::new(),
     }
