@@ -4,15 +4,22 @@
 //!   of a group makes the node subscribe; a group left empty is unsubscribed after `LINGER`
 //!   (so that a reconnecting client does not cause an UNSUBSCRIBE/SUBSCRIBE pair).
 //! * One task, the subscription manager, talks to the broker about subscriptions, so that
-//!   subscribe and unsubscribe of one group can never overtake each other. On
-//!   `Inbound::Reconnected` it subscribes again to every group the hub holds.
+//!   subscribe and unsubscribe of one group can never overtake each other. Before subscribing a
+//!   new group it reads the group's position (`Broker::positions`): where the node's live stream
+//!   of that group starts.
+//! * No gap after a reconnect: on `Inbound::Reconnected` every group starts *refilling* (live
+//!   publications wait in the group), the manager subscribes again to everything, reads each
+//!   group's window after the last position delivered (`Broker::window_since`), and the hub
+//!   delivers the window, then what waited, in order and each once (a publication at or below
+//!   the group's last position is a duplicate and skipped). What a window no longer holds is
+//!   counted (`gateway_window_gaps_total`).
 //! * `deliver` decodes a publication once, renders it once per wire format present in the group,
 //!   and offers the shared bytes to each member's outbox without waiting. A full outbox kicks that
 //!   socket (1013); nobody else waits for it.
 //! * Each user's first and last socket on this node, and in each room (`join_room`, Pythia's
 //!   channels), are reported in order to the presence task (`crate::presence`).
 //! * Two groups are the node's own and always subscribed (`pinned`): the control group carries
-//!   membership and account changes, which the hub hands to the access task (`crate::access`) to
+//!   membership and account changes (refilled like any group), which the hub hands to the access task (`crate::access`) to
 //!   re-check the local sockets concerned and `kick` or `evict` them; the node's canary group
 //!   carries its own liveness canaries (`crate::canary`), whose last number the hub records.
 //! * Each chat group remembers the ids of the last chat messages it delivered (`saw_message`), so
@@ -25,8 +32,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use shared::broker::{Broker, Inbound};
-use shared::event::{Envelope, Event, Group};
+use bytes::Bytes;
+use shared::broker::{Broker, Inbound, WindowRead};
+use shared::event::{Envelope, Event, Group, Position};
 use shared::ids::{MessageId, UserId};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +53,10 @@ const SUBSCRIBE_BATCH: usize = 1024;
 /// Chat message ids a chat group remembers (16 bytes each, only in groups that carry chat
 /// messages). Past this many newer messages, the worker has long stored the older ones.
 const RECENT_MESSAGES: usize = 256;
+/// Live publications a refilling group holds back; past this, the rest is a counted gap.
+const REFILL_WAITING: usize = 16 * 1024;
+/// Groups whose windows are read in one broker call.
+const WINDOW_BATCH: usize = 256;
 
 /// What the hub queues for a socket's task.
 #[derive(Debug)]
@@ -131,6 +143,30 @@ struct GroupEntry {
     /// Ids of the last chat messages delivered in this group, oldest first (empty, and
     /// unallocated, in groups without chat messages).
     recent: VecDeque<MessageId>,
+    /// The position of the last publication delivered, or where the node's live stream of the
+    /// group started; `None` until the manager has read it.
+    last: Option<Position>,
+    /// `Some` while the group refills after a reconnect: live publications wait here.
+    waiting: Option<Vec<Bytes>>,
+    /// Live publications dropped because `waiting` was full (a gap, counted at the refill).
+    overflowed: bool,
+    /// The control group's entry: its events go to the access task, not to sockets.
+    control: bool,
+}
+
+impl GroupEntry {
+    fn new(control: bool) -> Self {
+        Self {
+            members: HashMap::new(),
+            empty_since: None,
+            subscribed: watch::Sender::new(false),
+            recent: VecDeque::new(),
+            last: None,
+            waiting: None,
+            overflowed: false,
+            control,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -193,8 +229,10 @@ impl Hub {
         node_id: &str,
     ) -> Arc<Self> {
         let (manager_tx, manager_rx) = mpsc::unbounded_channel();
+        let mut state = HubState::default();
+        state.groups.insert(Group::control(), GroupEntry::new(true));
         let hub = Arc::new(Self {
-            state: Mutex::new(HubState::default()),
+            state: Mutex::new(state),
             manager: manager_tx,
             presence,
             access,
@@ -269,31 +307,62 @@ impl Hub {
         self.in_sync.load(Ordering::Relaxed)
     }
 
-    /// Fans one publication out to the local members of `group`.
-    fn deliver(&self, group: &Group, payload: &[u8]) {
+    /// Fans one publication out to the local members of `group` (or holds it back while the
+    /// group refills).
+    fn deliver(&self, group: &Group, payload: Bytes) {
         Metrics::incr(&self.metrics.publications_in);
+        if *group == self.pinned[1] {
+            self.canary_returned(&payload);
+            return;
+        }
+        let mut state = self.lock();
+        let Some(entry) = state.groups.get_mut(group) else { return };
+        if let Some(waiting) = &mut entry.waiting {
+            if waiting.len() < REFILL_WAITING {
+                waiting.push(payload);
+            } else {
+                entry.overflowed = true;
+            }
+            return;
+        }
+        self.accept(group, entry, &payload);
+    }
+
+    /// Delivers one publication of `group` unless it was delivered already, and moves the
+    /// group's position to it.
+    fn accept(&self, group: &Group, entry: &mut GroupEntry, payload: &[u8]) -> bool {
         let envelope = match Envelope::decode(payload) {
             Ok(envelope) => envelope,
             Err(e) => {
                 tracing::warn!(%group, error = %e, "undecodable publication dropped");
-                return;
+                return false;
             }
         };
-        if *group == self.pinned[0] {
-            let _ = self.access.send(envelope.event);
-            return;
-        }
-        if *group == self.pinned[1] {
-            if let Event::Raw { event } = &envelope.event {
-                let seen = event.get("canary").and_then(serde_json::Value::as_u64).unwrap_or(0);
-                self.canary_seen.fetch_max(seen, Ordering::Relaxed);
+        if let Some(at) = envelope.position() {
+            if entry.last.is_some_and(|last| last.epoch == at.epoch && at.seq <= last.seq) {
+                return false;
             }
-            return;
+            entry.last = Some(at);
         }
+        if entry.control {
+            let _ = self.access.send(envelope.event);
+            return true;
+        }
+        Self::fan_out(entry, &envelope, &self.metrics);
+        true
+    }
+
+    /// Records the number of a canary that came back.
+    fn canary_returned(&self, payload: &[u8]) {
+        if let Ok(Envelope { event: Event::Raw { event }, .. }) = Envelope::decode(payload) {
+            let seen = event.get("canary").and_then(serde_json::Value::as_u64).unwrap_or(0);
+            self.canary_seen.fetch_max(seen, Ordering::Relaxed);
+        }
+    }
+
+    fn fan_out(entry: &mut GroupEntry, envelope: &Envelope, metrics: &Metrics) {
         // One rendering per wire format, made on first need and shared by every member.
         let mut rendered: [Option<Option<Utf8Bytes>>; Protocol::COUNT] = Default::default();
-        let mut state = self.lock();
-        let Some(entry) = state.groups.get_mut(group) else { return };
         if let Event::ChatMessage(message) = &envelope.event {
             if entry.recent.len() == RECENT_MESSAGES {
                 entry.recent.pop_front();
@@ -307,11 +376,82 @@ impl Hub {
             let frame = rendered[link.protocol as usize]
                 .get_or_insert_with(|| link.protocol.render(&envelope.event).map(Utf8Bytes::from));
             if let Some(frame) = frame {
-                if link.offer(frame, &self.metrics) {
-                    Metrics::incr(&self.metrics.frames_out);
+                if link.offer(frame, metrics) {
+                    Metrics::incr(&metrics.frames_out);
                 }
             }
         }
+    }
+
+    /// Every group starts refilling (`GroupEntry::waiting`); returns them all. Called before the
+    /// manager subscribes again after a reconnect.
+    fn start_refill(&self) -> Vec<Group> {
+        let mut state = self.lock();
+        for entry in state.groups.values_mut() {
+            entry.waiting.get_or_insert_with(Vec::new);
+        }
+        state.groups.keys().cloned().collect()
+    }
+
+    /// The refilling groups and the position each was last at (`None`: never positioned).
+    fn refilling(&self) -> Vec<(Group, Option<Position>)> {
+        let state = self.lock();
+        state.groups.iter().filter(|(_, e)| e.waiting.is_some()).map(|(g, e)| (g.clone(), e.last)).collect()
+    }
+
+    /// Ends `group`'s refill: delivers what its window held after its position (`read`; `None`
+    /// when the window could not be read), then the live publications that waited, in order and
+    /// each once. Returns how many publications were delivered from the window.
+    fn finish_refill(&self, group: &Group, read: Option<WindowRead>) -> usize {
+        let mut state = self.lock();
+        let Some(entry) = state.groups.get_mut(group) else { return 0 };
+        let Some(waiting) = entry.waiting.take() else { return 0 };
+        let complete = read.as_ref().is_some_and(|r| r.complete) && !std::mem::take(&mut entry.overflowed);
+        if let (Some(read), Some(last)) = (&read, entry.last) {
+            if read.current.epoch == last.epoch && read.current.seq < last.seq {
+                // The counter went back (Redis lost its latest writes): the seqs after it are
+                // new publications, not duplicates.
+                entry.last = Some(read.current);
+            }
+        }
+        let from_window = read.map(|r| r.entries).unwrap_or_default();
+        let window_len = from_window.len();
+        // Sorted by position, so that the window's and the live copies of one publication meet
+        // and the second is skipped as a duplicate; both lists are in order already.
+        let mut all: Vec<(Position, usize, Bytes)> = from_window
+            .into_iter()
+            .chain(waiting)
+            .enumerate()
+            .map(|(i, payload)| (position_of(&payload), i, payload))
+            .collect();
+        all.sort_by_key(|(at, i, _)| (*at, *i));
+        let mut refilled = 0;
+        for (_, i, payload) in all {
+            if self.accept(group, entry, &payload) && i < window_len {
+                refilled += 1;
+            }
+        }
+        if !complete {
+            Metrics::incr(&self.metrics.window_gaps);
+            tracing::warn!(%group, "publications missed during the reconnect are no longer in the group's window");
+        }
+        self.metrics.window_refills.fetch_add(refilled as u64, Ordering::Relaxed);
+        refilled
+    }
+
+    /// Records where the node's live stream of each group starts, for the groups not yet positioned.
+    fn set_positions(&self, groups: &[Group], positions: Vec<Position>) {
+        let mut state = self.lock();
+        for (group, at) in groups.iter().zip(positions) {
+            if let Some(entry) = state.groups.get_mut(group) {
+                entry.last.get_or_insert(at);
+            }
+        }
+    }
+
+    fn unpositioned(&self, groups: &[Group]) -> Vec<Group> {
+        let state = self.lock();
+        groups.iter().filter(|g| state.groups.get(*g).is_some_and(|e| e.last.is_none())).cloned().collect()
     }
 
     /// The node's canary group (`crate::canary`).
@@ -371,7 +511,8 @@ impl Hub {
         let now = Instant::now();
         let mut gone = Vec::new();
         state.groups.retain(|group, entry| {
-            let expired = entry.members.is_empty() && entry.empty_since.is_some_and(|t| now - t >= LINGER);
+            let expired =
+                !entry.control && entry.members.is_empty() && entry.empty_since.is_some_and(|t| now - t >= LINGER);
             if expired {
                 gone.push(group.clone());
             }
@@ -383,10 +524,6 @@ impl Hub {
 
     fn holds(&self, group: &Group) -> bool {
         self.lock().groups.contains_key(group)
-    }
-
-    fn all_groups(&self) -> Vec<Group> {
-        self.lock().groups.keys().cloned().collect()
     }
 
     fn mark_subscribed(&self, groups: &[Group]) {
@@ -412,12 +549,7 @@ impl Attached {
         }
         let mut ready = {
             let mut state = self.hub.lock();
-            let entry = state.groups.entry(group.clone()).or_insert_with(|| GroupEntry {
-                members: HashMap::new(),
-                empty_since: None,
-                subscribed: watch::Sender::new(false),
-                recent: VecDeque::new(),
-            });
+            let entry = state.groups.entry(group.clone()).or_insert_with(|| GroupEntry::new(false));
             entry.members.insert(self.link.id, self.link.clone());
             entry.empty_since = None;
             let ready = entry.subscribed.subscribe();
@@ -515,7 +647,7 @@ async fn dispatch(hub: std::sync::Weak<Hub>, mut inbox: mpsc::Receiver<Inbound>)
     while let Some(inbound) = inbox.recv().await {
         let Some(hub) = hub.upgrade() else { return };
         match inbound {
-            Inbound::Message { group, payload } => hub.deliver(&group, &payload),
+            Inbound::Message { group, payload } => hub.deliver(&group, payload),
             Inbound::Reconnected => {
                 Metrics::incr(&hub.metrics.broker_reconnects);
                 let _ = hub.manager.send(ManagerCommand::Reconnected);
@@ -523,6 +655,11 @@ async fn dispatch(hub: std::sync::Weak<Hub>, mut inbox: mpsc::Receiver<Inbound>)
             Inbound::Disconnected => hub.in_sync.store(false, Ordering::Relaxed),
         }
     }
+}
+
+/// A stamped publication's position (the default for one without, which sorts first).
+fn position_of(payload: &[u8]) -> Position {
+    Envelope::decode(payload).ok().and_then(|e| e.position()).unwrap_or_default()
 }
 
 /// The only place that changes the node's subscriptions, one command at a time.
@@ -549,12 +686,21 @@ async fn manage_subscriptions(
                 }
                 if resync {
                     subscribed.clear();
-                    wanted = hub.all_groups();
+                    wanted = hub.start_refill();
                     wanted.extend(hub.pinned.iter().cloned());
                 }
                 wanted.sort();
                 wanted.dedup();
                 wanted.retain(|g| !subscribed.contains(g) && (hub.holds(g) || hub.pinned.contains(g)));
+                // Where each new group's live stream starts, read before subscribing: whatever is
+                // published after it is either delivered live or found in the window later.
+                let unpositioned = hub.unpositioned(&wanted);
+                if !unpositioned.is_empty() {
+                    match broker.positions(&unpositioned).await {
+                        Ok(positions) => hub.set_positions(&unpositioned, positions),
+                        Err(e) => tracing::warn!(error = %e, "reading group positions failed"),
+                    }
+                }
                 let mut failed = false;
                 for chunk in wanted.chunks(SUBSCRIBE_BATCH) {
                     match broker.subscribe(chunk).await {
@@ -569,6 +715,7 @@ async fn manage_subscriptions(
                 // Joiners stop waiting either way; on failure they are covered by the resync.
                 hub.mark_subscribed(&wanted);
                 if resync && !failed {
+                    refill(&hub, broker.as_ref()).await;
                     hub.in_sync.store(true, Ordering::Relaxed);
                     hub.resyncs.fetch_add(1, Ordering::Relaxed);
                 }
@@ -584,5 +731,33 @@ async fn manage_subscriptions(
                 }
             }
         }
+    }
+}
+
+/// Ends every group's refill after a resubscription: reads the windows after each group's
+/// position and hands them to the hub. A group never positioned (its position could not be read)
+/// has no window to read from: what waited is delivered and the group counted as a gap.
+async fn refill(hub: &Hub, broker: &dyn Broker) {
+    let groups = hub.refilling();
+    let mut refilled = 0;
+    for chunk in groups.chunks(WINDOW_BATCH) {
+        let reads: Vec<(Group, Position)> =
+            chunk.iter().filter_map(|(group, at)| at.map(|at| (group.clone(), at))).collect();
+        let windows = match broker.window_since(&reads).await {
+            Ok(windows) => windows.into_iter().map(Some).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, groups = reads.len(), "reading group windows failed");
+                vec![None; reads.len()]
+            }
+        };
+        for ((group, _), window) in reads.iter().zip(windows) {
+            refilled += hub.finish_refill(group, window);
+        }
+        for (group, _) in chunk.iter().filter(|(_, at)| at.is_none()) {
+            hub.finish_refill(group, None);
+        }
+    }
+    if refilled > 0 {
+        tracing::info!(refilled, "publications missed during the reconnect delivered from the group windows");
     }
 }

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub canary_failures: AtomicU64,
     /// Connections and upgrades refused by a per-IP limit.
     pub connections_refused: AtomicU64,
+    /// Publications missed while the pub/sub connection was down, delivered from group windows.
+    pub window_refills: AtomicU64,
+    /// Groups whose missed publications could not all be read back (trimmed or lost windows).
+    pub window_gaps: AtomicU64,
 }
 
 impl Metrics {
@@ -38,7 +42,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, i64); 12] = [
+        let rows: [(&str, &str, &str, i64); 14] = [
             ("gateway_sockets_open", "gauge", "Sockets open on this node.", self.sockets_open.load(Ordering::Relaxed)),
             ("gateway_groups", "gauge", "Groups this node holds.", self.groups.load(Ordering::Relaxed)),
             ("gateway_sockets_accepted_total", "counter", "Sockets accepted.", load(&self.sockets_accepted)),
@@ -70,6 +74,18 @@ impl Metrics {
                 "counter",
                 "Connections and upgrades refused by a per-IP limit.",
                 load(&self.connections_refused),
+            ),
+            (
+                "gateway_window_refills_total",
+                "counter",
+                "Publications missed during a pub/sub reconnect and delivered from the group windows.",
+                load(&self.window_refills),
+            ),
+            (
+                "gateway_window_gaps_total",
+                "counter",
+                "Groups whose publications missed during a reconnect could not all be read back.",
+                load(&self.window_gaps),
             ),
         ];
         let mut out = String::with_capacity(1024);

@@ -68,7 +68,7 @@ pub async fn publications_are_numbered_per_group_and_kept_in_its_window(f: &impl
     let (a, mut a_in) = f.node().await;
     let (b, _b_in) = f.node().await;
     let (one, two) = (group("chat:seq-one"), group("chat:seq-two"));
-    assert_eq!(a.positions(&[one.clone()]).await.unwrap(), vec![Position::default()], "no counter yet");
+    assert_eq!(a.positions(std::slice::from_ref(&one)).await.unwrap(), vec![Position::default()], "no counter yet");
     a.subscribe(&[one.clone(), two.clone()]).await.unwrap();
     for n in 1..=3 {
         b.publish(&one, raw(n)).await.unwrap();
@@ -102,7 +102,7 @@ pub async fn a_trimmed_window_is_reported_incomplete(f: &impl NodeFactory) {
     for chunk in publications.chunks(100) {
         a.publish_all(chunk, &[]).await.unwrap();
     }
-    let at = a.positions(&[long.clone()]).await.unwrap()[0];
+    let at = a.positions(std::slice::from_ref(&long)).await.unwrap()[0];
     assert_eq!(at.seq, 700);
     let read = &a.window_since(&[(long.clone(), Position { seq: 1, ..at })]).await.unwrap()[0];
     assert!(!read.complete, "seq 2 is long gone from a window of {}", GroupWindow::default().len);

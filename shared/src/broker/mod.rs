@@ -62,6 +62,8 @@ pub struct WindowRead {
     /// False when publications after the position are missing from `entries` (trimmed or
     /// expired from the window, or lost with Redis's data): the reader has a gap it cannot fill.
     pub complete: bool,
+    /// The group's position when read.
+    pub current: Position,
 }
 
 impl WindowRead {
@@ -70,13 +72,15 @@ impl WindowRead {
     pub fn assemble(after: Position, current: Position, entries: Vec<(u64, Bytes)>) -> Self {
         let first = entries.first().map(|(seq, _)| *seq);
         let complete = if current.epoch == after.epoch {
-            current.seq <= after.seq || first == Some(after.seq + 1)
+            // Below `after`: Redis lost its latest writes (a host crash with `appendfsync
+            // everysec`), and the seqs after `current` will be used again for new publications.
+            current.seq == after.seq || first == Some(after.seq + 1)
         } else {
             // A new counter: complete when the window still starts at its first publication. What
             // the old counter had after `after` cannot be known any more (lost with it).
             current.seq == 0 || first == Some(1)
         };
-        Self { entries: entries.into_iter().map(|(_, payload)| payload).collect(), complete }
+        Self { entries: entries.into_iter().map(|(_, payload)| payload).collect(), complete, current }
     }
 }
 
