@@ -152,6 +152,16 @@ impl RedisServer {
         }
     }
 
+    /// Deletes what the server keeps on disk (its AOF), so that it starts again empty, as a server
+    /// run without persistence does after a crash.
+    pub fn forget_data(&self) {
+        assert!(self.child.is_none(), "redis-server is still running");
+        for entry in std::fs::read_dir(self.dir.path()).expect("the redis folder") {
+            let path = entry.expect("a redis file").path();
+            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        }
+    }
+
     /// Stops the server (SIGSTOP) for `pause`, then lets it go on (SIGCONT): connections stay
     /// open and nothing answers, as with a stalled host.
     pub async fn freeze_for(&self, pause: Duration) {

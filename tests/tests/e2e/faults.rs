@@ -34,6 +34,8 @@ struct Load {
     offered: Arc<Mutex<Offered>>,
     /// Offered, not yet answered.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The number of the last message offered.
+    sent: Arc<std::sync::atomic::AtomicU64>,
     received: Vec<Arc<Mutex<HashSet<String>>>>,
     stop: tokio_util::sync::CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -46,7 +48,9 @@ impl Load {
         let in_flight_count: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let stop = tokio_util::sync::CancellationToken::new();
         let mut tasks = Vec::new();
-        let (own, stopped, shared_in_flight) = (offered.clone(), stop.clone(), in_flight_count.clone());
+        let sent: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let (own, stopped, shared_in_flight, shared_sent) =
+            (offered.clone(), stop.clone(), in_flight_count.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(1000 / RATE));
             let mut n = 0u64;
@@ -60,6 +64,7 @@ impl Load {
                     _ = stopped.cancelled(), if in_flight == 0 => return,
                     _ = tick.tick(), if !stopped.is_cancelled() => {
                         n += 1;
+                        shared_sent.store(n, std::sync::atomic::Ordering::Relaxed);
                         if !sender.try_send_json(json!({"type": "message", "content": format!("f{n}")})).await {
                             return;
                         }
@@ -99,7 +104,7 @@ impl Load {
                 }
             }));
         }
-        Self { offered, in_flight: in_flight_count, received, stop, tasks }
+        Self { offered, in_flight: in_flight_count, sent, received, stop, tasks }
     }
 
     /// Stops offering and waits for the answers to what is in flight.
@@ -127,6 +132,11 @@ impl Load {
         }
         let offered = std::mem::take(&mut *self.offered.lock().unwrap());
         (offered, self.received.iter().map(|r| r.lock().unwrap().clone()).collect())
+    }
+
+    /// The number of the last message offered.
+    fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn accepted(&self) -> usize {
@@ -164,37 +174,53 @@ async fn persisted(cluster: &Cluster, session: &str) -> HashMap<String, usize> {
 
 /// The assertions every fault shares, and its summary line.
 async fn account(name: &str, cluster: &Cluster, session: &str, load: Load, fault_over: Instant) {
-    account_with(name, cluster, session, load, fault_over, true).await
+    account_with(name, cluster, session, load, fault_over, None).await
 }
 
-/// `account`, with the live-delivery assertion only when `every_live_socket` (see the Redis
-/// restart fault).
+/// The number of a load message (`f{n}`).
+fn number(content: &str) -> u64 {
+    content.trim_start_matches('f').parse().unwrap_or(0)
+}
+
+/// `account`; with `data_lost_at: Some(n)` (Redis lost its memory after message `n` was sent),
+/// accepted messages up to `n` may be missing from the store, but only as a tail: the ones Redis
+/// had not yet handed to a worker. They are counted in the summary line.
 async fn account_with(
     name: &str,
     cluster: &Cluster,
     session: &str,
     load: Load,
     fault_over: Instant,
-    every_live_socket: bool,
+    data_lost_at: Option<u64>,
 ) {
     let (offered, received) = load.finish().await;
     let accepted: HashSet<String> = offered.accepted.keys().cloned().collect();
+    let must_persist: HashSet<&String> =
+        accepted.iter().filter(|c| data_lost_at.is_none_or(|lost_at| number(c) > lost_at)).collect();
     within(DRAIN, &format!("{name}: every accepted message persisted"), || async {
         let stored = persisted(cluster, session).await;
-        accepted.iter().all(|c| stored.contains_key(c))
+        must_persist.iter().all(|c| stored.contains_key(*c))
     })
     .await;
     let drained = fault_over.elapsed().as_secs_f64();
     let stored = persisted(cluster, session).await;
+    let mut lost: Vec<u64> = accepted.iter().filter(|c| !stored.contains_key(*c)).map(|c| number(c)).collect();
+    lost.sort_unstable();
+    if let (Some(first_lost), Some(lost_at)) = (lost.first(), data_lost_at) {
+        let stored_after = accepted.iter().map(|c| number(c)).filter(|n| *n > *first_lost && *n <= lost_at);
+        let stored_after: Vec<u64> = stored_after.filter(|n| !lost.contains(n)).collect();
+        assert!(stored_after.is_empty(), "{name}: lost {lost:?} are not a tail: {stored_after:?} after them were stored");
+    }
     let duplicated = stored.values().filter(|n| **n > 1).count();
     let delivered: usize = received.iter().map(|r| accepted.iter().filter(|c| r.contains(*c)).count()).sum();
     let expected = accepted.len() * received.len();
     let unanswered = offered.unanswered;
     let line = format!(
-        "fault {name}: accepted {}, refused {}, unanswered {unanswered}, delivered {delivered}/{expected}, persisted {}, duplicated {duplicated}, drained {drained:.1} s after the fault",
+        "fault {name}: accepted {}, refused {}, unanswered {unanswered}, delivered {delivered}/{expected}, persisted {}, lost {}, duplicated {duplicated}, drained {drained:.1} s after the fault",
         accepted.len(),
         offered.refused.len(),
         stored.len(),
+        lost.len(),
     );
     println!("{line}");
     // Kept beside the build for `scripts/test` to print after the run (test output is captured).
@@ -204,10 +230,8 @@ async fn account_with(
         let _ = writeln!(file, "{line}");
     }
     assert_eq!(duplicated, 0, "{name}: stored twice");
-    if every_live_socket {
-        assert_eq!(delivered, expected, "{name}: a live socket missed an accepted message");
-        assert_eq!(unanswered, 0, "{name}: a message was neither echoed nor refused");
-    }
+    assert_eq!(delivered, expected, "{name}: a live socket missed an accepted message");
+    assert_eq!(unanswered, 0, "{name}: a message was neither echoed nor refused");
     assert!(accepted.len() > 50, "{name}: the load hardly ran ({})", accepted.len());
 }
 
@@ -394,4 +418,26 @@ async fn redis_killed_and_restarted_with_aof() {
     let refilled = refills(&cluster).await;
     account("redis-restarted-aof", &cluster, &session, load, over).await;
     println!("fault redis-restarted-aof: {refilled} publications delivered from the group windows");
+}
+
+/// Redis is killed and started again with its data gone, as when it runs without AOF. The group
+/// counters start again under a new epoch, and the nodes take the new numbers as new
+/// publications: every socket hears every accepted message, nothing is stored twice, and all
+/// that was accepted after the restart is persisted. What Redis had not yet handed to a worker
+/// when it died is lost with its memory (the README says to run it with AOF): the test shows
+/// that this is only the newest messages before the kill, and counts them.
+#[tokio::test]
+async fn redis_killed_and_restarted_without_its_data() {
+    let mut cluster = Cluster::start_with(2, roomy()).await;
+    cluster.start_worker().await;
+    let (session, load) = chat(&cluster).await;
+    load.flowing(50).await;
+    cluster.redis.kill();
+    let lost_at = load.sent();
+    cluster.redis.forget_data();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.redis.start_again().await;
+    let over = Instant::now();
+    load.flowing(50).await;
+    account_with("redis-restarted-empty", &cluster, &session, load, over, Some(lost_at)).await;
 }
