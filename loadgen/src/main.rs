@@ -7,7 +7,7 @@
 //!   reports messages persisted per second; then a steady load of RATE messages per second for
 //!   SECONDS, reporting the worker's lag (bench/worker-throughput.sh).
 //! * `loadgen latency REDIS_URL DATABASE_URL RATE SECONDS [PREFIX]`: publishes RATE session
-//!   messages per second for SECONDS the way a gateway does (live publish and job in one MULTI),
+//!   messages per second for SECONDS the way a gateway does (live publish and job in one atomic script),
 //!   one at a time, while a worker process persists them; polls the database every 5 ms and
 //!   reports publish-to-row latency (p50, p99, max) (bench/persist-latency.sh).
 

@@ -1,4 +1,4 @@
-//! Durable work for the worker. A job is appended to the jobs stream in the same MULTI as the live
+//! Durable work for the worker. A job is appended to the jobs stream in the same atomic step as the live
 //! publish (see `Broker::publish_and_enqueue`), so what a client saw live is always persisted.
 
 use bytes::Bytes;

@@ -5,7 +5,7 @@
 //! A client frame is decoded by the gateway into an [`event::Event`], wrapped in an
 //! [`event::Envelope`] and handed to a [`broker::Broker`]: `publish_and_enqueue` puts it on the
 //! group's channel (every node subscribed to that [`event::Group`] receives it) and appends a
-//! [`jobs::Job`] to the jobs stream in the same MULTI. The worker reads the stream and applies
+//! [`jobs::Job`] to the jobs stream in the same atomic step. The worker reads the stream and applies
 //! batches of jobs through the [`store::Store`]. Names of Redis keys live in [`keys`]; who may
 //! connect is decided with [`auth`] and the [`ids`] parsed at the edge; who is online
 //! anywhere is kept by [`presence`]; settings come from [`config`]; every instant on the wire is formatted by [`time`].

@@ -93,7 +93,7 @@ pub trait Broker: Send + Sync + 'static {
     async fn publish(&self, group: &Group, payload: Bytes) -> Result<(), BrokerError>;
 
     /// Publishes each `(group, payload)` and appends each job to the jobs stream, atomically
-    /// (one MULTI on Redis): all of it happens or none, so that what a client saw live is also
+    /// (one script on Redis): all of it happens or none, so that what a client saw live is also
     /// persisted, and a caller told of a failure knows that nothing went out.
     async fn publish_all(&self, publications: &[(Group, Bytes)], jobs: &[Bytes]) -> Result<(), BrokerError>;
 

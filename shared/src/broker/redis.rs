@@ -1,6 +1,6 @@
 //! The Redis broker of cluster mode.
 //!
-//! Commands (PUBLISH, the MULTI with XADD, acks, claims) go through a deadpool pool. Pub/sub
+//! Commands (the publish script, window reads, acks, claims) go through a deadpool pool. Pub/sub
 //! has one dedicated connection per node, owned by the subscriber task: it turns SUBSCRIBE
 //! requests into commands on that connection, forwards publications to the node's inbox, and on
 //! losing the connection reconnects with backoff and reports `Inbound::Reconnected`.
