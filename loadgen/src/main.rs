@@ -10,6 +10,12 @@
 //!   messages per second for SECONDS the way a gateway does (live publish and job in one atomic script),
 //!   one at a time, while a worker process persists them; polls the database every 5 ms and
 //!   reports publish-to-row latency (p50, p99, max) (bench/persist-latency.sh).
+//! * `loadgen fanout --target gateway|socketio --nodes HOST:PORT,... [--sockets N] [--groups G]
+//!   [--rate MSG_PER_SEC] [--seconds S] [--slow SHARE] [--pids PID,...] [--api-key K --jwt-secret S]`:
+//!   the fan-out benchmark (`fanout`): prints its report as one JSON line, then a summary line
+//!   (bench/fanout.sh, bench/compare.sh).
+
+mod fanout;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,13 +39,19 @@ async fn main() -> anyhow::Result<()> {
         Some("persist") if args.len() == 7 => {
             persist(&args[1], &args[2], args[3].parse()?, args[4].parse()?, args[5].parse()?, args[6].parse()?).await
         }
+        Some("fanout") => {
+            let report = fanout::run(fanout::Options::parse(&args[1..])?).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            println!("{}", report.summary());
+            Ok(())
+        }
         Some("latency") if args.len() == 5 || args.len() == 6 => {
             let prefix = args.get(5).map(String::as_str).unwrap_or("rt:");
             latency(&args[1], &args[2], args[3].parse()?, args[4].parse()?, prefix).await
         }
         _ => anyhow::bail!(
             "usage: loadgen idle URL COUNT | loadgen persist REDIS_URL DATABASE_URL MESSAGES WORKERS RATE SECONDS \
-             | loadgen latency REDIS_URL DATABASE_URL RATE SECONDS [PREFIX]"
+             | loadgen latency REDIS_URL DATABASE_URL RATE SECONDS [PREFIX] | loadgen fanout --target ... (see fanout.rs)"
         ),
     }
 }

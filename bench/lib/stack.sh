@@ -1,0 +1,85 @@
+# Shared by the fan-out benchmarks: a private PostgreSQL and redis-server, two release gateway
+# nodes and a worker in cluster mode, and the Socket.IO peer's two processes. Sourced from the
+# repository root; everything started here is stopped by `stop_stack` (set as the EXIT trap).
+# shellcheck source=../../scripts/lib/postgres.sh
+source scripts/lib/postgres.sh
+
+STACK_PIDS=()
+BENCH_SECRET=bench-jwt-secret
+BENCH_KEY=bench-api-key
+
+stop_stack() {
+  for pid in "${STACK_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${STACK_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -n "${redis_dir:-}" ] && rm -rf "$redis_dir"
+  declare -F stop_pg >/dev/null && stop_pg
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Redis on a free port (AOF everysec, as the README recommends): sets REDIS_PORT, REDIS_PID.
+start_redis() {
+  REDIS_PORT=$(free_port)
+  redis_dir=$(mktemp -d)
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec \
+    --dir "$redis_dir" --daemonize no >/dev/null &
+  REDIS_PID=$!
+  STACK_PIDS+=("$REDIS_PID")
+  until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.1; done
+}
+
+wait_http() { until curl -sf "$1" >/dev/null 2>&1; do sleep 0.2; done; }
+
+# Two gateway nodes on free ports and a worker: sets GATEWAY_NODES ("host:port,host:port"),
+# GATEWAY_PIDS ("a,b") and WORKER_PID.
+# Limits meant for hostile clients are off: one load generator opens every socket from one address.
+start_gateways() {
+  start_private_postgres
+  export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/" DATABASE_URL="$PG_URL" JWT_SECRET=$BENCH_SECRET \
+    GATEWAY_API_KEY=$BENCH_KEY GATEWAY_MAX_CONNECTIONS_PER_IP=0 GATEWAY_UPGRADES_PER_IP_PER_SEC=0 \
+    GATEWAY_RATE_PER_SEC=100000 GATEWAY_RATE_BURST=100000 RUST_LOG=warn
+  local pids=() nodes=() port
+  for _ in 1 2; do
+    port=$(free_port)
+    GATEWAY_BIND=127.0.0.1:$port target/release/gateway >/dev/null &
+    pids+=($!)
+    STACK_PIDS+=($!)
+    nodes+=("127.0.0.1:$port")
+    wait_http "127.0.0.1:$port/readyz"
+  done
+  GATEWAY_PIDS=$(IFS=,; echo "${pids[*]}")
+  GATEWAY_NODES=$(IFS=,; echo "${nodes[*]}")
+  target/release/worker >/dev/null &
+  WORKER_PID=$!
+  STACK_PIDS+=("$WORKER_PID")
+}
+
+# The Socket.IO peer (bench/peers/socketio) as two processes on the same Redis, on free ports:
+# sets SOCKETIO_NODES and SOCKETIO_PIDS. Installs its npm packages on first use.
+start_socketio() {
+  local dir=bench/peers/socketio
+  [ -d "$dir/node_modules" ] || (cd "$dir" && npm ci --no-audit --no-fund --silent)
+  local pids=() nodes=() port
+  for _ in 1 2; do
+    port=$(free_port)
+    PORT=$port REDIS_URL="redis://127.0.0.1:$REDIS_PORT" node "$dir/server.js" >/dev/null &
+    pids+=($!)
+    STACK_PIDS+=($!)
+    nodes+=("127.0.0.1:$port")
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.2; done
+  done
+  SOCKETIO_PIDS=$(IFS=,; echo "${pids[*]}")
+  SOCKETIO_NODES=$(IFS=,; echo "${nodes[*]}")
+}
+
+# loadgen fanout against the gateway nodes; extra arguments go to loadgen.
+fanout_gateway() {
+  target/release/loadgen fanout --target gateway --nodes "$GATEWAY_NODES" \
+    --api-key $BENCH_KEY --jwt-secret $BENCH_SECRET --pids "$GATEWAY_PIDS" \
+    --extra-pids "$REDIS_PID,$WORKER_PID" "$@"
+}
+
+fanout_socketio() {
+  target/release/loadgen fanout --target socketio --nodes "$SOCKETIO_NODES" \
+    --pids "$SOCKETIO_PIDS" --extra-pids "$REDIS_PID" "$@"
+}
