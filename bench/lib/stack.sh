@@ -35,6 +35,7 @@ wait_http() { until curl -sf "$1" >/dev/null 2>&1; do sleep 0.2; done; }
 # Limits meant for hostile clients are off: one load generator opens every socket from one address.
 start_gateways() {
   start_private_postgres
+  trap stop_stack EXIT # start_private_postgres set its own; stop_stack stops PostgreSQL too
   export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/" DATABASE_URL="$PG_URL" JWT_SECRET=$BENCH_SECRET \
     GATEWAY_API_KEY=$BENCH_KEY GATEWAY_MAX_CONNECTIONS_PER_IP=0 GATEWAY_UPGRADES_PER_IP_PER_SEC=0 \
     GATEWAY_RATE_PER_SEC=100000 GATEWAY_RATE_BURST=100000 RUST_LOG=warn

@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+
+use crate::rawws;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Target {
@@ -118,15 +118,15 @@ pub(crate) struct SocketStats {
 
 impl SocketStats {
     /// Counts one frame's `lg|...` content, if it has one.
-    pub(crate) fn count(&mut self, frame: &str, now_micros: u64) {
-        let Some(start) = frame.find("lg|") else { return };
+    pub(crate) fn count(&mut self, frame: &[u8], now_micros: u64) {
+        let Some(start) = frame.windows(3).position(|w| w == b"lg|") else { return };
         let rest = &frame[start + 3..];
-        let end = rest.find('"').unwrap_or(rest.len());
-        let mut fields = rest[..end].split('|');
-        let (Some(group), Some(seq), Some(sent)) = (fields.next(), fields.next(), fields.next()) else { return };
-        let (Ok(group), Ok(seq), Ok(sent)) = (group.parse::<u32>(), seq.parse::<u64>(), sent.parse::<u64>()) else {
+        let end = rest.iter().position(|b| *b == b'"').unwrap_or(rest.len());
+        let mut fields = rest[..end].split(|b| *b == b'|').map(number);
+        let (Some(Some(group)), Some(Some(seq)), Some(Some(sent))) = (fields.next(), fields.next(), fields.next()) else {
             return;
         };
+        let group = group as u32;
         let last = self.last_seq.entry(group).or_insert(0);
         if seq <= *last {
             self.duplicates += 1;
@@ -137,6 +137,14 @@ impl SocketStats {
         let latency = now_micros.saturating_sub(sent).min(u32::MAX as u64) as u32;
         self.latencies.push((group, seq.min(u32::MAX as u64) as u32, latency));
     }
+}
+
+/// A decimal number of ASCII digits.
+fn number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
 }
 
 /// The run's clock: microseconds since it started, the same in every task.
@@ -263,7 +271,7 @@ fn chat_id(options: &Options, group: usize) -> String {
     format!("lg{}c{group}", options.tag)
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = (rawws::Reader, rawws::Writer);
 
 /// Opens socket `i` and puts it in its group; returns it ready for the load.
 async fn open(options: &Options, i: usize) -> anyhow::Result<Ws> {
@@ -272,27 +280,30 @@ async fn open(options: &Options, i: usize) -> anyhow::Result<Ws> {
     match options.target {
         Target::Gateway => {
             let token = shared::auth::issue_hs256(&options.jwt_secret, &format!("lg{}u{i}", options.tag), 3600);
-            let url = format!("ws://{node}/api/v1/ws/chat/{}?token={token}", chat_id(options, group));
-            let (ws, _) = tokio_tungstenite::connect_async(url).await?;
-            Ok(ws)
+            let path = format!("/api/v1/ws/chat/{}?token={token}", chat_id(options, group));
+            Ok(rawws::connect(node, &path).await?)
         }
         Target::SocketIo => {
-            let url = format!("ws://{node}/socket.io/?EIO=4&transport=websocket");
-            let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+            let (mut reader, mut writer) = rawws::connect(node, "/socket.io/?EIO=4&transport=websocket").await?;
             // Engine.IO open (`0{...}`); connect to the default namespace (`40`, answered
             // `40{...}`: nothing may be emitted before); join the room (answered `42["joined"]`).
             let mut step = 0;
-            while let Some(frame) = ws.next().await {
-                let Message::Text(text) = frame? else { continue };
-                let text = text.as_str();
-                if step == 0 && text.starts_with('0') {
-                    ws.send(Message::text("40")).await?;
-                    step = 1;
-                } else if step == 1 && text.starts_with("40") {
-                    ws.send(Message::text(format!("42[\"join\",\"room{group}\"]"))).await?;
-                    step = 2;
-                } else if step == 2 && text.starts_with("42[\"joined\"") {
-                    return Ok(ws);
+            loop {
+                // Frames first: the open packet may have come with the upgrade answer.
+                while let Some(frame) = reader.next_frame() {
+                    let rawws::Frame::Text(text) = frame else { continue };
+                    if step == 0 && text.starts_with(b"0") {
+                        writer.text(b"40").await?;
+                        step = 1;
+                    } else if step == 1 && text.starts_with(b"40") {
+                        writer.text(format!("42[\"join\",\"room{group}\"]").as_bytes()).await?;
+                        step = 2;
+                    } else if step == 2 && text.starts_with(b"42[\"joined\"") {
+                        return Ok((reader, writer));
+                    }
+                }
+                if !reader.fill().await? {
+                    break;
                 }
             }
             bail!("the Socket.IO peer closed before the join was confirmed (step {step})")
@@ -320,7 +331,8 @@ struct Plan {
     end: tokio::time::Instant,
 }
 
-async fn drive(mut ws: Ws, plan: Plan, clock: Clock, sent: Arc<AtomicU64>, stop: CancellationToken) -> SocketStats {
+async fn drive(ws: Ws, plan: Plan, clock: Clock, sent: Arc<AtomicU64>, stop: CancellationToken) -> SocketStats {
+    let (mut reader, mut writer) = ws;
     let mut stats = SocketStats::default();
     let period = plan.publish_every.unwrap_or(Duration::from_secs(3600));
     let mut tick = tokio::time::interval_at(plan.start, period);
@@ -331,35 +343,39 @@ async fn drive(mut ws: Ws, plan: Plan, clock: Clock, sent: Arc<AtomicU64>, stop:
         stop.cancelled().await;
         return stats;
     }
-    loop {
+    'socket: loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick(), if plan.publish_every.is_some() && tokio::time::Instant::now() < plan.end => {
                 seq += 1;
                 let frame = message_frame(plan.target, plan.group, seq, clock.micros());
-                if ws.send(Message::text(frame)).await.is_err() {
+                if writer.text(frame.as_bytes()).await.is_err() {
                     break;
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
             }
-            frame = ws.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    let text = text.as_str();
-                    if text == "2" {
-                        // Engine.IO ping: answer, or the peer drops the socket.
-                        let _ = ws.send(Message::text("3")).await;
-                    } else {
-                        stats.count(text, clock.micros());
-                    }
-                }
-                Some(Ok(Message::Close(close))) => {
-                    stats.close_code = Some(close.map_or(1005, |c| u16::from(c.code)));
-                    break;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
+            more = reader.fill() => {
+                if !matches!(more, Ok(true)) {
                     stats.close_code.get_or_insert(1006);
                     break;
+                }
+                let now = clock.micros();
+                while let Some(frame) = reader.next_frame() {
+                    match frame {
+                        // Engine.IO ping: answer, or the peer drops the socket.
+                        rawws::Frame::Text(b"2") => {
+                            let _ = writer.text(b"3").await;
+                        }
+                        rawws::Frame::Text(text) => stats.count(text, now),
+                        rawws::Frame::Ping(payload) => {
+                            let _ = writer.pong(payload).await;
+                        }
+                        rawws::Frame::Close(code) => {
+                            stats.close_code = Some(code.unwrap_or(1005));
+                            break 'socket;
+                        }
+                        rawws::Frame::Other => {}
+                    }
                 }
             }
         }
@@ -528,10 +544,11 @@ mod tests {
     #[test]
     fn counts_deliveries_duplicates_and_latency() {
         let mut stats = SocketStats::default();
-        stats.count(r#"{"type":"new_message","data":{"content":"lg|3|1|1000"}}"#, 1500);
-        stats.count(r#"42["message",{"content":"lg|3|2|2000"}]"#, 4000);
-        stats.count(r#"{"data":{"content":"lg|3|2|2000"}}"#, 5000);
-        stats.count(r#"{"type":"user_joined"}"#, 5000);
+        stats.count(br#"{"type":"new_message","data":{"content":"lg|3|1|1000"}}"#, 1500);
+        stats.count(br#"42["message",{"content":"lg|3|2|2000"}]"#, 4000);
+        stats.count(br#"{"data":{"content":"lg|3|2|2000"}}"#, 5000);
+        stats.count(br#"{"type":"user_joined"}"#, 5000);
+        stats.count(br#"{"content":"lg|3|x|1"}"#, 5000);
         assert_eq!((stats.received, stats.duplicates), (2, 1));
         assert_eq!(stats.latencies, vec![(3, 1, 500), (3, 2, 2000)]);
     }

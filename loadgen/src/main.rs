@@ -16,6 +16,7 @@
 //!   (bench/fanout.sh, bench/compare.sh).
 
 mod fanout;
+mod rawws;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
