@@ -540,6 +540,85 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use std::sync::Mutex;
+    use tokio::sync::mpsc;
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// What the little server below did wrong on purpose.
+    #[derive(Default)]
+    struct Faults {
+        deliveries: AtomicU64,
+        dropped: AtomicU64,
+        doubled: AtomicU64,
+    }
+
+    type Rooms = Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<String>>>>>;
+
+    /// A small in-process server speaking the Socket.IO target's frames: joins, and broadcasts
+    /// each message to its room; it drops every 7th delivery and sends every 11th twice.
+    async fn serve(listener: tokio::net::TcpListener, faults: Arc<Faults>) {
+        let rooms: Rooms = Arc::default();
+        while let Ok((stream, _)) = listener.accept().await {
+            let (rooms, faults) = (rooms.clone(), faults.clone());
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                let (mut sink, mut stream) = ws.split();
+                let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+                tokio::spawn(async move {
+                    while let Some(frame) = rx.recv().await {
+                        if sink.send(Message::text(frame)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let _ = tx.send("0{}".into());
+                while let Some(Ok(Message::Text(text))) = stream.next().await {
+                    let text = text.as_str();
+                    if text == "40" {
+                        let _ = tx.send("40{}".into());
+                    } else if let Some(room) = text.strip_prefix("42[\"join\",\"").and_then(|r| r.strip_suffix("\"]")) {
+                        rooms.lock().unwrap().entry(room.to_owned()).or_default().push(tx.clone());
+                        let _ = tx.send("42[\"joined\"]".into());
+                    } else if text.starts_with("42[\"message\"") {
+                        let message: serde_json::Value = serde_json::from_str(&text[2..]).unwrap();
+                        let room = message[1]["room"].as_str().unwrap().to_owned();
+                        let members = rooms.lock().unwrap().get(&room).cloned().unwrap_or_default();
+                        for member in members {
+                            let n = faults.deliveries.fetch_add(1, Ordering::Relaxed) + 1;
+                            if n % 7 == 0 {
+                                faults.dropped.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            let _ = member.send(text.to_owned());
+                            if n % 11 == 0 {
+                                faults.doubled.fetch_add(1, Ordering::Relaxed);
+                                let _ = member.send(text.to_owned());
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_loss_and_duplicates_against_a_faulty_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let faults = Arc::new(Faults::default());
+        tokio::spawn(serve(listener, faults.clone()));
+        let mut options = Options::parse(&["--target", "socketio", "--nodes", &addr].map(String::from)).unwrap();
+        (options.sockets, options.groups, options.rate, options.seconds) = (30, 3, 60.0, 1.0);
+        let report = run(options).await.unwrap();
+        let (dropped, doubled) = (faults.dropped.load(Ordering::Relaxed), faults.doubled.load(Ordering::Relaxed));
+        assert!(report.messages_sent >= 30, "{}", report.summary());
+        assert_eq!(report.deliveries_expected, report.messages_sent * 10);
+        assert_eq!(report.lost, dropped, "{}", report.summary());
+        assert_eq!(report.duplicates, doubled, "{}", report.summary());
+        assert_eq!(report.deliveries_received, report.deliveries_expected - dropped);
+        assert!(report.latency_ms.p50 > 0.0 && report.latency_ms.p50 <= report.latency_ms.max);
+    }
 
     #[test]
     fn counts_deliveries_duplicates_and_latency() {
