@@ -9,8 +9,12 @@ BENCH_SECRET=bench-jwt-secret
 BENCH_KEY=bench-api-key
 
 stop_stack() {
-  for pid in "${STACK_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${STACK_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Newest first: the nodes and the worker stop while Redis and PostgreSQL are still there.
+  local i
+  for ((i = ${#STACK_PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${STACK_PIDS[i]}" 2>/dev/null || true
+    wait "${STACK_PIDS[i]}" 2>/dev/null || true
+  done
   [ -n "${redis_dir:-}" ] && rm -rf "$redis_dir"
   declare -F stop_pg >/dev/null && stop_pg
 }
@@ -32,6 +36,7 @@ wait_http() { until curl -sf "$1" >/dev/null 2>&1; do sleep 0.2; done; }
 
 # Two gateway nodes on free ports and a worker: sets GATEWAY_NODES ("host:port,host:port"),
 # GATEWAY_PIDS ("a,b") and WORKER_PID.
+# GATEWAY_BIN runs another build of the gateway (a before/after comparison).
 # Limits meant for hostile clients are off: one load generator opens every socket from one address.
 start_gateways() {
   start_private_postgres
@@ -42,7 +47,7 @@ start_gateways() {
   local pids=() nodes=() port
   for _ in 1 2; do
     port=$(free_port)
-    GATEWAY_BIND=127.0.0.1:$port target/release/gateway >/dev/null &
+    GATEWAY_BIND=127.0.0.1:$port "${GATEWAY_BIN:-target/release/gateway}" >/dev/null &
     pids+=($!)
     STACK_PIDS+=($!)
     nodes+=("127.0.0.1:$port")

@@ -2,6 +2,8 @@
 //! the hub fills, the hub's kick, drain, the token's expiry and the heartbeat. Generic over
 //! `Sink`/`Stream` so that a test can drive it with channels.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::extract::ws::Message;
@@ -12,7 +14,7 @@ use tokio::time::Instant;
 use super::rate::TokenBucket;
 use crate::app::AppState;
 use crate::errors::{ClientError, CloseReason};
-use crate::hub::{Attached, Outbound, SocketLink};
+use crate::hub::{Attached, Outbound};
 use crate::metrics::Metrics;
 use crate::protocols::SocketHandler;
 
@@ -42,16 +44,19 @@ fn instant_of(exp: i64) -> Instant {
     now.checked_add(Duration::from_secs(left)).unwrap_or_else(far_future).min(far_future())
 }
 
-/// Sends one frame, giving up if the hub kicks the socket or the node drains meanwhile (a slow
-/// reader must not pin its task in `send` forever).
-async fn send<W>(tx: &mut W, message: Message, link: &SocketLink, app: &AppState) -> Result<(), Ended>
+/// Sends one frame, giving up if the socket is told to stop meanwhile (`stopped`: a slow reader
+/// must not pin its task in `send` forever).
+async fn send<W>(
+    tx: &mut W,
+    message: Message,
+    stopped: Pin<&mut impl Future<Output = CloseReason>>,
+) -> Result<(), Ended>
 where
     W: Sink<Message, Error = axum::Error> + Unpin,
 {
     tokio::select! {
         biased;
-        reason = link.kicked() => Err(Ended::Close(reason)),
-        _ = app.shutdown.cancelled() => Err(Ended::Close(CloseReason::Restarting)),
+        reason = stopped => Err(Ended::Close(reason)),
         sent = tx.send(message) => sent.map_err(|_| Ended::Gone),
     }
 }
@@ -83,6 +88,18 @@ impl Connection {
         Metrics::incr(&app.metrics.sockets_accepted);
 
         let (mut tx, mut rx) = socket.split();
+        // Why the socket must close from outside: the hub kicks it, or the node drains. Made once
+        // and polled by every wait below (made anew per frame, it added and removed two waiters
+        // under the tokens' locks for every frame sent). Never polled again once it has resolved:
+        // each wait that sees it resolve ends the loop.
+        let stopped = async {
+            tokio::select! {
+                biased;
+                reason = link.kicked() => reason,
+                _ = app.shutdown.cancelled() => CloseReason::Restarting,
+            }
+        };
+        tokio::pin!(stopped);
         let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
         let mut heartbeat = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
         let mut last_heard = Instant::now();
@@ -92,7 +109,7 @@ impl Connection {
         // The protocol futures are boxed: inlined, the largest of them (database and presence
         // calls) would be part of every idle socket's task, for its whole life.
         let greeting = match Box::pin(handler.greeting(&app)).await {
-            Some(frame) => send(&mut tx, Message::Text(frame), &link, &app).await.err(),
+            Some(frame) => send(&mut tx, Message::Text(frame), stopped.as_mut()).await.err(),
             None => None,
         };
         let ended = if let Some(ended) = greeting {
@@ -102,8 +119,7 @@ impl Connection {
                 // Not `biased`: under a constant outbound flood the client's frames must still be
                 // read; the cancellation branches are at most one iteration late.
                 tokio::select! {
-                    reason = link.kicked() => break Ended::Close(reason),
-                    _ = app.shutdown.cancelled() => break Ended::Close(CloseReason::Restarting),
+                    reason = &mut stopped => break Ended::Close(reason),
                     _ = &mut expiry => break Ended::Close(CloseReason::InvalidToken),
                     outbound = outbox.recv() => {
                         let frame = match outbound {
@@ -117,7 +133,7 @@ impl Connection {
                                 None => continue,
                             },
                         };
-                        if let Err(ended) = send(&mut tx, Message::Text(frame), &link, &app).await {
+                        if let Err(ended) = send(&mut tx, Message::Text(frame), stopped.as_mut()).await {
                             break ended;
                         }
                     }
@@ -148,7 +164,7 @@ impl Connection {
                             Some(ClientError::rate_limited().frame())
                         };
                         if let Some(reply) = reply {
-                            if let Err(ended) = send(&mut tx, Message::Text(reply), &link, &app).await {
+                            if let Err(ended) = send(&mut tx, Message::Text(reply), stopped.as_mut()).await {
                                 break ended;
                             }
                         }
@@ -157,7 +173,7 @@ impl Connection {
                         if last_heard.elapsed() >= limits.idle_timeout {
                             break Ended::Close(CloseReason::Idle);
                         }
-                        if let Err(ended) = send(&mut tx, Message::Ping(Default::default()), &link, &app).await {
+                        if let Err(ended) = send(&mut tx, Message::Ping(Default::default()), stopped.as_mut()).await {
                             break ended;
                         }
                     }
