@@ -3,6 +3,7 @@
 
 mod access;
 mod bad_input;
+mod balancer;
 mod broker_contract;
 mod chat;
 mod diary;
