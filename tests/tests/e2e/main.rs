@@ -6,6 +6,7 @@ mod bad_input;
 mod balancer;
 mod broker_contract;
 mod chat;
+mod deploy_files;
 mod diary;
 mod durability;
 mod durable_path;

@@ -1,0 +1,61 @@
+//! The deployment files validate against their schemas with the real validators: every
+//! Kubernetes manifest in deploy/ (kubernetes-validate, strict: no unknown fields) and
+//! docker-compose.yml (check-jsonschema's vendored compose specification). `scripts/test`
+//! installs both into a virtualenv and names its folder in `GATEWAY_TEST_PYTOOLS`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository root").to_owned()
+}
+
+/// A validator from `GATEWAY_TEST_PYTOOLS`, else from PATH.
+fn tool(name: &str) -> PathBuf {
+    let from_env = std::env::var_os("GATEWAY_TEST_PYTOOLS").map(|dir| PathBuf::from(dir).join(name));
+    let candidate = from_env.unwrap_or_else(|| PathBuf::from(name));
+    match Command::new(&candidate).arg("--version").output() {
+        Ok(out) if out.status.success() => candidate,
+        _ => panic!("{name} is missing: `pip install {name}` (scripts/test installs it into target/pytools)"),
+    }
+}
+
+fn run(tool: PathBuf, args: &[&str], files: &[PathBuf]) {
+    let out = Command::new(&tool).args(args).args(files).output().expect("running the validator");
+    assert!(
+        out.status.success(),
+        "{} rejected {files:?}:\n{}{}",
+        tool.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_kubernetes_manifest_validates_and_is_in_the_kustomization() {
+    let deploy = repo().join("deploy");
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(&deploy)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml"))
+        .collect();
+    manifests.sort();
+    assert!(manifests.len() >= 5, "{manifests:?}");
+    run(tool("kubernetes-validate"), &["--strict", "--quiet"], &manifests);
+    let kustomization = std::fs::read_to_string(deploy.join("kustomization.yaml")).unwrap();
+    for manifest in &manifests {
+        let name = manifest.file_name().unwrap().to_str().unwrap();
+        assert!(kustomization.contains(&format!("- {name}")), "deploy/kustomization.yaml leaves out {name}");
+    }
+}
+
+#[test]
+fn the_compose_file_validates_and_mounts_files_that_exist() {
+    let compose = repo().join("docker-compose.yml");
+    run(tool("check-jsonschema"), &["--builtin-schema", "vendor.compose-spec"], &[compose.clone()]);
+    let text = std::fs::read_to_string(&compose).unwrap();
+    for mount in text.lines().filter_map(|l| l.trim().strip_prefix("- ./")) {
+        let file = mount.split(':').next().unwrap();
+        assert!(repo().join(file).exists(), "docker-compose.yml mounts {file}, which is missing");
+    }
+}
