@@ -52,7 +52,7 @@ fn every_kubernetes_manifest_validates_and_is_in_the_kustomization() {
 #[test]
 fn the_compose_file_validates_and_mounts_files_that_exist() {
     let compose = repo().join("docker-compose.yml");
-    run(tool("check-jsonschema"), &["--builtin-schema", "vendor.compose-spec"], &[compose.clone()]);
+    run(tool("check-jsonschema"), &["--builtin-schema", "vendor.compose-spec"], std::slice::from_ref(&compose));
     let text = std::fs::read_to_string(&compose).unwrap();
     for mount in text.lines().filter_map(|l| l.trim().strip_prefix("- ./")) {
         let file = mount.split(':').next().unwrap();
