@@ -51,7 +51,7 @@ pub async fn main_from_env() -> anyhow::Result<()> {
             Ok(())
         }
         cli::Command::Serve => {
-            worker::init_tracing();
+            worker::init_tracing()?;
             let gateway = Gateway::build(config.clone()).await?;
             let addr = gateway.local_addr();
             if config.is_embedded() {

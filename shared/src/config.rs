@@ -74,6 +74,28 @@ impl Default for Limits {
     }
 }
 
+/// How the processes log (`LOG_FORMAT`): `text` for people (the default), `json` for log
+/// collectors (one JSON object per line, with the span fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match var("LOG_FORMAT").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("text") => Ok(Self::Text),
+            Some("json") => Ok(Self::Json),
+            Some(other) => Err(ConfigError::Invalid {
+                name: "LOG_FORMAT",
+                value: other.to_owned(),
+                reason: "text or json".into(),
+            }),
+        }
+    }
+}
+
 /// Each group's window of recent publications (`crate::broker`): what a node that lost its
 /// pub/sub connection, or a client that resumes, reads back what it missed from.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -343,8 +343,13 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON lines (`LOG_FORMAT`).
+pub fn init_tracing() -> Result<(), shared::config::ConfigError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match shared::config::LogFormat::from_env()? {
+        shared::config::LogFormat::Text => logs.try_init(),
+        shared::config::LogFormat::Json => logs.json().try_init(),
+    };
+    Ok(())
 }

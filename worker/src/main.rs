@@ -1,5 +1,5 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    worker::init_tracing();
+    worker::init_tracing()?;
     worker::main_from_env().await
 }

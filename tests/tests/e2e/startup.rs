@@ -38,3 +38,47 @@ async fn a_draining_node_closes_sockets_with_1012() {
     alice.send_json(json!({"type": "message", "content": "moved"})).await;
     assert_eq!(alice.recv().await["content"], "moved");
 }
+
+/// `LOG_FORMAT=json` makes every log line a JSON object (for log collectors); a value it does
+/// not know stops the process at start, naming the setting.
+#[tokio::test]
+async fn logs_are_json_lines_with_log_format_json() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = e2e::TempDir::new("json-logs");
+    let exe = env!("CARGO_BIN_EXE_e2e-gateway");
+    let mut process = tokio::process::Command::new(exe)
+        .env("GATEWAY_DATA_DIR", dir.path())
+        .env("GATEWAY_BIND", "127.0.0.1:0")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env_remove("REDIS_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(process.stderr.take().unwrap()).lines();
+    let listening = tokio::time::timeout(e2e::HANG_GUARD, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if entry["fields"]["message"] == "gateway listening" {
+                return entry;
+            }
+        }
+        panic!("the gateway exited without saying it listens");
+    })
+    .await
+    .expect("no 'gateway listening' line");
+    assert_eq!(listening["level"], "INFO");
+    assert_eq!(listening["fields"]["mode"], "embedded");
+    process.kill().await.unwrap();
+
+    let refused = std::process::Command::new(exe)
+        .env("GATEWAY_DATA_DIR", dir.path())
+        .env("LOG_FORMAT", "xml")
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("LOG_FORMAT"), "{}", String::from_utf8_lossy(&refused.stderr));
+}
