@@ -1,36 +1,59 @@
-//! The command line: `gateway` serves; `gateway token --user ID [--ttl SECONDS]` prints a token
-//! signed with `JWT_SECRET` (or embedded mode's generated secret), for development.
+//! The command line: `gateway` (or `gateway serve`) serves; `gateway token --user ID [--ttl
+//! SECONDS]` prints a token signed with `JWT_SECRET` (or embedded mode's generated secret), for
+//! development; `gateway check-config` says whether the environment makes a valid configuration.
+//! `--help` lists every setting (`shared::config::SETTINGS`).
 
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use shared::auth::JwtKey;
-use shared::config::GatewayConfig;
+use shared::config::{GatewayConfig, ReadBy};
 
-pub enum Command {
-    Serve,
-    Token { user: String, ttl: i64 },
+#[derive(Parser)]
+#[command(name = "gateway", version, about = "Real-time WebSocket gateway: serves the apps' sockets and the server API.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-pub fn parse(args: &[String]) -> Result<Command, String> {
-    let usage = "usage: gateway [token --user ID [--ttl SECONDS]]";
-    match args.first().map(String::as_str) {
-        None => Ok(Command::Serve),
-        Some("token") => {
-            let mut user = None;
-            let mut ttl = 3600;
-            let mut rest = args[1..].iter();
-            while let Some(flag) = rest.next() {
-                let value = rest.next().ok_or(usage)?;
-                match flag.as_str() {
-                    "--user" => user = Some(value.clone()),
-                    "--ttl" => ttl = value.parse().map_err(|_| "--ttl takes a number of seconds".to_owned())?,
-                    _ => return Err(usage.into()),
-                }
-            }
-            let user = user.ok_or(usage)?;
-            shared::ids::UserId::parse(&user).map_err(|e| format!("--user {e}"))?;
-            Ok(Command::Token { user, ttl })
-        }
-        Some(_) => Err(usage.into()),
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve (the default): embedded mode without REDIS_URL, a cluster node with it.
+    Serve,
+    /// Print a token for a user, signed with JWT_SECRET (development).
+    Token {
+        #[arg(long)]
+        user: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+    /// Check the settings in the environment; exits non-zero naming what is missing or wrong.
+    CheckConfig,
+}
+
+/// Parses the arguments (without the program name). `Err` holds clap's text: usage, help or
+/// version, to be printed as it is.
+pub fn parse(args: &[String]) -> Result<Command, clap::Error> {
+    let command = Cli::command().after_help(shared::config::settings_help(ReadBy::Gateway));
+    let matches = command.try_get_matches_from(std::iter::once("gateway".to_owned()).chain(args.iter().cloned()))?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Token { user, .. } = &command {
+        shared::ids::UserId::parse(user)
+            .map_err(|e| Cli::command().error(clap::error::ErrorKind::ValueValidation, format!("--user {e}")))?;
     }
+    Ok(command)
+}
+
+/// What `check-config` prints for a valid configuration.
+pub fn describe(config: &GatewayConfig) -> String {
+    let mode = match &config.redis_url {
+        None => format!(
+            "embedded mode, data in {}",
+            config.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()
+        ),
+        Some(_) => "cluster mode (REDIS_URL and DATABASE_URL set)".to_owned(),
+    };
+    format!("configuration OK: {mode}; listening on {}", config.bind)
 }
 
 pub fn token(config: &GatewayConfig, user: &str, ttl: i64) -> Result<String, String> {
@@ -76,6 +99,15 @@ mod tests {
     }
 
     #[test]
+    fn help_lists_every_gateway_setting() {
+        let help = parse(&args(&["--help"])).err().expect("--help is not a command").to_string();
+        for setting in ["GATEWAY_BIND", "REDIS_URL", "JWT_SECRET", "GATEWAY_GROUP_WINDOW", "LOG_FORMAT"] {
+            assert!(help.contains(setting), "{setting} missing from --help:\n{help}");
+        }
+        assert!(!help.contains("WORKER_BATCH"), "a worker setting in the gateway's help");
+    }
+
+    #[test]
     fn parses_the_token_command() {
         assert!(matches!(parse(&[]), Ok(Command::Serve)));
         match parse(&args(&["token", "--user", "alice", "--ttl", "60"])) {
@@ -84,7 +116,9 @@ mod tests {
         }
         assert!(parse(&args(&["token"])).is_err());
         assert!(parse(&args(&["token", "--user", "bad id"])).is_err());
-        assert!(parse(&args(&["serve"])).is_err());
+        assert!(matches!(parse(&args(&["serve"])), Ok(Command::Serve)));
+        assert!(matches!(parse(&args(&["check-config"])), Ok(Command::CheckConfig)));
+        assert!(parse(&args(&["nonsense"])).is_err());
     }
 
     #[test]

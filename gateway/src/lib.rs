@@ -43,11 +43,20 @@ pub use app::{AppState, Gateway};
 /// The `gateway` binary: serve, or print a development token.
 pub async fn main_from_env() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = cli::parse(&args).map_err(anyhow::Error::msg)?;
+    let command = match cli::parse(&args) {
+        Ok(command) => command,
+        // --help, --version, or a usage error: clap prints it and picks the exit code.
+        Err(e) => e.exit(),
+    };
+    // A bad setting ends here, naming it (`check-config` exists to see just that).
     let config = shared::config::GatewayConfig::from_env()?;
     match command {
         cli::Command::Token { user, ttl } => {
             println!("{}", cli::token(&config, &user, ttl).map_err(anyhow::Error::msg)?);
+            Ok(())
+        }
+        cli::Command::CheckConfig => {
+            println!("{}", cli::describe(&config));
             Ok(())
         }
         cli::Command::Serve => {

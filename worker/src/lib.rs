@@ -257,16 +257,41 @@ impl Worker {
     }
 }
 
-/// The worker process: `REDIS_URL` and `DATABASE_URL` required; stops on SIGTERM or Ctrl-C.
-/// `worker dead-letters` lists the dead letters; `worker dead-letters --replay ID` puts one back
-/// on the jobs stream (after the cause was fixed).
+#[derive(clap::Parser)]
+#[command(name = "worker", version, about = "Persists what the gateway nodes accepted, exactly once, and emits gamification events.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Consume the jobs stream (the default); stops on SIGTERM or Ctrl-C.
+    Run,
+    /// List the dead letters (id, job id, error, job), or put one back on the jobs stream.
+    DeadLetters {
+        /// The dead letter to replay (after its cause was fixed).
+        #[arg(long, value_name = "ID")]
+        replay: Option<String>,
+    },
+    /// Check the settings in the environment; exits non-zero naming what is missing or wrong.
+    CheckConfig,
+}
+
+/// The worker process: `REDIS_URL` and `DATABASE_URL` required. `--help` lists every setting.
 pub async fn main_from_env() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => main_with_hooks(Hooks::default()).await,
-        ["dead-letters"] => dead_letters_command(None).await,
-        ["dead-letters", "--replay", id] => dead_letters_command(Some(id)).await,
-        _ => anyhow::bail!("usage: worker [dead-letters [--replay ID]]"),
+    use clap::{CommandFactory, FromArgMatches};
+    let help = shared::config::settings_help(shared::config::ReadBy::Worker);
+    let matches = Cli::command().after_help(help).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => main_with_hooks(Hooks::default()).await,
+        Command::DeadLetters { replay } => dead_letters_command(replay.as_deref()).await,
+        Command::CheckConfig => {
+            let config = shared::config::WorkerConfig::from_env()?;
+            println!("configuration OK: consumer {}, batches of {}", config.consumer, config.batch_size);
+            Ok(())
+        }
     }
 }
 
