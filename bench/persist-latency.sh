@@ -22,7 +22,7 @@ worker_pid=
 trap '[ -n "$worker_pid" ] && kill $worker_pid 2>/dev/null && wait $worker_pid 2>/dev/null; kill $redis_pid 2>/dev/null || true; rm -rf "$redis_dir"; stop_pg' EXIT
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
 
-REDIS_URL="redis://127.0.0.1:$redis_port/" DATABASE_URL="$PG_URL" GATEWAY_REDIS_PREFIX="bench:" RUST_LOG=warn \
+REDIS_URL="redis://127.0.0.1:$redis_port/" DATABASE_URL="$PG_URL" GATEWAY_REDIS_PREFIX="bench:" RUST_LOG=warn WORKER_METRICS_BIND=127.0.0.1:0 \
   target/release/worker &
 worker_pid=$!
 target/release/loadgen latency "redis://127.0.0.1:$redis_port/" "$PG_URL" "$rate" "$seconds" "bench:"

@@ -55,7 +55,7 @@ start_gateways() {
   done
   GATEWAY_PIDS=$(IFS=,; echo "${pids[*]}")
   GATEWAY_NODES=$(IFS=,; echo "${nodes[*]}")
-  target/release/worker >/dev/null &
+  WORKER_METRICS_BIND=127.0.0.1:0 target/release/worker >/dev/null &
   WORKER_PID=$!
   STACK_PIDS+=("$WORKER_PID")
 }

@@ -158,6 +158,8 @@ pub struct WorkerConfig {
     pub consumer: String,
     /// Gamification rules file (`WORKER_RULES`); the compiled-in default when unset.
     pub rules_path: Option<String>,
+    /// Where the worker serves `/metrics` and `/healthz` (`WORKER_METRICS_BIND`).
+    pub metrics_bind: SocketAddr,
 }
 
 pub const DEFAULT_REDIS_PREFIX: &str = "rt:";
@@ -208,6 +210,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "WORKER_CLAIM_IDLE_MS", read_by: ReadBy::Worker, default: "15000", meaning: "pending jobs idle this long are taken from a dead consumer" },
     Setting { name: "WORKER_CONSUMER", read_by: ReadBy::Worker, default: "host-pid-random", meaning: "this consumer's name in the group" },
     Setting { name: "WORKER_RULES", read_by: ReadBy::Worker, default: "compiled in", meaning: "gamification rules file (JSON)" },
+    Setting { name: "WORKER_METRICS_BIND", read_by: ReadBy::Worker, default: "0.0.0.0:9100", meaning: "where the worker serves /metrics and /healthz" },
     Setting { name: "RUST_LOG", read_by: ReadBy::Both, default: "info", meaning: "tracing filter" },
     Setting { name: "LOG_FORMAT", read_by: ReadBy::Both, default: "text", meaning: "text, or json (one object per line)" },
 ];
@@ -401,6 +404,7 @@ impl WorkerConfig {
             claim_idle: Duration::from_millis(parsed("WORKER_CLAIM_IDLE_MS", 15_000)?),
             consumer: var("WORKER_CONSUMER").unwrap_or_else(default_consumer_name),
             rules_path: var("WORKER_RULES"),
+            metrics_bind: parsed("WORKER_METRICS_BIND", SocketAddr::from(([0, 0, 0, 0], 9100)))?,
         })
     }
 }

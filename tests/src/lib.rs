@@ -556,6 +556,7 @@ impl Cluster {
     /// [`Process::wait_for_line`].
     pub fn spawn_worker_process_with(&self, exe: &str, claim_idle_ms: u64, env: &[(&str, &str)]) -> Process {
         let child = Command::new(exe)
+            .env("WORKER_METRICS_BIND", "127.0.0.1:0") // a test may name a port in `env`
             .envs(env.iter().copied())
             .env("REDIS_URL", self.redis.url())
             .env("DATABASE_URL", self.db.url())

@@ -17,6 +17,7 @@
 //! [`Worker::run`] calls it in a loop until shutdown; tests call it directly.
 
 pub mod awards;
+pub mod metrics;
 pub mod rules;
 
 use std::sync::Arc;
@@ -74,11 +75,25 @@ pub struct Worker {
     last_claim: Option<Instant>,
     /// A batch read but not applied (its step failed): the next step tries it again first.
     in_hand: Vec<JobEntry>,
+    metrics: Arc<metrics::WorkerMetrics>,
 }
 
 impl Worker {
     pub fn new(broker: Arc<dyn Broker>, store: Store, settings: WorkerSettings, rules: Rules) -> Self {
-        Self { broker, store, settings, gamification: Gamification { rules }, last_claim: None, in_hand: Vec::new() }
+        Self {
+            broker,
+            store,
+            settings,
+            gamification: Gamification { rules },
+            last_claim: None,
+            in_hand: Vec::new(),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// What this worker counts (served at `/metrics` by the worker process).
+    pub fn metrics(&self) -> Arc<metrics::WorkerMetrics> {
+        self.metrics.clone()
     }
 
     /// Publishes award notifications that were stored but not yet delivered (after a commit, or
@@ -130,10 +145,14 @@ impl Worker {
             return Ok(Step::Idle);
         }
         let count = entries.len();
+        // Counted as persisted when the batch is (a dead-lettered job among them is counted
+        // in `worker_dead_letters_total` too).
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         if let Err((e, left)) = self.apply(entries).await {
             self.in_hand = left;
             return Err(e);
         }
+        self.metrics.persisted(ids.iter().map(String::as_str));
         self.deliver_awards().await?;
         Ok(Step::Processed(count))
     }
@@ -232,6 +251,7 @@ impl Worker {
     async fn dead_letter(&self, entry: &JobEntry, error: &str) -> Result<(), WorkerError> {
         tracing::error!(id = %entry.id, error, "job moved to the dead-letter stream");
         self.broker.dead_letter(entry, error).await?;
+        self.metrics.dead_letters.inc();
         Ok(())
     }
 
@@ -243,6 +263,7 @@ impl Worker {
             match self.process_batch().await {
                 Ok(_) => failures = 0,
                 Err(e) => {
+                    self.metrics.step_failures.inc();
                     failures = failures.saturating_add(1);
                     tracing::warn!(error = %e, "worker step failed; retrying");
                     let pause = Duration::from_millis(100 * u64::from(failures.min(5)));
@@ -344,6 +365,10 @@ pub async fn main_with_hooks(hooks: Hooks) -> anyhow::Result<()> {
         signal.cancel();
     });
     let worker = Worker::new(Arc::new(broker), store, settings, rules);
+    let addr = metrics::serve(config.metrics_bind, worker.metrics(), shutdown.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("WORKER_METRICS_BIND={}: {e}", config.metrics_bind))?;
+    tracing::info!(%addr, "worker metrics on /metrics, liveness on /healthz");
     // Awards a previous worker stored but did not get to publish.
     if let Err(e) = worker.deliver_awards().await {
         tracing::warn!(error = %e, "publishing pending awards failed; will retry after the next batch");

@@ -150,3 +150,36 @@ async fn a_poison_job_is_dead_lettered_and_the_others_are_persisted() {
     })
     .await;
 }
+
+/// The worker process serves its own `/metrics` and `/healthz` (`WORKER_METRICS_BIND`): what it
+/// persisted shows there, with the publish-to-row lag histogram.
+#[tokio::test]
+async fn the_worker_serves_its_metrics_and_liveness() {
+    let cluster = Cluster::start(1).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bind = format!("127.0.0.1:{port}");
+    let exe = env!("CARGO_BIN_EXE_e2e-worker");
+    let _worker = cluster.spawn_worker_process_with(exe, 15_000, &[("WORKER_METRICS_BIND", bind.as_str())]);
+    cluster.user("alice", None).await;
+    cluster.user("bob", None).await;
+    let session = cluster.session("alice", "bob").await;
+    let mut alice = Client::connect(&cluster.node(0).ws(&session_path(&session, &token("alice")))).await;
+    for i in 0..3 {
+        alice.send_json(json!({"type": "message", "content": format!("counted {i}")})).await;
+        alice.recv().await;
+    }
+    let metrics = format!("http://{bind}/metrics");
+    eventually("the worker counts three persisted jobs", || {
+        let metrics = metrics.clone();
+        async move {
+            let (status, body) = http("GET", &metrics, None, None).await;
+            let text = body.as_str().unwrap_or_default().to_owned();
+            status == 200
+                && text.contains("worker_jobs_persisted_total 3")
+                && text.contains("worker_publish_to_row_lag_seconds_count 3")
+                && text.contains("worker_dead_letters_total 0")
+        }
+    })
+    .await;
+    assert_eq!(http("GET", &format!("http://{bind}/healthz"), None, None).await.0, 200);
+}
