@@ -348,6 +348,10 @@ impl Hub {
             let _ = self.access.send(envelope.event);
             return true;
         }
+        if let Some(at_ms) = envelope.at {
+            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            self.metrics.delivery_latency.observe(now_ms.saturating_sub(at_ms) as f64 / 1000.0);
+        }
         Self::fan_out(entry, &envelope, &self.metrics);
         true
     }
@@ -435,7 +439,7 @@ impl Hub {
             Metrics::incr(&self.metrics.window_gaps);
             tracing::warn!(%group, "publications missed during the reconnect are no longer in the group's window");
         }
-        self.metrics.window_refills.fetch_add(refilled as u64, Ordering::Relaxed);
+        self.metrics.window_refills.inc_by(refilled as u64);
         refilled
     }
 
@@ -518,7 +522,7 @@ impl Hub {
             }
             !expired
         });
-        self.metrics.groups.store(state.groups.len() as i64, Ordering::Relaxed);
+        self.metrics.groups.set(state.groups.len() as i64);
         gone
     }
 
@@ -556,7 +560,7 @@ impl Attached {
             if !*ready.borrow() {
                 let _ = self.hub.manager.send(ManagerCommand::Subscribe(group.clone()));
             }
-            self.hub.metrics.groups.store(state.groups.len() as i64, Ordering::Relaxed);
+            self.hub.metrics.groups.set(state.groups.len() as i64);
             ready
         };
         self.groups.push(group);

@@ -1,101 +1,174 @@
-//! Node counters, rendered as Prometheus text at `GET /metrics`. Plain atomics: they are bumped
-//! on the fan-out path and must cost nothing there.
+//! Node metrics, rendered as OpenMetrics text at `GET /metrics` (prometheus-client). Counters and
+//! gauges are atomics: bumped on the fan-out path, they cost next to nothing there.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
 pub struct Metrics {
-    /// Sockets open on this node now.
-    pub sockets_open: AtomicI64,
+    registry: Registry,
+    /// Sockets open on this node now, by wire protocol.
+    pub sockets_open: Family<ProtocolLabel, Gauge>,
     /// Sockets accepted since start (after authentication).
-    pub sockets_accepted: AtomicU64,
+    pub sockets_accepted: Counter,
     /// Upgrades closed at once for a 4001–4004 reason.
-    pub sockets_rejected: AtomicU64,
+    pub sockets_rejected: Counter,
+    /// Sockets closed by the node, by close code (1012 drain, 1013 slow reader, 4004 removed, ...).
+    pub closes: Family<CodeLabel, Counter>,
     /// Sockets closed with 1013 because their outbox was full (slow readers).
-    pub slow_closes: AtomicU64,
+    pub slow_closes: Counter,
     /// Client frames received.
-    pub frames_in: AtomicU64,
+    pub frames_in: Counter,
+    /// Client frames answered `rate_limited`.
+    pub rate_limited: Counter,
     /// Frames queued to sockets by the hub.
-    pub frames_out: AtomicU64,
+    pub frames_out: Counter,
     /// Publications received from the broker.
-    pub publications_in: AtomicU64,
+    pub publications_in: Counter,
+    /// From a publication's publish (Redis time) to its hand-over to this node's sockets.
+    pub delivery_latency: Histogram,
     /// Publishes that failed (the client got `unavailable`).
-    pub publish_failures: AtomicU64,
+    pub publish_failures: Counter,
     /// Pub/sub reconnects (the first connect included).
-    pub broker_reconnects: AtomicU64,
-    /// Groups this node is subscribed to.
-    pub groups: AtomicI64,
+    pub broker_reconnects: Counter,
+    /// Groups this node holds.
+    pub groups: Gauge,
     /// Pub/sub canaries that did not come back (each one rebuilt the subscriber connection).
-    pub canary_failures: AtomicU64,
+    pub canary_failures: Counter,
     /// Connections and upgrades refused by a per-IP limit.
-    pub connections_refused: AtomicU64,
+    pub connections_refused: Counter,
     /// Publications missed while the pub/sub connection was down, delivered from group windows.
-    pub window_refills: AtomicU64,
+    pub window_refills: Counter,
     /// Groups whose missed publications could not all be read back (trimmed or lost windows).
-    pub window_gaps: AtomicU64,
+    pub window_gaps: Counter,
+    /// Jobs in the dead-letter stream, cluster-wide (read from Redis at each scrape).
+    pub dead_letters: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Self {
+            registry: Registry::default(),
+            sockets_open: Family::default(),
+            sockets_accepted: Counter::default(),
+            sockets_rejected: Counter::default(),
+            closes: Family::default(),
+            slow_closes: Counter::default(),
+            frames_in: Counter::default(),
+            rate_limited: Counter::default(),
+            frames_out: Counter::default(),
+            publications_in: Counter::default(),
+            delivery_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            publish_failures: Counter::default(),
+            broker_reconnects: Counter::default(),
+            groups: Gauge::default(),
+            canary_failures: Counter::default(),
+            connections_refused: Counter::default(),
+            window_refills: Counter::default(),
+            window_gaps: Counter::default(),
+            dead_letters: Gauge::default(),
+        };
+        let mut r = Registry::default();
+        r.register("gateway_sockets_open", "Sockets open on this node, by protocol", m.sockets_open.clone());
+        r.register("gateway_groups", "Groups this node holds", m.groups.clone());
+        r.register("gateway_sockets_accepted", "Sockets accepted", m.sockets_accepted.clone());
+        r.register("gateway_sockets_rejected", "Sockets refused with 4001-4004", m.sockets_rejected.clone());
+        r.register("gateway_closes", "Sockets closed by the node, by close code", m.closes.clone());
+        r.register("gateway_slow_closes", "Sockets closed with 1013 (outbox full)", m.slow_closes.clone());
+        r.register("gateway_frames_in", "Client frames received", m.frames_in.clone());
+        r.register("gateway_rate_limited", "Client frames answered rate_limited", m.rate_limited.clone());
+        r.register("gateway_frames_out", "Frames queued to sockets", m.frames_out.clone());
+        r.register("gateway_publications_in", "Publications from the broker", m.publications_in.clone());
+        r.register(
+            "gateway_delivery_latency_seconds",
+            "From a publication's publish (Redis clock) to its hand-over to this node's sockets",
+            m.delivery_latency.clone(),
+        );
+        r.register("gateway_publish_failures", "Publishes that failed", m.publish_failures.clone());
+        r.register("gateway_broker_reconnects", "Pub/sub (re)connects", m.broker_reconnects.clone());
+        r.register(
+            "gateway_canary_failures",
+            "Pub/sub canaries that did not come back (the subscriber was rebuilt)",
+            m.canary_failures.clone(),
+        );
+        r.register(
+            "gateway_connections_refused",
+            "Connections and upgrades refused by a per-IP limit",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "gateway_window_refills",
+            "Publications missed during a pub/sub reconnect and delivered from the group windows",
+            m.window_refills.clone(),
+        );
+        r.register(
+            "gateway_window_gaps",
+            "Groups whose publications missed during a reconnect could not all be read back",
+            m.window_gaps.clone(),
+        );
+        r.register(
+            "jobs_dead_letters",
+            "Jobs in the dead-letter stream (worker dead-letters lists them)",
+            m.dead_letters.clone(),
+        );
+        Self { registry: r, ..m }
+    }
 }
 
 impl Metrics {
-    pub fn incr(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub fn incr(counter: &Counter) {
+        counter.inc();
+    }
+
+    /// A socket of `protocol` opened (`+1`) or closed (`-1`).
+    pub fn socket(&self, protocol: &'static str, delta: i64) {
+        self.sockets_open.get_or_create(&ProtocolLabel { protocol }).inc_by(delta);
+    }
+
+    pub fn closed(&self, code: u16) {
+        self.closes.get_or_create(&CodeLabel { code: code.to_string() }).inc();
     }
 
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, i64); 14] = [
-            ("gateway_sockets_open", "gauge", "Sockets open on this node.", self.sockets_open.load(Ordering::Relaxed)),
-            ("gateway_groups", "gauge", "Groups this node holds.", self.groups.load(Ordering::Relaxed)),
-            ("gateway_sockets_accepted_total", "counter", "Sockets accepted.", load(&self.sockets_accepted)),
-            (
-                "gateway_sockets_rejected_total",
-                "counter",
-                "Sockets refused with 4001-4004.",
-                load(&self.sockets_rejected),
-            ),
-            (
-                "gateway_slow_closes_total",
-                "counter",
-                "Sockets closed with 1013 (outbox full).",
-                load(&self.slow_closes),
-            ),
-            ("gateway_frames_in_total", "counter", "Client frames received.", load(&self.frames_in)),
-            ("gateway_frames_out_total", "counter", "Frames queued to sockets.", load(&self.frames_out)),
-            ("gateway_publications_in_total", "counter", "Publications from the broker.", load(&self.publications_in)),
-            ("gateway_publish_failures_total", "counter", "Publishes that failed.", load(&self.publish_failures)),
-            ("gateway_broker_reconnects_total", "counter", "Pub/sub (re)connects.", load(&self.broker_reconnects)),
-            (
-                "gateway_canary_failures_total",
-                "counter",
-                "Pub/sub canaries that did not come back (the subscriber was rebuilt).",
-                load(&self.canary_failures),
-            ),
-            (
-                "gateway_connections_refused_total",
-                "counter",
-                "Connections and upgrades refused by a per-IP limit.",
-                load(&self.connections_refused),
-            ),
-            (
-                "gateway_window_refills_total",
-                "counter",
-                "Publications missed during a pub/sub reconnect and delivered from the group windows.",
-                load(&self.window_refills),
-            ),
-            (
-                "gateway_window_gaps_total",
-                "counter",
-                "Groups whose publications missed during a reconnect could not all be read back.",
-                load(&self.window_gaps),
-            ),
-        ];
-        let mut out = String::with_capacity(1024);
-        for (name, kind, help, value) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        }
+        let mut out = String::with_capacity(4096);
+        let _ = encode(&mut out, &self.registry);
         out
     }
 }
 
-fn load(counter: &AtomicU64) -> i64 {
-    counter.load(Ordering::Relaxed) as i64
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_openmetrics_with_units_labels_and_histograms() {
+        let m = Metrics::default();
+        m.socket("chat", 1);
+        m.socket("chat", 1);
+        m.socket("pythia", 1);
+        m.socket("chat", -1);
+        m.closed(1013);
+        m.delivery_latency.observe(0.002);
+        let text = m.render();
+        assert!(text.contains(r#"gateway_sockets_open{protocol="chat"} 1"#), "{text}");
+        assert!(text.contains(r#"gateway_sockets_open{protocol="pythia"} 1"#), "{text}");
+        assert!(text.contains(r#"gateway_closes_total{code="1013"} 1"#), "{text}");
+        assert!(text.contains("gateway_delivery_latency_seconds_count 1"), "{text}");
+        assert!(text.contains("gateway_frames_in_total 0"), "{text}");
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    }
 }

@@ -312,14 +312,14 @@ pub struct Position {
     pub seq: u64,
 }
 
-/// The payload as the broker publishes it: `{"seq":N,"epoch":E,` followed by the rest of the
-/// JSON object `payload` (leading fields, so that `redis-cli monitor` shows them first). The Redis
-/// broker's publish script builds the same bytes in Lua; a payload that is not a JSON object is
-/// published as it is.
-pub fn stamp(position: Position, payload: &[u8]) -> Bytes {
+/// The payload as the broker publishes it: `{"seq":N,"epoch":E,"at":MS,` followed by the rest of
+/// the JSON object `payload` (leading fields, so that `redis-cli monitor` shows them first; `at`
+/// is when it was published, in milliseconds of the broker's clock). The Redis broker's publish
+/// script builds the same bytes in Lua; a payload that is not a JSON object is published as it is.
+pub fn stamp(position: Position, at_ms: u64, payload: &[u8]) -> Bytes {
     let Some(rest) = payload.strip_prefix(b"{") else { return Bytes::copy_from_slice(payload) };
     let separator = if rest.trim_ascii_start().starts_with(b"}") { "" } else { "," };
-    let head = format!("{{\"seq\":{},\"epoch\":{}{separator}", position.seq, position.epoch);
+    let head = format!("{{\"seq\":{},\"epoch\":{},\"at\":{at_ms}{separator}", position.seq, position.epoch);
     let mut out = Vec::with_capacity(head.len() + rest.len());
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(rest);
@@ -334,6 +334,9 @@ pub struct Envelope {
     pub seq: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// When the broker published it, milliseconds of its clock (`stamp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<u64>,
     /// The sockets of this user are skipped (typing indicators never reach their sender).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub except_user: Option<UserId>,
@@ -342,11 +345,11 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn to_all(event: Event) -> Self {
-        Self { seq: None, epoch: None, except_user: None, event }
+        Self { seq: None, epoch: None, at: None, except_user: None, event }
     }
 
     pub fn to_others(event: Event, sender: &UserId) -> Self {
-        Self { seq: None, epoch: None, except_user: Some(sender.clone()), event }
+        Self { seq: None, epoch: None, at: None, except_user: Some(sender.clone()), event }
     }
 
     /// The group position the broker stamped on this envelope, if any.
@@ -360,5 +363,21 @@ impl Envelope {
 
     pub fn decode(raw: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes the Redis publish script makes too (see `broker::redis`).
+    #[test]
+    fn stamps_lead_the_object_and_keep_it_valid() {
+        let at = Position { epoch: 7, seq: 42 };
+        assert_eq!(stamp(at, 1000, br#"{"event":1}"#), Bytes::from_static(br#"{"seq":42,"epoch":7,"at":1000,"event":1}"#));
+        assert_eq!(stamp(at, 1000, b"{ }"), Bytes::from_static(br#"{"seq":42,"epoch":7,"at":1000 }"#));
+        assert_eq!(stamp(at, 1000, b"plain"), Bytes::from_static(b"plain"), "not an object: as it is");
+        let envelope = Envelope::decode(&stamp(at, 1000, &Envelope::to_all(Event::Raw { event: serde_json::json!({}) }).encode())).unwrap();
+        assert_eq!((envelope.position(), envelope.at), (Some(at), Some(1000)));
     }
 }

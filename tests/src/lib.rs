@@ -446,12 +446,20 @@ impl Node {
         }
     }
 
-    /// A counter or gauge from this node's `/metrics`.
+    /// A counter or gauge from this node's `/metrics`, summed over its labels.
     pub async fn metric(&self, name: &str) -> i64 {
         let (_, body) = http("GET", &self.http("/metrics"), None, None).await;
         let text = body.as_str().unwrap_or_default().to_owned();
-        let prefix = format!("{name} ");
-        text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value.trim().parse::<f64>().ok()
+            })
+            .sum::<f64>() as i64
     }
 
     pub fn ws(&self, path: &str) -> String {

@@ -35,15 +35,12 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    let mut text = app.metrics.render();
     // Cluster-wide, from Redis: jobs the workers could not apply, waiting for an operator.
     if let Ok(dead) = app.broker.dead_letter_count().await {
-        text.push_str(&format!(
-            "# HELP jobs_dead_letters Jobs in the dead-letter stream (worker dead-letters lists them).\n\
-             # TYPE jobs_dead_letters gauge\njobs_dead_letters {dead}\n"
-        ));
+        app.metrics.dead_letters.set(dead as i64);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    let text = app.metrics.render();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
 }
 
 /// `GET /api/v1/ws/status` (diary.md): distinct authenticated users with a socket of any app

@@ -37,6 +37,17 @@ impl Protocol {
     /// Number of variants: the size of the hub's per-publication render cache.
     pub const COUNT: usize = 5;
 
+    /// The name metrics label it with.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Sessions => "sessions",
+            Protocol::Diary => "diary",
+            Protocol::Chat => "chat",
+            Protocol::Pythia => "pythia",
+            Protocol::OneTask => "onetask",
+        }
+    }
+
     /// This format's frame for `event`, or `None` if sockets of this format do not receive it.
     pub fn render(self, event: &Event) -> Option<String> {
         // The publish API's events reach every socket of the group as they are.

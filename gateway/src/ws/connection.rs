@@ -84,7 +84,7 @@ impl Connection {
         let Connection { app, mut attached, mut outbox, mut handler, expires_at } = self;
         let link = attached.link().clone();
         let limits = app.config.limits.clone();
-        app.metrics.sockets_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        app.metrics.socket(link.protocol.name(), 1);
         Metrics::incr(&app.metrics.sockets_accepted);
 
         let (mut tx, mut rx) = socket.split();
@@ -161,6 +161,7 @@ impl Connection {
                         } else if bucket.abusive() {
                             break Ended::Close(CloseReason::PolicyViolation);
                         } else {
+                            Metrics::incr(&app.metrics.rate_limited);
                             Some(ClientError::rate_limited().frame())
                         };
                         if let Some(reply) = reply {
@@ -184,6 +185,7 @@ impl Connection {
 
         if let Ended::Close(reason) = ended {
             tracing::debug!(code = reason.code(), "closing socket");
+            app.metrics.closed(reason.code());
             // Say why, then wait for the peer's close reply; past the grace period the TCP
             // connection is dropped whatever the peer does.
             let _ = tokio::time::timeout(limits.close_grace, async {
@@ -197,7 +199,7 @@ impl Connection {
             })
             .await;
         }
-        app.metrics.sockets_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        app.metrics.socket(link.protocol.name(), -1);
         drop(attached);
     }
 }

@@ -59,6 +59,7 @@ pub async fn authenticate(app: &AppState, token: Option<&str>) -> Result<(Claims
 /// Accepts the upgrade only to close it at once with `reason`.
 pub fn reject(ws: WebSocketUpgrade, app: &AppState, reason: CloseReason) -> Response {
     Metrics::incr(&app.metrics.sockets_rejected);
+    app.metrics.closed(reason.code());
     let grace = app.config.limits.close_grace;
     ws.on_upgrade(move |mut socket| async move {
         let _ = tokio::time::timeout(grace, async {

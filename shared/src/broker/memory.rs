@@ -234,7 +234,8 @@ impl MemoryBroker {
         let log = state.logs.entry(group.clone()).or_default();
         log.seq += 1;
         log.last_publication = Some(now);
-        let payload = event::stamp(Position { epoch: state.epoch, seq: log.seq }, payload);
+        let at_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        let payload = event::stamp(Position { epoch: state.epoch, seq: log.seq }, at_ms, payload);
         if state.window.len > 0 {
             if log.window.len() == state.window.len {
                 log.window.pop_front();

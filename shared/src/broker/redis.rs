@@ -46,9 +46,10 @@ for i = 1, n do
   local channel, payload = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
   local seq = redis.call('HINCRBY', counter, 'seq', 1)
   local epoch = redis.call('HGET', counter, 'epoch')
+  local now = redis.call('TIME')
+  local at = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
   if not epoch then
-    local now = redis.call('TIME')
-    epoch = now[1] .. string.format('%06d', now[2])
+    epoch = now[1] .. string.format('%06d', tonumber(now[2]))
     redis.call('HSET', counter, 'epoch', epoch)
     redis.call('DEL', window)
   end
@@ -57,7 +58,7 @@ for i = 1, n do
     local rest = string.sub(payload, 2)
     local sep = ','
     if string.match(rest, '^%s*}') then sep = '' end
-    payload = '{"seq":' .. seq .. ',"epoch":' .. epoch .. sep .. rest
+    payload = '{"seq":' .. seq .. ',"epoch":' .. epoch .. ',"at":' .. at .. sep .. rest
   end
   if len > 0 then
     redis.call('XADD', window, 'MAXLEN', '~', len, seq .. '-0', 'p', payload)
