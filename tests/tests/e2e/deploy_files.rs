@@ -59,3 +59,26 @@ fn the_compose_file_validates_and_mounts_files_that_exist() {
         assert!(repo().join(file).exists(), "docker-compose.yml mounts {file}, which is missing");
     }
 }
+
+/// Every metric the alert rules and the Grafana dashboard query is one the gateway or the worker
+/// exports (a renamed metric would leave an alert that never fires).
+#[test]
+fn alerts_and_dashboard_query_only_metrics_that_exist() {
+    let gateway = gateway::metrics::Metrics::default();
+    // Label sets appear once used.
+    gateway.socket("chat", 1);
+    gateway.closed(1013);
+    let exported = format!("{}{}", gateway.render(), worker::metrics::WorkerMetrics::default().render());
+    let deploy = repo().join("deploy");
+    for file in ["prometheus/alerts.yml", "grafana/dashboard.json"] {
+        let text = std::fs::read_to_string(deploy.join(file)).unwrap();
+        let names: std::collections::BTreeSet<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| ["gateway_", "worker_", "jobs_"].iter().any(|p| w.starts_with(p)))
+            .collect();
+        assert!(names.len() >= 5, "{file}: {names:?}");
+        for name in names {
+            assert!(exported.contains(name), "{file} queries {name}, which nothing exports");
+        }
+    }
+}
