@@ -12,6 +12,8 @@ use crate::auth::JwtKey;
 pub enum ConfigError {
     #[error("{name} is required in cluster mode (REDIS_URL is set)")]
     Missing { name: &'static str },
+    #[error("{name} is required")]
+    Required { name: &'static str },
     #[error("{name}={value:?} is not valid: {reason}")]
     Invalid { name: &'static str, value: String, reason: String },
     #[error("cannot read {path}: {source}")]
@@ -396,8 +398,8 @@ impl GatewayConfig {
 impl WorkerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
-            redis_url: var("REDIS_URL").ok_or(ConfigError::Missing { name: "REDIS_URL" })?,
-            database_url: var("DATABASE_URL").ok_or(ConfigError::Missing { name: "DATABASE_URL" })?,
+            redis_url: var("REDIS_URL").ok_or(ConfigError::Required { name: "REDIS_URL" })?,
+            database_url: var("DATABASE_URL").ok_or(ConfigError::Required { name: "DATABASE_URL" })?,
             redis_prefix: var("GATEWAY_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into()),
             window: GroupWindow::from_env()?,
             batch_size: parsed("WORKER_BATCH", 512)?,
