@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use bytes::Bytes;
 use shared::broker::{Broker, Inbound, WindowRead};
 use shared::event::{Envelope, Event, Group, Position};
 use shared::ids::{MessageId, UserId};
@@ -146,8 +145,8 @@ struct GroupEntry {
     /// The position of the last publication delivered, or where the node's live stream of the
     /// group started; `None` until the manager has read it.
     last: Option<Position>,
-    /// `Some` while the group refills after a reconnect: live publications wait here.
-    waiting: Option<Vec<Bytes>>,
+    /// `Some` while the group refills after a reconnect: live publications wait here, decoded.
+    waiting: Option<Vec<Envelope>>,
     /// Live publications dropped because `waiting` was full (a gap, counted at the refill).
     overflowed: bool,
     /// The control group's entry: its events go to the access task, not to sockets.
@@ -309,35 +308,30 @@ impl Hub {
 
     /// Fans one publication out to the local members of `group` (or holds it back while the
     /// group refills).
-    fn deliver(&self, group: &Group, payload: Bytes) {
+    fn deliver(&self, group: &Group, payload: &[u8]) {
         Metrics::incr(&self.metrics.publications_in);
+        // Decoded before taking the hub's lock: nothing under it waits for JSON parsing.
+        let Some(envelope) = decode(group, payload) else { return };
         if *group == self.pinned[1] {
-            self.canary_returned(&payload);
+            self.canary_returned(&envelope);
             return;
         }
         let mut state = self.lock();
         let Some(entry) = state.groups.get_mut(group) else { return };
         if let Some(waiting) = &mut entry.waiting {
             if waiting.len() < REFILL_WAITING {
-                waiting.push(payload);
+                waiting.push(envelope);
             } else {
                 entry.overflowed = true;
             }
             return;
         }
-        self.accept(group, entry, &payload);
+        self.accept(entry, envelope);
     }
 
-    /// Delivers one publication of `group` unless it was delivered already, and moves the
-    /// group's position to it.
-    fn accept(&self, group: &Group, entry: &mut GroupEntry, payload: &[u8]) -> bool {
-        let envelope = match Envelope::decode(payload) {
-            Ok(envelope) => envelope,
-            Err(e) => {
-                tracing::warn!(%group, error = %e, "undecodable publication dropped");
-                return false;
-            }
-        };
+    /// Delivers one publication unless it was delivered already, and moves the group's position
+    /// to it.
+    fn accept(&self, entry: &mut GroupEntry, envelope: Envelope) -> bool {
         if let Some(at) = envelope.position() {
             if entry.last.is_some_and(|last| last.epoch == at.epoch && at.seq <= last.seq) {
                 return false;
@@ -357,8 +351,8 @@ impl Hub {
     }
 
     /// Records the number of a canary that came back.
-    fn canary_returned(&self, payload: &[u8]) {
-        if let Ok(Envelope { event: Event::Raw { event }, .. }) = Envelope::decode(payload) {
+    fn canary_returned(&self, envelope: &Envelope) {
+        if let Event::Raw { event } = &envelope.event {
             let seen = event.get("canary").and_then(serde_json::Value::as_u64).unwrap_or(0);
             self.canary_seen.fetch_max(seen, Ordering::Relaxed);
         }
@@ -418,20 +412,17 @@ impl Hub {
                 entry.last = Some(read.current);
             }
         }
-        let from_window = read.map(|r| r.entries).unwrap_or_default();
+        let from_window: Vec<Envelope> =
+            read.map(|r| r.entries).unwrap_or_default().iter().filter_map(|p| decode(group, p)).collect();
         let window_len = from_window.len();
-        // Sorted by position, so that the window's and the live copies of one publication meet
-        // and the second is skipped as a duplicate; both lists are in order already.
-        let mut all: Vec<(Position, usize, Bytes)> = from_window
-            .into_iter()
-            .chain(waiting)
-            .enumerate()
-            .map(|(i, payload)| (position_of(&payload), i, payload))
-            .collect();
-        all.sort_by_key(|(at, i, _)| (*at, *i));
+        // Sorted by position (stable: a publication without one keeps its place first), so that
+        // the window's and the live copies of one publication meet and the second is skipped
+        // as a duplicate; both lists are in order already.
+        let mut all: Vec<(usize, Envelope)> = from_window.into_iter().chain(waiting).enumerate().collect();
+        all.sort_by_key(|(_, envelope)| envelope.position().unwrap_or_default());
         let mut refilled = 0;
-        for (_, i, payload) in all {
-            if self.accept(group, entry, &payload) && i < window_len {
+        for (i, envelope) in all {
+            if self.accept(entry, envelope) && i < window_len {
                 refilled += 1;
             }
         }
@@ -651,7 +642,7 @@ async fn dispatch(hub: std::sync::Weak<Hub>, mut inbox: mpsc::Receiver<Inbound>)
     while let Some(inbound) = inbox.recv().await {
         let Some(hub) = hub.upgrade() else { return };
         match inbound {
-            Inbound::Message { group, payload } => hub.deliver(&group, payload),
+            Inbound::Message { group, payload } => hub.deliver(&group, &payload),
             Inbound::Reconnected => {
                 Metrics::incr(&hub.metrics.broker_reconnects);
                 let _ = hub.manager.send(ManagerCommand::Reconnected);
@@ -661,9 +652,9 @@ async fn dispatch(hub: std::sync::Weak<Hub>, mut inbox: mpsc::Receiver<Inbound>)
     }
 }
 
-/// A stamped publication's position (the default for one without, which sorts first).
-fn position_of(payload: &[u8]) -> Position {
-    Envelope::decode(payload).ok().and_then(|e| e.position()).unwrap_or_default()
+/// A publication's envelope; one that cannot be decoded is logged and dropped.
+fn decode(group: &Group, payload: &[u8]) -> Option<Envelope> {
+    Envelope::decode(payload).map_err(|e| tracing::warn!(%group, error = %e, "undecodable publication dropped")).ok()
 }
 
 /// The only place that changes the node's subscriptions, one command at a time.
