@@ -87,11 +87,8 @@ impl Options {
                 "--groups" => options.groups = value.parse()?,
                 "--rate" => options.rate = value.parse()?,
                 "--seconds" => options.seconds = value.parse()?,
-                "--pids" => options.pids = value.split(',').filter(|p| !p.is_empty()).map(str::parse).collect::<Result<_, _>>()?,
-                "--extra-pids" => {
-                    options.extra_pids =
-                        value.split(',').filter(|p| !p.is_empty()).map(str::parse).collect::<Result<_, _>>()?
-                }
+                "--pids" => options.pids = pid_list(value)?,
+                "--extra-pids" => options.extra_pids = pid_list(value)?,
                 "--slow" => options.slow = value.parse()?,
                 "--tag" => options.tag = value.clone(),
                 other => bail!("unknown option {other}"),
@@ -102,6 +99,11 @@ impl Options {
         }
         Ok(options)
     }
+}
+
+/// `1,2,3` (empty items allowed, as a script's empty variable gives).
+fn pid_list(value: &str) -> anyhow::Result<Vec<u32>> {
+    Ok(value.split(',').filter(|p| !p.is_empty()).map(str::parse).collect::<Result<_, _>>()?)
 }
 
 /// What one socket saw.

@@ -85,22 +85,19 @@ impl Reader {
     /// The next complete frame in the buffer, if there is one.
     pub(crate) fn next_frame(&mut self) -> Option<Frame<'_>> {
         let (header, len) = parse_header(&self.buf[self.start..self.end])?;
+        let opcode = self.buf[self.start] & 0x0f;
         let begin = self.start + header;
         if self.end - begin < len {
             return None;
         }
         self.start = begin + len;
         let payload = &self.buf[begin..begin + len];
-        Some(match self.buf_opcode(begin - header) {
+        Some(match opcode {
             0x1 | 0x0 => Frame::Text(payload),
             0x9 => Frame::Ping(payload),
             0x8 => Frame::Close((payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))),
             _ => Frame::Other,
         })
-    }
-
-    fn buf_opcode(&self, at: usize) -> u8 {
-        self.buf[at] & 0x0f
     }
 }
 
