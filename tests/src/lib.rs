@@ -390,6 +390,18 @@ impl TestDb {
         let base = self.admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&self.admin_url);
         format!("{base}/{}", self.name)
     }
+
+    /// The database goes away for its clients: new connections are refused and open ones are
+    /// ended, as when its server is down (the other databases of the server are untouched).
+    pub async fn refuse_connections(&self) {
+        let mut conn = connect_admin(&self.admin_url).await;
+        let name = &self.name;
+        sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).execute(&mut conn).await.expect("ALTER DATABASE");
+        sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+            .execute(&mut conn)
+            .await
+            .expect("ending the database's connections");
+    }
 }
 
 async fn connect_admin(url: &str) -> sqlx::PgConnection {

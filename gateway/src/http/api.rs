@@ -2,18 +2,20 @@
 //! `Authorization: Bearer <GATEWAY_API_KEY>`. `PUT`s are idempotent upserts. Bodies are parsed
 //! here so that a bad one is answered with JSON that names the field.
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 use shared::event::{Envelope, Event, Group};
 use shared::ids::{ChatId, MessageId, SessionId, UserId};
 use shared::store::{ChatRecord, Page, SessionRecord, UserRecord};
 
 use super::error::ApiError;
+use super::openapi::{BadField, BodyErrors, KeyThrottled, NotFound, Unauthorized, Unavailable};
 use crate::app::AppState;
 use crate::protocols::chat::MessageData;
 use crate::protocols::sessions::MessageFrame;
@@ -54,7 +56,7 @@ impl FromRequestParts<AppState> for Backend {
 }
 
 /// Largest server-API body; the API's bodies are small objects.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A JSON body, decoded by `decode_body`; larger than `MAX_BODY_BYTES` answers 413.
 pub struct JsonBody<T>(pub T);
@@ -96,41 +98,77 @@ pub fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(ApiError::bad_body)
 }
 
-fn user_json(user: &UserRecord) -> Value {
-    json!({
-        "id": user.id,
-        "username": user.username,
-        "email": user.email,
-        "display_name": user.display_name,
-        "is_active": user.is_active,
-        "created_at": user.created_at.as_ref().map(shared::time::format),
-    })
-}
-
-fn session_json(session: &SessionRecord) -> Value {
-    json!({
-        "id": session.id,
-        "inviter_id": session.inviter_id,
-        "invitee_id": session.invitee_id,
-        "last_message_at": session.last_message_at.as_ref().map(shared::time::format),
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserBody {
+/// A user as the API answers it.
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    #[schema(value_type = String)]
+    id: UserId,
     username: String,
     email: Option<String>,
     display_name: Option<String>,
+    is_active: bool,
+    /// RFC 3339.
+    created_at: Option<String>,
+}
+
+impl UserView {
+    fn new(user: &UserRecord) -> Self {
+        Self {
+            id: user.id.clone(),
+            username: user.username.clone(),
+            email: user.email.clone(),
+            display_name: user.display_name.clone(),
+            is_active: user.is_active,
+            created_at: user.created_at.as_ref().map(shared::time::format),
+        }
+    }
+}
+
+/// A direct session (sessions.md) as the API answers it.
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    #[schema(value_type = String)]
+    id: SessionId,
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    inviter_id: UserId,
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    invitee_id: UserId,
+    /// RFC 3339; null until its first message is persisted.
+    last_message_at: Option<String>,
+}
+
+impl SessionView {
+    fn new(session: &SessionRecord) -> Self {
+        Self {
+            id: session.id,
+            inviter_id: session.inviter_id.clone(),
+            invitee_id: session.invitee_id.clone(),
+            last_message_at: session.last_message_at.as_ref().map(shared::time::format),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserBody {
+    #[schema(min_length = 1, max_length = 150, pattern = "\\S")]
+    username: String,
+    email: Option<String>,
+    display_name: Option<String>,
+    /// `false` closes the user's open sockets on every node (4002); default `true`.
     is_active: Option<bool>,
 }
 
+/// Creates or updates a user (idempotent).
+#[utoipa::path(put, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "the user's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body = UserBody, security(("api_key" = [])),
+    responses((status = 200, description = "the user as stored", body = UserView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn put_user(
     State(app): State<AppState>,
     Path(id): Path<String>,
     _backend: Backend,
     JsonBody(body): JsonBody<UserBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserView>, ApiError> {
     let id = UserId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
     if body.username.trim().is_empty() || body.username.chars().count() > 150 {
         return Err(ApiError::bad_field("username", "must be 1-150 characters"));
@@ -150,53 +188,86 @@ pub async fn put_user(
         let event = Event::AccountChanged { user_id: stored.id.clone() };
         super::publish(&app, &Group::control(), Envelope::to_all(event)).await?;
     }
-    Ok(Json(user_json(&stored)))
+    Ok(Json(UserView::new(&stored)))
 }
 
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "the user's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "the user", body = UserView), BadField, Unauthorized, NotFound, KeyThrottled, Unavailable))]
 pub async fn get_user(
     State(app): State<AppState>,
     Path(id): Path<String>,
     _backend: Backend,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserView>, ApiError> {
     let id = UserId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
     let user = app.store.user(&id).await?.ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(Json(user_json(&user)))
+    Ok(Json(UserView::new(&user)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionBody {
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     inviter_id: UserId,
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     invitee_id: UserId,
 }
 
+/// Creates a direct session between two users, or replaces its participants (idempotent).
+#[utoipa::path(put, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "the session's id", format = Uuid)),
+    request_body = SessionBody, security(("api_key" = [])),
+    responses((status = 200, description = "the session as stored", body = SessionView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn put_session(
     State(app): State<AppState>,
     Path(id): Path<String>,
     _backend: Backend,
     JsonBody(body): JsonBody<SessionBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionView>, ApiError> {
     let id = SessionId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
     app.store.upsert_session(&id, &body.inviter_id, &body.invitee_id).await?;
     super::membership_changed(&app, Group::session(&id)).await?;
     let session = app.store.session(&id).await?.ok_or_else(|| ApiError::not_found("session"))?;
-    Ok(Json(session_json(&session)))
+    Ok(Json(SessionView::new(&session)))
 }
 
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "the session's id", format = Uuid)),
+    security(("api_key" = [])),
+    responses((status = 200, description = "the session", body = SessionView), Unauthorized, NotFound, KeyThrottled, Unavailable))]
 pub async fn get_session(
     State(app): State<AppState>,
     Path(id): Path<String>,
     _backend: Backend,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionView>, ApiError> {
     let id = SessionId::parse(&id).map_err(|_| ApiError::not_found("session"))?;
     let session = app.store.session(&id).await?.ok_or_else(|| ApiError::not_found("session"))?;
-    Ok(Json(session_json(&session)))
+    Ok(Json(SessionView::new(&session)))
 }
 
-#[derive(Deserialize)]
+/// A page of history: newest first.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// How many messages, 1-200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// Only messages older than this message id (the last of the previous page).
+    #[param(value_type = Option<String>, format = Uuid)]
     before: Option<String>,
+}
+
+/// The query of a history route, read by hand: a query axum could not read (a repeated
+/// parameter, bytes that are not UTF-8) answers 400 `invalid_field` like any other bad value.
+pub struct HistoryParams(pub HistoryQuery);
+
+impl<S: Send + Sync> FromRequestParts<S> for HistoryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(query) = axum::extract::Query::<HistoryQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_field("query", e.body_text()))?;
+        Ok(Self(query))
+    }
 }
 
 impl HistoryQuery {
@@ -231,12 +302,16 @@ pub(super) async fn history_caller(app: &AppState, headers: &HeaderMap) -> Resul
     }
 }
 
-/// `GET /api/v1/sessions/{id}/messages`: newest first, each item shaped like the `message` frame.
-/// Open to the backend's key and to a participant's own JWT; anyone else gets 404 (no leak).
+/// A session's history, newest first, each item shaped like the `message` frame. Open to the
+/// backend's key and to a participant's own JWT; anyone else gets 404 (no leak).
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/messages", tag = "sessions",
+    params(("id" = String, Path, description = "the session's id", format = Uuid), HistoryQuery),
+    security(("api_key" = []), ("user_jwt" = [])),
+    responses((status = 200, description = "a page of messages", body = SessionHistory), BadField, Unauthorized, NotFound, Unavailable))]
 pub async fn session_messages(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    HistoryParams(query): HistoryParams,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let page = query.page()?;
@@ -247,55 +322,89 @@ pub async fn session_messages(
         return Err(ApiError::not_found("session"));
     }
     let messages = app.store.session_messages(&id, page).await?;
-    let items: Vec<Value> =
-        messages.iter().map(|m| serde_json::to_value(MessageFrame::new(m)).expect("frames serialize")).collect();
-    Ok(Json(json!({ "messages": items })))
+    Ok(Json(serde_json::to_value(SessionHistory { messages: messages.iter().map(MessageFrame::new).collect() }).expect("serializes")))
 }
 
-fn chat_json(chat: &ChatRecord) -> Value {
-    json!({
-        "id": chat.id,
-        "member_ids": chat.member_ids,
-        "last_message_at": chat.last_message_at.as_ref().map(shared::time::format),
-    })
+/// A session's history: newest first.
+#[derive(Serialize, ToSchema)]
+pub struct SessionHistory<'a> {
+    messages: Vec<MessageFrame<'a>>,
 }
 
-#[derive(Deserialize)]
+/// A chat's history: newest first.
+#[derive(Serialize, ToSchema)]
+pub struct ChatHistory<'a> {
+    messages: Vec<MessageData<'a>>,
+}
+
+/// A chat (chat.txt) as the API answers it.
+#[derive(Serialize, ToSchema)]
+pub struct ChatView {
+    #[schema(value_type = String)]
+    id: ChatId,
+    #[schema(value_type = Vec<String>)]
+    member_ids: Vec<UserId>,
+    /// RFC 3339; null until its first message is persisted.
+    last_message_at: Option<String>,
+}
+
+impl ChatView {
+    fn new(chat: &ChatRecord) -> Self {
+        Self {
+            id: chat.id.clone(),
+            member_ids: chat.member_ids.clone(),
+            last_message_at: chat.last_message_at.as_ref().map(shared::time::format),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MembersBody {
+    #[schema(value_type = Vec<String>)]
     member_ids: Vec<UserId>,
 }
 
-/// `PUT /api/v1/chats/{id}`: creates the chat or replaces its members.
+/// Creates the chat or replaces its members (idempotent); sockets of removed members leave it.
+#[utoipa::path(put, path = "/api/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "the chat's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body = MembersBody, security(("api_key" = [])),
+    responses((status = 200, description = "the chat as stored", body = ChatView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn put_chat(
     State(app): State<AppState>,
     Path(id): Path<String>,
     _backend: Backend,
     JsonBody(body): JsonBody<MembersBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChatView>, ApiError> {
     let id = ChatId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
     app.store.upsert_chat(&id, &body.member_ids).await?;
     super::membership_changed(&app, Group::chat(&id)).await?;
     let chat = app.store.chat(&id).await?.ok_or_else(|| ApiError::not_found("chat"))?;
-    Ok(Json(chat_json(&chat)))
+    Ok(Json(ChatView::new(&chat)))
 }
 
+#[utoipa::path(get, path = "/api/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "the chat's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "the chat", body = ChatView), Unauthorized, NotFound, KeyThrottled, Unavailable))]
 pub async fn get_chat(
     State(app): State<AppState>,
     Path(id): Path<String>,
     _backend: Backend,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChatView>, ApiError> {
     let id = ChatId::parse(&id).map_err(|_| ApiError::not_found("chat"))?;
     let chat = app.store.chat(&id).await?.ok_or_else(|| ApiError::not_found("chat"))?;
-    Ok(Json(chat_json(&chat)))
+    Ok(Json(ChatView::new(&chat)))
 }
 
-/// `GET /api/v1/chats/{id}/messages`: newest first, each item shaped like `new_message.data`;
-/// direct messages are not part of a chat's history.
+/// A chat's history, newest first, each item shaped like `new_message.data`; direct messages
+/// are not part of it. Open to the backend's key and to a member's own JWT; others get 404.
+#[utoipa::path(get, path = "/api/v1/chats/{id}/messages", tag = "chats",
+    params(("id" = String, Path, description = "the chat's id", pattern = "^[A-Za-z0-9_-]{1,64}$"), HistoryQuery),
+    security(("api_key" = []), ("user_jwt" = [])),
+    responses((status = 200, description = "a page of messages", body = ChatHistory), BadField, Unauthorized, NotFound, Unavailable))]
 pub async fn chat_messages(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    HistoryParams(query): HistoryParams,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let page = query.page()?;
@@ -308,7 +417,5 @@ pub async fn chat_messages(
         }
     }
     let messages = app.store.chat_messages(&id, page).await?;
-    let items: Vec<Value> =
-        messages.iter().map(|m| serde_json::to_value(MessageData::new(m)).expect("frames serialize")).collect();
-    Ok(Json(json!({ "messages": items })))
+    Ok(Json(serde_json::to_value(ChatHistory { messages: messages.iter().map(MessageData::new).collect() }).expect("serializes")))
 }

@@ -1,25 +1,57 @@
 //! Pythia's server side (PROTOCOL.md): channels and their members (backend key), and the
 //! messages and reactions API (a user's own JWT). Messages are persisted, then broadcast.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 use shared::event::{ChannelMessage, Envelope, Event, Group};
 use shared::ids::{ChannelId, MessageId, UserId};
 use shared::jobs::{Activity, ActivityKind, Job};
 use shared::store::{ChannelRecord, UserRecord};
 
-use super::api::{bearer, history_caller, Backend, HistoryQuery, JsonBody};
+use super::api::{bearer, history_caller, Backend, HistoryParams, HistoryQuery, JsonBody};
 use super::error::ApiError;
+use super::openapi::{BadField, BodyErrors, Conflict, IdempotencyKey, KeyThrottled, NotFound, Unauthorized, Unavailable};
 use crate::app::AppState;
 use crate::protocols::pythia::{may_see, MessageData};
 
 pub const MAX_CONTENT_CHARS: usize = 4000;
 
-fn channel_json(c: &ChannelRecord) -> Value {
-    json!({"id": c.id, "name": c.name, "private": c.private, "member_ids": c.member_ids})
+/// A channel (pythia.md) as the API answers it.
+#[derive(Serialize, ToSchema)]
+pub struct ChannelView {
+    #[schema(value_type = String)]
+    id: ChannelId,
+    name: String,
+    private: bool,
+    #[schema(value_type = Vec<String>)]
+    member_ids: Vec<UserId>,
+}
+
+impl ChannelView {
+    fn new(c: &ChannelRecord) -> Self {
+        Self { id: c.id.clone(), name: c.name.clone(), private: c.private, member_ids: c.member_ids.clone() }
+    }
+}
+
+/// One membership after a change.
+#[derive(Serialize, ToSchema)]
+pub struct MemberView {
+    #[schema(value_type = String)]
+    channel_id: ChannelId,
+    #[schema(value_type = String)]
+    user_id: UserId,
+    /// Whether the user is a member now.
+    member: bool,
+}
+
+/// A channel's history: newest first.
+#[derive(Serialize, ToSchema)]
+pub struct ChannelHistory<'a> {
+    messages: Vec<MessageData<'a>>,
 }
 
 fn channel_id(raw: &str) -> Result<ChannelId, ApiError> {
@@ -38,24 +70,30 @@ fn recheck(channel: &ChannelId) -> (Group, Envelope) {
     (Group::control(), Envelope::to_all(Event::MembershipChanged { group: Group::channel(channel) }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelBody {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     name: String,
+    /// A private channel is seen by its members only.
     #[serde(default)]
     private: bool,
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     member_ids: Vec<UserId>,
 }
 
 /// `PUT /api/v1/channels/{id}`: creates or updates a channel and replaces its members; each
 /// member added or removed is announced to the channel (`user_joined` / `user_left`).
+#[utoipa::path(put, path = "/api/v1/channels/{id}", tag = "channels", params(("id" = String, Path, description = "the channel's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body = ChannelBody, security(("api_key" = [])),
+    responses((status = 200, description = "the channel as stored", body = ChannelView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn put_channel(
     State(app): State<AppState>,
     Path(id): Path<String>,
     _backend: Backend,
     JsonBody(body): JsonBody<ChannelBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChannelView>, ApiError> {
     let id = channel_id(&id)?;
     if body.name.trim().is_empty() || body.name.chars().count() > 200 {
         return Err(ApiError::bad_field("name", "must be 1-200 characters"));
@@ -66,19 +104,22 @@ pub async fn put_channel(
     events.extend(change.removed.into_iter().map(|user| membership_event(&id, user, false)));
     super::publish_all(&app, &events, &[]).await?;
     let channel = app.store.channel(&id).await?.ok_or_else(|| ApiError::not_found("channel"))?;
-    Ok(Json(channel_json(&channel)))
+    Ok(Json(ChannelView::new(&channel)))
 }
 
+#[utoipa::path(get, path = "/api/v1/channels/{id}", tag = "channels", params(("id" = String, Path, description = "the channel's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "the channel", body = ChannelView), BadField, Unauthorized, NotFound, KeyThrottled, Unavailable))]
 pub async fn get_channel(
     State(app): State<AppState>,
     Path(id): Path<String>,
     _backend: Backend,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChannelView>, ApiError> {
     let channel = app.store.channel(&channel_id(&id)?).await?.ok_or_else(|| ApiError::not_found("channel"))?;
-    Ok(Json(channel_json(&channel)))
+    Ok(Json(ChannelView::new(&channel)))
 }
 
-async fn member_change(app: &AppState, id: &str, user: &str, add: bool) -> Result<Json<Value>, ApiError> {
+async fn member_change(app: &AppState, id: &str, user: &str, add: bool) -> Result<Json<MemberView>, ApiError> {
     let id = channel_id(id)?;
     let user = UserId::parse(user).map_err(|e| ApiError::bad_field("user_id", e))?;
     app.store.channel(&id).await?.ok_or_else(|| ApiError::not_found("channel"))?;
@@ -90,32 +131,45 @@ async fn member_change(app: &AppState, id: &str, user: &str, add: bool) -> Resul
     if changed {
         super::publish_all(app, &[recheck(&id), membership_event(&id, user.clone(), add)], &[]).await?;
     }
-    Ok(Json(json!({"channel_id": id, "user_id": user, "member": add})))
+    Ok(Json(MemberView { channel_id: id, user_id: user, member: add }))
 }
 
-/// `PUT /api/v1/channels/{id}/members/{user_id}`
+/// Adds a member; the channel hears `user_joined`.
+#[utoipa::path(put, path = "/api/v1/channels/{id}/members/{user_id}", tag = "channels",
+    params(("id" = String, Path, description = "the channel's id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("user_id" = String, Path, description = "the user's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "the membership", body = MemberView), BadField, Unauthorized, NotFound, KeyThrottled, Unavailable))]
 pub async fn put_member(
     State(app): State<AppState>,
     _backend: Backend,
     Path((id, user)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MemberView>, ApiError> {
     member_change(&app, &id, &user, true).await
 }
 
-/// `DELETE /api/v1/channels/{id}/members/{user_id}`
+/// Removes a member: their sockets leave a private channel at once; the channel hears `user_left`.
+#[utoipa::path(delete, path = "/api/v1/channels/{id}/members/{user_id}", tag = "channels",
+    params(("id" = String, Path, description = "the channel's id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("user_id" = String, Path, description = "the user's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "the membership", body = MemberView), BadField, Unauthorized, NotFound, KeyThrottled, Unavailable))]
 pub async fn delete_member(
     State(app): State<AppState>,
     _backend: Backend,
     Path((id, user)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MemberView>, ApiError> {
     member_change(&app, &id, &user, false).await
 }
 
-/// `GET /api/v1/channels/{id}/messages`: newest first, Pythia's camelCase `new_message.data`.
+/// A channel's history, newest first, in Pythia's camelCase `new_message.data`. Open to the
+/// backend's key and to the JWT of a user who may see the channel; others get 404.
+#[utoipa::path(get, path = "/api/v1/channels/{id}/messages", tag = "channels",
+    params(("id" = String, Path, description = "the channel's id", pattern = "^[A-Za-z0-9_-]{1,64}$"), HistoryQuery),
+    security(("api_key" = []), ("user_jwt" = [])),
+    responses((status = 200, description = "a page of messages", body = ChannelHistory), BadField, Unauthorized, NotFound, Unavailable))]
 pub async fn channel_messages(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    HistoryParams(query): HistoryParams,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let page = query.page()?;
@@ -126,9 +180,8 @@ pub async fn channel_messages(
         return Err(ApiError::not_found("channel"));
     }
     let messages = app.store.channel_messages(&id, page).await?;
-    let items: Vec<Value> =
-        messages.iter().map(|m| serde_json::to_value(MessageData::new(m)).expect("serializes")).collect();
-    Ok(Json(json!({ "messages": items })))
+    let history = ChannelHistory { messages: messages.iter().map(MessageData::new).collect() };
+    Ok(Json(serde_json::to_value(history).expect("serializes")))
 }
 
 /// The active user of the bearer JWT.
@@ -157,15 +210,21 @@ fn mentioned(content: &str) -> Vec<String> {
     names
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageBody {
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     channel_id: ChannelId,
+    /// 1-4000 characters once trimmed.
+    #[schema(min_length = 1, max_length = 4000, pattern = "\\S")]
     content: String,
 }
 
-/// `POST /api/v1/messages/`: a user posts to a channel they may see. Persisted, then broadcast
-/// as `new_message`; each mentioned member gets `mention_notification`.
+/// A user posts to a channel they may see, with their own JWT. Persisted, then broadcast as
+/// `new_message`; each mentioned member gets `mention_notification`.
+#[utoipa::path(post, path = "/api/v1/messages", tag = "channels", request_body = MessageBody,
+    params(IdempotencyKey), security(("user_jwt" = [])),
+    responses((status = 201, description = "the message as stored and broadcast", body = MessageData), BadField, Unauthorized, NotFound, Conflict, BodyErrors, Unavailable))]
 pub async fn post_message(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -210,28 +269,47 @@ pub async fn post_message(
     Ok((StatusCode::CREATED, Json(stored)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReactionBody {
+    #[schema(value_type = String, format = Uuid)]
     message_id: MessageId,
+    /// 1-32 characters once trimmed.
+    #[schema(min_length = 1, max_length = 32, pattern = "\\S")]
     emoji: String,
     action: ReactionAction,
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[derive(Deserialize, Serialize, ToSchema, Clone, Copy, PartialEq)]
 #[serde(rename_all = "lowercase")]
 enum ReactionAction {
     Add,
     Remove,
 }
 
-/// `POST /api/v1/messages/reactions`: adds or removes the caller's reaction; a change is
-/// broadcast to the message's channel as `message_reaction`.
+/// A reaction as stored.
+#[derive(Serialize, ToSchema)]
+pub struct ReactionView {
+    #[schema(value_type = String, format = Uuid)]
+    message_id: MessageId,
+    #[schema(value_type = String)]
+    channel_id: ChannelId,
+    emoji: String,
+    #[schema(value_type = String)]
+    user_id: UserId,
+    action: ReactionAction,
+}
+
+/// Adds or removes the caller's reaction (their own JWT); a change is broadcast to the
+/// message's channel as `message_reaction`.
+#[utoipa::path(post, path = "/api/v1/messages/reactions", tag = "channels", request_body = ReactionBody,
+    params(IdempotencyKey), security(("user_jwt" = [])),
+    responses((status = 201, description = "the reaction", body = ReactionView), BadField, Unauthorized, NotFound, Conflict, BodyErrors, Unavailable))]
 pub async fn post_reaction(
     State(app): State<AppState>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ReactionBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ReactionView>), ApiError> {
     let user = user_caller(&app, &headers).await?;
     let emoji = body.emoji.trim();
     if emoji.is_empty() || emoji.chars().count() > 32 {
@@ -257,13 +335,7 @@ pub async fn post_reaction(
             return Err(e);
         }
     }
-    let stored = json!({
-        "message_id": body.message_id,
-        "channel_id": channel_id,
-        "emoji": emoji,
-        "user_id": user.id,
-        "action": if add { "add" } else { "remove" },
-    });
+    let stored = ReactionView { message_id: body.message_id, channel_id, emoji: emoji.to_owned(), user_id: user.id, action: body.action };
     Ok((StatusCode::CREATED, Json(stored)))
 }
 

@@ -1,16 +1,32 @@
-//! JSON errors of the HTTP API: `{"error": CODE, "message": TEXT}` with a status that fits.
+//! JSON errors of the HTTP API: `{"error": CODE, "message": TEXT}` with a status that fits. Every
+//! error answer has this shape, the framework's own refusals included (`json_errors`).
 
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 use shared::store::StoreError;
+use utoipa::ToSchema;
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+}
+
+/// What an error answer carries.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code to branch on: `invalid_field`, `invalid_json`, `invalid_body`,
+    /// `unauthorized`, `not_found`, `conflict`, `payload_too_large`, `rate_limited`, `unavailable`...
+    #[schema(example = "invalid_field")]
+    error: String,
+    /// For people: what was wrong, naming the field where there is one.
+    #[schema(example = "id: must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")]
+    message: String,
 }
 
 impl ApiError {
@@ -50,6 +66,36 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response()
+        (self.status, Json(ErrorBody { error: self.code.to_owned(), message: self.message })).into_response()
     }
+}
+
+/// The router's own refusals (no such route, wrong method, a path that is not UTF-8, a socket
+/// route called without an upgrade) come as plain text from axum; they leave here as the same
+/// JSON as every other error, with their status and headers (such as `Allow`) kept.
+pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+    let message = match text {
+        Ok(text) if !text.is_empty() => text,
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        s if s.is_server_error() => "unavailable",
+        _ => "invalid_request",
+    };
+    let json = ApiError::new(status, code, message).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, json.into_body())
 }

@@ -1,7 +1,8 @@
 //! `Idempotency-Key` on every POST of the server API: a retry with the same key (same caller,
-//! same route) answers the first 2xx answer again, with `Idempotent-Replayed: true`, and does
-//! nothing new. While the first request runs, a retry gets 409; a first request that failed gives
-//! the key back, so that its retry runs for real. Keys are kept 24 hours (`shared::store`).
+//! same route, same body) answers the first 2xx answer again, with `Idempotent-Replayed: true`,
+//! and does nothing new. While the first request runs, a retry gets 409; a first request that
+//! failed gives the key back, so that its retry runs for real. Keys are kept 24 hours
+//! (`shared::store`).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -44,13 +45,21 @@ pub(crate) async fn middleware(State(app): State<AppState>, request: Request, ne
     if request.method() != Method::POST {
         return next.run(request).await;
     }
+    // Who calls first: an unauthenticated request is the route's to refuse (401), whatever its key.
+    let Some(caller) = caller(&app, request.headers()) else { return next.run(request).await };
     let key = match key_of(request.headers()) {
         Ok(Some(key)) => key,
         Ok(None) => return next.run(request).await,
         Err(e) => return e.into_response(),
     };
-    let Some(caller) = caller(&app, request.headers()) else { return next.run(request).await };
-    let scope = format!("{caller} {}", request.uri().path().trim_end_matches('/'));
+    // The body is part of the request the key names: the same key with another body is another
+    // request (run for real, not answered with the first one's answer).
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, super::api::MAX_BODY_BYTES).await else {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large").into_response();
+    };
+    let scope = format!("{caller} {} {:016x}", parts.uri.path().trim_end_matches('/'), fnv1a(&bytes));
+    let request = Request::from_parts(parts, Body::from(bytes));
     match app.store.reserve_idempotency_key(&scope, &key).await {
         Err(e) => ApiError::from(e).into_response(),
         Ok(Reservation::InProgress) => {
@@ -84,4 +93,10 @@ pub(crate) async fn middleware(State(app): State<AppState>, request: Request, ne
             Response::from_parts(parts, Body::from(bytes))
         }
     }
+}
+
+/// FNV-1a, 64 bits: the same on every node and every version, which `std`'s hasher does not
+/// promise. Collisions only matter within one caller's key, so no cryptographic hash is needed.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod health;
 pub(crate) mod guard;
 pub(crate) mod idempotency;
+pub(crate) mod openapi;
 pub(crate) mod server;
 pub mod onetask;
 
@@ -50,6 +51,9 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(app.clone(), idempotency::middleware))
         .layer(axum::middleware::from_fn_with_state(app.clone(), admission))
         .with_state(app)
@@ -84,14 +88,15 @@ pub(crate) async fn membership_changed(app: &AppState, group: Group) -> Result<(
 }
 
 /// Socket upgrades from one address beyond its rate are answered 429 before any work is done;
-/// at capacity (`guard::AtCapacity`) everything but the health probes is answered 503.
+/// at capacity (`guard::AtCapacity`) everything but the probes, the metrics and the API's
+/// description is answered 503 (those stay readable: they are what an operator looks at then).
 async fn admission(
     axum::extract::State(app): axum::extract::State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
+    let probe = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics" | "/api/v1/openapi.json");
     if request.extensions().get::<guard::AtCapacity>().is_some() && !probe {
         crate::metrics::Metrics::incr(&app.metrics.connections_refused);
         let mut response = ApiError::unavailable("this node is at capacity; try another").into_response();

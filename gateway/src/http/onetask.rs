@@ -5,8 +5,9 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 use shared::event::{Envelope, Event, Group, TaskUpdate};
 use shared::ids::{FocusSessionId, UserId, WorkspaceId};
 use shared::jobs::{Activity, ActivityKind, Job};
@@ -14,6 +15,7 @@ use shared::store::NewNotification;
 
 use super::api::{Backend, JsonBody};
 use super::error::ApiError;
+use super::openapi::{BadField, BodyErrors, Conflict, IdempotencyKey, KeyThrottled, Unauthorized, Unavailable};
 use crate::app::AppState;
 
 const TASK_ACTIONS: [&str; 4] = ["created", "updated", "completed", "deleted"];
@@ -31,68 +33,122 @@ async fn publish(app: &AppState, group: &Group, event: Event) -> Result<(), ApiE
     super::publish(app, group, Envelope::to_all(event)).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceBody {
+    #[schema(value_type = Vec<String>)]
     member_ids: Vec<UserId>,
 }
 
-/// `PUT /api/v1/workspaces/{id}`
+/// A workspace (onetask.md) as stored.
+#[derive(Serialize, ToSchema)]
+pub struct WorkspaceView {
+    #[schema(value_type = String)]
+    id: WorkspaceId,
+    #[schema(value_type = Vec<String>)]
+    member_ids: Vec<UserId>,
+}
+
+/// Sets a workspace's members (idempotent); sockets of removed members leave it.
+#[utoipa::path(put, path = "/api/v1/workspaces/{id}", tag = "onetask", params(("id" = String, Path, description = "the workspace's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body = WorkspaceBody, security(("api_key" = [])),
+    responses((status = 200, description = "the workspace as stored", body = WorkspaceView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn put_workspace(
     State(app): State<AppState>,
     Path(id): Path<String>,
     _backend: Backend,
     JsonBody(body): JsonBody<WorkspaceBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkspaceView>, ApiError> {
     let id = WorkspaceId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
     app.store.set_workspace_members(&id, &body.member_ids).await?;
     super::membership_changed(&app, Group::workspace(&id)).await?;
-    Ok(Json(json!({"id": id, "member_ids": body.member_ids})))
+    Ok(Json(WorkspaceView { id, member_ids: body.member_ids }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FocusBody {
+    #[schema(value_type = Vec<String>)]
     participant_ids: Vec<UserId>,
 }
 
-/// `PUT /api/v1/focus-sessions/{id}`: creates the session (idle) or replaces its participants.
+/// A focus session (onetask.md) as stored, with its timer.
+#[derive(Serialize, ToSchema)]
+pub struct FocusSessionView {
+    #[schema(value_type = String)]
+    id: FocusSessionId,
+    #[schema(value_type = Vec<String>)]
+    participant_ids: Vec<UserId>,
+    /// `idle`, `running`, `paused` or `completed`.
+    status: &'static str,
+    remaining_seconds: i64,
+}
+
+/// Creates a focus session (idle) or replaces its participants (idempotent).
+#[utoipa::path(put, path = "/api/v1/focus-sessions/{id}", tag = "onetask", params(("id" = String, Path, description = "the focus session's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body = FocusBody, security(("api_key" = [])),
+    responses((status = 200, description = "the focus session as stored", body = FocusSessionView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn put_focus_session(
     State(app): State<AppState>,
     Path(id): Path<String>,
     _backend: Backend,
     JsonBody(body): JsonBody<FocusBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FocusSessionView>, ApiError> {
     let id = FocusSessionId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
     app.store.upsert_focus_session(&id, &body.participant_ids).await?;
     super::membership_changed(&app, Group::focus(&id)).await?;
     let state = app.store.focus_state(&id).await?.unwrap_or_else(shared::event::FocusState::idle);
-    Ok(Json(json!({
-        "id": id,
-        "participant_ids": body.participant_ids,
-        "status": state.status.as_str(),
-        "remaining_seconds": state.remaining_at(shared::time::now()),
-    })))
+    Ok(Json(FocusSessionView {
+        id,
+        participant_ids: body.participant_ids,
+        status: state.status.as_str(),
+        remaining_seconds: state.remaining_at(shared::time::now()),
+    }))
 }
 
-#[derive(Deserialize)]
+/// An id a backend may give as a string or an integer; it keeps its type on the wire.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = FlexibleId)]
+#[allow(dead_code)]
+enum FlexibleIdSchema {
+    Text(String),
+    Number(i64),
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationBody {
+    #[schema(value_type = FlexibleIdSchema)]
     user_id: Value,
+    #[schema(pattern = "\\S")]
     title: String,
     content: String,
+    #[schema(pattern = "\\S")]
     notification_type: String,
     related_entity_type: Option<String>,
+    #[schema(value_type = Option<FlexibleIdSchema>)]
     related_entity_id: Option<Value>,
+    /// Any JSON object, delivered as given.
+    #[schema(value_type = Option<Object>)]
     data: Option<Value>,
 }
 
-/// `POST /api/v1/notifications`: persisted, then delivered as `notification` to the user.
+/// The id a notification was stored under.
+#[derive(Serialize, ToSchema)]
+pub struct NotificationCreated {
+    notification_id: i64,
+}
+
+/// Stores a notification, then delivers it to the user's sockets as `notification`.
+#[utoipa::path(post, path = "/api/v1/notifications", tag = "onetask", request_body = NotificationBody,
+    params(IdempotencyKey), security(("api_key" = [])),
+    responses((status = 201, description = "stored and delivered", body = NotificationCreated), BadField, Unauthorized, Conflict, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn post_notification(
     State(app): State<AppState>,
     _backend: Backend,
     JsonBody(body): JsonBody<NotificationBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<NotificationCreated>), ApiError> {
     let user_id = UserId::parse(&id_text("user_id", &body.user_id)?).map_err(|e| ApiError::bad_field("user_id", e))?;
     if let Some(related) = &body.related_entity_id {
         id_text("related_entity_id", related)?;
@@ -129,26 +185,45 @@ pub async fn post_notification(
         // Published all the same: the worker publishes it once more, with the same id.
         tracing::warn!(error = %e, id, "notification published but not marked delivered");
     }
-    Ok((StatusCode::CREATED, Json(json!({"notification_id": id}))))
+    Ok((StatusCode::CREATED, Json(NotificationCreated { notification_id: id })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskEventBody {
+    #[schema(value_type = FlexibleIdSchema)]
     workspace_id: Value,
+    #[schema(value_type = FlexibleIdSchema)]
     task_id: Value,
     title: String,
+    /// `created`, `updated`, `completed` or `deleted`.
+    #[schema(pattern = "^(created|updated|completed|deleted)$")]
     action: String,
+    #[schema(value_type = FlexibleIdSchema)]
     actor_id: Value,
+    #[schema(value_type = Option<Object>)]
     data: Option<Value>,
 }
 
-/// `POST /api/v1/task-events`: `task_update` to the workspace.
+/// The answer of a publishing route.
+#[derive(Serialize, ToSchema)]
+pub struct Published {
+    /// Always `published`.
+    #[schema(example = "published")]
+    status: &'static str,
+}
+
+const PUBLISHED: Published = Published { status: "published" };
+
+/// Publishes `task_update` to the workspace's sockets.
+#[utoipa::path(post, path = "/api/v1/task-events", tag = "onetask", request_body = TaskEventBody,
+    params(IdempotencyKey), security(("api_key" = [])),
+    responses((status = 202, description = "published", body = Published), BadField, Unauthorized, Conflict, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn post_task_event(
     State(app): State<AppState>,
     _backend: Backend,
     JsonBody(body): JsonBody<TaskEventBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Published>), ApiError> {
     let workspace = WorkspaceId::parse(&id_text("workspace_id", &body.workspace_id)?)
         .map_err(|e| ApiError::bad_field("workspace_id", e))?;
     let task = id_text("task_id", &body.task_id)?;
@@ -184,22 +259,29 @@ pub async fn post_task_event(
     }
     let event = Envelope::to_all(Event::TaskUpdate(update));
     super::publish_all(&app, &[(Group::workspace(&workspace), event)], &jobs).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"status": "published"}))))
+    Ok((StatusCode::ACCEPTED, Json(PUBLISHED)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishBody {
+    /// `session:ID`, `chat:ID`, `channel:ID`, `user:ID`, `workspace:ID` or `focus:ID`.
+    #[schema(example = "workspace:42", pattern = "^(session|chat|channel|user|workspace|focus):[A-Za-z0-9_-]{1,64}$")]
     group: String,
+    /// Any JSON object: delivered as-is to every socket of the group.
+    #[schema(value_type = Object)]
     event: Value,
 }
 
-/// `POST /api/v1/publish`: the event object, delivered as-is to every socket of the group.
+/// Publishes an event object, as-is, to every socket of a group.
+#[utoipa::path(post, path = "/api/v1/publish", tag = "publish", request_body = PublishBody,
+    params(IdempotencyKey), security(("api_key" = [])),
+    responses((status = 202, description = "published", body = Published), BadField, Unauthorized, Conflict, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn post_publish(
     State(app): State<AppState>,
     _backend: Backend,
     JsonBody(body): JsonBody<PublishBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Published>), ApiError> {
     let group = Group::parse(&body.group).ok_or_else(|| {
         ApiError::bad_field("group", "must be session:ID, chat:ID, channel:ID, user:ID, workspace:ID or focus:ID")
     })?;
@@ -207,5 +289,5 @@ pub async fn post_publish(
         return Err(ApiError::bad_field("event", "must be a JSON object"));
     }
     publish(&app, &group, Event::Raw { event: body.event }).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"status": "published"}))))
+    Ok((StatusCode::ACCEPTED, Json(PUBLISHED)))
 }

@@ -81,17 +81,26 @@ pub fn decode(text: &str) -> Result<Action, ClientError> {
 }
 
 /// `new_message.data` (chat.txt §2.2 a); also each item of a chat's history.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ChatMessage)]
 pub struct MessageData<'a> {
+    #[schema(value_type = String, format = Uuid)]
     id: MessageId,
+    #[schema(value_type = String)]
     chat_id: &'a ChatId,
+    #[schema(value_type = String)]
     sender_id: &'a UserId,
     content: &'a str,
     message_type: &'a str,
+    #[schema(value_type = Option<String>, format = Uuid)]
     parent_message_id: Option<MessageId>,
+    /// RFC 3339.
     created_at: String,
     /// Messages are never edited, so this is `created_at`.
     updated_at: String,
+    /// The sender as they were when the message was sent: `id`, `username`, `email`,
+    /// `is_active`, `created_at`.
+    #[schema(value_type = Object)]
     sender: &'a UserSnapshot,
 }
 

@@ -60,22 +60,29 @@ fn now() -> String {
     shared::time::format(&shared::time::now())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ChannelMessageUser)]
 #[serde(rename_all = "camelCase")]
 struct MessageUser<'a> {
+    #[schema(value_type = String)]
     id: &'a UserId,
     username: &'a str,
     email: Option<&'a str>,
 }
 
 /// `new_message.data` in the guide's camelCase; also each item of a channel's history.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ChannelMessage)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageData<'a> {
+    #[schema(value_type = String, format = Uuid)]
     id: MessageId,
     content: &'a str,
+    #[schema(value_type = String)]
     channel_id: &'a ChannelId,
+    #[schema(value_type = String)]
     user_id: &'a UserId,
+    /// RFC 3339.
     created_at: String,
     updated_at: String,
     user: MessageUser<'a>,

@@ -35,14 +35,20 @@ pub fn decode(text: &str) -> Result<Action, ClientError> {
 }
 
 /// The `message` frame; also the shape of each item of the session's history.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = SessionMessage)]
 pub struct MessageFrame<'a> {
+    /// Always `message`.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "message")]
     kind: &'static str,
+    #[schema(value_type = String, format = Uuid)]
     message_id: MessageId,
     content: &'a str,
+    #[schema(value_type = String)]
     sender_id: &'a UserId,
     sender_name: &'a str,
+    /// RFC 3339.
     created_at: String,
 }
 

@@ -17,6 +17,7 @@ mod gamification;
 mod limits;
 mod live_access;
 mod onetask;
+mod openapi;
 mod presence;
 mod protocol_violations;
 mod pubsub_canary;

@@ -49,7 +49,7 @@ async fn bad_requests_get_json_errors_that_name_the_problem() {
 }
 
 /// Sends `head` and then `body` over a raw connection and returns the response's status.
-async fn raw_status(addr: std::net::SocketAddr, head: String, body: &[u8]) -> u16 {
+pub(crate) async fn raw_status(addr: std::net::SocketAddr, head: String, body: &[u8]) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
