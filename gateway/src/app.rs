@@ -185,6 +185,7 @@ impl Gateway {
         let Gateway { listener, app, worker, presence } = self;
         let drain = app.shutdown.clone();
         let router = crate::http::router(app.clone());
+        tokio::spawn(crate::console::report(app.clone(), drain.clone()));
         let upgrade_timeout = app.config.limits.upgrade_timeout;
         let (guards, metrics) = (app.ip_guards.clone(), app.metrics.clone());
         crate::http::server::serve(listener, router, upgrade_timeout, guards, metrics, async move {

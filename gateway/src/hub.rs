@@ -296,6 +296,17 @@ impl Hub {
         self.lock().sockets_per_user.keys().cloned().collect()
     }
 
+    /// The groups with the most sockets on this node, largest first (for the console).
+    pub fn largest_groups(&self, limit: usize) -> Vec<(String, usize)> {
+        let mut sizes: Vec<(String, usize)> = {
+            let state = self.lock();
+            state.groups.iter().filter(|(_, e)| !e.members.is_empty()).map(|(g, e)| (g.to_string(), e.members.len())).collect()
+        };
+        sizes.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        sizes.truncate(limit);
+        sizes
+    }
+
     /// (room, user) pairs with at least one socket on this node.
     pub fn local_rooms(&self) -> Vec<(Group, UserId)> {
         self.lock().room_sockets.keys().cloned().collect()

@@ -20,7 +20,8 @@
 //!
 //! Beside the path: [`presence`] keeps who is online cluster-wide (and announces `user_status`);
 //! `access` makes membership and account changes act on sockets already open, on every node;
-//! `canary` proves that the node's pub/sub connection still delivers;
+//! `canary` proves that the node's pub/sub connection still delivers; `console` serves the
+//! operator's page at `/console` and what it reads (the nodes' reports, a live tail of a group);
 //! [`http`] holds the server API ([`http::api`], [`http::channels`], [`http::onetask`]) and health;
 //! [`app`] builds and runs a node (tests use the same `Gateway::build`); [`metrics`] the counters;
 //! [`motivation`] the Diary's texts; [`cli`] the command line.
@@ -28,6 +29,7 @@
 pub(crate) mod access;
 pub mod app;
 pub(crate) mod canary;
+pub(crate) mod console;
 pub mod cli;
 pub mod errors;
 pub mod http;

@@ -57,7 +57,20 @@ pub struct Metrics {
     pub window_gaps: Counter,
     /// Jobs in the dead-letter stream, cluster-wide (read from Redis at each scrape).
     pub dead_letters: Gauge,
+    /// The last closes, for the console (`crate::console`).
+    pub close_log: std::sync::Mutex<CloseLog>,
 }
+
+/// Closes this node made: the most recent ones (Unix ms, code) and a count per code. Read by the
+/// console; the Prometheus counter `gateway_closes_total` is the one to alert on.
+#[derive(Default)]
+pub struct CloseLog {
+    pub recent: std::collections::VecDeque<(i64, u16)>,
+    pub counts: std::collections::BTreeMap<u16, u64>,
+}
+
+/// Closes the console lists.
+const RECENT_CLOSES: usize = 32;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -81,6 +94,7 @@ impl Default for Metrics {
             window_refills: Counter::default(),
             window_gaps: Counter::default(),
             dead_letters: Gauge::default(),
+            close_log: Default::default(),
         };
         let mut r = Registry::default();
         r.register("gateway_sockets_open", "Sockets open on this node, by protocol", m.sockets_open.clone());
@@ -141,6 +155,12 @@ impl Metrics {
 
     pub fn closed(&self, code: u16) {
         self.closes.get_or_create(&CodeLabel { code: code.to_string() }).inc();
+        let mut log = self.close_log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if log.recent.len() == RECENT_CLOSES {
+            log.recent.pop_front();
+        }
+        log.recent.push_back((chrono::Utc::now().timestamp_millis(), code));
+        *log.counts.entry(code).or_default() += 1;
     }
 
     pub fn render(&self) -> String {

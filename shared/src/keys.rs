@@ -82,6 +82,11 @@ impl Keys {
         format!("{}presence:nodes", self.prefix)
     }
 
+    /// One node's latest report for the console (JSON, expires with the node's silence).
+    pub fn node_report(&self, node: &str) -> String {
+        format!("{}presence:report:{node}", self.prefix)
+    }
+
     /// The consumer group of the workers on the jobs stream.
     pub fn jobs_group(&self) -> &'static str {
         "workers"

@@ -46,6 +46,10 @@ pub trait Presence: Send + Sync + 'static {
     async fn set_sockets(&self, node: &str, user: &UserId, count: usize) -> Result<(), BrokerError>;
     /// `user`'s open sockets on every live node together (the per-user cap, cluster-wide).
     async fn sockets_of(&self, user: &UserId, dead_after: Duration) -> Result<usize, BrokerError>;
+    /// Records `node`'s latest report (JSON, for the console), forgotten after `ttl`.
+    async fn report(&self, node: &str, report: &str, ttl: Duration) -> Result<(), BrokerError>;
+    /// The latest reports of the live nodes (heard from within `dead_after`).
+    async fn reports(&self, dead_after: Duration) -> Result<Vec<String>, BrokerError>;
 }
 
 /// Who went away with a node that was reaped or left.
@@ -80,6 +84,8 @@ struct MemoryState {
     room_counts: HashMap<(Group, UserId), usize>,
     /// node → user → open sockets there.
     sockets: HashMap<String, HashMap<UserId, usize>>,
+    /// node → (report, forgotten at).
+    reports: HashMap<String, (String, Instant)>,
 }
 
 impl MemoryState {
@@ -219,6 +225,20 @@ impl Presence for MemoryPresence {
         let s = self.state.lock().expect("presence lock");
         let live = |node: &String| s.nodes.get(node).is_none_or(|(beat, _)| beat.elapsed() < dead_after);
         Ok(s.sockets.iter().filter(|(node, _)| live(node)).filter_map(|(_, users)| users.get(user)).sum())
+    }
+
+    async fn report(&self, node: &str, report: &str, ttl: Duration) -> Result<(), BrokerError> {
+        let mut s = self.state.lock().expect("presence lock");
+        s.reports.insert(node.to_owned(), (report.to_owned(), Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn reports(&self, dead_after: Duration) -> Result<Vec<String>, BrokerError> {
+        let mut s = self.state.lock().expect("presence lock");
+        let now = Instant::now();
+        s.reports.retain(|_, (_, until)| *until > now);
+        let live = |node: &String| s.nodes.get(node).is_some_and(|(beat, _)| beat.elapsed() < dead_after);
+        Ok(s.reports.iter().filter(|(node, _)| live(node)).map(|(_, (report, _))| report.clone()).collect())
     }
 }
 
@@ -486,6 +506,27 @@ impl Presence for RedisPresence {
         let mut conn = self.conn().await?;
         let counts: Vec<Option<usize>> = pipe.query_async(&mut *conn).await?;
         Ok(counts.into_iter().flatten().sum())
+    }
+
+    async fn report(&self, node: &str, report: &str, ttl: Duration) -> Result<(), BrokerError> {
+        let mut conn = self.conn().await?;
+        let ttl_ms = ttl.as_millis() as u64;
+        redis::cmd("SET").arg(self.keys.node_report(node)).arg(report).arg("PX").arg(ttl_ms).query_async::<()>(&mut *conn).await?;
+        Ok(())
+    }
+
+    async fn reports(&self, dead_after: Duration) -> Result<Vec<String>, BrokerError> {
+        let live = self.nodes_by_silence(false, dead_after).await?;
+        if live.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for node in &live {
+            pipe.get(self.keys.node_report(node));
+        }
+        let mut conn = self.conn().await?;
+        let reports: Vec<Option<String>> = pipe.query_async(&mut *conn).await?;
+        Ok(reports.into_iter().flatten().collect())
     }
 }
 

@@ -52,6 +52,11 @@ pub fn router(app: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/api/v1/openapi.json", get(openapi::document))
+        // The operator's console (`crate::console`).
+        .route("/console", get(crate::console::page))
+        .route("/console/{file}", get(crate::console::page))
+        .route("/api/v1/console/nodes", get(crate::console::nodes))
+        .route("/api/v1/console/tail", get(crate::console::tail))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(app.clone(), idempotency::middleware))

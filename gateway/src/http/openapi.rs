@@ -49,6 +49,8 @@ use super::error::ErrorBody;
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
+        crate::console::nodes,
+        crate::console::tail,
         document,
     ),
     components(schemas(ErrorBody)),

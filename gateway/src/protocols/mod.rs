@@ -31,11 +31,17 @@ pub enum Protocol {
     Pythia,
     /// OneTask notifications, task updates and focus sessions (onetask.md).
     OneTask,
+    /// The console's live tail of a group (`crate::console`): every event, as it crosses Redis.
+    Console,
 }
 
 impl Protocol {
     /// Number of variants: the size of the hub's per-publication render cache.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
+
+    /// Every protocol, in the order of their render cache slots.
+    pub const ALL: [Protocol; Protocol::COUNT] =
+        [Protocol::Sessions, Protocol::Diary, Protocol::Chat, Protocol::Pythia, Protocol::OneTask, Protocol::Console];
 
     /// The name metrics label it with.
     pub fn name(self) -> &'static str {
@@ -45,6 +51,7 @@ impl Protocol {
             Protocol::Chat => "chat",
             Protocol::Pythia => "pythia",
             Protocol::OneTask => "onetask",
+            Protocol::Console => "console",
         }
     }
 
@@ -60,6 +67,7 @@ impl Protocol {
             Protocol::Chat => chat::render(event),
             Protocol::Pythia => pythia::render(event),
             Protocol::OneTask => onetask::render(event),
+            Protocol::Console => serde_json::to_string(event).ok(),
         }
     }
 }
