@@ -82,3 +82,59 @@ fn alerts_and_dashboard_query_only_metrics_that_exist() {
         }
     }
 }
+
+/// The Prometheus operator's monitors (deploy/monitoring) have no schema in kubernetes-validate
+/// (it warns and passes them), so what matters is checked here with the YAML parser of the
+/// validators' virtualenv: each monitor selects objects the base defines, by a port those objects
+/// name, and the overlay includes the base.
+#[test]
+fn the_monitors_select_the_gateway_service_and_the_worker_pods_by_named_ports() {
+    let monitoring = repo().join("deploy/monitoring");
+    let monitors = monitoring.join("monitors.yaml");
+    run(tool("kubernetes-validate"), &["--strict", "--quiet", "--no-warn"], std::slice::from_ref(&monitors));
+    let overlay = std::fs::read_to_string(monitoring.join("kustomization.yaml")).unwrap();
+    assert!(overlay.contains("- ..") && overlay.contains("- monitors.yaml"), "{overlay}");
+    let check = r#"
+import sys, yaml
+base = [d for f in sys.argv[2:] for d in yaml.safe_load_all(open(f)) if d]
+monitors = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+def labels_match(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+kinds = {m["kind"] for m in monitors}
+assert kinds == {"ServiceMonitor", "PodMonitor"}, kinds
+for m in monitors:
+    selector = m["spec"]["selector"]["matchLabels"]
+    if m["kind"] == "ServiceMonitor":
+        targets = [(d["metadata"].get("labels", {}), [p["name"] for p in d["spec"]["ports"]])
+                   for d in base if d["kind"] == "Service"]
+        ports = [e["port"] for e in m["spec"]["endpoints"]]
+    else:
+        targets = [(d["spec"]["template"]["metadata"]["labels"],
+                    [p["name"] for c in d["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])])
+                   for d in base if d["kind"] == "Deployment"]
+        ports = [e["port"] for e in m["spec"]["podMetricsEndpoints"]]
+    chosen = [names for labels, names in targets if labels_match(selector, labels)]
+    assert chosen, f"{m['metadata']['name']} selects nothing with {selector}"
+    for port in ports:
+        assert all(port in names for names in chosen), f"{m['metadata']['name']}: no port named {port} in {chosen}"
+print("monitors ok")
+"#;
+    let python = std::env::var_os("GATEWAY_TEST_PYTOOLS").map(|d| PathBuf::from(d).join("python")).unwrap_or_else(|| {
+        panic!("GATEWAY_TEST_PYTOOLS is not set: run scripts/test (it makes the validators' virtualenv)")
+    });
+    let deploy = repo().join("deploy");
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(check)
+        .arg(&monitors)
+        .arg(deploy.join("gateway.yaml"))
+        .arg(deploy.join("worker.yaml"))
+        .output()
+        .expect("running the virtualenv's python");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
