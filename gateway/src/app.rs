@@ -107,6 +107,7 @@ impl Gateway {
                 }
             };
         let metrics = Arc::new(Metrics::default());
+        let broker = crate::timed_broker::TimedBroker::wrap(broker, metrics.clone());
         let (presence_tx, presence_rx) = mpsc::unbounded_channel();
         let (access_tx, access_rx) = mpsc::unbounded_channel();
         let node_id = crate::presence::node_id();

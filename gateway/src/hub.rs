@@ -83,10 +83,19 @@ pub struct SocketLink {
     outbox: mpsc::Sender<Outbound>,
     /// Bytes waiting in `outbox`, bounded by `outbox_bytes`.
     queued_bytes: AtomicUsize,
+    /// The node's total of `queued_bytes` (`gateway_outbox_bytes`).
+    queued_total: prometheus_client::metrics::gauge::Gauge,
     outbox_bytes: usize,
     /// Cancelled when the hub wants this socket closed; `kick_code` says why.
     kicked: CancellationToken,
     kick_code: AtomicU16,
+}
+
+impl Drop for SocketLink {
+    /// What was still queued went with the socket.
+    fn drop(&mut self) {
+        self.queued_total.dec_by(*self.queued_bytes.get_mut() as i64);
+    }
 }
 
 impl SocketLink {
@@ -105,12 +114,14 @@ impl SocketLink {
             }
             return false;
         }
+        self.queued_total.inc_by(len as i64);
         true
     }
 
     /// Called by the socket's task for each frame it takes from the outbox.
     pub fn taken(&self, frame: &Utf8Bytes) {
         self.queued_bytes.fetch_sub(frame.as_str().len(), Ordering::Relaxed);
+        self.queued_total.dec_by(frame.as_str().len() as i64);
     }
 
     /// Asks the socket's task to leave `room`; a full outbox closes the socket instead (1013).
@@ -279,6 +290,7 @@ impl Hub {
             protocol,
             outbox: tx,
             queued_bytes: AtomicUsize::new(0),
+            queued_total: self.metrics.outbox_bytes.clone(),
             outbox_bytes: self.outbox_bytes,
             kicked: CancellationToken::new(),
             kick_code: AtomicU16::new(0),

@@ -15,6 +15,16 @@ pub struct ProtocolLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: &'static str,
+}
+
+/// The buckets of `gateway_broker_call_duration_seconds`: 100 µs to about 3 s.
+fn broker_call_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: String,
 }
@@ -57,6 +67,10 @@ pub struct Metrics {
     pub window_gaps: Counter,
     /// Jobs in the dead-letter stream, cluster-wide (read from Redis at each scrape).
     pub dead_letters: Gauge,
+    /// Each broker call's duration, by operation (`crate::timed_broker`).
+    pub broker_calls: Family<OpLabel, Histogram, fn() -> Histogram>,
+    /// Bytes queued in the sockets' outboxes, waiting to be written (all sockets of the node).
+    pub outbox_bytes: Gauge,
     /// The last closes, for the console (`crate::console`).
     pub close_log: std::sync::Mutex<CloseLog>,
 }
@@ -94,6 +108,8 @@ impl Default for Metrics {
             window_refills: Counter::default(),
             window_gaps: Counter::default(),
             dead_letters: Gauge::default(),
+            broker_calls: Family::new_with_constructor(broker_call_histogram),
+            outbox_bytes: Gauge::default(),
             close_log: Default::default(),
         };
         let mut r = Registry::default();
@@ -139,6 +155,12 @@ impl Default for Metrics {
             "Jobs in the dead-letter stream (worker dead-letters lists them)",
             m.dead_letters.clone(),
         );
+        r.register(
+            "gateway_broker_call_duration_seconds",
+            "Broker calls (Redis round trips in cluster mode), by operation",
+            m.broker_calls.clone(),
+        );
+        r.register("gateway_outbox_bytes", "Bytes queued in the sockets' outboxes", m.outbox_bytes.clone());
         Self { registry: r, ..m }
     }
 }
@@ -151,6 +173,10 @@ impl Metrics {
     /// A socket of `protocol` opened (`+1`) or closed (`-1`).
     pub fn socket(&self, protocol: &'static str, delta: i64) {
         self.sockets_open.get_or_create(&ProtocolLabel { protocol }).inc_by(delta);
+    }
+
+    pub fn broker_call(&self, op: &'static str, took: std::time::Duration) {
+        self.broker_calls.get_or_create(&OpLabel { op }).observe(took.as_secs_f64());
     }
 
     pub fn closed(&self, code: u16) {
@@ -187,6 +213,12 @@ mod tests {
         assert!(text.contains(r#"gateway_sockets_open{protocol="chat"} 1"#), "{text}");
         assert!(text.contains(r#"gateway_sockets_open{protocol="pythia"} 1"#), "{text}");
         assert!(text.contains(r#"gateway_closes_total{code="1013"} 1"#), "{text}");
+        m.broker_call("publish", std::time::Duration::from_micros(300));
+        let text = m.render();
+        assert!(text.contains(r#"gateway_broker_call_duration_seconds_count{op="publish"} 1"#), "{text}");
+        assert!(text.contains("gateway_outbox_bytes 0"), "{text}");
+        let log = m.close_log.lock().unwrap();
+        assert_eq!((log.recent.len(), log.counts.get(&1013)), (1, Some(&1)));
         assert!(text.contains("gateway_delivery_latency_seconds_count 1"), "{text}");
         assert!(text.contains("gateway_frames_in_total 0"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"), "{text}");

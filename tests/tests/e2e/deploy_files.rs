@@ -68,6 +68,7 @@ fn alerts_and_dashboard_query_only_metrics_that_exist() {
     // Label sets appear once used.
     gateway.socket("chat", 1);
     gateway.closed(1013);
+    gateway.broker_call("publish", std::time::Duration::from_millis(1));
     let exported = format!("{}{}", gateway.render(), worker::metrics::WorkerMetrics::default().render());
     let deploy = repo().join("deploy");
     for file in ["prometheus/alerts.yml", "grafana/dashboard.json"] {
