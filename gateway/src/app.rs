@@ -25,8 +25,8 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::presence::{Announcer, PresenceTask};
 
-/// How long a drain waits for sockets to finish their close handshakes.
-const DRAIN_WAIT: Duration = Duration::from_secs(10);
+/// How long a drain waits, past the drain window and the close grace, for the last sockets.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -196,7 +196,8 @@ impl Gateway {
         })
         .await;
         app.tracker.close();
-        if tokio::time::timeout(DRAIN_WAIT, app.tracker.wait()).await.is_err() {
+        let drain_wait = app.config.limits.drain_window + app.config.limits.close_grace + DRAIN_WAIT;
+        if tokio::time::timeout(drain_wait, app.tracker.wait()).await.is_err() {
             tracing::warn!("drain: some sockets did not close in time");
         }
         app.canary_stop.cancel();

@@ -97,6 +97,18 @@ impl CloseReason {
     pub fn frame(self) -> CloseFrame {
         CloseFrame { code: self.code(), reason: Utf8Bytes::from_static(self.text()) }
     }
+
+    /// The close frame of a client that should come back: its reason names when
+    /// (`retry_after_ms=N`) and, on a single-group socket, from where (`since=SEQ`, for `?since=`),
+    /// e.g. `Server restarting; retry_after_ms=830; since=1204` (well under the 123 bytes a close
+    /// reason may have).
+    pub fn frame_with_hint(self, retry_after: std::time::Duration, since: Option<u64>) -> CloseFrame {
+        let mut reason = format!("{}; retry_after_ms={}", self.text(), retry_after.as_millis());
+        if let Some(seq) = since {
+            reason.push_str(&format!("; since={seq}"));
+        }
+        CloseFrame { code: self.code(), reason: Utf8Bytes::from(reason) }
+    }
 }
 
 /// The `error_code` values of the error frame (pythia.md's table, extended by PROTOCOL.md).

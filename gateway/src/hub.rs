@@ -395,7 +395,7 @@ impl Hub {
                 continue;
             }
             let frame = rendered[link.protocol as usize]
-                .get_or_insert_with(|| link.protocol.render(&envelope.event).map(Utf8Bytes::from));
+                .get_or_insert_with(|| link.protocol.render_numbered(envelope).map(Utf8Bytes::from));
             if let Some(frame) = frame {
                 if link.offer(frame, metrics) {
                     Metrics::incr(&metrics.frames_out);

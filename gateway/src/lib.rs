@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod motivation;
 pub mod presence;
 pub mod protocols;
+pub(crate) mod resume;
 pub(crate) mod timed_broker;
 pub mod ws;
 

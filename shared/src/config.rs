@@ -54,6 +54,9 @@ pub struct Limits {
     /// Socket upgrades per second from one IP address, with a burst of twice that; more are
     /// answered 429 (`GATEWAY_UPGRADES_PER_IP_PER_SEC`, 0 for no limit).
     pub upgrades_per_ip_per_sec: u32,
+    /// A draining node closes its sockets (1012) at random moments spread over this window, so
+    /// that a restart is not a reconnect storm on the others (`GATEWAY_DRAIN_WINDOW_MS`).
+    pub drain_window: Duration,
 }
 
 impl Default for Limits {
@@ -72,6 +75,7 @@ impl Default for Limits {
             canary_interval: Duration::from_secs(5),
             max_connections_per_ip: 4096,
             upgrades_per_ip_per_sec: 200,
+            drain_window: Duration::from_secs(5),
         }
     }
 }
@@ -204,6 +208,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "GATEWAY_CANARY_SECS", read_by: ReadBy::Gateway, default: "5", meaning: "pub/sub canary period and deadline" },
     Setting { name: "GATEWAY_MAX_CONNECTIONS_PER_IP", read_by: ReadBy::Gateway, default: "4096 (0: no limit)", meaning: "open connections per client address" },
     Setting { name: "GATEWAY_UPGRADES_PER_IP_PER_SEC", read_by: ReadBy::Gateway, default: "200 (0: no limit)", meaning: "socket upgrades per second per client address" },
+    Setting { name: "GATEWAY_DRAIN_WINDOW_MS", read_by: ReadBy::Gateway, default: "5000", meaning: "a draining node's 1012 closes are spread over this window" },
     Setting { name: "GATEWAY_UPGRADE_TIMEOUT_SECS", read_by: ReadBy::Gateway, default: "10", meaning: "time to send a complete request head" },
     Setting { name: "GATEWAY_GROUP_WINDOW", read_by: ReadBy::Both, default: "256", meaning: "publications kept per group for refills" },
     Setting { name: "GATEWAY_GROUP_WINDOW_SECS", read_by: ReadBy::Both, default: "300", meaning: "a group's window lives this long after its last publication" },
@@ -263,6 +268,7 @@ impl Limits {
             canary_interval: Duration::from_secs(parsed("GATEWAY_CANARY_SECS", 5)?),
             max_connections_per_ip: parsed("GATEWAY_MAX_CONNECTIONS_PER_IP", d.max_connections_per_ip)?,
             upgrades_per_ip_per_sec: parsed("GATEWAY_UPGRADES_PER_IP_PER_SEC", d.upgrades_per_ip_per_sec)?,
+            drain_window: Duration::from_millis(parsed("GATEWAY_DRAIN_WINDOW_MS", 5000)?),
         })
     }
 }

@@ -621,9 +621,22 @@ impl Cluster {
         self.spawn_node_process_with(command, env).await
     }
 
-    async fn spawn_node_process_with(&self, mut command: Command, env: &[(&str, &str)]) -> (Process, SocketAddr) {
+    /// `spawn_node_process` logging at debug level, everything it writes going to `log`.
+    pub async fn spawn_node_process_logging(&self, exe: &str, log: &Path) -> (Process, SocketAddr) {
+        let file = std::fs::File::create(log).expect("the log file");
+        let mut command = Command::new(exe);
+        command.stderr(file.try_clone().unwrap());
+        self.spawn_node_process_output(command, &[("RUST_LOG", "debug")], Stdio::from(file)).await
+    }
+
+    async fn spawn_node_process_with(&self, command: Command, env: &[(&str, &str)]) -> (Process, SocketAddr) {
+        self.spawn_node_process_output(command, env, Stdio::null()).await
+    }
+
+    async fn spawn_node_process_output(&self, mut command: Command, env: &[(&str, &str)], stdout: Stdio) -> (Process, SocketAddr) {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = command
+            .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .env("GATEWAY_BIND", addr.to_string())
             .env("REDIS_URL", self.redis.url())
@@ -631,8 +644,7 @@ impl Cluster {
             .env("GATEWAY_REDIS_PREFIX", &self.prefix)
             .env("JWT_SECRET", JWT_SECRET)
             .env("GATEWAY_API_KEY", API_KEY)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .spawn()
             .expect("spawning a gateway process");
         let process = Process(child);
@@ -790,9 +802,12 @@ pub fn session_path(session: &str, token: &str) -> String {
     format!("/ws/sessions/{session}/?token={token}")
 }
 
-/// A WebSocket client, as a browser would be.
+/// A WebSocket client, as a browser would be. Every frame rendered from a publication carries
+/// its group's `seq` (an added field, for resuming); this client sets it aside, so that tests
+/// compare the guides' shapes as they are, unless made `numbered` (the resume tests).
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    numbered: bool,
 }
 
 /// What the server did with a socket.
@@ -808,7 +823,7 @@ impl Client {
             .await
             .expect("connect hung")
             .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-        Self { ws }
+        Self { ws, numbered: false }
     }
 
     /// Connects with a tiny TCP receive buffer, for a client that is going to stop reading: the
@@ -819,7 +834,22 @@ impl Client {
         socket.set_recv_buffer_size(4096).unwrap();
         let stream = socket.connect(addr.parse().unwrap()).await.expect("tcp connect");
         let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.expect("handshake");
-        Self { ws }
+        Self { ws, numbered: false }
+    }
+
+    /// This client keeps each frame's `seq`.
+    pub fn numbered(mut self) -> Self {
+        self.numbered = true;
+        self
+    }
+
+    /// A frame as the test sees it: JSON, without `seq` unless the client is `numbered`.
+    fn frame(&self, text: &str) -> Option<Value> {
+        let mut value: Value = serde_json::from_str(text).ok()?;
+        if let (false, Some(object)) = (self.numbered, value.as_object_mut()) {
+            object.remove("seq");
+        }
+        Some(value)
     }
 
     pub async fn send_json(&mut self, value: Value) {
@@ -846,9 +876,7 @@ impl Client {
         loop {
             let message = tokio::time::timeout_at(deadline, self.ws.next()).await.expect("nothing arrived");
             match message {
-                Some(Ok(Message::Text(text))) => {
-                    return Next::Frame(serde_json::from_str(text.as_str()).expect("frames are JSON"))
-                }
+                Some(Ok(Message::Text(text))) => return Next::Frame(self.frame(text.as_str()).expect("frames are JSON")),
                 Some(Ok(Message::Close(frame))) => {
                     return Next::Closed(frame.map(|f| u16::from(f.code)).unwrap_or(u16::from(CloseCode::Status)))
                 }
@@ -864,7 +892,7 @@ impl Client {
     pub async fn try_next(&mut self) -> Option<Value> {
         loop {
             match self.ws.next().await {
-                Some(Ok(Message::Text(text))) => return serde_json::from_str(text.as_str()).ok(),
+                Some(Ok(Message::Text(text))) => return self.frame(text.as_str()),
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
                 Some(Ok(_)) => continue,
             }
@@ -905,7 +933,7 @@ impl Client {
     }
 
     pub fn from_inner(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
-        Self { ws }
+        Self { ws, numbered: false }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{Map, Value};
-use shared::event::Event;
+use shared::event::{Envelope, Event};
 
 use crate::app::AppState;
 use crate::errors::ClientError;
@@ -52,6 +52,20 @@ impl Protocol {
             Protocol::Pythia => "pythia",
             Protocol::OneTask => "onetask",
             Protocol::Console => "console",
+        }
+    }
+
+    /// This format's frame for a publication, carrying the group's `seq` as its first field when
+    /// the broker numbered it (an added field: the guides' clients ignore it; a client that keeps
+    /// the last one can resume from it, `crate::resume`).
+    pub fn render_numbered(self, envelope: &Envelope) -> Option<String> {
+        let frame = self.render(&envelope.event)?;
+        match (envelope.seq, frame.strip_prefix('{')) {
+            (Some(seq), Some(rest)) => {
+                let separator = if rest.trim_start().starts_with('}') { "" } else { "," };
+                Some(format!("{{\"seq\":{seq}{separator}{rest}"))
+            }
+            _ => Some(frame),
         }
     }
 

@@ -34,6 +34,8 @@ pub struct Connection {
     pub handler: SocketHandler,
     /// The token's `exp` (seconds since the epoch); the socket closes with 4003 then.
     pub expires_at: Option<i64>,
+    /// What a resuming client missed, sent before the live stream (`crate::resume`).
+    pub(crate) resume: crate::resume::Resume,
 }
 
 /// When a token with this `exp` runs out. Saturating: a token's `exp` is whatever its issuer
@@ -81,7 +83,11 @@ impl Connection {
     where
         S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
     {
-        let Connection { app, mut attached, mut outbox, mut handler, expires_at } = self;
+        let Connection { app, mut attached, mut outbox, mut handler, expires_at, resume } = self;
+        let crate::resume::Resume { backlog, mut delivered_upto, resumable } = resume;
+        // The last `seq` this client was sent (single-group sockets): the resume point a 1012 or
+        // 1013 close names.
+        let mut last_seq = None;
         let link = attached.link().clone();
         let limits = app.config.limits.clone();
         app.metrics.socket(link.protocol.name(), 1);
@@ -96,7 +102,12 @@ impl Connection {
             tokio::select! {
                 biased;
                 reason = link.kicked() => reason,
-                _ = app.shutdown.cancelled() => CloseReason::Restarting,
+                // A drain closes the node's sockets at random moments over the drain window (the
+                // socket serves on until then), so that their reconnects do not all land at once.
+                _ = async {
+                    app.shutdown.cancelled().await;
+                    tokio::time::sleep(jitter(limits.drain_window)).await;
+                } => CloseReason::Restarting,
             }
         };
         tokio::pin!(stopped);
@@ -108,10 +119,14 @@ impl Connection {
 
         // The protocol futures are boxed: inlined, the largest of them (database and presence
         // calls) would be part of every idle socket's task, for its whole life.
-        let greeting = match Box::pin(handler.greeting(&app)).await {
-            Some(frame) => send(&mut tx, Message::Text(frame), stopped.as_mut()).await.err(),
-            None => None,
-        };
+        let mut opening = Box::pin(handler.greeting(&app)).await.into_iter().chain(backlog);
+        let mut greeting = None;
+        for frame in &mut opening {
+            if let Err(ended) = send(&mut tx, Message::Text(frame), stopped.as_mut()).await {
+                greeting = Some(ended);
+                break;
+            }
+        }
         let ended = if let Some(ended) = greeting {
             ended
         } else {
@@ -126,6 +141,18 @@ impl Connection {
                             None => break Ended::Gone,
                             Some(Outbound::Frame(frame)) => {
                                 link.taken(&frame);
+                                // After a resume: what the replay already delivered comes live
+                                // too, once; live frames are in order, so the first newer one
+                                // ends the skipping.
+                                if resumable {
+                                    last_seq = crate::resume::frame_seq(frame.as_str()).or(last_seq);
+                                }
+                                if let Some(upto) = delivered_upto {
+                                    match crate::resume::frame_seq(frame.as_str()) {
+                                        Some(seq) if seq <= upto => continue,
+                                        _ => delivered_upto = None,
+                                    }
+                                }
                                 frame
                             }
                             Some(Outbound::Leave(room)) => match handler.on_evicted(&mut attached, &room) {
@@ -154,9 +181,21 @@ impl Connection {
                         };
                         Metrics::incr(&app.metrics.frames_in);
                         let reply = if bucket.take(std::time::Instant::now()) {
-                            match Box::pin(handler.on_text(&app, &mut attached, text.as_str())).await {
-                                Ok(reply) => reply,
-                                Err(e) => Some(e.frame()),
+                            if let Some(token) = refresh_request(text.as_str()) {
+                                // A new token for the same user extends the socket past the old one's
+                                // expiry; any other token ends it, as an expired one would.
+                                match app.verifier.verify(&token) {
+                                    Ok(claims) if link.user.as_ref() == Some(&claims.user_id) => {
+                                        expiry.as_mut().reset(instant_of(claims.exp));
+                                        Some(token_refreshed(claims.exp))
+                                    }
+                                    _ => break Ended::Close(CloseReason::InvalidToken),
+                                }
+                            } else {
+                                match Box::pin(handler.on_text(&app, &mut attached, text.as_str())).await {
+                                    Ok(reply) => reply,
+                                    Err(e) => Some(e.frame()),
+                                }
                             }
                         } else if bucket.abusive() {
                             break Ended::Close(CloseReason::PolicyViolation);
@@ -188,8 +227,15 @@ impl Connection {
             app.metrics.closed(reason.code());
             // Say why, then wait for the peer's close reply; past the grace period the TCP
             // connection is dropped whatever the peer does.
+            // Closes the client should come back from say when, with jitter, and where from.
+            let frame = match reason {
+                CloseReason::Restarting | CloseReason::SlowConsumer => {
+                    reason.frame_with_hint(RETRY_HINT_MIN + jitter(RETRY_HINT_JITTER), last_seq)
+                }
+                _ => reason.frame(),
+            };
             let _ = tokio::time::timeout(limits.close_grace, async {
-                if tx.send(Message::Close(Some(reason.frame()))).await.is_ok() {
+                if tx.send(Message::Close(Some(frame))).await.is_ok() {
                     while let Some(Ok(message)) = rx.next().await {
                         if matches!(message, Message::Close(_)) {
                             break;
@@ -202,6 +248,36 @@ impl Connection {
         app.metrics.socket(link.protocol.name(), -1);
         drop(attached);
     }
+}
+
+/// The token of a `{"type": "refresh_token", "token": ...}` frame, understood on every socket
+/// before its protocol sees the frame.
+fn refresh_request(text: &str) -> Option<String> {
+    if !text.contains("refresh_token") {
+        return None;
+    }
+    let frame: serde_json::Value = serde_json::from_str(text).ok()?;
+    if frame.get("type")?.as_str()? != "refresh_token" {
+        return None;
+    }
+    Some(frame.get("token").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned())
+}
+
+fn token_refreshed(exp: i64) -> axum::extract::ws::Utf8Bytes {
+    serde_json::json!({"type": "token_refreshed", "expires_at": exp}).to_string().into()
+}
+
+/// The retry hint of a 1012 or 1013 close: at least this, plus up to `RETRY_HINT_JITTER`.
+const RETRY_HINT_MIN: Duration = Duration::from_millis(250);
+const RETRY_HINT_JITTER: Duration = Duration::from_millis(1000);
+
+/// A uniformly random duration below `window`.
+fn jitter(window: Duration) -> Duration {
+    let ms = window.as_millis() as u64;
+    if ms == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis((uuid::Uuid::new_v4().as_u128() % u128::from(ms)) as u64)
 }
 
 fn far_future() -> Instant {

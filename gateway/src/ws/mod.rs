@@ -27,9 +27,14 @@ const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 0;
 
 /// Applies the frame-size limit and the small per-socket buffers.
+/// The subprotocol a client names to pass its token in `Sec-WebSocket-Protocol` (`bearer`, then
+/// the JWT); the server's answer names only `bearer`, never the token.
+pub const BEARER_SUBPROTOCOL: &str = "bearer";
+
 pub fn configure(ws: WebSocketUpgrade, app: &AppState) -> WebSocketUpgrade {
     let max = app.config.limits.max_frame_bytes;
-    ws.read_buffer_size(READ_BUFFER)
+    ws.protocols([BEARER_SUBPROTOCOL])
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         // A full write buffer makes `send` wait (backpressure) instead of growing.
         .max_write_buffer_size(max.max(READ_BUFFER) * 2)
@@ -78,7 +83,8 @@ pub fn reject(ws: WebSocketUpgrade, app: &AppState, reason: CloseReason) -> Resp
 /// Registers an admitted socket in the hub, joins its groups (waiting for the node's
 /// subscriptions), completes the upgrade and hands the socket to its actor, tracked for drain.
 /// `user` is `None` only for a tokenless personal socket; `expires_at` is the token's `exp`.
-/// `rooms` are groups in which the user also counts as present (Pythia channel rooms).
+/// `rooms` are groups in which the user also counts as present (Pythia channel rooms). `since`
+/// is the `?since=` of a client resuming a single-group socket (`crate::resume`).
 #[allow(clippy::too_many_arguments)]
 pub async fn admit(
     ws: WebSocketUpgrade,
@@ -89,6 +95,7 @@ pub async fn admit(
     rooms: Vec<Group>,
     handler: SocketHandler,
     expires_at: Option<i64>,
+    since: Option<&str>,
 ) -> Response {
     // The per-user cap counts the user's sockets on every live node, not just this one.
     if let Some(user) = &user {
@@ -116,13 +123,24 @@ pub async fn admit(
             tracing::warn!(error = %e, "cluster-wide socket count not recorded");
         }
     }
+    // Resuming needs one group whose numbers the client kept (Pythia's sockets have several).
+    let single = match (groups.as_slice(), rooms.is_empty()) {
+        ([group], true) => Some(group.clone()),
+        _ => None,
+    };
+    let resumed = single.clone().zip(since.map(str::to_owned));
     for group in groups {
         attached.join(group).await;
     }
     for room in rooms {
         attached.join_room(room).await;
     }
-    let connection = Connection { app, attached, outbox, handler, expires_at };
+    // Read after joining, so that nothing published meanwhile falls between replay and live.
+    let resume = match resumed {
+        Some((group, since)) => crate::resume::resume(&app, &group, &since, protocol, user.as_ref()).await,
+        None => crate::resume::Resume { resumable: single.is_some(), ..Default::default() },
+    };
+    let connection = Connection { app, attached, outbox, handler, expires_at, resume };
     let tracker = connection.app.tracker.clone();
     ws.on_upgrade(move |socket| tracker.track_future(connection.run(socket)))
 }

@@ -23,9 +23,37 @@ use crate::protocols::onetask::OneTaskSocket;
 use crate::protocols::pythia::PythiaSocket;
 use crate::protocols::{sessions::SessionSocket, Protocol, SocketHandler};
 
-#[derive(Deserialize)]
+/// What a client connects with: its token, from `?token=` or, kept out of URLs and so out of
+/// proxy logs, from `Sec-WebSocket-Protocol: bearer, <JWT>` (the server then answers with the
+/// subprotocol `bearer`, `configure`); and `?since=`, where it resumes from.
 pub struct TokenQuery {
     token: Option<String>,
+    /// The last `seq` the client saw on this socket's group: it resumes from there.
+    since: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InQuery {
+    token: Option<String>,
+    since: Option<String>,
+}
+
+/// The token a client offered as the subprotocol after `bearer`.
+fn subprotocol_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    let offered = headers.get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
+    let mut protocols = offered.split(',').map(str::trim);
+    protocols.by_ref().find(|p| *p == super::BEARER_SUBPROTOCOL)?;
+    protocols.next().filter(|t| !t.is_empty()).map(str::to_owned)
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TokenQuery {
+    type Rejection = axum::extract::rejection::QueryRejection;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(query) = Query::<InQuery>::from_request_parts(parts, state).await?;
+        let token = subprotocol_token(&parts.headers).or(query.token);
+        Ok(Self { token, since: query.since })
+    }
 }
 
 type Refused = Response;
@@ -35,13 +63,14 @@ struct Admitted {
     ws: WebSocketUpgrade,
     claims: Claims,
     user: UserRecord,
+    since: Option<String>,
 }
 
 /// Token (4001, 4003) and user (4002).
 async fn authenticated(ws: WebSocketUpgrade, app: &AppState, query: &TokenQuery) -> Result<Admitted, Refused> {
     let ws = configure(ws, app);
     match authenticate(app, query.token.as_deref()).await {
-        Ok((claims, user)) => Ok(Admitted { ws, claims, user }),
+        Ok((claims, user)) => Ok(Admitted { ws, claims, user, since: query.since.clone() }),
         Err(reason) => Err(reject(ws, app, reason)),
     }
 }
@@ -83,7 +112,7 @@ impl Admitted {
         handler: SocketHandler,
     ) -> Response {
         let user = Some(self.user.id.clone());
-        admit(self.ws, app, user, protocol, groups, rooms, handler, Some(self.claims.exp)).await
+        admit(self.ws, app, user, protocol, groups, rooms, handler, Some(self.claims.exp), self.since.as_deref()).await
     }
 }
 
@@ -91,7 +120,7 @@ impl Admitted {
 pub async fn session(
     State(app): State<AppState>,
     Path(session_id): Path<String>,
-    Query(query): Query<TokenQuery>,
+    query: TokenQuery,
     ws: WebSocketUpgrade,
 ) -> Result<Response, Refused> {
     let (client, session_id) = authenticated(ws, &app, &query).await?.id(SessionId::parse(&session_id), &app)?;
@@ -112,7 +141,7 @@ pub async fn session(
 pub async fn personal(
     State(app): State<AppState>,
     Path(user_id): Path<String>,
-    Query(query): Query<TokenQuery>,
+    query: TokenQuery,
     ws: WebSocketUpgrade,
 ) -> Result<Response, Refused> {
     let tokenless = query.token.as_deref().is_none_or(str::is_empty);
@@ -120,7 +149,7 @@ pub async fn personal(
         let ws = configure(ws, &app);
         let Ok(path_user) = UserId::parse(&user_id) else { return Err(reject(ws, &app, CloseReason::NotMember)) };
         let handler = SocketHandler::Diary(PersonalSocket { user_id: path_user.to_string() });
-        return Ok(admit(ws, app, None, Protocol::Diary, Vec::new(), Vec::new(), handler, None).await);
+        return Ok(admit(ws, app, None, Protocol::Diary, Vec::new(), Vec::new(), handler, None, None).await);
     }
     let (client, path_user) = authenticated(ws, &app, &query).await?.id(UserId::parse(&user_id), &app)?;
     let same = client.user.id == path_user;
@@ -134,7 +163,7 @@ pub async fn personal(
 pub async fn chat(
     State(app): State<AppState>,
     Path(chat_id): Path<String>,
-    Query(query): Query<TokenQuery>,
+    query: TokenQuery,
     ws: WebSocketUpgrade,
 ) -> Result<Response, Refused> {
     let (client, chat_id) = authenticated(ws, &app, &query).await?.id(ChatId::parse(&chat_id), &app)?;
@@ -149,7 +178,7 @@ pub async fn chat(
 /// `user:{id}` for mentions.
 pub async fn pythia(
     State(app): State<AppState>,
-    Query(query): Query<TokenQuery>,
+    query: TokenQuery,
     ws: WebSocketUpgrade,
 ) -> Result<Response, Refused> {
     let client = authenticated(ws, &app, &query).await?;
@@ -164,7 +193,7 @@ pub async fn pythia(
 /// `/ws/notifications`: a user's OneTask notifications and gamification events.
 pub async fn notifications(
     State(app): State<AppState>,
-    Query(query): Query<TokenQuery>,
+    query: TokenQuery,
     ws: WebSocketUpgrade,
 ) -> Result<Response, Refused> {
     let client = authenticated(ws, &app, &query).await?;
@@ -176,7 +205,7 @@ pub async fn notifications(
 pub async fn tasks(
     State(app): State<AppState>,
     Path(workspace_id): Path<String>,
-    Query(query): Query<TokenQuery>,
+    query: TokenQuery,
     ws: WebSocketUpgrade,
 ) -> Result<Response, Refused> {
     let (client, workspace) = authenticated(ws, &app, &query).await?.id(WorkspaceId::parse(&workspace_id), &app)?;
@@ -190,7 +219,7 @@ pub async fn tasks(
 pub async fn focus(
     State(app): State<AppState>,
     Path(session_id): Path<String>,
-    Query(query): Query<TokenQuery>,
+    query: TokenQuery,
     ws: WebSocketUpgrade,
 ) -> Result<Response, Refused> {
     let (client, session_id) = authenticated(ws, &app, &query).await?.id(FocusSessionId::parse(&session_id), &app)?;

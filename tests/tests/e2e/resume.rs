@@ -1,0 +1,109 @@
+//! Resume (`?since=SEQ`): every frame rendered from a publication carries its group's `seq`; a
+//! client that reconnects, to the other node, with the last one it saw gets exactly what it
+//! missed, in order, then the live stream, with no gap and no duplicate at the seam, even while
+//! publications keep coming during the reconnect. A gap the group's window no longer holds, or a
+//! number the group never reached, is answered with one `resync_required` frame.
+
+use e2e::{http, token, Client, Cluster, API_KEY};
+use serde_json::{json, Value};
+
+async fn publish(base: &str, chat: &str, n: usize) {
+    let event = json!({"type": "bulletin", "n": n});
+    let (status, body) =
+        http("POST", &format!("{base}/api/v1/publish"), Some(API_KEY), Some(json!({"group": format!("chat:{chat}"), "event": event}))).await;
+    assert_eq!(status, 202, "{body}");
+}
+
+fn seq(frame: &Value) -> u64 {
+    frame["seq"].as_u64().unwrap_or_else(|| panic!("a frame without seq: {frame}"))
+}
+
+/// Frames until the one whose `n` is `last`, checking that their seqs run on from `after`
+/// without a gap or a repeat.
+async fn read_through(client: &mut Client, after: u64, last: usize) -> Vec<Value> {
+    let mut frames = Vec::new();
+    let mut expected = after + 1;
+    loop {
+        let frame = client.recv().await;
+        assert_eq!(seq(&frame), expected, "seqs run on without gap or repeat: {frame}");
+        expected += 1;
+        let done = frame["n"].as_u64() == Some(last as u64);
+        frames.push(frame);
+        if done {
+            return frames;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_the_other_node_with_everything_it_missed_exactly_once() {
+    let cluster = Cluster::start(2).await;
+    cluster.user("rs-ann", None).await;
+    cluster.chat("rs-chat", &["rs-ann"]).await;
+    let (first, second) = (cluster.node(0), cluster.node(1));
+    let path = |since: Option<u64>| {
+        let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
+        format!("/api/v1/ws/chat/rs-chat?token={}{since}", token("rs-ann"))
+    };
+
+    let mut ann = Client::connect(&first.ws(&path(None))).await.numbered();
+    publish(&first.http(""), "rs-chat", 0).await;
+    let seen = ann.recv().await;
+    assert_eq!(seen["n"], 0, "{seen}");
+    let last_seen = seq(&seen);
+    drop(ann);
+
+    // 200 while away, then more while the client reconnects (some before its socket joins the
+    // group, some after: the seam), then a last one.
+    for n in 1..=200 {
+        publish(&first.http(""), "rs-chat", n).await;
+    }
+    let base = first.http("");
+    let during = tokio::spawn(async move {
+        for n in 201..=260 {
+            publish(&base, "rs-chat", n).await;
+        }
+    });
+    let mut ann = Client::connect(&second.ws(&path(Some(last_seen)))).await.numbered();
+    during.await.unwrap();
+    publish(&first.http(""), "rs-chat", 261).await;
+    let frames = read_through(&mut ann, last_seen, 261).await;
+    let ns: Vec<u64> = frames.iter().map(|f| f["n"].as_u64().unwrap()).collect();
+    assert_eq!(ns, (1..=261).collect::<Vec<u64>>(), "every message once, in order");
+
+    // Resuming from where it now stands: nothing replayed, the live stream goes on.
+    let now = seq(frames.last().unwrap());
+    drop(ann);
+    let mut ann = Client::connect(&first.ws(&path(Some(now)))).await.numbered();
+    publish(&second.http(""), "rs-chat", 262).await;
+    let next = ann.recv().await;
+    assert_eq!((seq(&next), next["n"].as_u64()), (now + 1, Some(262)), "{next}");
+}
+
+#[tokio::test]
+async fn a_gap_the_window_cannot_fill_is_answered_resync_required() {
+    let cluster = Cluster::start(2).await;
+    cluster.user("rs-bo", None).await;
+    cluster.chat("rs-gap", &["rs-bo"]).await;
+    let path = |since: &str| format!("/api/v1/ws/chat/rs-gap?token={}&since={since}", token("rs-bo"));
+    let base = cluster.node(0).http("");
+
+    // More than the window keeps (256 publications by default).
+    for n in 1..=700 {
+        publish(&base, "rs-gap", n).await;
+    }
+    let mut bo = Client::connect(&cluster.node(1).ws(&path("1"))).await.numbered();
+    let frame = bo.recv().await;
+    assert_eq!((frame["type"].as_str(), frame["group"].as_str()), (Some("resync_required"), Some("chat:rs-gap")), "{frame}");
+    assert_eq!(frame["seq"], 700, "where the live stream stands: {frame}");
+    publish(&base, "rs-gap", 701).await;
+    let live = bo.recv().await;
+    assert_eq!((seq(&live), live["n"].as_u64()), (701, Some(701)), "then the live stream: {live}");
+
+    // A number the group never reached (its counter started again), and one that is not a number.
+    for since in ["5000", "soon"] {
+        let mut bo = Client::connect(&cluster.node(0).ws(&path(since))).await.numbered();
+        let frame = bo.recv().await;
+        assert_eq!(frame["type"], "resync_required", "since={since}: {frame}");
+    }
+}
