@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use shared::broker::{Broker, BrokerError, WindowRead};
+use shared::broker::{Broker, BrokerError, Once, WindowRead};
 use shared::event::{Group, Position};
 use shared::jobs::{DeadLetter, JobEntry};
 
@@ -43,6 +43,10 @@ impl Broker for TimedBroker {
 
     async fn publish_and_enqueue(&self, group: &Group, payload: Bytes, job: Bytes) -> Result<(), BrokerError> {
         self.timed("publish_all", self.inner.publish_and_enqueue(group, payload, job)).await
+    }
+
+    async fn publish_once(&self, once: &Once, group: &Group, payload: Bytes, job: Bytes) -> Result<Option<Bytes>, BrokerError> {
+        self.timed("publish_all", self.inner.publish_once(once, group, payload, job)).await
     }
 
     async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {

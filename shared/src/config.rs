@@ -57,6 +57,9 @@ pub struct Limits {
     /// A draining node closes its sockets (1012) at random moments spread over this window, so
     /// that a restart is not a reconnect storm on the others (`GATEWAY_DRAIN_WINDOW_MS`).
     pub drain_window: Duration,
+    /// A message resent with the same `client_message_id` by the same user within this window is
+    /// answered as the first send and not published again (`GATEWAY_RESEND_WINDOW_SECS`).
+    pub resend_window: Duration,
 }
 
 impl Default for Limits {
@@ -76,6 +79,7 @@ impl Default for Limits {
             max_connections_per_ip: 4096,
             upgrades_per_ip_per_sec: 200,
             drain_window: Duration::from_secs(5),
+            resend_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -209,6 +213,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "GATEWAY_MAX_CONNECTIONS_PER_IP", read_by: ReadBy::Gateway, default: "4096 (0: no limit)", meaning: "open connections per client address" },
     Setting { name: "GATEWAY_UPGRADES_PER_IP_PER_SEC", read_by: ReadBy::Gateway, default: "200 (0: no limit)", meaning: "socket upgrades per second per client address" },
     Setting { name: "GATEWAY_DRAIN_WINDOW_MS", read_by: ReadBy::Gateway, default: "5000", meaning: "a draining node's 1012 closes are spread over this window" },
+    Setting { name: "GATEWAY_RESEND_WINDOW_SECS", read_by: ReadBy::Gateway, default: "86400", meaning: "a resend with the same client_message_id within it is answered as the first" },
     Setting { name: "GATEWAY_UPGRADE_TIMEOUT_SECS", read_by: ReadBy::Gateway, default: "10", meaning: "time to send a complete request head" },
     Setting { name: "GATEWAY_GROUP_WINDOW", read_by: ReadBy::Both, default: "256", meaning: "publications kept per group for refills" },
     Setting { name: "GATEWAY_GROUP_WINDOW_SECS", read_by: ReadBy::Both, default: "300", meaning: "a group's window lives this long after its last publication" },
@@ -269,6 +274,7 @@ impl Limits {
             max_connections_per_ip: parsed("GATEWAY_MAX_CONNECTIONS_PER_IP", d.max_connections_per_ip)?,
             upgrades_per_ip_per_sec: parsed("GATEWAY_UPGRADES_PER_IP_PER_SEC", d.upgrades_per_ip_per_sec)?,
             drain_window: Duration::from_millis(parsed("GATEWAY_DRAIN_WINDOW_MS", 5000)?),
+            resend_window: Duration::from_secs(parsed("GATEWAY_RESEND_WINDOW_SECS", 24 * 3600)?),
         })
     }
 }

@@ -82,6 +82,11 @@ impl Keys {
         format!("{}presence:nodes", self.prefix)
     }
 
+    /// A client's send remembered under its `client_message_id` (`Broker::publish_once`).
+    pub fn sent(&self, id: &str) -> String {
+        format!("{}sent:{id}", self.prefix)
+    }
+
     /// One node's latest report for the console (JSON, expires with the node's silence).
     pub fn node_report(&self, node: &str) -> String {
         format!("{}presence:report:{node}", self.prefix)

@@ -12,7 +12,9 @@ use shared::event::{ChatMessage, Envelope, Event, Group, UserSnapshot};
 use shared::ids::{ChatId, MessageId, UserId};
 use shared::jobs::Job;
 
-use super::{message_text, ClientFrame};
+use axum::extract::ws::Utf8Bytes;
+
+use super::{message_text, ClientFrame, Protocol};
 use crate::app::AppState;
 use crate::errors::{ClientError, ErrorCode};
 
@@ -21,8 +23,8 @@ const MESSAGE_TYPES: [&str; 3] = ["text", "image", "file"];
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
-    Send { content: String, message_type: String, parent: Option<MessageId> },
-    Direct { content: String, message_type: String, recipient: UserId, chat: Option<ChatId> },
+    Send { content: String, message_type: String, parent: Option<MessageId>, client_id: Option<String> },
+    Direct { content: String, message_type: String, recipient: UserId, chat: Option<ChatId>, client_id: Option<String> },
     Typing { is_typing: bool },
     Read { message_id: MessageId },
 }
@@ -52,6 +54,7 @@ pub fn decode(text: &str) -> Result<Action, ClientError> {
                 content: message_text("content", data.string("content")?, MAX_CONTENT_CHARS)?.to_owned(),
                 message_type: message_type(&data)?,
                 parent: message_id(&data, "parent_message_id")?,
+                client_id: super::client_message_id(&data)?,
             })
         }
         "direct_message" => {
@@ -67,6 +70,7 @@ pub fn decode(text: &str) -> Result<Action, ClientError> {
                 message_type: message_type(&data)?,
                 recipient,
                 chat,
+                client_id: super::client_message_id(&data)?,
             })
         }
         "typing_indicator" => Ok(Action::Typing { is_typing: frame.nested("data")?.boolean("is_typing")? }),
@@ -199,10 +203,10 @@ impl ChatSocket {
         }
     }
 
-    pub async fn on_text(&self, app: &AppState, text: &str) -> Result<(), ClientError> {
+    pub async fn on_text(&self, app: &AppState, text: &str) -> Result<Option<Utf8Bytes>, ClientError> {
         let me = &self.sender.id;
         let published = match decode(text)? {
-            Action::Send { content, message_type, parent } => {
+            Action::Send { content, message_type, parent, client_id } => {
                 if let Some(parent) = parent {
                     // A thread stays in its chat.
                     if !self.is_message_of_this_chat(app, &parent).await? {
@@ -214,11 +218,10 @@ impl ChatSocket {
                 let mut message = self.message(self.chat_id.clone(), content, message_type);
                 message.parent_message_id = parent;
                 let job = Job::ChatMessage(message.clone()).encode();
-                app.broker
-                    .publish_and_enqueue(&self.group, Envelope::to_all(Event::ChatMessage(message)).encode(), job)
-                    .await
+                let envelope = Envelope::to_all(Event::ChatMessage(message));
+                return super::publish_send(app, Protocol::Chat, me, client_id, &self.group, envelope, job).await;
             }
-            Action::Direct { content, message_type, recipient, chat } => {
+            Action::Direct { content, message_type, recipient, chat, client_id } => {
                 let chat = chat.unwrap_or_else(|| self.chat_id.clone());
                 let sender_in =
                     chat == self.chat_id || app.store.is_chat_member(&chat, me).await.map_err(store_unavailable)?;
@@ -232,8 +235,9 @@ impl ChatSocket {
                 let mut message = self.message(chat, content, message_type);
                 message.recipient_id = Some(recipient.clone());
                 let job = Job::ChatMessage(message.clone()).encode();
-                let envelope = Envelope::to_all(Event::DirectMessage(message)).encode();
-                app.broker.publish_and_enqueue(&Group::user(&recipient), envelope, job).await
+                let envelope = Envelope::to_all(Event::DirectMessage(message));
+                let group = Group::user(&recipient);
+                return super::publish_send(app, Protocol::Chat, me, client_id, &group, envelope, job).await;
             }
             Action::Typing { is_typing } => {
                 let event = Event::ChatTyping { chat_id: self.chat_id.clone(), user_id: me.clone(), is_typing };
@@ -254,7 +258,7 @@ impl ChatSocket {
                 app.broker.publish_and_enqueue(&self.group, Envelope::to_all(event).encode(), job).await
             }
         };
-        published.map_err(|e| super::publish_failed(app, e))
+        published.map(|()| None).map_err(|e| super::publish_failed(app, e))
     }
 }
 
@@ -270,7 +274,7 @@ mod tests {
     fn decodes_the_guide_frames() {
         assert_eq!(
             decode(r#"{"type":"send_message","data":{"content":"Your message content","message_type":"text","parent_message_id":null}}"#).unwrap(),
-            Action::Send { content: "Your message content".into(), message_type: "text".into(), parent: None }
+            Action::Send { content: "Your message content".into(), message_type: "text".into(), parent: None, client_id: None }
         );
         assert_eq!(
             decode(r#"{"type":"direct_message","data":{"content":"hi","message_type":"text","recipient_id":"bob","chat_id":"c1"}}"#).unwrap(),
@@ -278,9 +282,15 @@ mod tests {
                 content: "hi".into(),
                 message_type: "text".into(),
                 recipient: UserId::parse("bob").unwrap(),
-                chat: Some(ChatId::parse("c1").unwrap())
+                chat: Some(ChatId::parse("c1").unwrap()),
+                client_id: None,
             }
         );
+        assert!(matches!(
+            decode(r#"{"type":"send_message","data":{"content":"x","client_message_id":"c-1"}}"#).unwrap(),
+            Action::Send { client_id: Some(id), .. } if id == "c-1"
+        ));
+        assert_eq!(code(r#"{"type":"send_message","data":{"content":"x","client_message_id":"no spaces"}}"#), ErrorCode::InvalidPayload);
         assert_eq!(
             decode(r#"{"type":"typing_indicator","data":{"is_typing":true,"user_id":"someone"}}"#).unwrap(),
             Action::Typing { is_typing: true }

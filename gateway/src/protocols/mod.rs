@@ -116,9 +116,9 @@ impl SocketHandler {
     ) -> Result<Option<Utf8Bytes>, ClientError> {
         match self {
             SocketHandler::Pythia(socket) => socket.on_text(app, attached, text).await,
-            SocketHandler::Sessions(socket) => socket.on_text(app, text).await.map(|()| None),
+            SocketHandler::Sessions(socket) => socket.on_text(app, text).await,
             SocketHandler::Diary(socket) => socket.on_text(app, text).map(Some),
-            SocketHandler::Chat(socket) => socket.on_text(app, text).await.map(|()| None),
+            SocketHandler::Chat(socket) => socket.on_text(app, text).await,
             SocketHandler::OneTask(socket) => socket.on_text(app, text).await.map(|()| None),
         }
     }
@@ -218,6 +218,44 @@ impl ClientFrame {
             Some(_) => Err(ClientError::invalid_payload(format!("\"{field}\" must be a boolean"))),
             None => Err(ClientError::invalid_payload(format!("\"{field}\" is required"))),
         }
+    }
+}
+
+/// A client's own id for a message it sends (`client_message_id`, optional): 1-64 characters of
+/// `A-Za-z0-9_-` (a UUID fits). A resend under the same id is not published again
+/// (`publish_send`).
+pub fn client_message_id(frame: &ClientFrame) -> Result<Option<String>, ClientError> {
+    let Some(id) = frame.optional_string("client_message_id")? else { return Ok(None) };
+    let valid = (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(ClientError::invalid_payload("\"client_message_id\" must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"));
+    }
+    Ok(Some(id.to_owned()))
+}
+
+/// Publishes a message a client sent, with its job. With a `client_message_id`, once per user and
+/// id within `GATEWAY_RESEND_WINDOW_SECS`: a resend publishes nothing and is answered, to this
+/// socket only, with the first send as this socket's protocol renders it (the same `message_id`).
+pub async fn publish_send(
+    app: &AppState,
+    protocol: Protocol,
+    user: &shared::ids::UserId,
+    client_id: Option<String>,
+    group: &shared::event::Group,
+    envelope: Envelope,
+    job: bytes::Bytes,
+) -> Result<Option<Utf8Bytes>, ClientError> {
+    let Some(client_id) = client_id else {
+        return app.broker.publish_and_enqueue(group, envelope.encode(), job).await.map(|()| None).map_err(|e| publish_failed(app, e));
+    };
+    let once = shared::broker::Once { id: format!("{user}:{client_id}"), ttl: app.config.limits.resend_window };
+    match app.broker.publish_once(&once, group, envelope.encode(), job).await {
+        Ok(None) => Ok(None),
+        Ok(Some(first)) => {
+            let first = Envelope::decode(&first).map_err(|_| ClientError::unavailable())?;
+            Ok(protocol.render(&first.event).map(Utf8Bytes::from))
+        }
+        Err(e) => Err(publish_failed(app, e)),
     }
 }
 

@@ -9,7 +9,9 @@ use shared::event::{Envelope, Event, Group, SessionMessage};
 use shared::ids::{MessageId, SessionId, UserId};
 use shared::jobs::Job;
 
-use super::{message_text, ClientFrame};
+use axum::extract::ws::Utf8Bytes;
+
+use super::{message_text, ClientFrame, Protocol};
 use crate::app::AppState;
 use crate::errors::ClientError;
 
@@ -18,7 +20,7 @@ pub const MAX_CONTENT_CHARS: usize = 2000;
 /// What a client frame asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
-    Message { content: String },
+    Message { content: String, client_id: Option<String> },
     Typing { is_typing: bool },
 }
 
@@ -27,7 +29,7 @@ pub fn decode(text: &str) -> Result<Action, ClientError> {
     match frame.kind.as_str() {
         "message" => {
             let content = message_text("content", frame.string("content")?, MAX_CONTENT_CHARS)?;
-            Ok(Action::Message { content: content.to_owned() })
+            Ok(Action::Message { content: content.to_owned(), client_id: super::client_message_id(&frame)? })
         }
         "typing" => Ok(Action::Typing { is_typing: frame.boolean("is_typing")? }),
         other => Err(ClientError::unknown_type(Some(other))),
@@ -95,9 +97,9 @@ pub struct SessionSocket {
 }
 
 impl SessionSocket {
-    pub async fn on_text(&self, app: &AppState, text: &str) -> Result<(), ClientError> {
+    pub async fn on_text(&self, app: &AppState, text: &str) -> Result<Option<Utf8Bytes>, ClientError> {
         let result = match decode(text)? {
-            Action::Message { content } => {
+            Action::Message { content, client_id } => {
                 let message = SessionMessage {
                     message_id: MessageId::new(),
                     session_id: self.session_id,
@@ -107,8 +109,8 @@ impl SessionSocket {
                     created_at: shared::time::now(),
                 };
                 let job = Job::SessionMessage(message.clone()).encode();
-                let envelope = Envelope::to_all(Event::SessionMessage(message)).encode();
-                app.broker.publish_and_enqueue(&self.group, envelope, job).await
+                let envelope = Envelope::to_all(Event::SessionMessage(message));
+                return super::publish_send(app, Protocol::Sessions, &self.user, client_id, &self.group, envelope, job).await;
             }
             Action::Typing { is_typing } => {
                 let event = Event::SessionTyping {
@@ -120,7 +122,7 @@ impl SessionSocket {
                 app.broker.publish(&self.group, Envelope::to_others(event, &self.user).encode()).await
             }
         };
-        result.map_err(|e| super::publish_failed(app, e))
+        result.map(|()| None).map_err(|e| super::publish_failed(app, e))
     }
 }
 
@@ -137,16 +139,20 @@ mod tests {
     fn decodes_the_guide_frames() {
         assert_eq!(
             decode(r#"{"type": "message", "content": "Hello, climbing partner!"}"#).unwrap(),
-            Action::Message { content: "Hello, climbing partner!".into() }
+            Action::Message { content: "Hello, climbing partner!".into(), client_id: None }
         );
         assert_eq!(decode(r#"{"type": "typing", "is_typing": true}"#).unwrap(), Action::Typing { is_typing: true });
+        assert_eq!(
+            decode(r#"{"type": "message", "content": "hi", "client_message_id": "0b7e-1"}"#).unwrap(),
+            Action::Message { content: "hi".into(), client_id: Some("0b7e-1".into()) }
+        );
     }
 
     #[test]
     fn content_is_trimmed_and_counted_in_characters() {
         assert_eq!(
             decode(r#"{"type":"message","content":"  hi  "}"#).unwrap(),
-            Action::Message { content: "hi".into() }
+            Action::Message { content: "hi".into(), client_id: None }
         );
         let emoji = "🧗".repeat(2000);
         assert!(decode(&format!(r#"{{"type":"message","content":"{emoji}"}}"#)).is_ok());

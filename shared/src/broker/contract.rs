@@ -52,6 +52,7 @@ pub async fn run_all<F: NodeFactory>(make: impl Fn() -> F) {
     publish_all_reaches_every_group_and_the_stream(&make()).await;
     publications_are_numbered_per_group_and_kept_in_its_window(&make()).await;
     a_trimmed_window_is_reported_incomplete(&make()).await;
+    a_send_made_once_is_published_once_and_answered_with_the_first(&make()).await;
 }
 
 fn raw(n: u64) -> Bytes {
@@ -213,6 +214,32 @@ pub async fn publish_and_enqueue_delivers_live_and_durably(f: &impl NodeFactory)
     assert_eq!(jobs[0].payload, Bytes::from_static(b"job-1"));
     // Delivered once: a second read by another consumer gets nothing new.
     assert!(b.read_jobs("c2", 10, Duration::from_millis(50)).await.unwrap().is_empty());
+}
+
+pub async fn a_send_made_once_is_published_once_and_answered_with_the_first(f: &impl NodeFactory) {
+    let (a, mut a_in) = f.node().await;
+    let (b, _b_in) = f.node().await;
+    a.subscribe(&[group("chat:once")]).await.unwrap();
+    let once = super::Once { id: "ann:c-1".into(), ttl: Duration::from_secs(60) };
+    let first = b.publish_once(&once, &group("chat:once"), raw(1), Bytes::from_static(b"job-1")).await.unwrap();
+    assert_eq!(first, None, "the first send is published");
+    // The resend, from another node, with another payload: nothing published, the first returned.
+    let again = a.publish_once(&once, &group("chat:once"), raw(2), Bytes::from_static(b"job-2")).await.unwrap();
+    assert_eq!(again, Some(raw(1)));
+    // Another id is another send.
+    let other = super::Once { id: "ann:c-2".into(), ttl: Duration::from_secs(60) };
+    assert_eq!(a.publish_once(&other, &group("chat:once"), raw(3), Bytes::from_static(b"job-3")).await.unwrap(), None);
+    let received: Vec<u64> = [next_message(&mut a_in).await.1, next_message(&mut a_in).await.1]
+        .iter()
+        .map(|p| match Envelope::decode(p).unwrap().event {
+            Event::Raw { event } => event["n"].as_u64().unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(received, [1, 3]);
+    let jobs = a.read_jobs("c1", 10, Duration::from_millis(500)).await.unwrap();
+    let payloads: Vec<_> = jobs.iter().map(|j| j.payload.clone()).collect();
+    assert_eq!(payloads, [Bytes::from_static(b"job-1"), Bytes::from_static(b"job-3")]);
 }
 
 pub async fn pending_jobs_are_claimed_and_acked_jobs_are_not(f: &impl NodeFactory) {

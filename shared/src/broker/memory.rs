@@ -16,7 +16,7 @@ use bytes::Bytes;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::{Broker, BrokerError, Inbound, WindowRead, INBOX_CAPACITY};
+use super::{Broker, BrokerError, Inbound, Once, WindowRead, INBOX_CAPACITY};
 use crate::config::GroupWindow;
 use crate::event::{self, Group, Position};
 use crate::jobs::{DeadLetter, JobEntry};
@@ -64,6 +64,8 @@ struct BusState {
     pending: BTreeMap<u64, (Bytes, String, Instant)>,
     /// Jobs that could not be applied, oldest first.
     dead: Vec<DeadLetter>,
+    /// Sends made once (`Broker::publish_once`): id → (first payload, forgotten at).
+    sent: HashMap<String, (Bytes, Instant)>,
 }
 
 /// A group's counter and window (what Redis keeps in the counter hash and the window stream).
@@ -302,6 +304,24 @@ impl Broker for MemoryBroker {
             self.shared.job_added.notify_one();
         }
         Ok(())
+    }
+
+    async fn publish_once(&self, once: &Once, group: &Group, payload: Bytes, job: Bytes) -> Result<Option<Bytes>, BrokerError> {
+        {
+            // Claimed before publishing, so that a racing resend sees it; given back on failure.
+            let mut state = self.shared.state.lock().expect("bus lock");
+            let now = Instant::now();
+            state.sent.retain(|_, (_, until)| *until > now);
+            if let Some((first, _)) = state.sent.get(&once.id) {
+                return Ok(Some(first.clone()));
+            }
+            state.sent.insert(once.id.clone(), (payload.clone(), now + once.ttl));
+        }
+        let published = self.publish_all(&[(group.clone(), payload)], &[job]).await;
+        if published.is_err() {
+            self.shared.state.lock().expect("bus lock").sent.remove(&once.id);
+        }
+        published.map(|()| None)
     }
 
     async fn positions(&self, groups: &[Group]) -> Result<Vec<Position>, BrokerError> {

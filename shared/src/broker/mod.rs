@@ -84,6 +84,15 @@ impl WindowRead {
     }
 }
 
+/// A send that may be made only once: a client's resend with the same `client_message_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Once {
+    /// Who sent it and under which id (`user:client_message_id`).
+    pub id: String,
+    /// How long the first send is remembered.
+    pub ttl: Duration,
+}
+
 /// How many publications may wait on a node's inbox before the broker stops reading.
 pub const INBOX_CAPACITY: usize = 8192;
 
@@ -101,6 +110,11 @@ pub trait Broker: Send + Sync + 'static {
     async fn publish_and_enqueue(&self, group: &Group, payload: Bytes, job: Bytes) -> Result<(), BrokerError> {
         self.publish_all(&[(group.clone(), payload)], &[job]).await
     }
+
+    /// `publish_and_enqueue`, unless a send under `once` was made within its ttl: then nothing
+    /// happens and the first send's payload is returned. Checked and recorded in the same atomic
+    /// step as the publish, so two resends racing on two nodes still publish once.
+    async fn publish_once(&self, once: &Once, group: &Group, payload: Bytes, job: Bytes) -> Result<Option<Bytes>, BrokerError>;
 
     /// Appends `job` to the jobs stream without a live publish.
     async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {

@@ -22,7 +22,7 @@ use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOpt
 use redis::AsyncCommands;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Broker, BrokerError, Inbound, WindowRead, INBOX_CAPACITY};
+use super::{Broker, BrokerError, Inbound, Once, WindowRead, INBOX_CAPACITY};
 use crate::config::GroupWindow;
 use crate::event::{Group, Position};
 use crate::jobs::{DeadLetter, JobEntry};
@@ -40,10 +40,15 @@ const COUNTER_TTL: Duration = Duration::from_secs(24 * 3600);
 /// ARGV: window length, window TTL (s), counter TTL (s), publication count n, then each
 /// publication's channel and payload, then the jobs.
 const PUBLISH_SCRIPT: &str = r#"
-local len, ttl, counter_ttl, n = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local len, ttl, counter_ttl, n, once = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+if once > 0 then
+  local first = redis.call('GET', KEYS[2 * n + 2])
+  if first then return first end
+  redis.call('SET', KEYS[2 * n + 2], ARGV[7], 'EX', once)
+end
 for i = 1, n do
   local counter, window = KEYS[2 * i], KEYS[2 * i + 1]
-  local channel, payload = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+  local channel, payload = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
   local seq = redis.call('HINCRBY', counter, 'seq', 1)
   local epoch = redis.call('HGET', counter, 'epoch')
   local now = redis.call('TIME')
@@ -66,7 +71,7 @@ for i = 1, n do
   end
   redis.call('PUBLISH', channel, payload)
 end
-for j = 5 + 2 * n, #ARGV do
+for j = 6 + 2 * n, #ARGV do
   redis.call('XADD', KEYS[1], '*', 'job', ARGV[j])
 end
 return n
@@ -92,6 +97,39 @@ for i = 1, #KEYS / 2 do
 end
 return out
 "#;
+
+impl RedisBroker {
+    /// `PUBLISH_SCRIPT`: the publications and jobs, unless `once` names a send already made
+    /// (then its first payload is returned and nothing happens).
+    async fn run_publish(&self, publications: &[(Group, Bytes)], jobs: &[Bytes], once: Option<&Once>) -> Result<Option<Bytes>, BrokerError> {
+        timed(async {
+            let mut conn = self.conn().await?;
+            let mut invocation = self.publish_script.prepare_invoke();
+            invocation.key(self.keys.jobs_stream());
+            invocation
+                .arg(self.window.len)
+                .arg(self.window.ttl.as_secs())
+                .arg(COUNTER_TTL.as_secs())
+                .arg(publications.len())
+                .arg(once.map(|o| o.ttl.as_secs().max(1)).unwrap_or(0));
+            for (group, payload) in publications {
+                invocation.key(self.keys.counter(group)).key(self.keys.window(group));
+                invocation.arg(self.keys.channel(group)).arg(payload.as_ref());
+            }
+            if let Some(once) = once {
+                invocation.key(self.keys.sent(&once.id));
+            }
+            for job in jobs {
+                invocation.arg(job.as_ref());
+            }
+            match invocation.invoke_async::<redis::Value>(&mut *conn).await? {
+                redis::Value::BulkString(first) => Ok(Some(Bytes::from(first))),
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+}
 
 pub struct RedisBroker {
     pool: Pool,
@@ -287,26 +325,11 @@ impl Broker for RedisBroker {
         if publications.is_empty() && jobs.is_empty() {
             return Ok(());
         }
-        timed(async {
-            let mut conn = self.conn().await?;
-            let mut invocation = self.publish_script.prepare_invoke();
-            invocation.key(self.keys.jobs_stream());
-            invocation
-                .arg(self.window.len)
-                .arg(self.window.ttl.as_secs())
-                .arg(COUNTER_TTL.as_secs())
-                .arg(publications.len());
-            for (group, payload) in publications {
-                invocation.key(self.keys.counter(group)).key(self.keys.window(group));
-                invocation.arg(self.keys.channel(group)).arg(payload.as_ref());
-            }
-            for job in jobs {
-                invocation.arg(job.as_ref());
-            }
-            let _: i64 = invocation.invoke_async(&mut *conn).await?;
-            Ok(())
-        })
-        .await
+        self.run_publish(publications, jobs, None).await.map(|_| ())
+    }
+
+    async fn publish_once(&self, once: &Once, group: &Group, payload: Bytes, job: Bytes) -> Result<Option<Bytes>, BrokerError> {
+        self.run_publish(&[(group.clone(), payload)], &[job], Some(once)).await
     }
 
     async fn positions(&self, groups: &[Group]) -> Result<Vec<Position>, BrokerError> {

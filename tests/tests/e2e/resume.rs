@@ -107,3 +107,37 @@ async fn a_gap_the_window_cannot_fill_is_answered_resync_required() {
         assert_eq!(frame["type"], "resync_required", "since={since}: {frame}");
     }
 }
+
+/// A client that resends a message it is not sure went out (its socket dropped before the echo)
+/// puts the same `client_message_id` on it: the resend, on another node, is answered with the
+/// first send (the same message id) and nobody gets it twice; one message is stored.
+#[tokio::test]
+async fn a_resend_with_the_same_client_message_id_is_one_message() {
+    let mut cluster = Cluster::start(2).await;
+    cluster.start_worker().await;
+    for user in ["cm-ann", "cm-bob"] {
+        cluster.user(user, None).await;
+    }
+    cluster.chat("cm-chat", &["cm-ann", "cm-bob"]).await;
+    let path = |user: &str| format!("/api/v1/ws/chat/cm-chat?token={}", token(user));
+    let mut bob = Client::connect(&cluster.node(1).ws(&path("cm-bob"))).await;
+    let send = json!({"type": "send_message", "data": {"content": "only once", "client_message_id": "f3a9-0001"}});
+
+    let mut ann = Client::connect(&cluster.node(0).ws(&path("cm-ann"))).await;
+    ann.send_json(send.clone()).await;
+    let first = ann.recv_type("new_message").await;
+    drop(ann);
+    let mut ann = Client::connect(&cluster.node(1).ws(&path("cm-ann"))).await;
+    ann.send_json(send).await;
+    let answer = ann.recv_type("new_message").await;
+    assert_eq!(answer["data"]["id"], first["data"]["id"], "answered as the first was: {answer}");
+
+    // Bob heard it once: the next thing he hears is the marker published after the resend.
+    assert_eq!(bob.recv_type("new_message").await["data"]["id"], first["data"]["id"]);
+    publish(&cluster.node(0).http(""), "cm-chat", 1).await;
+    assert_eq!(bob.recv().await["n"], 1, "nothing between the message and the marker");
+    e2e::eventually("the message is stored", || async { !cluster.chat_history("cm-chat").await.is_empty() }).await;
+    publish(&cluster.node(0).http(""), "cm-chat", 2).await;
+    assert_eq!(bob.recv().await["n"], 2);
+    assert_eq!(cluster.chat_history("cm-chat").await.len(), 1, "one message stored");
+}
