@@ -726,6 +726,13 @@ impl Drop for Cluster {
 /// A child process that is SIGKILLed when dropped, so that a failing test leaves none behind.
 pub struct Process(Child);
 
+impl Process {
+    /// The process id (for a test driver in another language that kills it).
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 /// A gateway process in embedded mode (the real binary's code, `env!("CARGO_BIN_EXE_e2e-gateway")`)
 /// on the SQLite file and folder of `dir`, with the test secrets; waits until it serves. Started
 /// again on the same `dir`, it finds what the previous one left.

@@ -26,6 +26,7 @@ mod pubsub_canary;
 mod pythia;
 mod redis_restart;
 mod resume;
+mod sdk;
 mod server_api;
 mod server_publish;
 mod session_chat;
