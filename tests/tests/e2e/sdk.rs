@@ -60,3 +60,14 @@ async fn the_typescript_sdk_passes_its_suite_in_node_and_chromium() {
     run(tsc.to_str().unwrap(), &["-p", "."], &dir, &env, "run `npm ci` in clients/ts").await;
     run("node", &["--test", "--test-concurrency=1", "test/"], &dir, &env, "install Node.js 20 or later").await;
 }
+
+#[tokio::test]
+async fn the_python_sdk_passes_its_suite() {
+    let dir = repo().join("clients/python");
+    let python = std::env::var("GATEWAY_TEST_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".to_owned());
+    let (_cluster, _process, mut env) = cluster_for("sdk-py").await;
+    env.push(("PYTHONPATH", dir.display().to_string()));
+    env.push(("PYTHONDONTWRITEBYTECODE", "1".to_owned()));
+    let missing = "install the Debian packages python3-websockets and python3-pytest (scripts/test does)";
+    run(&python, &["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], &dir, &env, missing).await;
+}
