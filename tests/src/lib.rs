@@ -925,6 +925,19 @@ impl Client {
         }
     }
 
+    /// Reads until the server's close frame; returns its code and reason.
+    pub async fn close_frame(&mut self) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + HANG_GUARD;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await.expect("no close frame arrived") {
+                Some(Ok(Message::Close(Some(frame)))) => return (u16::from(frame.code), frame.reason.to_string()),
+                Some(Ok(Message::Close(None))) => return (u16::from(CloseCode::Status), String::new()),
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    }
+
     /// Reads until the server's close frame; returns its code.
     pub async fn closed(&mut self) -> u16 {
         loop {

@@ -1,4 +1,5 @@
-//! A client that stops reading is closed with 1013; the others in its session keep receiving.
+//! A client that stops reading is closed with 1013 (with a retry hint and its resume point); the
+//! others in its session keep receiving.
 
 use e2e::{session_path, token, Client, Cluster};
 use serde_json::json;
@@ -40,7 +41,11 @@ async fn a_slow_reader_is_closed_with_1013_and_nobody_else_stalls() {
     assert_eq!(bob.recv().await["content"], "still here");
     assert_eq!(alice.recv().await["content"], "still here");
 
-    // The stuck client finally reads: what was queued, then the close frame.
+    // The stuck client finally reads: what was queued, then the close frame, which says when to
+    // come back and from where (docs/reconnect.md).
     let mut stuck = Client::from_inner(stuck);
-    assert_eq!(stuck.closed().await, 1013);
+    let (code, reason) = stuck.close_frame().await;
+    assert_eq!(code, 1013, "{reason}");
+    assert!(reason.starts_with("Client too slow; retry_after_ms="), "{reason}");
+    assert!(reason.contains("; since="), "{reason}");
 }
