@@ -85,9 +85,9 @@ impl Connection {
     {
         let Connection { app, mut attached, mut outbox, mut handler, expires_at, resume } = self;
         let crate::resume::Resume { backlog, mut delivered_upto, resumable } = resume;
-        // The last `seq` this client was sent (single-group sockets): the resume point a 1012 or
-        // 1013 close names.
-        let mut last_seq = None;
+        // The last `seq` this client was sent (single-group sockets; a replay counts): the resume
+        // point a 1012 or 1013 close names.
+        let mut last_seq = delivered_upto;
         let link = attached.link().clone();
         let limits = app.config.limits.clone();
         app.metrics.socket(link.protocol.name(), 1);
@@ -141,18 +141,17 @@ impl Connection {
                             None => break Ended::Gone,
                             Some(Outbound::Frame(frame)) => {
                                 link.taken(&frame);
+                                let seq = if resumable { crate::resume::frame_seq(frame.as_str()) } else { None };
                                 // After a resume: what the replay already delivered comes live
                                 // too, once; live frames are in order, so the first newer one
                                 // ends the skipping.
-                                if resumable {
-                                    last_seq = crate::resume::frame_seq(frame.as_str()).or(last_seq);
-                                }
                                 if let Some(upto) = delivered_upto {
-                                    match crate::resume::frame_seq(frame.as_str()) {
+                                    match seq {
                                         Some(seq) if seq <= upto => continue,
                                         _ => delivered_upto = None,
                                     }
                                 }
+                                last_seq = seq.or(last_seq);
                                 frame
                             }
                             Some(Outbound::Leave(room)) => match handler.on_evicted(&mut attached, &room) {
@@ -253,14 +252,12 @@ impl Connection {
 /// The token of a `{"type": "refresh_token", "token": ...}` frame, understood on every socket
 /// before its protocol sees the frame.
 fn refresh_request(text: &str) -> Option<String> {
+    // Every client frame passes here: decoded only when it may be one.
     if !text.contains("refresh_token") {
         return None;
     }
-    let frame: serde_json::Value = serde_json::from_str(text).ok()?;
-    if frame.get("type")?.as_str()? != "refresh_token" {
-        return None;
-    }
-    Some(frame.get("token").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned())
+    let frame = crate::protocols::ClientFrame::parse(text).ok().filter(|f| f.kind == "refresh_token")?;
+    Some(frame.optional_string("token").ok().flatten().unwrap_or_default().to_owned())
 }
 
 fn token_refreshed(exp: i64) -> axum::extract::ws::Utf8Bytes {
