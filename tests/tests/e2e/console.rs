@@ -4,14 +4,9 @@
 //! other node appear in the tail, publishes a test event from its form and sees it arrive too.
 //! The screenshot it takes is `target/console.png` (docs/console.png is one of them).
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use e2e::{token, Cluster, API_KEY};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository root").to_owned()
-}
+use e2e::{repo, run_driver, token, Cluster, API_KEY};
 
 #[tokio::test]
 async fn the_console_shows_both_nodes_and_a_live_tail_in_chromium() {
@@ -30,22 +25,16 @@ async fn the_console_shows_both_nodes_and_a_live_tail_in_chromium() {
     cluster.chat(&chat, &[&user]).await;
     let screenshot = repo().join("target/console.png");
 
-    let run = tokio::process::Command::new("node")
-        .arg(driver.join("console.mjs"))
+    let mut run = tokio::process::Command::new("node");
+    run.arg(driver.join("console.mjs"))
         .current_dir(&driver)
         .env("CONSOLE_URL", format!("http://{}", cluster.node(0).addr))
         .env("API_KEY", API_KEY)
         .env("CHAT_SOCKET", cluster.node(1).ws(&format!("/api/v1/ws/chat/{chat}?token={}", token(&user))))
         .env("GROUP", format!("chat:{chat}"))
         .env("SCREENSHOT", &screenshot)
-        .env("CHROMIUM", &chromium)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .expect("the browser run ended within 3 minutes")
-        .expect("node runs (install Node.js 20 or later)");
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && said.contains("console ok"), "the console run failed:\n{said}");
+        .env("CHROMIUM", &chromium);
+    let said = run_driver(run, "install Node.js 20 or later").await;
+    assert!(said.contains("console ok"), "the console run did not finish:\n{said}");
     assert!(screenshot.exists(), "no screenshot at {}", screenshot.display());
 }

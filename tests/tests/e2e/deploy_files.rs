@@ -3,22 +3,10 @@
 //! docker-compose.yml (check-jsonschema's vendored compose specification). `scripts/test`
 //! installs both into a virtualenv and names its folder in `GATEWAY_TEST_PYTOOLS`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository root").to_owned()
-}
-
-/// A validator from `GATEWAY_TEST_PYTOOLS`, else from PATH.
-fn tool(name: &str) -> PathBuf {
-    let from_env = std::env::var_os("GATEWAY_TEST_PYTOOLS").map(|dir| PathBuf::from(dir).join(name));
-    let candidate = from_env.unwrap_or_else(|| PathBuf::from(name));
-    match Command::new(&candidate).arg("--version").output() {
-        Ok(out) if out.status.success() => candidate,
-        _ => panic!("{name} is missing: `pip install {name}` (scripts/test installs it into target/pytools)"),
-    }
-}
+use e2e::{pytool, repo};
 
 fn run(tool: PathBuf, args: &[&str], files: &[PathBuf]) {
     let out = Command::new(&tool).args(args).args(files).output().expect("running the validator");
@@ -41,7 +29,7 @@ fn every_kubernetes_manifest_validates_and_is_in_the_kustomization() {
         .collect();
     manifests.sort();
     assert!(manifests.len() >= 5, "{manifests:?}");
-    run(tool("kubernetes-validate"), &["--strict", "--quiet"], &manifests);
+    run(pytool("kubernetes-validate"), &["--strict", "--quiet"], &manifests);
     let kustomization = std::fs::read_to_string(deploy.join("kustomization.yaml")).unwrap();
     for manifest in &manifests {
         let name = manifest.file_name().unwrap().to_str().unwrap();
@@ -52,7 +40,7 @@ fn every_kubernetes_manifest_validates_and_is_in_the_kustomization() {
 #[test]
 fn the_compose_file_validates_and_mounts_files_that_exist() {
     let compose = repo().join("docker-compose.yml");
-    run(tool("check-jsonschema"), &["--builtin-schema", "vendor.compose-spec"], std::slice::from_ref(&compose));
+    run(pytool("check-jsonschema"), &["--builtin-schema", "vendor.compose-spec"], std::slice::from_ref(&compose));
     let text = std::fs::read_to_string(&compose).unwrap();
     for mount in text.lines().filter_map(|l| l.trim().strip_prefix("- ./")) {
         let file = mount.split(':').next().unwrap();
@@ -92,7 +80,7 @@ fn alerts_and_dashboard_query_only_metrics_that_exist() {
 fn the_monitors_select_the_gateway_service_and_the_worker_pods_by_named_ports() {
     let monitoring = repo().join("deploy/monitoring");
     let monitors = monitoring.join("monitors.yaml");
-    run(tool("kubernetes-validate"), &["--strict", "--quiet", "--no-warn"], std::slice::from_ref(&monitors));
+    run(pytool("kubernetes-validate"), &["--strict", "--quiet", "--no-warn"], std::slice::from_ref(&monitors));
     let overlay = std::fs::read_to_string(monitoring.join("kustomization.yaml")).unwrap();
     assert!(overlay.contains("- ..") && overlay.contains("- monitors.yaml"), "{overlay}");
     let check = r#"
@@ -120,9 +108,7 @@ for m in monitors:
         assert all(port in names for names in chosen), f"{m['metadata']['name']}: no port named {port} in {chosen}"
 print("monitors ok")
 "#;
-    let python = std::env::var_os("GATEWAY_TEST_PYTOOLS").map(|d| PathBuf::from(d).join("python")).unwrap_or_else(|| {
-        panic!("GATEWAY_TEST_PYTOOLS is not set: run scripts/test (it makes the validators' virtualenv)")
-    });
+    let python = pytool("python");
     let deploy = repo().join("deploy");
     let out = Command::new(python)
         .arg("-c")

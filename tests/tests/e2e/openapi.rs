@@ -7,7 +7,6 @@
 //! retry while the first request runs, Redis and the database down).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -62,20 +61,11 @@ fn template_of<'a>(templates: &'a BTreeSet<String>, path: &str) -> Option<&'a St
     })
 }
 
-fn schemathesis() -> PathBuf {
-    let from_env = std::env::var_os("GATEWAY_TEST_PYTOOLS").map(|dir| PathBuf::from(dir).join("schemathesis"));
-    let candidate = from_env.unwrap_or_else(|| PathBuf::from("schemathesis"));
-    match Command::new(&candidate).arg("--version").output() {
-        Ok(out) if out.status.success() => candidate,
-        _ => panic!("schemathesis is missing: `pip install schemathesis` (scripts/test installs it into target/pytools)"),
-    }
-}
-
 /// Runs schemathesis against the node and returns the statuses its requests got.
 fn fuzz(base: &str, templates: &BTreeSet<String>) -> Statuses {
     let dir = TempDir::new("schemathesis");
     let har = dir.path().join("run.har");
-    let out = Command::new(schemathesis())
+    let out = Command::new(e2e::pytool("schemathesis"))
         .current_dir(dir.path())
         .arg("run")
         .arg(format!("{base}/api/v1/openapi.json"))

@@ -3,15 +3,9 @@
 //! suite runs in Node (`node --test`, with the `ws` package) and in headless Chromium; the Python
 //! suite with pytest. Each must end with every message exactly once and in order.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
+use std::path::Path;
 
-use e2e::{Cluster, API_KEY, JWT_SECRET};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository root").to_owned()
-}
+use e2e::{repo, run_driver, Cluster, API_KEY, JWT_SECRET};
 
 /// A cluster for one SDK suite: the in-process node, a gateway process to kill, a worker, a chat.
 async fn cluster_for(user: &str) -> (Cluster, e2e::Process, Vec<(&'static str, String)>) {
@@ -35,17 +29,8 @@ async fn cluster_for(user: &str) -> (Cluster, e2e::Process, Vec<(&'static str, S
 
 async fn run(program: &str, args: &[&str], dir: &Path, env: &[(&'static str, String)], missing: &str) {
     let mut command = tokio::process::Command::new(program);
-    command.args(args).current_dir(dir).kill_on_drop(true).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(300), command.output())
-        .await
-        .expect("the SDK suite ended within 5 minutes")
-        .unwrap_or_else(|e| panic!("{program} does not run ({e}): {missing}"));
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the SDK suite failed:\n{said}");
-    println!("{said}");
+    command.args(args).current_dir(dir).envs(env.iter().map(|(name, value)| (name, value)));
+    println!("{}", run_driver(command, missing).await);
 }
 
 #[tokio::test]
