@@ -15,8 +15,6 @@ for round in 1 2; do
     [ "$build" = after ] && binary=$after
     (
       source bench/lib/stack.sh
-      trap stop_stack EXIT
-      trap "exit 1" INT TERM
       export GATEWAY_BIN=$binary
       start_redis
       start_gateways

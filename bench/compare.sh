@@ -10,8 +10,6 @@ sockets=${1:-5000} groups=${2:-50} rate=${3:-500} seconds=${4:-20}
 cargo build -q --release --bin gateway --bin worker --bin loadgen
 ulimit -n "$(ulimit -Hn)"
 source bench/lib/stack.sh
-trap stop_stack EXIT
-trap "exit 1" INT TERM
 start_redis
 start_gateways
 start_socketio

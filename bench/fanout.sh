@@ -14,8 +14,6 @@ scenario=${1:-all}
 cargo build -q --release --bin gateway --bin worker --bin loadgen
 ulimit -n "$(ulimit -Hn)"
 source bench/lib/stack.sh
-trap stop_stack EXIT
-trap "exit 1" INT TERM
 start_redis
 start_gateways
 

@@ -1,6 +1,7 @@
 # Shared by the fan-out benchmarks: a private PostgreSQL and redis-server, two release gateway
 # nodes and a worker in cluster mode, and the Socket.IO peer's two processes. Sourced from the
-# repository root; everything started here is stopped by `stop_stack` (set as the EXIT trap).
+# repository root; everything started here is stopped by `stop_stack`, which sourcing this file
+# sets as the EXIT trap (an interrupt exits through it too).
 # shellcheck source=../../scripts/lib/postgres.sh
 source scripts/lib/postgres.sh
 
@@ -89,3 +90,6 @@ fanout_socketio() {
   target/release/loadgen fanout --target socketio --nodes "$SOCKETIO_NODES" \
     --pids "$SOCKETIO_PIDS" --extra-pids "$REDIS_PID" "$@"
 }
+
+trap stop_stack EXIT
+trap "exit 1" INT TERM
