@@ -2,17 +2,24 @@
 # The fan-out scenarios against two release gateway nodes (cluster mode: a private Redis and
 # PostgreSQL, a worker persisting every chat message), driven by `loadgen fanout` over the chat
 # socket. One JSON line and one summary line per run.
-#   bench/fanout.sh [rooms|ceiling|broadcast|slow|all]   (default all)
+#   bench/fanout.sh [loadgen|rooms|ceiling|broadcast|slow|all]   (default all)
+# loadgen: the load generator's own receive path on one thread (no servers): frames per CPU-second.
 # rooms: 5,000 sockets in 50 rooms of 100, 500 messages/s (50,000 deliveries/s) for 20 s.
 # ceiling: the same rooms at rising rates until loss, a 1013 close or p99 over 100 ms.
 # broadcast: 10,000 sockets in one group, one message per second for 20 s.
-# slow: rooms with 10 % of the sockets not reading (they should be closed 1013).
+# slow: rooms with 10 % of the sockets not reading (they should be closed 1013). Those sockets
+#   hold a 4 KiB receive buffer (a thin link), and the nodes run with a 16 KiB send buffer and a
+#   64-frame outbox (below), so that a stalled socket is found within the scenario's 20 s at its
+#   10 frames/s; with Linux's autotuning the kernel alone would hold ~12,000 such frames.
 # Memory per idle socket: bench/idle-memory.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:-all}
 cargo build -q --release --bin gateway --bin worker --bin loadgen
 ulimit -n "$(ulimit -Hn)"
+case $scenario in loadgen | all) echo "== loadgen"; target/release/loadgen receive-rate 8 500000 | tail -n 2 ;; esac
+[ "$scenario" = loadgen ] && exit 0
+export GATEWAY_SEND_BUFFER_BYTES=16384 GATEWAY_OUTBOX_FRAMES=64
 source bench/lib/stack.sh
 start_redis
 start_gateways

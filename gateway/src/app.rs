@@ -187,9 +187,13 @@ impl Gateway {
         let drain = app.shutdown.clone();
         let router = crate::http::router(app.clone());
         tokio::spawn(crate::console::report(app.clone(), drain.clone()));
-        let upgrade_timeout = app.config.limits.upgrade_timeout;
-        let (guards, metrics) = (app.ip_guards.clone(), app.metrics.clone());
-        crate::http::server::serve(listener, router, upgrade_timeout, guards, metrics, async move {
+        let connections = crate::http::server::Connections {
+            upgrade_timeout: app.config.limits.upgrade_timeout,
+            send_buffer_bytes: app.config.limits.send_buffer_bytes,
+            guards: app.ip_guards.clone(),
+            metrics: app.metrics.clone(),
+        };
+        crate::http::server::serve(listener, router, connections, async move {
             shutdown.await;
             tracing::info!("draining: closing sockets with 1012");
             drain.cancel();

@@ -101,6 +101,18 @@ impl Options {
     }
 }
 
+impl Options {
+    /// Whether socket `i` stops reading during the load: every `1/slow`-th socket, never a
+    /// publisher (the first socket of each group).
+    fn is_slow(&self, i: usize) -> bool {
+        let every = if self.slow > 0.0 { (1.0 / self.slow).round().max(1.0) as usize } else { 0 };
+        every > 0 && i >= self.groups && i.is_multiple_of(every)
+    }
+}
+
+/// A slow consumer's kernel receive buffer: a client on a thin link.
+const SLOW_RECEIVE_BUFFER: u32 = 4096;
+
 /// `1,2,3` (empty items allowed, as a script's empty variable gives).
 fn pid_list(value: &str) -> anyhow::Result<Vec<u32>> {
     Ok(value.split(',').filter(|p| !p.is_empty()).map(str::parse).collect::<Result<_, _>>()?)
@@ -151,7 +163,7 @@ fn number(digits: &[u8]) -> Option<u64> {
 
 /// The run's clock: microseconds since it started, the same in every task.
 #[derive(Clone, Copy)]
-struct Clock(Instant);
+pub(crate) struct Clock(pub(crate) Instant);
 
 impl Clock {
     fn micros(&self) -> u64 {
@@ -171,7 +183,12 @@ pub(crate) struct Report {
     pub(crate) deliveries_received: u64,
     pub(crate) lost: u64,
     pub(crate) duplicates: u64,
+    /// How the sockets that kept reading were closed, if they were.
     pub(crate) close_codes: HashMap<u16, u64>,
+    /// How the slow sockets found themselves closed once they read again.
+    pub(crate) slow_close_codes: HashMap<u16, u64>,
+    /// Sockets the gateway nodes closed with 1013 during the run (gateway target).
+    pub(crate) server_slow_closes: Option<u64>,
     pub(crate) deliveries_per_sec: f64,
     pub(crate) latency_ms: Percentiles,
     /// Per message, the latency until the last socket of its group had it.
@@ -233,6 +250,11 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// One HTTP/1.1 request on its own connection; returns the status.
 async fn http(host: &str, method: &str, path: &str, bearer: &str, body: &str) -> anyhow::Result<u16> {
+    Ok(http_answer(host, method, path, bearer, body).await?.0)
+}
+
+/// The status and the whole answer (head included) of one request.
+async fn http_answer(host: &str, method: &str, path: &str, bearer: &str, body: &str) -> anyhow::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(host).await?;
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -241,8 +263,26 @@ async fn http(host: &str, method: &str, path: &str, bearer: &str, body: &str) ->
     stream.write_all(request.as_bytes()).await?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await?;
-    let text = String::from_utf8_lossy(&answer);
-    text.split(' ').nth(1).and_then(|s| s.parse().ok()).context("an HTTP status line")
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).context("an HTTP status line")?;
+    Ok((status, text))
+}
+
+/// Sockets the gateway nodes have closed with 1013 so far (their `gateway_closes_total`). A
+/// client that is not reading cannot see that close frame: it usually sits behind what the
+/// client has not read, and the node drops the connection when the close grace is over.
+async fn slow_closes(options: &Options) -> u64 {
+    let mut total = 0;
+    for node in &options.nodes {
+        if let Ok((_, text)) = http_answer(node, "GET", "/metrics", "", "").await {
+            total += text
+                .lines()
+                .find_map(|l| l.strip_prefix(r#"gateway_closes_total{code="1013"} "#))
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .unwrap_or(0.0) as u64;
+        }
+    }
+    total
 }
 
 /// Creates the users and one chat per group (gateway target), 32 requests at a time.
@@ -273,7 +313,7 @@ fn chat_id(options: &Options, group: usize) -> String {
     format!("lg{}c{group}", options.tag)
 }
 
-type Ws = (rawws::Reader, rawws::Writer);
+pub(crate) type Ws = (rawws::Reader, rawws::Writer);
 
 /// Opens socket `i` and puts it in its group; returns it ready for the load.
 async fn open(options: &Options, i: usize) -> anyhow::Result<Ws> {
@@ -283,10 +323,12 @@ async fn open(options: &Options, i: usize) -> anyhow::Result<Ws> {
         Target::Gateway => {
             let token = shared::auth::issue_hs256(&options.jwt_secret, &format!("lg{}u{i}", options.tag), 3600);
             let path = format!("/api/v1/ws/chat/{}?token={token}", chat_id(options, group));
-            Ok(rawws::connect(node, &path).await?)
+            Ok(rawws::connect_with(node, &path, options.is_slow(i).then_some(SLOW_RECEIVE_BUFFER)).await?)
         }
         Target::SocketIo => {
-            let (mut reader, mut writer) = rawws::connect(node, "/socket.io/?EIO=4&transport=websocket").await?;
+            let receive_buffer = options.is_slow(i).then_some(SLOW_RECEIVE_BUFFER);
+            let (mut reader, mut writer) =
+                rawws::connect_with(node, "/socket.io/?EIO=4&transport=websocket", receive_buffer).await?;
             // Engine.IO open (`0{...}`); connect to the default namespace (`40`, answered
             // `40{...}`: nothing may be emitted before); join the room (answered `42["joined"]`).
             let mut step = 0;
@@ -322,18 +364,19 @@ fn message_frame(target: Target, group: usize, seq: u64, sent: u64) -> String {
 }
 
 /// The life of one socket during the load.
-struct Plan {
-    target: Target,
-    group: usize,
+pub(crate) struct Plan {
+    pub(crate) target: Target,
+    pub(crate) group: usize,
     /// Sends one message per period while the load runs (one socket per group).
-    publish_every: Option<Duration>,
-    /// Stops reading once the load starts.
-    slow: bool,
-    start: tokio::time::Instant,
-    end: tokio::time::Instant,
+    pub(crate) publish_every: Option<Duration>,
+    /// Stops reading once the load starts, and reads again once it is over (to find how the
+    /// server closed it).
+    pub(crate) slow: bool,
+    pub(crate) start: tokio::time::Instant,
+    pub(crate) end: tokio::time::Instant,
 }
 
-async fn drive(ws: Ws, plan: Plan, clock: Clock, sent: Arc<AtomicU64>, stop: CancellationToken) -> SocketStats {
+pub(crate) async fn drive(ws: Ws, plan: Plan, clock: Clock, sent: Arc<AtomicU64>, stop: CancellationToken) -> SocketStats {
     let (mut reader, mut writer) = ws;
     let mut stats = SocketStats::default();
     let period = plan.publish_every.unwrap_or(Duration::from_secs(3600));
@@ -341,9 +384,10 @@ async fn drive(ws: Ws, plan: Plan, clock: Clock, sent: Arc<AtomicU64>, stop: Can
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut seq = 0u64;
     if plan.slow {
-        tokio::time::sleep_until(plan.start).await;
-        stop.cancelled().await;
-        return stats;
+        tokio::select! {
+            _ = tokio::time::sleep_until(plan.end) => {}
+            _ = stop.cancelled() => return stats,
+        }
     }
     'socket: loop {
         tokio::select! {
@@ -404,7 +448,6 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     let start = tokio::time::Instant::now() + Duration::from_millis(500);
     let end = start + Duration::from_secs_f64(options.seconds);
     let per_group_period = Duration::from_secs_f64(options.groups as f64 / options.rate);
-    let slow_every = if options.slow > 0.0 { (1.0 / options.slow).round().max(1.0) as usize } else { 0 };
     let stop = CancellationToken::new();
     let sent: Vec<Arc<AtomicU64>> = (0..options.groups).map(|_| Arc::default()).collect();
     let mut tasks = Vec::new();
@@ -413,8 +456,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     for (i, ws) in sockets.into_iter().enumerate() {
         let group = i % options.groups;
         let publisher = i < options.groups;
-        // Never a publisher; every `slow_every`-th of the others.
-        let slow = slow_every > 0 && !publisher && i % slow_every == 0;
+        let slow = options.is_slow(i);
         if slow {
             slow_sockets += 1;
         } else {
@@ -435,6 +477,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     let pids: Vec<String> = all_pids.iter().map(u32::to_string).collect();
     let cpu_before: Vec<Option<f64>> = pids.iter().map(|p| cpu_secs(p)).collect();
     let own_before = cpu_secs("self").unwrap_or(0.0);
+    let gateway = options.target == Target::Gateway;
+    let slow_closes_before = if gateway { slow_closes(&options).await } else { 0 };
     let mut peak_rss = vec![0u64; pids.len()];
     // Sample RSS while the load runs, then give the last deliveries a moment.
     let drain_until = end + Duration::from_secs(2);
@@ -447,15 +491,16 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     let cpu_after: Vec<Option<f64>> = pids.iter().map(|p| cpu_secs(p)).collect();
     let loadgen_cpu_secs = cpu_secs("self").unwrap_or(0.0) - own_before;
     stop.cancel();
+    let server_slow_closes = if gateway { Some(slow_closes(&options).await - slow_closes_before) } else { None };
 
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut last_socket: HashMap<(u32, u32), u32> = HashMap::new();
     let (mut received, mut duplicates) = (0u64, 0u64);
-    let mut close_codes: HashMap<u16, u64> = HashMap::new();
+    let (mut close_codes, mut slow_close_codes) = (HashMap::new(), HashMap::new());
     for (slow, task) in tasks {
         let stats = task.await?;
         if let Some(code) = stats.close_code {
-            *close_codes.entry(code).or_default() += 1;
+            *(if slow { &mut slow_close_codes } else { &mut close_codes }).entry(code).or_default() += 1;
         }
         if slow {
             continue;
@@ -502,6 +547,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         lost: expected.saturating_sub(received),
         duplicates,
         close_codes,
+        slow_close_codes,
+        server_slow_closes,
         deliveries_per_sec: received as f64 / options.seconds,
         latency_ms: Percentiles::of(&histogram),
         last_socket_ms: Percentiles::of(&per_message),
@@ -513,9 +560,15 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
 
 impl Report {
     pub(crate) fn summary(&self) -> String {
-        let codes: Vec<String> = self.close_codes.iter().map(|(c, n)| format!("{n}x{c}")).collect();
+        let codes = |codes: &HashMap<u16, u64>| codes.iter().map(|(c, n)| format!("{n}x{c}")).collect::<Vec<_>>().join(" ");
+        let slow = if self.slow_sockets == 0 {
+            String::new()
+        } else {
+            let by_server = self.server_slow_closes.map(|n| format!(", {n} closed 1013 by the nodes")).unwrap_or_default();
+            format!(", {} slow sockets: closes [{}]{by_server}", self.slow_sockets, codes(&self.slow_close_codes))
+        };
         format!(
-            "{}: {} sockets/{} groups, sent {}, delivered {}/{} (lost {}, dup {}), {:.0} deliveries/s, latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}, last socket p50 {:.2} p99 {:.2}, CPU {:.3} s per 100k deliveries, closes [{}], loadgen CPU {:.1} s",
+            "{}: {} sockets/{} groups, sent {}, delivered {}/{} (lost {}, dup {}), {:.0} deliveries/s, latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}, last socket p50 {:.2} p99 {:.2}, CPU {:.3} s per 100k deliveries, closes [{}]{slow}, loadgen CPU {:.1} s",
             self.target,
             self.sockets,
             self.groups,
@@ -533,7 +586,7 @@ impl Report {
             self.last_socket_ms.p50,
             self.last_socket_ms.p99,
             self.cpu_secs_per_100k_deliveries,
-            codes.join(" "),
+            codes(&self.close_codes),
             self.loadgen_cpu_secs,
         )
     }

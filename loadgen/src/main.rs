@@ -14,9 +14,12 @@
 //!   [--rate MSG_PER_SEC] [--seconds S] [--slow SHARE] [--pids PID,...] [--api-key K --jwt-secret S]`:
 //!   the fan-out benchmark (`fanout`): prints its report as one JSON line, then a summary line
 //!   (bench/fanout.sh, bench/compare.sh).
+//! * `loadgen receive-rate [SOCKETS] [FRAMES_PER_SOCKET]`: the fan-out receive path measured
+//!   against itself on one thread: frames per CPU-second (`receive_rate`, bench/fanout.sh).
 
 mod fanout;
 mod rawws;
+mod receive_rate;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,13 +49,22 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", report.summary());
             Ok(())
         }
+        Some("receive-rate") if args.len() <= 3 => {
+            let sockets = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(8);
+            let frames = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(500_000);
+            let report = tokio::task::spawn_blocking(move || receive_rate::run(sockets, frames)).await??;
+            println!("{}", serde_json::to_string(&report)?);
+            println!("{}", report.summary());
+            Ok(())
+        }
         Some("latency") if args.len() == 5 || args.len() == 6 => {
             let prefix = args.get(5).map(String::as_str).unwrap_or("rt:");
             latency(&args[1], &args[2], args[3].parse()?, args[4].parse()?, prefix).await
         }
         _ => anyhow::bail!(
             "usage: loadgen idle URL COUNT | loadgen persist REDIS_URL DATABASE_URL MESSAGES WORKERS RATE SECONDS \
-             | loadgen latency REDIS_URL DATABASE_URL RATE SECONDS [PREFIX] | loadgen fanout --target ... (see fanout.rs)"
+             | loadgen latency REDIS_URL DATABASE_URL RATE SECONDS [PREFIX] | loadgen fanout --target ... (see fanout.rs) \
+             | loadgen receive-rate [SOCKETS] [FRAMES_PER_SOCKET]"
         ),
     }
 }

@@ -8,7 +8,7 @@ use std::io;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 
 const BUFFER: usize = 64 * 1024;
 
@@ -35,7 +35,19 @@ pub(crate) struct Writer {
 
 /// Opens `ws://{host}{path}`; fails unless the server answers 101.
 pub(crate) async fn connect(host: &str, path: &str) -> io::Result<(Reader, Writer)> {
-    let mut stream = TcpStream::connect(host).await?;
+    connect_with(host, path, None).await
+}
+
+/// `connect`, with the kernel's receive buffer fixed at `receive_buffer` bytes: a client on a thin
+/// link, whose kernel holds little of what it has not read yet.
+pub(crate) async fn connect_with(host: &str, path: &str, receive_buffer: Option<u32>) -> io::Result<(Reader, Writer)> {
+    let address = tokio::net::lookup_host(host).await?.next().ok_or_else(|| io::Error::other("no address"))?;
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if let Some(size) = receive_buffer {
+        // Before connecting: the window scale is agreed in the handshake.
+        socket.set_recv_buffer_size(size)?;
+    }
+    let mut stream = socket.connect(address).await?;
     stream.set_nodelay(true)?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

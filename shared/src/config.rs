@@ -33,6 +33,10 @@ pub struct Limits {
     pub outbox_frames: usize,
     /// Outbound queue bound in bytes (`GATEWAY_OUTBOX_BYTES`); full closes with 1013.
     pub outbox_bytes: usize,
+    /// The kernel's send buffer of each accepted connection (`GATEWAY_SEND_BUFFER_BYTES`, 0: the
+    /// kernel's autotuning, which lets a client that stopped reading hold up to 4 MiB there
+    /// before the outbox, its metric and its 1013 see anything).
+    pub send_buffer_bytes: usize,
     /// Open sockets per user on one node (`GATEWAY_MAX_SOCKETS_PER_USER`).
     pub max_sockets_per_user: usize,
     /// WebSocket ping period (`GATEWAY_PING_SECS`).
@@ -70,6 +74,7 @@ impl Default for Limits {
             max_frame_bytes: 64 * 1024,
             outbox_frames: 1024,
             outbox_bytes: 1024 * 1024,
+            send_buffer_bytes: 0,
             max_sockets_per_user: 16,
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
@@ -206,6 +211,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "GATEWAY_MAX_FRAME_BYTES", read_by: ReadBy::Gateway, default: "65536", meaning: "largest client frame; larger closes 1009" },
     Setting { name: "GATEWAY_OUTBOX_FRAMES", read_by: ReadBy::Gateway, default: "1024", meaning: "per-socket outbound queue in frames; full closes 1013" },
     Setting { name: "GATEWAY_OUTBOX_BYTES", read_by: ReadBy::Gateway, default: "1048576", meaning: "per-socket outbound queue in bytes; full closes 1013" },
+    Setting { name: "GATEWAY_SEND_BUFFER_BYTES", read_by: ReadBy::Gateway, default: "0 (kernel autotuning)", meaning: "per-connection kernel send buffer; bounds what a stalled client holds before its outbox fills" },
     Setting { name: "GATEWAY_MAX_SOCKETS_PER_USER", read_by: ReadBy::Gateway, default: "16", meaning: "open sockets per user, cluster-wide" },
     Setting { name: "GATEWAY_PING_SECS", read_by: ReadBy::Gateway, default: "25", meaning: "WebSocket ping period" },
     Setting { name: "GATEWAY_IDLE_SECS", read_by: ReadBy::Gateway, default: "60", meaning: "silence before a socket is closed" },
@@ -265,6 +271,7 @@ impl Limits {
             max_frame_bytes: parsed("GATEWAY_MAX_FRAME_BYTES", d.max_frame_bytes)?,
             outbox_frames: parsed("GATEWAY_OUTBOX_FRAMES", d.outbox_frames)?,
             outbox_bytes: parsed("GATEWAY_OUTBOX_BYTES", d.outbox_bytes)?,
+            send_buffer_bytes: parsed("GATEWAY_SEND_BUFFER_BYTES", d.send_buffer_bytes)?,
             max_sockets_per_user: parsed("GATEWAY_MAX_SOCKETS_PER_USER", d.max_sockets_per_user)?,
             ping_interval: Duration::from_secs(parsed("GATEWAY_PING_SECS", 25)?),
             idle_timeout: Duration::from_secs(parsed("GATEWAY_IDLE_SECS", 60)?),

@@ -9,6 +9,9 @@
 //!   included.
 //! * **Capacity.** Near the descriptor limit a new connection is answered only for its health
 //!   probes (`http::guard`).
+//! * **Send buffer.** With `send_buffer_bytes` set, each connection's kernel send buffer is fixed
+//!   at that size instead of autotuned (up to 4 MiB), so that a client that stops reading is
+//!   soon behind in its outbox, where the node sees it (metric, 1013), not in kernel memory.
 //! * **Accept errors** (out of descriptors, most often) never end the loop: it pauses briefly and
 //!   goes on, so that connections already open keep being served.
 //!
@@ -34,16 +37,24 @@ use crate::metrics::Metrics;
 /// Pause after a failed accept (EMFILE and the like), so that the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// How each accepted connection is treated.
+pub(crate) struct Connections {
+    pub(crate) upgrade_timeout: Duration,
+    /// 0: the kernel's autotuning.
+    pub(crate) send_buffer_bytes: usize,
+    pub(crate) guards: std::sync::Arc<IpGuards>,
+    pub(crate) metrics: std::sync::Arc<Metrics>,
+}
+
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
-    upgrade_timeout: Duration,
-    guards: std::sync::Arc<IpGuards>,
-    metrics: std::sync::Arc<Metrics>,
+    connections: Connections,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    let Connections { upgrade_timeout, send_buffer_bytes, guards, metrics } = connections;
     let stop = CancellationToken::new();
-    let connections = TaskTracker::new();
+    let tasks = TaskTracker::new();
     let signal = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -68,6 +79,11 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        if send_buffer_bytes > 0 {
+            if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer_bytes) {
+                tracing::warn!(error = %e, "could not set the send buffer size");
+            }
+        }
         let at_capacity = guards.at_capacity();
         let router = router.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -81,7 +97,7 @@ pub(crate) async fn serve(
         });
         let deadline = tokio::time::Instant::now() + upgrade_timeout;
         let stop = stop.clone();
-        connections.spawn(async move {
+        tasks.spawn(async move {
             // hyper's header timer starts at the first byte: a client that sends nothing at all is
             // timed out here, and the rest of the deadline is what hyper gives the head.
             let mut first = [0u8; 1];
@@ -114,6 +130,6 @@ pub(crate) async fn serve(
             }
         });
     }
-    connections.close();
-    connections.wait().await;
+    tasks.close();
+    tasks.wait().await;
 }

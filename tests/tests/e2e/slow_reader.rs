@@ -1,5 +1,5 @@
 //! A client that stops reading is closed with 1013 (with a retry hint and its resume point); the
-//! others in its session keep receiving.
+//! others in its session keep receiving. With a fixed send buffer the node finds it sooner.
 
 use e2e::{session_path, token, Client, Cluster};
 use serde_json::json;
@@ -7,11 +7,25 @@ use shared::config::Limits;
 
 #[tokio::test]
 async fn a_slow_reader_is_closed_with_1013_and_nobody_else_stalls() {
+    stuck_reader_is_closed(0).await;
+}
+
+/// With `GATEWAY_SEND_BUFFER_BYTES`, what a stalled client holds in the node's kernel is bounded:
+/// it is closed long before the megabytes that the kernel's autotuning would take.
+#[tokio::test]
+async fn a_fixed_send_buffer_finds_a_stalled_client_within_a_few_hundred_kilobytes() {
+    let sent = stuck_reader_is_closed(16 * 1024).await;
+    assert!(sent * 1900 < 1024 * 1024, "closed only after {sent} messages of 1,900 bytes");
+}
+
+/// Messages sent until the stuck socket was closed.
+async fn stuck_reader_is_closed(send_buffer_bytes: usize) -> usize {
     let limits = Limits {
         rate_per_sec: 100_000.0,
         rate_burst: 100_000.0,
         outbox_frames: 64,
         outbox_bytes: 128 * 1024,
+        send_buffer_bytes,
         ..Limits::default()
     };
     let cluster = Cluster::start_with(2, limits).await;
@@ -28,7 +42,7 @@ async fn a_slow_reader_is_closed_with_1013_and_nobody_else_stalls() {
     let mut sent = 0;
     while cluster.node(0).metric("gateway_slow_closes_total").await == 0 {
         assert!(sent < 20_000, "the stuck socket was never closed");
-        for _ in 0..50 {
+        for _ in 0..10 {
             alice.send_json(json!({"type": "message", "content": text})).await;
             sent += 1;
             // The readers keep up, message by message, while the stuck one falls behind.
@@ -48,4 +62,6 @@ async fn a_slow_reader_is_closed_with_1013_and_nobody_else_stalls() {
     assert_eq!(code, 1013, "{reason}");
     assert!(reason.starts_with("Client too slow; retry_after_ms="), "{reason}");
     assert!(reason.contains("; since="), "{reason}");
+    eprintln!("send buffer {send_buffer_bytes} (0: autotuned): the stuck socket was closed after {sent} messages");
+    sent
 }
