@@ -3,17 +3,23 @@
 //! socket with `?since=SEQ` first gets exactly the publications after SEQ, in order, from the
 //! group's window in Redis, then the live stream, with nothing twice at the seam: the socket
 //! joined its group (subscribed) before the window is read, and live frames up to the last one
-//! replayed are skipped (`Resume::delivered_upto`). When the window cannot fill the gap (trimmed,
-//! expired, or the counter started again because Redis lost its data) the client gets one
-//! `resync_required` frame naming the group instead, and refetches what it needs.
+//! replayed are skipped (`Resume::delivered_upto`). When the window no longer holds the start of
+//! the gap, a chat's messages come from the database, where each is stored with its seq
+//! (`jobs::StampedJob`), if the gap held nothing but messages. Otherwise (typing or other events
+//! gone with the window, a message not yet stored, a counter that started again because Redis
+//! lost its data) the client gets one `resync_required` frame naming the group instead, and
+//! refetches what it needs.
 
 use axum::extract::ws::Utf8Bytes;
 use serde_json::json;
-use shared::event::{Envelope, Group, Position};
+use shared::event::{Envelope, Event, Group, Position};
 use shared::ids::UserId;
 
 use crate::app::AppState;
 use crate::protocols::Protocol;
+
+/// The most messages a resume reads from the database; a longer gap is `resync_required`.
+const MAX_BACKFILL: u64 = 1000;
 
 /// What a resuming socket sends before its live stream.
 #[derive(Default)]
@@ -58,22 +64,54 @@ pub(crate) async fn resume(app: &AppState, group: &Group, since: &str, protocol:
             return resync_required(group, Some(current.seq));
         }
     };
-    if !read.complete || read.current.epoch != current.epoch {
+    if read.current.epoch != current.epoch {
         return resync_required(group, Some(read.current.seq));
     }
+    let window: Vec<Envelope> = read.entries.iter().filter_map(|payload| Envelope::decode(payload).ok()).collect();
+    let mut missed = Vec::new();
+    if !read.complete {
+        let first_kept = window.first().and_then(|e| e.seq).unwrap_or(read.current.seq + 1);
+        match from_the_database(app, group, current.epoch, since, first_kept).await {
+            Some(stored) => missed = stored,
+            None => return resync_required(group, Some(read.current.seq)),
+        }
+    }
+    missed.extend(window);
     let mut resume = Resume { backlog: Vec::new(), delivered_upto: Some(since), resumable: true };
-    for payload in &read.entries {
-        let Ok(envelope) = Envelope::decode(payload) else { continue };
+    for envelope in &missed {
         let Some(seq) = envelope.seq else { continue };
         resume.delivered_upto = Some(seq.max(resume.delivered_upto.unwrap_or(0)));
         if envelope.except_user.is_some() && envelope.except_user.as_ref() == user {
             continue;
         }
-        if let Some(frame) = protocol.render_numbered(&envelope) {
+        if let Some(frame) = protocol.render_numbered(envelope) {
             resume.backlog.push(Utf8Bytes::from(frame));
         }
     }
     resume
+}
+
+/// A chat's messages numbered after `since` and before `first_kept` (where its window now starts),
+/// from the database; `None` unless every number in between is a stored message (a typing
+/// indicator, a receipt or an event of the publish API leaves a hole), or when the gap is longer
+/// than `MAX_BACKFILL`.
+async fn from_the_database(app: &AppState, group: &Group, epoch: u64, since: u64, first_kept: u64) -> Option<Vec<Envelope>> {
+    let chat = group.chat_id()?;
+    let count = first_kept.checked_sub(since + 1).filter(|n| *n <= MAX_BACKFILL)?;
+    let stored = match app.store.chat_messages_between(&chat, epoch, since, first_kept, count as i64).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::warn!(error = %e, %group, "resume: stored messages not read");
+            return None;
+        }
+    };
+    let whole = stored.len() as u64 == count && stored.iter().zip(since + 1..).all(|((seq, _), expected)| *seq == expected);
+    whole.then(|| {
+        stored
+            .into_iter()
+            .map(|(seq, message)| Envelope { seq: Some(seq), epoch: Some(epoch), ..Envelope::to_all(Event::ChatMessage(message)) })
+            .collect()
+    })
 }
 
 /// The `seq` a rendered frame starts with (`{"seq":N,...`), if it has one.

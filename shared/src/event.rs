@@ -45,6 +45,11 @@ impl Group {
         (known && valid).then(|| Self(name.to_owned()))
     }
 
+    /// The chat of a `chat:{id}` group.
+    pub fn chat_id(&self) -> Option<ChatId> {
+        self.0.strip_prefix("chat:").and_then(|id| ChatId::parse(id).ok())
+    }
+
     /// The channel of a `channel:{id}` group.
     pub fn channel_id(&self) -> Option<ChannelId> {
         self.0.strip_prefix("channel:").and_then(|id| ChannelId::parse(id).ok())
@@ -301,15 +306,27 @@ pub enum Event {
 }
 
 /// Where a publication stands in its group's sequence. The broker numbers every publication to a
-/// group (`seq` 1, 2, 3, ...) atomically with publishing it; `epoch` names the counter, which
-/// starts again at 1 under a new epoch if Redis lost it (a restart without AOF, or a group idle
-/// past its counter's expiry). So a receiver tells a duplicate (same epoch, `seq` not above the
-/// last) from a gap (same epoch, `seq` above the last plus one) from a new counter.
+/// group atomically with publishing it; `epoch` names the counter, which starts again under a new
+/// epoch if it was lost (Redis restarted without AOF, a group idle past its counter's expiry, an
+/// embedded node restarted). A counter starts at its creation time in milliseconds
+/// (`Position::counter_start`), so `seq` never goes back for a group, even across epochs: a
+/// client's `since` or "last seen" from an older counter is always below the new counter's
+/// numbers, never mistaken for a place in it. So a receiver tells a duplicate (`seq` not above
+/// the last) from a gap (same epoch, `seq` above the last plus one) from a new counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct Position {
-    /// When the group's counter was created (Redis time, microseconds); 0 before any publication.
+    /// When the group's counter was created (the broker's clock, microseconds); 0 before any
+    /// publication.
     pub epoch: u64,
     pub seq: u64,
+}
+
+impl Position {
+    /// The `seq` a counter created at `epoch` starts from (its first publication is one more):
+    /// the creation time in milliseconds. The Redis publish script does the same in Lua.
+    pub fn counter_start(epoch: u64) -> u64 {
+        epoch / 1000
+    }
 }
 
 /// The payload as the broker publishes it: `{"seq":N,"epoch":E,"at":MS,` followed by the rest of
@@ -317,11 +334,18 @@ pub struct Position {
 /// is when it was published, in milliseconds of the broker's clock). The Redis broker's publish
 /// script builds the same bytes in Lua; a payload that is not a JSON object is published as it is.
 pub fn stamp(position: Position, at_ms: u64, payload: &[u8]) -> Bytes {
+    with_leading_fields(&format!("\"seq\":{},\"epoch\":{},\"at\":{at_ms}", position.seq, position.epoch), payload)
+}
+
+/// The JSON object `payload` with `fields` (`"name":value,...`) first; a payload that is not an
+/// object, as it is.
+pub(crate) fn with_leading_fields(fields: &str, payload: &[u8]) -> Bytes {
     let Some(rest) = payload.strip_prefix(b"{") else { return Bytes::copy_from_slice(payload) };
     let separator = if rest.trim_ascii_start().starts_with(b"}") { "" } else { "," };
-    let head = format!("{{\"seq\":{},\"epoch\":{},\"at\":{at_ms}{separator}", position.seq, position.epoch);
-    let mut out = Vec::with_capacity(head.len() + rest.len());
-    out.extend_from_slice(head.as_bytes());
+    let mut out = Vec::with_capacity(fields.len() + rest.len() + 2);
+    out.push(b'{');
+    out.extend_from_slice(fields.as_bytes());
+    out.extend_from_slice(separator.as_bytes());
     out.extend_from_slice(rest);
     Bytes::from(out)
 }

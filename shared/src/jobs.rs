@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{ChatMessage, SessionMessage};
+use crate::event::{ChatMessage, Position, SessionMessage};
 use crate::ids::{ChatId, MessageId, UserId};
 
 /// What earns gamification points.
@@ -88,6 +88,47 @@ impl Job {
     }
 }
 
+/// A job as the worker applies it, with the position of the publication it went out with: the
+/// broker stamps each job with the call's first publication's position (`stamp`, leading
+/// `"group_seq"` and `"group_epoch"` fields, which `Job` itself ignores). A chat message is
+/// stored with it, so that a client resuming past its group's window is sent it from the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StampedJob {
+    pub job: Job,
+    /// `None` for a job published alone, or one stamped by no broker (a replayed dead letter).
+    pub published: Option<Position>,
+}
+
+impl StampedJob {
+    pub fn decode(raw: &[u8]) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Stamp {
+            group_seq: Option<u64>,
+            group_epoch: Option<u64>,
+        }
+        let job = Job::decode(raw)?;
+        let stamp: Stamp = serde_json::from_slice(raw)?;
+        let published = match (stamp.group_epoch, stamp.group_seq) {
+            (Some(epoch), Some(seq)) => Some(Position { epoch, seq }),
+            _ => None,
+        };
+        Ok(Self { job, published })
+    }
+}
+
+/// The job `payload` (a JSON object) with `position` in leading fields: `{"group_seq":S,
+/// "group_epoch":E,` and the rest of the object. Names of their own, so that no job's field is
+/// ever shadowed. The Redis publish script builds the same bytes in Lua.
+pub fn stamp(position: Position, payload: &[u8]) -> Bytes {
+    crate::event::with_leading_fields(&format!("\"group_seq\":{},\"group_epoch\":{}", position.seq, position.epoch), payload)
+}
+
+impl From<Job> for StampedJob {
+    fn from(job: Job) -> Self {
+        Self { job, published: None }
+    }
+}
+
 /// One entry read from the jobs stream: its stream id (for the ack) and its raw payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobEntry {
@@ -105,4 +146,31 @@ pub struct DeadLetter {
     pub job_id: String,
     pub payload: Bytes,
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamped_job_decodes_with_the_position_it_went_out_with() {
+        let job = Job::ReadReceipt {
+            message_id: MessageId::new(),
+            chat_id: ChatId::parse("c1").unwrap(),
+            user_id: UserId::parse("u1").unwrap(),
+            read_at: crate::time::now(),
+        };
+        let at = Position { epoch: 1_764_547_200_000_123, seq: 1_764_547_200_007 };
+        let stamped = StampedJob::decode(&stamp(at, &job.encode())).unwrap();
+        assert_eq!(stamped, StampedJob { job: job.clone(), published: Some(at) });
+        assert_eq!(StampedJob::decode(&job.encode()).unwrap(), StampedJob::from(job.clone()));
+        // An activity has an `at` of its own: the stamp never shadows a job's field.
+        let activity = Job::Activity(Activity {
+            id: "a1".into(),
+            user_id: UserId::parse("u1").unwrap(),
+            activity: ActivityKind::Message,
+            at: crate::time::now(),
+        });
+        assert_eq!(StampedJob::decode(&stamp(at, &activity.encode())).unwrap().published, Some(at));
+    }
 }

@@ -22,7 +22,7 @@ use gateway::{AppState, Gateway};
 use serde_json::{json, Value};
 use shared::auth::JwtKey;
 use shared::broker::RedisBroker;
-use shared::config::{GatewayConfig, Limits};
+use shared::config::{GatewayConfig, GroupWindow, Limits};
 use shared::store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -528,6 +528,8 @@ pub struct Cluster {
     pub db: TestDb,
     pub prefix: String,
     pub limits: Limits,
+    /// Each group's window in Redis, as the nodes are configured (`GATEWAY_GROUP_WINDOW`).
+    pub window: GroupWindow,
     pub nodes: Vec<Node>,
     workers: Vec<CancellationToken>,
 }
@@ -545,7 +547,18 @@ impl Cluster {
     pub async fn start_on(nodes: usize, limits: Limits, db: TestDb) -> Self {
         let redis = RedisServer::start().await;
         let prefix = format!("t{}:", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let mut cluster = Self { redis, db, prefix, limits, nodes: Vec::new(), workers: Vec::new() };
+        let mut cluster =
+            Self { redis, db, prefix, limits, window: GroupWindow::default(), nodes: Vec::new(), workers: Vec::new() };
+        for _ in 0..nodes {
+            cluster.add_node().await;
+        }
+        cluster
+    }
+
+    /// A cluster whose nodes keep `window` of each group's publications in Redis.
+    pub async fn start_windowed(nodes: usize, limits: Limits, window: GroupWindow) -> Self {
+        let mut cluster = Self::start_with(0, limits).await;
+        cluster.window = window;
         for _ in 0..nodes {
             cluster.add_node().await;
         }
@@ -562,7 +575,7 @@ impl Cluster {
             anonymous_personal: false,
             limits: self.limits.clone(),
             redis_prefix: self.prefix.clone(),
-            window: Default::default(),
+            window: self.window,
             data_dir: None,
             generated: Vec::new(),
         }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use shared::broker::{Broker, BrokerError};
 use shared::event::{Envelope, Event, Group};
-use shared::jobs::{Job, JobEntry};
+use shared::jobs::{JobEntry, StampedJob};
 use shared::store::{Store, StoreError};
 
 pub use awards::Gamification;
@@ -182,7 +182,7 @@ impl Worker {
         let mut jobs = Vec::with_capacity(entries.len());
         let mut entries = entries.into_iter();
         while let Some(entry) = entries.next() {
-            match Job::decode(&entry.payload) {
+            match StampedJob::decode(&entry.payload) {
                 Ok(job) => {
                     jobs.push(job);
                     decoded.push(entry);
@@ -216,7 +216,7 @@ impl Worker {
     /// for its data, that part is split in halves and each is tried again, until the refused job
     /// is alone: it is dead-lettered, everything else is persisted. A refusal costs about
     /// 2·log2(batch) extra transactions. Returns the ids of the dead-lettered entries.
-    async fn persist_around_refusals(&self, entries: &[JobEntry], jobs: &[Job]) -> Result<Vec<String>, WorkerError> {
+    async fn persist_around_refusals(&self, entries: &[JobEntry], jobs: &[StampedJob]) -> Result<Vec<String>, WorkerError> {
         let mut dead = Vec::new();
         // Ranges still to persist; popped from the end, so pushed last-half first to keep order.
         let mut todo = Vec::with_capacity(16);

@@ -79,15 +79,18 @@ pub async fn publications_are_numbered_per_group_and_kept_in_its_window(f: &impl
     for _ in 0..5 {
         let (g, payload) = next_message(&mut a_in).await;
         let (position, n) = decoded(&payload);
-        seen.push((g, position.seq, n));
+        // Numbered from the counter's start (its creation time in ms), one by one.
+        seen.push((g, position.seq - Position::counter_start(position.epoch), n));
         assert!(position.epoch > 0);
     }
     let expected = [(&one, 1, 1), (&one, 2, 2), (&one, 3, 3), (&two, 1, 10), (&one, 4, 4)];
     assert_eq!(seen, expected.map(|(g, seq, n)| (g.clone(), seq, n)));
     let at = b.positions(&[one.clone(), two.clone()]).await.unwrap();
-    assert_eq!((at[0].seq, at[1].seq), (4, 1));
-    // After seq 2: 3 and 4, complete. From nothing (another epoch): all four, complete.
-    let reads = b.window_since(&[(one.clone(), Position { seq: 2, ..at[0] }), (one.clone(), Position::default())]).await.unwrap();
+    let start = |p: Position| Position::counter_start(p.epoch);
+    assert_eq!((at[0].seq - start(at[0]), at[1].seq - start(at[1])), (4, 1));
+    // After the second: the third and fourth, complete. From nothing (another epoch): all four, complete.
+    let after_second = Position { seq: start(at[0]) + 2, ..at[0] };
+    let reads = b.window_since(&[(one.clone(), after_second), (one.clone(), Position::default())]).await.unwrap();
     assert!(reads[0].complete && reads[1].complete);
     assert_eq!(reads[0].entries.iter().map(|p| decoded(p).1).collect::<Vec<_>>(), vec![3, 4]);
     assert_eq!(reads[1].entries.iter().map(|p| decoded(p).1).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
@@ -104,12 +107,13 @@ pub async fn a_trimmed_window_is_reported_incomplete(f: &impl NodeFactory) {
         a.publish_all(chunk, &[]).await.unwrap();
     }
     let at = a.positions(std::slice::from_ref(&long)).await.unwrap()[0];
-    assert_eq!(at.seq, 700);
-    let read = &a.window_since(&[(long.clone(), Position { seq: 1, ..at })]).await.unwrap()[0];
+    let start = Position::counter_start(at.epoch);
+    assert_eq!(at.seq, start + 700);
+    let read = &a.window_since(&[(long.clone(), Position { seq: start + 1, ..at })]).await.unwrap()[0];
     assert!(!read.complete, "seq 2 is long gone from a window of {}", GroupWindow::default().len);
     let kept: Vec<u64> = read.entries.iter().map(|p| decoded(p).0.seq).collect();
     assert!(kept.len() >= GroupWindow::default().len, "the window keeps at least its length");
-    assert_eq!(kept, (kept[0]..=700).collect::<Vec<_>>(), "what is kept is the latest, in order");
+    assert_eq!(kept, (kept[0]..=start + 700).collect::<Vec<_>>(), "what is kept is the latest, in order");
 }
 
 pub async fn publish_all_reaches_every_group_and_the_stream(f: &impl NodeFactory) {

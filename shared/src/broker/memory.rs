@@ -48,8 +48,8 @@ const GROUP_COMMIT: usize = 512;
 
 #[derive(Default)]
 struct BusState {
-    /// The epoch of every group counter on this bus: when it was made (counters live as long).
-    epoch: u64,
+    /// The last epoch given to a group's counter: each new one is later, even within a microsecond.
+    last_epoch: u64,
     window: GroupWindow,
     /// Each group's counter and window.
     logs: HashMap<Group, GroupLog>,
@@ -71,6 +71,8 @@ struct BusState {
 /// A group's counter and window (what Redis keeps in the counter hash and the window stream).
 #[derive(Default)]
 struct GroupLog {
+    /// When this counter was made (µs); a log dropped while idle comes back under a new one.
+    epoch: u64,
     seq: u64,
     window: VecDeque<(u64, Bytes)>,
     last_publication: Option<Instant>,
@@ -80,8 +82,7 @@ struct GroupLog {
 const SWEEP_EVERY: usize = 4096;
 
 fn bus_state(window: GroupWindow) -> BusState {
-    let epoch = chrono::Utc::now().timestamp_micros().max(1) as u64;
-    BusState { epoch, window, ..BusState::default() }
+    BusState { window, ..BusState::default() }
 }
 
 struct NodeSlot {
@@ -181,16 +182,12 @@ async fn write_journal(bus: std::sync::Weak<Shared>, pool: SqlitePool, mut write
         match written {
             Ok(ids) => {
                 {
+                    // The journal keeps the jobs unstamped: after a restart their counters are gone.
                     let state = &mut *shared.state.lock().expect("bus lock");
                     let mut ids = ids.into_iter();
                     for write in &batch {
-                        for job in &write.jobs {
-                            let id = ids.next().expect("one id per job");
-                            state.fresh.push_back((id as u64, job.clone()));
-                        }
-                        for (group, payload) in &write.publications {
-                            MemoryBroker::deliver(state, group, payload);
-                        }
+                        let jobs = write.jobs.iter().map(|job| (ids.next().expect("one id per job") as u64, job.clone()));
+                        MemoryBroker::deliver_all(state, &write.publications, jobs.collect::<Vec<_>>());
                     }
                 }
                 shared.job_added.notify_one();
@@ -224,8 +221,8 @@ impl MemoryBroker {
     }
 
     /// Numbers the publication, keeps it in the group's window, and hands it to every node
-    /// subscribed to the group.
-    fn deliver(state: &mut BusState, group: &Group, payload: &Bytes) {
+    /// subscribed to the group. Returns its stamp: its position and when it was published.
+    fn deliver(state: &mut BusState, group: &Group, payload: &Bytes) -> (Position, u64) {
         let now = Instant::now();
         state.since_sweep += 1;
         if state.since_sweep >= SWEEP_EVERY {
@@ -233,11 +230,17 @@ impl MemoryBroker {
             let ttl = state.window.ttl;
             state.logs.retain(|_, log| log.last_publication.is_some_and(|t| now - t < ttl));
         }
-        let log = state.logs.entry(group.clone()).or_default();
+        let last_epoch = &mut state.last_epoch;
+        let log = state.logs.entry(group.clone()).or_insert_with(|| {
+            let epoch = (chrono::Utc::now().timestamp_micros().max(1) as u64).max(*last_epoch + 1);
+            *last_epoch = epoch;
+            GroupLog { epoch, seq: Position::counter_start(epoch), window: VecDeque::new(), last_publication: None }
+        });
         log.seq += 1;
         log.last_publication = Some(now);
         let at_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-        let payload = event::stamp(Position { epoch: state.epoch, seq: log.seq }, at_ms, payload);
+        let position = Position { epoch: log.epoch, seq: log.seq };
+        let payload = event::stamp(position, at_ms, payload);
         if state.window.len > 0 {
             if log.window.len() == state.window.len {
                 log.window.pop_front();
@@ -251,6 +254,24 @@ impl MemoryBroker {
                 // live publications (the durable copy is in the jobs stream).
                 tracing::warn!(group = %group, "memory broker: node inbox full, publication dropped");
             }
+        }
+        (position, at_ms)
+    }
+
+    /// Delivers `publications` and queues `jobs` (their ids given), each job stamped with the first
+    /// publication's position (`jobs::stamp`), as the Redis publish script does.
+    fn deliver_all(state: &mut BusState, publications: &[(Group, Bytes)], jobs: impl IntoIterator<Item = (u64, Bytes)>) {
+        let mut first = None;
+        for (group, payload) in publications {
+            let (position, _) = Self::deliver(state, group, payload);
+            first.get_or_insert(position);
+        }
+        for (id, job) in jobs {
+            let job = match first {
+                Some(position) => crate::jobs::stamp(position, &job),
+                None => job,
+            };
+            state.fresh.push_back((id, job));
         }
     }
 
@@ -291,14 +312,10 @@ impl Broker for MemoryBroker {
         }
         {
             let state = &mut *self.shared.state.lock().expect("bus lock");
-            for (group, payload) in publications {
-                Self::deliver(state, group, payload);
-            }
-            for job in jobs {
-                state.next_job += 1;
-                let seq = state.next_job;
-                state.fresh.push_back((seq, job.clone()));
-            }
+            let first_id = state.next_job + 1;
+            state.next_job += jobs.len() as u64;
+            let ids = (first_id..).zip(jobs.iter().cloned());
+            Self::deliver_all(state, publications, ids.collect::<Vec<_>>());
         }
         if !jobs.is_empty() {
             self.shared.job_added.notify_one();
@@ -329,7 +346,7 @@ impl Broker for MemoryBroker {
         Ok(groups
             .iter()
             .map(|group| match state.logs.get(group) {
-                Some(log) => Position { epoch: state.epoch, seq: log.seq },
+                Some(log) => Position { epoch: log.epoch, seq: log.seq },
                 None => Position::default(),
             })
             .collect())
@@ -343,8 +360,8 @@ impl Broker for MemoryBroker {
                 let Some(log) = state.logs.get(group) else {
                     return WindowRead::assemble(*after, Position::default(), Vec::new());
                 };
-                let current = Position { epoch: state.epoch, seq: log.seq };
-                let from = if after.epoch == state.epoch { after.seq } else { 0 };
+                let current = Position { epoch: log.epoch, seq: log.seq };
+                let from = if after.epoch == log.epoch { after.seq } else { 0 };
                 let entries = log.window.iter().filter(|(seq, _)| *seq > from).cloned().collect();
                 WindowRead::assemble(*after, current, entries)
             })

@@ -78,7 +78,8 @@ impl WindowRead {
         } else {
             // A new counter: complete when the window still starts at its first publication. What
             // the old counter had after `after` cannot be known any more (lost with it).
-            current.seq == 0 || first == Some(1)
+            let start = Position::counter_start(current.epoch);
+            current.seq == start || first == Some(start + 1)
         };
         Self { entries: entries.into_iter().map(|(_, payload)| payload).collect(), complete, current }
     }

@@ -35,7 +35,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const COUNTER_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Numbers, windows and publishes each publication, and appends the jobs, in one atomic step
-/// (`Broker::publish_all`). The stamp is `event::stamp`'s, byte for byte.
+/// (`Broker::publish_all`). The stamp is `event::stamp`'s, byte for byte; each job gets the first
+/// publication's position, as `jobs::stamp` writes it (where a stored chat message stands in its chat).
 /// KEYS: the jobs stream, then each publication's counter and window.
 /// ARGV: window length, window TTL (s), counter TTL (s), publication count n, then each
 /// publication's channel and payload, then the jobs.
@@ -46,25 +47,31 @@ if once > 0 then
   if first then return first end
   redis.call('SET', KEYS[2 * n + 2], ARGV[7], 'EX', once)
 end
+local function stamped(payload, head)
+  if head == nil or string.sub(payload, 1, 1) ~= '{' then return payload end
+  local rest = string.sub(payload, 2)
+  local sep = ','
+  if string.match(rest, '^%s*}') then sep = '' end
+  return head .. sep .. rest
+end
+local job_head = nil
 for i = 1, n do
   local counter, window = KEYS[2 * i], KEYS[2 * i + 1]
-  local channel, payload = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
-  local seq = redis.call('HINCRBY', counter, 'seq', 1)
+  local channel = ARGV[4 + 2 * i]
   local epoch = redis.call('HGET', counter, 'epoch')
   local now = redis.call('TIME')
   local at = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
   if not epoch then
+    -- A new counter starts at its creation time in ms (Position::counter_start).
     epoch = now[1] .. string.format('%06d', tonumber(now[2]))
-    redis.call('HSET', counter, 'epoch', epoch)
+    redis.call('HSET', counter, 'epoch', epoch, 'seq', at)
     redis.call('DEL', window)
   end
+  local seq = redis.call('HINCRBY', counter, 'seq', 1)
   redis.call('EXPIRE', counter, counter_ttl)
-  if string.sub(payload, 1, 1) == '{' then
-    local rest = string.sub(payload, 2)
-    local sep = ','
-    if string.match(rest, '^%s*}') then sep = '' end
-    payload = '{"seq":' .. seq .. ',"epoch":' .. epoch .. ',"at":' .. at .. sep .. rest
-  end
+  local head = '{"seq":' .. seq .. ',"epoch":' .. epoch .. ',"at":' .. at
+  job_head = job_head or ('{"group_seq":' .. seq .. ',"group_epoch":' .. epoch)
+  local payload = stamped(ARGV[5 + 2 * i], head)
   if len > 0 then
     redis.call('XADD', window, 'MAXLEN', '~', len, seq .. '-0', 'p', payload)
     redis.call('EXPIRE', window, ttl)
@@ -72,7 +79,7 @@ for i = 1, n do
   redis.call('PUBLISH', channel, payload)
 end
 for j = 6 + 2 * n, #ARGV do
-  redis.call('XADD', KEYS[1], '*', 'job', ARGV[j])
+  redis.call('XADD', KEYS[1], '*', 'job', stamped(ARGV[j], job_head))
 end
 return n
 "#;

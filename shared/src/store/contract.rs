@@ -9,9 +9,9 @@ use chrono::Duration as Span;
 use serde_json::json;
 
 use super::{NewNotification, Page, Reservation, Scorer, Store, UserRecord, UserStats};
-use crate::event::{ChannelMessage, ChatMessage, FocusState, FocusStatus, SessionMessage, UserSnapshot};
+use crate::event::{ChannelMessage, ChatMessage, FocusState, FocusStatus, Position, SessionMessage, UserSnapshot};
 use crate::ids::{ChannelId, ChatId, FocusSessionId, MessageId, SessionId, UserId, WorkspaceId};
-use crate::jobs::{Activity, ActivityKind, Job};
+use crate::jobs::{Activity, ActivityKind, Job, StampedJob};
 
 /// Runs every case on `store`.
 pub async fn run_all(store: &Store) {
@@ -170,8 +170,25 @@ pub async fn persist_is_idempotent_and_history_pages_newest_first(store: &Store)
     jobs.push(receipt.clone());
     jobs.push(receipt);
 
-    store.persist(&jobs, &OnePoint).await.unwrap();
-    store.persist(&jobs, &OnePoint).await.unwrap(); // delivered twice: nothing changes
+    // Where the chat messages went out in their groups (the broker stamps jobs so).
+    let epoch = 1_764_547_200_000_000;
+    let position = |seq| Some(Position { epoch, seq });
+    let stamped: Vec<StampedJob> = jobs
+        .iter()
+        .cloned()
+        .map(|job| {
+            let published = match &job {
+                Job::ChatMessage(m) if m.message_id == root.message_id => position(1_764_547_200_101),
+                Job::ChatMessage(m) if m.message_id == reply.message_id => position(1_764_547_200_102),
+                // The recipient's group's position: never the chat's.
+                Job::ChatMessage(_) => position(1_764_547_200_103),
+                _ => None,
+            };
+            StampedJob { job, published }
+        })
+        .collect();
+    store.persist(&stamped, &OnePoint).await.unwrap();
+    store.persist(&stamped, &OnePoint).await.unwrap(); // delivered twice: nothing changes
 
     let page = Page { limit: 50, before: None };
     let history = store.session_messages(&session, page).await.unwrap();
@@ -190,6 +207,13 @@ pub async fn persist_is_idempotent_and_history_pages_newest_first(store: &Store)
     assert_eq!(store.chat_of_message(&root.message_id).await.unwrap(), Some(chat.clone()));
     assert_eq!(store.chat_of_message(&MessageId::new()).await.unwrap(), None);
     assert_eq!(store.read_count(&root.message_id).await.unwrap(), 1, "a receipt counts once");
+    // By their positions in the chat's group, oldest first, between two seqs (bounds excluded).
+    let between = |after, before| store.chat_messages_between(&chat, epoch, after, before, 10);
+    let all = between(1_764_547_200_000, 1_764_547_201_000).await.unwrap();
+    assert_eq!(all, vec![(1_764_547_200_101, root.clone()), (1_764_547_200_102, reply.clone())], "no direct message");
+    assert_eq!(between(1_764_547_200_101, 1_764_547_200_102).await.unwrap(), vec![]);
+    let other_epoch = store.chat_messages_between(&chat, epoch + 1, 0, u64::MAX >> 1, 10).await.unwrap();
+    assert!(other_epoch.is_empty(), "another counter's numbers are not these");
 
     // A batch older than what is stored never moves last_message_at back.
     let late = Job::SessionMessage(SessionMessage {
@@ -200,7 +224,7 @@ pub async fn persist_is_idempotent_and_history_pages_newest_first(store: &Store)
         content: "late".into(),
         created_at: start - Span::seconds(3600),
     });
-    store.persist(&[late], &OnePoint).await.unwrap();
+    store.persist(&[late.into()], &OnePoint).await.unwrap();
     assert_eq!(store.session(&session).await.unwrap().unwrap().last_message_at, Some(history[0].created_at));
 }
 
@@ -313,8 +337,8 @@ pub async fn activities_count_once_and_awards_wait_for_delivery(store: &Store) {
         Job::Activity(Activity { id: id.into(), user_id: ann.clone(), activity: ActivityKind::Message, at: crate::time::now() })
     };
     let (a1, a2) = (fresh("act"), fresh("act"));
-    store.persist(&[activity(&a1), activity(&a1), activity(&a2)], &OnePoint).await.unwrap();
-    store.persist(&[activity(&a2)], &OnePoint).await.unwrap();
+    store.persist(&[activity(&a1).into(), activity(&a1).into(), activity(&a2).into()], &OnePoint).await.unwrap();
+    store.persist(&[activity(&a2).into()], &OnePoint).await.unwrap();
     let stats = store.user_stats(&ann).await.unwrap();
     assert_eq!((stats.points, stats.messages), (2, 2), "each activity once");
     assert_eq!(store.user_stats(&user(&fresh("new"))).await.unwrap(), UserStats::default());

@@ -21,7 +21,7 @@ use self::codec::{DbTime, DbUuid};
 
 use crate::event::{ChatMessage, SessionMessage, UserSnapshot};
 use crate::ids::{ChatId, MessageId, SessionId, UserId};
-use crate::jobs::Job;
+use crate::jobs::StampedJob;
 
 mod channels;
 mod codec;
@@ -148,6 +148,14 @@ pub struct ChatRecord {
 pub struct Page {
     pub limit: i64,
     pub before: Option<MessageId>,
+}
+
+/// Which of a chat's messages `Store::chat_message_rows` reads.
+enum ChatRows {
+    /// A page of its history, newest first.
+    Page(Page),
+    /// Those published under `epoch` between two seqs, oldest first.
+    Published { epoch: u64, after: u64, before: u64, limit: i64 },
 }
 
 impl Page {
@@ -346,26 +354,58 @@ impl Store {
 
     /// A chat's messages (direct messages excluded), newest first, senders as they are now.
     pub async fn chat_messages(&self, id: &ChatId, page: Page) -> Result<Vec<ChatMessage>, StoreError> {
+        Ok(self.chat_message_rows(id, ChatRows::Page(page)).await?.into_iter().map(|(_, m)| m).collect())
+    }
+
+    /// A chat's messages published in its group under `epoch` after seq `after` and before seq
+    /// `before`, oldest first, at most `limit`, each with its seq: what a client that resumes past
+    /// the group's window missed of them (`jobs::StampedJob`).
+    pub async fn chat_messages_between(
+        &self,
+        id: &ChatId,
+        epoch: u64,
+        after: u64,
+        before: u64,
+        limit: i64,
+    ) -> Result<Vec<(u64, ChatMessage)>, StoreError> {
+        let rows = self.chat_message_rows(id, ChatRows::Published { epoch, after, before, limit }).await?;
+        Ok(rows.into_iter().filter_map(|(seq, m)| Some((u64::try_from(seq?).ok()?, m))).collect())
+    }
+
+    async fn chat_message_rows(&self, id: &ChatId, rows: ChatRows) -> Result<Vec<(Option<i64>, ChatMessage)>, StoreError> {
+        let (condition, order) = match &rows {
+            ChatRows::Page(page) => {
+                (format!("{} ORDER BY m.created_at DESC, m.id DESC LIMIT $2", page.older_than("chat_messages", "m.", "$3")), "")
+            }
+            ChatRows::Published { .. } => {
+                ("AND m.group_epoch = $2 AND m.group_seq > $3 AND m.group_seq < $4".to_owned(), " ORDER BY m.group_seq LIMIT $5")
+            }
+        };
         let sql = format!(
-            "SELECT m.id, m.sender_id, m.content, m.message_type, m.parent_message_id, m.created_at,
+            "SELECT m.id, m.sender_id, m.content, m.message_type, m.parent_message_id, m.created_at, m.group_seq,
                     COALESCE(u.username, m.sender_id) AS username, u.email, COALESCE(u.is_active, FALSE) AS is_active,
                     u.created_at AS user_created_at
              FROM chat_messages m LEFT JOIN users u ON u.id = m.sender_id
-             WHERE m.chat_id = $1 AND m.recipient_id IS NULL {}
-             ORDER BY m.created_at DESC, m.id DESC LIMIT $2",
-            page.older_than("chat_messages", "m.", "$3")
+             WHERE m.chat_id = $1 AND m.recipient_id IS NULL {condition}{order}"
         );
-        let before = page.before.map(|b| DbUuid(b.as_uuid()));
         on_pool!(self, |pool| {
-            let mut query = sqlx::query(&sql).bind(id.as_str()).bind(page.limit);
-            if let Some(before) = before {
-                query = query.bind(before);
+            let mut query = sqlx::query(&sql).bind(id.as_str());
+            match &rows {
+                ChatRows::Page(page) => {
+                    query = query.bind(page.limit);
+                    if let Some(before) = page.before {
+                        query = query.bind(DbUuid(before.as_uuid()));
+                    }
+                }
+                ChatRows::Published { epoch, after, before, limit } => {
+                    query = query.bind(*epoch as i64).bind(*after as i64).bind(*before as i64).bind(*limit);
+                }
             }
             let rows = query.fetch_all(pool).await?;
             rows.into_iter()
                 .map(|r| {
                     let user_created: Option<DbTime> = r.try_get("user_created_at")?;
-                    Ok(ChatMessage {
+                    let message = ChatMessage {
                         message_id: r.try_get::<DbUuid, _>("id")?.0.into(),
                         chat_id: id.clone(),
                         sender: UserSnapshot {
@@ -380,7 +420,8 @@ impl Store {
                         message_type: r.try_get("message_type")?,
                         parent_message_id: r.try_get::<Option<DbUuid>, _>("parent_message_id")?.map(|p| p.0.into()),
                         created_at: r.try_get::<DbTime, _>("created_at")?.0,
-                    })
+                    };
+                    Ok((r.try_get("group_seq")?, message))
                 })
                 .collect()
         })
@@ -398,7 +439,7 @@ impl Store {
     /// stand for, scored by `scorer` (stats and award notifications). Idempotent: applying the
     /// same jobs again changes nothing (messages and activities are keyed by id;
     /// `last_message_at` only moves forward).
-    pub async fn persist(&self, jobs: &[Job], scorer: &dyn Scorer) -> Result<(), StoreError> {
+    pub async fn persist(&self, jobs: &[StampedJob], scorer: &dyn Scorer) -> Result<(), StoreError> {
         if jobs.is_empty() {
             return Ok(());
         }

@@ -11,7 +11,7 @@ use super::gamification::{self, Scorer, UserStats};
 use super::onetask::NewNotification;
 use super::StoreError;
 use crate::ids::UserId;
-use crate::jobs::{Activity, Job};
+use crate::jobs::{Activity, Job, StampedJob};
 
 /// Column vectors of one batch, for UNNEST.
 #[derive(Default)]
@@ -30,6 +30,8 @@ struct Batch<'a> {
     chat_types: Vec<&'a str>,
     chat_parents: Vec<Option<Uuid>>,
     chat_times: Vec<DateTime<Utc>>,
+    chat_epochs: Vec<Option<i64>>,
+    chat_seqs: Vec<Option<i64>>,
     receipt_messages: Vec<Uuid>,
     receipt_users: Vec<&'a str>,
     receipt_chats: Vec<&'a str>,
@@ -37,9 +39,9 @@ struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn of(jobs: &'a [Job]) -> Self {
+    fn of(jobs: &'a [StampedJob]) -> Self {
         let mut b = Batch::default();
-        for job in jobs {
+        for StampedJob { job, published } in jobs {
             match job {
                 Job::SessionMessage(m) => {
                     b.session_ids.push(m.message_id.as_uuid());
@@ -58,6 +60,10 @@ impl<'a> Batch<'a> {
                     b.chat_types.push(&m.message_type);
                     b.chat_parents.push(m.parent_message_id.map(|p| p.as_uuid()));
                     b.chat_times.push(m.created_at);
+                    // A direct message goes out on its recipient's group, not the chat's.
+                    let position = published.filter(|_| m.recipient_id.is_none());
+                    b.chat_epochs.push(position.map(|p| p.epoch as i64));
+                    b.chat_seqs.push(position.map(|p| p.seq as i64));
                 }
                 Job::ReadReceipt { message_id, chat_id, user_id, read_at } => {
                     b.receipt_messages.push(message_id.as_uuid());
@@ -72,7 +78,7 @@ impl<'a> Batch<'a> {
     }
 }
 
-pub(super) async fn persist(pool: &PgPool, jobs: &[Job], scorer: &dyn Scorer) -> Result<(), StoreError> {
+pub(super) async fn persist(pool: &PgPool, jobs: &[StampedJob], scorer: &dyn Scorer) -> Result<(), StoreError> {
     let b = Batch::of(jobs);
     let mut tx = pool.begin().await?;
     if !b.session_ids.is_empty() {
@@ -108,8 +114,10 @@ pub(super) async fn persist(pool: &PgPool, jobs: &[Job], scorer: &dyn Scorer) ->
     }
     if !b.chat_ids.is_empty() {
         sqlx::query(
-            "INSERT INTO chat_messages (id, chat_id, sender_id, recipient_id, content, message_type, parent_message_id, created_at)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::timestamptz[])
+            "INSERT INTO chat_messages (id, chat_id, sender_id, recipient_id, content, message_type, parent_message_id, created_at,
+                                        group_epoch, group_seq)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::timestamptz[],
+                                  $9::int8[], $10::int8[])
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&b.chat_ids)
@@ -120,6 +128,8 @@ pub(super) async fn persist(pool: &PgPool, jobs: &[Job], scorer: &dyn Scorer) ->
         .bind(&b.chat_types)
         .bind(&b.chat_parents)
         .bind(&b.chat_times)
+        .bind(&b.chat_epochs)
+        .bind(&b.chat_seqs)
         .execute(&mut *tx)
         .await?;
         // Direct messages are private: they do not move the chat's activity. Locked in id order
@@ -164,8 +174,8 @@ pub(super) async fn persist(pool: &PgPool, jobs: &[Job], scorer: &dyn Scorer) ->
 }
 
 /// Records the batch's activities and scores those not seen before (inside the batch's tx).
-async fn score(tx: &mut sqlx::PgConnection, jobs: &[Job], scorer: &dyn Scorer) -> Result<(), StoreError> {
-    let activities: Vec<Activity> = jobs.iter().filter_map(Job::activity).collect();
+async fn score(tx: &mut sqlx::PgConnection, jobs: &[StampedJob], scorer: &dyn Scorer) -> Result<(), StoreError> {
+    let activities: Vec<Activity> = jobs.iter().filter_map(|j| j.job.activity()).collect();
     if activities.is_empty() {
         return Ok(());
     }

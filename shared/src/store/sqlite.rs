@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use super::gamification::{self, Scorer};
 use super::StoreError;
 use crate::ids::UserId;
-use crate::jobs::Job;
+use crate::jobs::{Job, StampedJob};
 use crate::time;
 
-pub(super) async fn persist(pool: &SqlitePool, jobs: &[Job], scorer: &dyn Scorer) -> Result<(), StoreError> {
+pub(super) async fn persist(pool: &SqlitePool, jobs: &[StampedJob], scorer: &dyn Scorer) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    for job in jobs {
+    for StampedJob { job, published } in jobs {
         match job {
             Job::SessionMessage(m) => {
                 let at = time::format(&m.created_at);
@@ -40,8 +40,9 @@ pub(super) async fn persist(pool: &SqlitePool, jobs: &[Job], scorer: &dyn Scorer
             Job::ChatMessage(m) => {
                 let at = time::format(&m.created_at);
                 sqlx::query(
-                    "INSERT INTO chat_messages (id, chat_id, sender_id, recipient_id, content, message_type, parent_message_id, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO chat_messages (id, chat_id, sender_id, recipient_id, content, message_type, parent_message_id, created_at,
+                                                group_epoch, group_seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(m.message_id.to_string())
                 .bind(m.chat_id.as_str())
@@ -51,6 +52,9 @@ pub(super) async fn persist(pool: &SqlitePool, jobs: &[Job], scorer: &dyn Scorer
                 .bind(&m.message_type)
                 .bind(m.parent_message_id.map(|p| p.to_string()))
                 .bind(&at)
+                // A direct message goes out on its recipient's group, not the chat's.
+                .bind(published.filter(|_| m.recipient_id.is_none()).map(|p| p.epoch as i64))
+                .bind(published.filter(|_| m.recipient_id.is_none()).map(|p| p.seq as i64))
                 .execute(&mut *tx)
                 .await?;
                 if m.recipient_id.is_none() {
@@ -84,9 +88,9 @@ pub(super) async fn persist(pool: &SqlitePool, jobs: &[Job], scorer: &dyn Scorer
 }
 
 /// Records the batch's activities and scores those not seen before (inside the batch's tx).
-async fn score(tx: &mut sqlx::SqliteConnection, jobs: &[Job], scorer: &dyn Scorer) -> Result<(), StoreError> {
+async fn score(tx: &mut sqlx::SqliteConnection, jobs: &[StampedJob], scorer: &dyn Scorer) -> Result<(), StoreError> {
     let mut fresh = Vec::new();
-    for activity in jobs.iter().filter_map(Job::activity) {
+    for activity in jobs.iter().filter_map(|j| j.job.activity()) {
         let inserted = sqlx::query(
             "INSERT INTO activities (id, user_id, kind, at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
         )

@@ -1,11 +1,17 @@
 //! Resume (`?since=SEQ`): every frame rendered from a publication carries its group's `seq`; a
 //! client that reconnects, to the other node, with the last one it saw gets exactly what it
 //! missed, in order, then the live stream, with no gap and no duplicate at the seam, even while
-//! publications keep coming during the reconnect. A gap the group's window no longer holds, or a
-//! number the group never reached, is answered with one `resync_required` frame.
+//! publications keep coming during the reconnect. Past the window, a chat's messages come from
+//! the database. A gap nothing can fill (events gone with the window, typing indicators among
+//! them), or a number the group never reached, is answered with one `resync_required` frame.
+
+use std::time::Duration;
 
 use e2e::{http, token, Client, Cluster, API_KEY};
 use serde_json::{json, Value};
+use shared::config::{GroupWindow, Limits};
+use shared::ids::ChatId;
+use shared::store::{Page, Store};
 
 async fn publish(base: &str, chat: &str, n: usize) {
     let event = json!({"type": "bulletin", "n": n});
@@ -95,13 +101,14 @@ async fn a_gap_the_window_cannot_fill_is_answered_resync_required() {
     let mut bo = Client::connect(&cluster.node(1).ws(&path("1"))).await.numbered();
     let frame = bo.recv().await;
     assert_eq!((frame["type"].as_str(), frame["group"].as_str()), (Some("resync_required"), Some("chat:rs-gap")), "{frame}");
-    assert_eq!(frame["seq"], 700, "where the live stream stands: {frame}");
+    // Where the live stream stands: the next publication comes with the next number.
+    let stands = seq(&frame);
     publish(&base, "rs-gap", 701).await;
     let live = bo.recv().await;
-    assert_eq!((seq(&live), live["n"].as_u64()), (701, Some(701)), "then the live stream: {live}");
+    assert_eq!((seq(&live), live["n"].as_u64()), (stands + 1, Some(701)), "then the live stream: {live}");
 
-    // A number the group never reached (its counter started again), and one that is not a number.
-    for since in ["5000", "soon"] {
+    // A number the group never reached, and one that is not a number.
+    for since in ["99999999999999", "soon"] {
         let mut bo = Client::connect(&cluster.node(0).ws(&path(since))).await.numbered();
         let frame = bo.recv().await;
         assert_eq!(frame["type"], "resync_required", "since={since}: {frame}");
@@ -140,4 +147,70 @@ async fn a_resend_with_the_same_client_message_id_is_one_message() {
     publish(&cluster.node(0).http(""), "cm-chat", 2).await;
     assert_eq!(bob.recv().await["n"], 2);
     assert_eq!(cluster.chat_history("cm-chat").await.len(), 1, "one message stored");
+}
+
+fn chat_text(text: &str) -> Value {
+    json!({"type": "send_message", "data": {"content": text, "message_type": "text"}})
+}
+
+/// A window of 16 (Redis trims it a stream node, about 100 entries, at a time): 200 messages
+/// missed are more than it keeps. They come from the database, each stored with its seq, then
+/// the window's, then the live stream: all once, in order. A gap of typing indicators only (not
+/// stored anywhere) that the window lost is `resync_required`, then the live stream.
+#[tokio::test]
+async fn past_the_window_messages_come_from_the_database_and_a_lost_typing_gap_is_resync_required() {
+    let limits = Limits { rate_per_sec: 100_000.0, rate_burst: 100_000.0, ..Limits::default() };
+    let window = GroupWindow { len: 16, ttl: Duration::from_secs(300) };
+    let mut cluster = Cluster::start_windowed(2, limits, window).await;
+    cluster.start_worker().await;
+    for user in ["bf-ann", "bf-bob", "bf-cid"] {
+        cluster.user(user, None).await;
+    }
+    cluster.chat("bf-chat", &["bf-ann", "bf-bob", "bf-cid"]).await;
+    let path = |user: &str, since: Option<u64>| {
+        let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
+        format!("/api/v1/ws/chat/bf-chat?token={}{since}", token(user))
+    };
+    let mut ann = Client::connect(&cluster.node(1).ws(&path("bf-ann", None))).await;
+    let mut bob = Client::connect(&cluster.node(0).ws(&path("bf-bob", None))).await.numbered();
+    ann.send_json(chat_text("m0")).await;
+    let last_seen = seq(&bob.recv_type("new_message").await);
+    drop(bob);
+    for n in 1..=200 {
+        ann.send_json(chat_text(&format!("m{n}"))).await;
+        ann.recv_type("new_message").await;
+    }
+    // The worker has stored them (what a client resuming later than a moment after finds).
+    let store = Store::connect(&cluster.db.url(), 2).await.unwrap();
+    let chat = ChatId::parse("bf-chat").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.chat_messages(&chat, Page { limit: 500, before: None }).await.unwrap().len() < 201 {
+        assert!(tokio::time::Instant::now() < deadline, "the worker did not store the messages");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut bob = Client::connect(&cluster.node(1).ws(&path("bf-bob", Some(last_seen)))).await.numbered();
+    for n in 1..=200u64 {
+        let frame = bob.recv().await;
+        assert_eq!(seq(&frame), last_seen + n, "in order, no gap, no repeat: {frame}");
+        assert_eq!(frame["data"]["content"], format!("m{n}"), "{frame}");
+    }
+    ann.send_json(chat_text("m201")).await;
+    let live = bob.recv().await;
+    assert_eq!((seq(&live), live["data"]["content"].as_str()), (last_seen + 201, Some("m201")), "then live: {live}");
+    drop(bob);
+
+    // Typing only, more than the window keeps; a third member sees each go out.
+    let mut cid = Client::connect(&cluster.node(0).ws(&path("bf-cid", None))).await;
+    for _ in 0..250 {
+        ann.send_json(json!({"type": "typing_indicator", "data": {"is_typing": true}})).await;
+        cid.recv_type("typing_indicator").await;
+    }
+    let mut bob = Client::connect(&cluster.node(0).ws(&path("bf-bob", Some(last_seen + 201)))).await.numbered();
+    let frame = bob.recv().await;
+    assert_eq!((frame["type"].as_str(), frame["group"].as_str()), (Some("resync_required"), Some("chat:bf-chat")), "{frame}");
+    assert_eq!(seq(&frame), last_seen + 451, "where the live stream stands: {frame}");
+    ann.send_json(chat_text("m202")).await;
+    let live = bob.recv_type("new_message").await;
+    assert_eq!((seq(&live), live["data"]["content"].as_str()), (last_seen + 452, Some("m202")), "{live}");
 }

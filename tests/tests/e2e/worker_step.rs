@@ -53,6 +53,7 @@ async fn process_batch_persists_acks_and_is_idempotent() {
     let page = Page { limit: 100, before: None };
     assert_eq!(store.session_messages(&session, page).await.unwrap().len(), 5);
     // A redelivery (the same jobs again) changes nothing.
+    let jobs: Vec<_> = jobs.into_iter().map(shared::jobs::StampedJob::from).collect();
     store.persist(&jobs, &worker::Gamification { rules: worker::Rules::default_set() }).await.unwrap();
     let messages = store.session_messages(&session, page).await.unwrap();
     assert_eq!(messages.len(), 5);
