@@ -185,14 +185,14 @@ pub(crate) async fn tail(
                 _ = drain.cancelled() => None,
                 next = outbox.recv() => next,
             };
-            match next? {
-                Outbound::Frame(frame) => {
-                    attached.link().taken(&frame);
-                    let line = Bytes::from(format!("{}\n", frame.as_str()));
-                    return Some((Ok(line), (attached, outbox, None, drain)));
-                }
+            let frame = match next? {
+                Outbound::Frame(frame) => frame,
+                Outbound::Tracked(tracked) => tracked.1,
                 Outbound::Leave(_) => continue,
-            }
+            };
+            attached.link().taken(&frame);
+            let line = Bytes::from(format!("{}\n", frame.as_str()));
+            return Some((Ok(line), (attached, outbox, None, drain)));
         }
     });
     let headers = [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-store")];

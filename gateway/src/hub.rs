@@ -26,7 +26,7 @@
 //!   that a reply or read receipt to a message its sender just saw live is accepted before the
 //!   worker has stored it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -65,6 +65,9 @@ pub enum Outbound {
     /// The socket's user may no longer be in this room (removed from a private channel): the
     /// socket leaves it. Boxed, so that a queue slot costs no more than a frame.
     Leave(Box<Group>),
+    /// A frame with the group it came from, for a socket that keeps a resume token over several
+    /// groups (`Attached::track_positions`). Boxed like `Leave`.
+    Tracked(Box<(Group, Utf8Bytes)>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +92,8 @@ pub struct SocketLink {
     /// Cancelled when the hub wants this socket closed; `kick_code` says why.
     kicked: CancellationToken,
     kick_code: AtomicU16,
+    /// Frames go out as `Outbound::Tracked` (with their group).
+    tracked: AtomicBool,
 }
 
 impl Drop for SocketLink {
@@ -99,14 +104,20 @@ impl Drop for SocketLink {
 }
 
 impl SocketLink {
-    /// Queues a frame without waiting. A full outbox (frames or bytes) closes the socket with 1013.
-    fn offer(&self, frame: &Utf8Bytes, metrics: &Metrics) -> bool {
+    /// Queues a frame of `group` without waiting. A full outbox (frames or bytes) closes the socket
+    /// with 1013.
+    fn offer(&self, group: &Group, frame: &Utf8Bytes, metrics: &Metrics) -> bool {
         if self.kicked.is_cancelled() {
             return false;
         }
         let len = frame.as_str().len();
         let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
-        if queued > self.outbox_bytes || self.outbox.try_send(Outbound::Frame(frame.clone())).is_err() {
+        let outbound = if self.tracked.load(Ordering::Relaxed) {
+            Outbound::Tracked(Box::new((group.clone(), frame.clone())))
+        } else {
+            Outbound::Frame(frame.clone())
+        };
+        if queued > self.outbox_bytes || self.outbox.try_send(outbound).is_err() {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             if !self.outbox.is_closed() {
                 Metrics::incr(&metrics.slow_closes);
@@ -225,6 +236,9 @@ pub struct Attached {
     groups: Vec<Group>,
     /// The subset of `groups` that count as rooms for presence.
     rooms: Vec<Group>,
+    /// For a socket that keeps a resume token: each group's last `seq` this socket has been
+    /// given (or, before its first frame, where the node's stream stood when it joined).
+    positions: Option<BTreeMap<Group, u64>>,
 }
 
 impl Hub {
@@ -294,8 +308,9 @@ impl Hub {
             outbox_bytes: self.outbox_bytes,
             kicked: CancellationToken::new(),
             kick_code: AtomicU16::new(0),
+            tracked: AtomicBool::new(false),
         });
-        Ok((Attached { hub: self.clone(), link, groups: Vec::new(), rooms: Vec::new() }, rx))
+        Ok((Attached { hub: self.clone(), link, groups: Vec::new(), rooms: Vec::new(), positions: None }, rx))
     }
 
     /// `user`'s sockets open on this node.
@@ -349,12 +364,12 @@ impl Hub {
             }
             return;
         }
-        self.accept(entry, envelope);
+        self.accept(group, entry, envelope);
     }
 
     /// Delivers one publication unless it was delivered already, and moves the group's position
     /// to it.
-    fn accept(&self, entry: &mut GroupEntry, envelope: Envelope) -> bool {
+    fn accept(&self, group: &Group, entry: &mut GroupEntry, envelope: Envelope) -> bool {
         if let Some(at) = envelope.position() {
             if entry.last.is_some_and(|last| last.epoch == at.epoch && at.seq <= last.seq) {
                 return false;
@@ -369,7 +384,7 @@ impl Hub {
             let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
             self.metrics.delivery_latency.observe(now_ms.saturating_sub(at_ms) as f64 / 1000.0);
         }
-        Self::fan_out(entry, &envelope, &self.metrics);
+        Self::fan_out(group, entry, &envelope, &self.metrics);
         true
     }
 
@@ -381,7 +396,7 @@ impl Hub {
         }
     }
 
-    fn fan_out(entry: &mut GroupEntry, envelope: &Envelope, metrics: &Metrics) {
+    fn fan_out(group: &Group, entry: &mut GroupEntry, envelope: &Envelope, metrics: &Metrics) {
         // One rendering per wire format, made on first need and shared by every member.
         let mut rendered: [Option<Option<Utf8Bytes>>; Protocol::COUNT] = Default::default();
         if let Event::ChatMessage(message) = &envelope.event {
@@ -397,7 +412,7 @@ impl Hub {
             let frame = rendered[link.protocol as usize]
                 .get_or_insert_with(|| link.protocol.render_numbered(envelope).map(Utf8Bytes::from));
             if let Some(frame) = frame {
-                if link.offer(frame, metrics) {
+                if link.offer(group, frame, metrics) {
                     Metrics::incr(&metrics.frames_out);
                 }
             }
@@ -445,7 +460,7 @@ impl Hub {
         all.sort_by_key(|(_, envelope)| envelope.position().unwrap_or_default());
         let mut refilled = 0;
         for (i, envelope) in all {
-            if self.accept(entry, envelope) && i < window_len {
+            if self.accept(group, entry, envelope) && i < window_len {
                 refilled += 1;
             }
         }
@@ -565,20 +580,64 @@ impl Attached {
         if self.groups.contains(&group) {
             return;
         }
-        let mut ready = {
+        let (mut ready, joined_at) = {
             let mut state = self.hub.lock();
             let entry = state.groups.entry(group.clone()).or_insert_with(|| GroupEntry::new(false));
             entry.members.insert(self.link.id, self.link.clone());
+            let joined_at = entry.last;
             entry.empty_since = None;
             let ready = entry.subscribed.subscribe();
             if !*ready.borrow() {
                 let _ = self.hub.manager.send(ManagerCommand::Subscribe(group.clone()));
             }
             self.hub.metrics.groups.set(state.groups.len() as i64);
-            ready
+            (ready, joined_at)
         };
-        self.groups.push(group);
+        self.groups.push(group.clone());
         let _ = tokio::time::timeout(JOIN_WAIT, ready.wait_for(|done| *done)).await;
+        if let Some(positions) = &mut self.positions {
+            // Where the node's stream stood as the socket became a member: everything later
+            // reaches it. A group new to the node has its position once it is subscribed, before
+            // anything is delivered in it.
+            let at = joined_at.or_else(|| self.hub.lock().groups.get(&group).and_then(|e| e.last));
+            if let Some(at) = at {
+                positions.entry(group).or_insert(at.seq);
+            }
+        }
+    }
+
+    /// Makes this socket keep a position per group, handed to its client as a resume token
+    /// (`crate::resume::ResumeToken`): its frames come with their group from now on. Called
+    /// before it joins anything.
+    pub fn track_positions(&mut self) {
+        self.link.tracked.store(true, Ordering::Relaxed);
+        self.positions.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// Each group's position, for a socket that keeps them.
+    pub fn positions(&self) -> Option<&BTreeMap<Group, u64>> {
+        self.positions.as_ref()
+    }
+
+    /// Sets `group`'s position (a resuming socket: where its client's token stood, then what was
+    /// replayed).
+    pub fn set_position(&mut self, group: &Group, seq: u64) {
+        if let Some(positions) = &mut self.positions {
+            if self.groups.contains(group) {
+                positions.insert(group.clone(), seq);
+            }
+        }
+    }
+
+    /// Records that this socket was given `group`'s publication `seq`.
+    pub fn advance(&mut self, group: &Group, seq: u64) {
+        if let Some(position) = self.positions.as_mut().and_then(|p| p.get_mut(group)) {
+            *position = (*position).max(seq);
+        } else if let Some(positions) = &mut self.positions {
+            if self.groups.contains(group) {
+                positions.insert(group.clone(), seq);
+            }
+        }
     }
 
     pub fn in_group(&self, group: &Group) -> bool {
@@ -605,6 +664,9 @@ impl Attached {
     /// Removes this socket from `group` (the subscription lingers, then goes if nobody rejoined).
     pub fn leave(&mut self, group: &Group) {
         self.groups.retain(|g| g != group);
+        if let Some(positions) = &mut self.positions {
+            positions.remove(group);
+        }
         let was_room = self.rooms.contains(group);
         self.rooms.retain(|g| g != group);
         let mut state = self.hub.lock();

@@ -9,6 +9,14 @@
 //! gone with the window, a message not yet stored, a counter that started again because Redis
 //! lost its data) the client gets one `resync_required` frame naming the group instead, and
 //! refetches what it needs.
+//!
+//! A socket of several groups (Pythia's `/ws`) cannot resume from one number: opened with
+//! `?resume=` (empty the first time), each of its numbered frames carries a `"resume"` token, every
+//! group's position after that frame (`ResumeToken`). Reconnecting with `?resume=TOKEN` resumes
+//! each group from its position the same way, group after group; a group the token does not name
+//! (joined since) goes on live.
+
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::ws::Utf8Bytes;
 use serde_json::json;
@@ -16,7 +24,16 @@ use shared::event::{Envelope, Event, Group, Position};
 use shared::ids::UserId;
 
 use crate::app::AppState;
+use crate::hub::Attached;
 use crate::protocols::Protocol;
+
+/// Where a reconnecting client asks to resume from: `?since=SEQ` (a socket of one group) or
+/// `?resume=TOKEN` (a socket of several; empty the first time, to be handed tokens).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub(crate) struct ResumeFrom {
+    pub(crate) since: Option<String>,
+    pub(crate) resume: Option<String>,
+}
 
 /// The most messages a resume reads from the database; a longer gap is `resync_required`.
 const MAX_BACKFILL: u64 = 1000;
@@ -30,12 +47,14 @@ pub(crate) struct Resume {
     pub(crate) delivered_upto: Option<u64>,
     /// The socket has one group, so the `seq` of its last frame is where it can resume from.
     pub(crate) resumable: bool,
+    /// `delivered_upto` per group, for a socket of several groups that resumed from a token.
+    pub(crate) delivered_upto_in: BTreeMap<Group, u64>,
 }
 
 /// The frame that says a gap cannot be filled; `seq` is where the live stream stands.
 fn resync_required(group: &Group, seq: Option<u64>) -> Resume {
     let frame = json!({"type": "resync_required", "group": group, "seq": seq}).to_string();
-    Resume { backlog: vec![Utf8Bytes::from(frame)], delivered_upto: None, resumable: true }
+    Resume { backlog: vec![Utf8Bytes::from(frame)], resumable: true, ..Resume::default() }
 }
 
 /// The frames a socket of `protocol` (its user `user`) missed in `group` after `since`.
@@ -53,7 +72,7 @@ pub(crate) async fn resume(app: &AppState, group: &Group, since: &str, protocol:
         return resync_required(group, Some(current.seq));
     }
     if since == current.seq {
-        return Resume { backlog: Vec::new(), delivered_upto: Some(since), resumable: true };
+        return Resume { delivered_upto: Some(since), resumable: true, ..Resume::default() };
     }
     let after = Position { epoch: current.epoch, seq: since };
     let read = match app.broker.window_since(&[(group.clone(), after)]).await {
@@ -77,7 +96,7 @@ pub(crate) async fn resume(app: &AppState, group: &Group, since: &str, protocol:
         }
     }
     missed.extend(window);
-    let mut resume = Resume { backlog: Vec::new(), delivered_upto: Some(since), resumable: true };
+    let mut resume = Resume { delivered_upto: Some(since), resumable: true, ..Resume::default() };
     for envelope in &missed {
         let Some(seq) = envelope.seq else { continue };
         resume.delivered_upto = Some(seq.max(resume.delivered_upto.unwrap_or(0)));
@@ -114,6 +133,104 @@ async fn from_the_database(app: &AppState, group: &Group, epoch: u64, since: u64
     })
 }
 
+/// Every group's position on a socket of several groups, compact enough for each frame and a
+/// URL: `KEY_SEQ` pairs joined by `.`, the key a 32-bit FNV-1a hash of the group's name and both
+/// in base 36 (`1k9x2q_mf3a8b1c.…`, about 16 characters a group).
+pub(crate) struct ResumeToken;
+
+impl ResumeToken {
+    pub(crate) fn encode(positions: &BTreeMap<Group, u64>) -> String {
+        let pairs: Vec<String> = positions.iter().map(|(g, seq)| format!("{}_{}", base36(key(g).into()), base36(*seq))).collect();
+        pairs.join(".")
+    }
+
+    /// Each named group's position, by key; `None` for a token that is not one.
+    fn decode(token: &str) -> Option<HashMap<u32, u64>> {
+        if token.is_empty() {
+            return Some(HashMap::new());
+        }
+        token
+            .split('.')
+            .map(|pair| {
+                let (key, seq) = pair.split_once('_')?;
+                Some((u32::try_from(u64::from_str_radix(key, 36).ok()?).ok()?, u64::from_str_radix(seq, 36).ok()?))
+            })
+            .collect()
+    }
+}
+
+fn key(group: &Group) -> u32 {
+    group.as_str().bytes().fold(0x811c_9dc5u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193))
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ASCII digits")
+}
+
+/// `frame` with the socket's resume token after its `seq` (`{"seq":N,"resume":"…",…`); a frame
+/// without a `seq` as it is.
+pub(crate) fn with_token(frame: Utf8Bytes, positions: Option<&BTreeMap<Group, u64>>) -> Utf8Bytes {
+    let (Some(positions), Some(seq)) = (positions, frame_seq(frame.as_str())) else { return frame };
+    let head = format!("{{\"seq\":{seq}");
+    let rest = &frame.as_str()[head.len()..];
+    Utf8Bytes::from(format!("{head},\"resume\":\"{}\"{rest}", ResumeToken::encode(positions)))
+}
+
+/// What a socket of several groups (`attached`, joined, keeping positions) missed since `token`,
+/// group after group, each frame carrying the token as it stands after it. A token that is not
+/// one answers `resync_required` for every group.
+pub(crate) async fn resume_groups(
+    app: &AppState,
+    attached: &mut Attached,
+    token: &str,
+    protocol: Protocol,
+    user: Option<&UserId>,
+) -> Resume {
+    let joined = attached.positions().cloned().unwrap_or_default();
+    let groups: Vec<Group> = joined.keys().cloned().collect();
+    let Some(named) = ResumeToken::decode(token.trim()) else {
+        let backlog = groups.iter().flat_map(|g| resync_required(g, None).backlog).collect();
+        return Resume { backlog, ..Resume::default() };
+    };
+    // Until its replay, a group stands where the token says, not where the node's stream is.
+    let from: Vec<(Group, u64)> = groups.iter().filter_map(|g| named.get(&key(g)).map(|seq| (g.clone(), *seq))).collect();
+    for (group, since) in &from {
+        attached.set_position(group, *since);
+    }
+    let mut out = Resume::default();
+    for (group, since) in from {
+        let resumed = resume(app, &group, &since.to_string(), protocol, user).await;
+        for frame in resumed.backlog {
+            match frame_seq(frame.as_str()) {
+                Some(seq) => {
+                    attached.set_position(&group, seq);
+                    out.backlog.push(with_token(frame, attached.positions()));
+                }
+                None => out.backlog.push(frame),
+            }
+        }
+        match resumed.delivered_upto {
+            Some(upto) => {
+                attached.set_position(&group, upto);
+                out.delivered_upto_in.insert(group, upto);
+            }
+            // resync_required: the client starts over from where the stream stood when it joined.
+            None => attached.set_position(&group, joined[&group]),
+        }
+    }
+    out
+}
+
 /// The `seq` a rendered frame starts with (`{"seq":N,...`), if it has one.
 pub(crate) fn frame_seq(frame: &str) -> Option<u64> {
     let digits = frame.strip_prefix("{\"seq\":")?;
@@ -123,6 +240,30 @@ pub(crate) fn frame_seq(frame: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_resume_token_names_each_group_and_its_position() {
+        use super::{Group, ResumeToken};
+        let one = Group::parse("user:ann").unwrap();
+        let two = Group::parse("channel:c1").unwrap();
+        let positions = [(one.clone(), 1_796_086_516_042), (two.clone(), 7)].into_iter().collect();
+        let token = ResumeToken::encode(&positions);
+        assert!(token.len() < 40 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.'), "{token}");
+        let decoded = ResumeToken::decode(&token).unwrap();
+        assert_eq!((decoded.get(&super::key(&one)), decoded.get(&super::key(&two))), (Some(&1_796_086_516_042), Some(&7)));
+        assert_eq!(ResumeToken::decode("").unwrap().len(), 0);
+        assert!(ResumeToken::decode("zz").is_none() && ResumeToken::decode("a_b_c").is_none());
+    }
+
+    #[test]
+    fn the_token_follows_a_frames_seq() {
+        let positions = [(super::Group::parse("user:ann").unwrap(), 5)].into_iter().collect();
+        let frame = super::with_token(r#"{"seq":5,"type":"x"}"#.into(), Some(&positions));
+        let value: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+        assert_eq!((value["seq"].as_u64(), value["type"].as_str()), (Some(5), Some("x")));
+        assert!(value["resume"].as_str().unwrap().ends_with("_5"), "{value}");
+        assert_eq!(super::with_token(r#"{"type":"x"}"#.into(), Some(&positions)).as_str(), r#"{"type":"x"}"#);
+    }
+
     #[test]
     fn reads_the_seq_a_frame_starts_with() {
         assert_eq!(super::frame_seq(r#"{"seq":42,"type":"message"}"#), Some(42));

@@ -1,7 +1,8 @@
 """A client for the gateway's sockets (docs/reconnect.md), on asyncio and `websockets`.
 
 One socket at a time whatever the timing; reconnects with exponential backoff and full jitter, or
-after the server's retry hint; resumes with ``?since=`` so that nothing is missed or delivered
+after the server's retry hint; resumes with ``?since=`` (or, on a socket of several groups such as
+Pythia's ``/ws``, with the ``resume`` token its frames carry) so that nothing is missed or delivered
 twice; passes its token in the subprotocol and refreshes it before it expires; puts a
 ``client_message_id`` on every message it sends and resends what may not have gone out after a
 reconnect (the gateway answers a resend as the first send and stores it once).
@@ -49,11 +50,14 @@ def _expiry(token: str) -> Optional[int]:
         return None
 
 
-def _with_since(url: str, since: Optional[int]) -> str:
-    if since is None:
-        return url
+def _with_resume_point(url: str, since: Optional[int], resume: Optional[str]) -> str:
+    """``url`` with ``since`` (a socket of one group) and ``resume`` (one of several; empty asks
+    for tokens). A socket of one group ignores ``resume``, one of several ``since``."""
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "since"] + [("since", str(since))]
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("since", "resume")]
+    if since is not None:
+        query.append(("since", str(since)))
+    query.append(("resume", resume or ""))
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -87,6 +91,8 @@ class RealtimeClient:
         self.queue_limit, self.resend_within = queue_limit, resend_within
         #: The last ``seq`` delivered: where the next connection resumes.
         self.last_seq: Optional[int] = None
+        #: The last resume token (a socket of several groups): where the next connection resumes.
+        self.last_resume: Optional[str] = None
         #: Sockets opened so far (one at a time).
         self.connections = 0
         self._ws: Any = None
@@ -158,7 +164,7 @@ class RealtimeClient:
             hint = None
             try:
                 token = await self._token()
-                url = _with_since(self.urls[index % len(self.urls)], self.last_seq)
+                url = _with_resume_point(self.urls[index % len(self.urls)], self.last_seq, self.last_resume)
                 async with websockets.connect(url, subprotocols=["bearer", token], open_timeout=10) as ws:
                     self._ws = ws
                     self.connections += 1
@@ -213,7 +219,10 @@ class RealtimeClient:
             self._frames.put_nowait(frame)
             return
         seq = frame.get("seq")
-        if isinstance(seq, int):
+        if isinstance(frame.get("resume"), str):
+            # Several groups, whose numbers do not compare: the server resumes each exactly.
+            self.last_resume = frame["resume"]
+        elif isinstance(seq, int):
             if self.last_seq is not None and seq <= self.last_seq:
                 return
             self.last_seq = seq

@@ -17,6 +17,7 @@ URLS = os.environ["SOCKET_URLS"].split(" ")
 API, KEY, SECRET = os.environ["API_URL"], os.environ["API_KEY"], os.environ["JWT_SECRET"]
 CHAT, USER = os.environ["CHAT_ID"], os.environ["USER_ID"]
 CHAT_URLS = [f"{u}/api/v1/ws/chat/{CHAT}" for u in URLS]
+CHANNELS = os.environ["CHANNEL_IDS"].split(" ")
 
 
 def b64(value: dict) -> str:
@@ -41,8 +42,8 @@ def api(method: str, path: str, body=None):
         return response.status, json.loads(response.read() or b"null")
 
 
-async def publish(event: dict) -> None:
-    status, _ = await asyncio.to_thread(api, "POST", "/api/v1/publish", {"group": f"chat:{CHAT}", "event": event})
+async def publish(event: dict, group: str = f"chat:{CHAT}") -> None:
+    status, _ = await asyncio.to_thread(api, "POST", "/api/v1/publish", {"group": group, "event": event})
     assert status == 202
 
 
@@ -102,6 +103,40 @@ def test_a_resend_after_a_dropped_socket_is_stored_once():
             if frame.get("data", {}).get("content") == content:
                 shown.append(frame)
         assert len(shown) == 1, "shown once"
+        await client.close()
+
+    run(scenario())
+
+
+def test_a_pythia_client_resumes_each_of_its_channels_across_a_dropped_socket():
+    async def scenario():
+        client = RealtimeClient([f"{u}/ws" for u in URLS], lambda: mint(3600), backoff_base=0.05)
+        seen = {channel: [] for channel in CHANNELS}
+
+        async def collect():
+            async for frame in client.frames():
+                if frame.get("type") == "new_message":
+                    seen[frame["data"]["channelId"]].append(frame["data"]["content"])
+
+        async def post(n: int) -> None:
+            channel = CHANNELS[n % 2]
+            await publish({"type": "new_message", "data": {"channelId": channel, "content": f"m{n}"}}, f"channel:{channel}")
+
+        client.start()
+        await client.wait_open()
+        collector = asyncio.get_running_loop().create_task(collect())
+        await post(0)
+        await until("the first message", lambda: _true(len(seen[CHANNELS[0]]) == 1))
+        assert client.last_resume, "its frames carry a resume token"
+        client._ws.transport.abort()  # dropped; messages go on meanwhile and after it is back
+        for n in range(1, 41):
+            await post(n)
+        await until("every message", lambda: _true(sum(len(v) for v in seen.values()) >= 41))
+        await asyncio.sleep(0.2)  # a late duplicate would show here
+        assert seen[CHANNELS[0]] == [f"m{n}" for n in range(0, 41, 2)], "each once, in order"
+        assert seen[CHANNELS[1]] == [f"m{n}" for n in range(1, 41, 2)], "each once, in order"
+        assert client.connections >= 2, "it reconnected"
+        collector.cancel()
         await client.close()
 
     run(scenario())

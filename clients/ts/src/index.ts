@@ -1,6 +1,7 @@
 // A client for the gateway's sockets (docs/reconnect.md): one socket at a time whatever the
 // timing, reconnects with exponential backoff and full jitter (or the server's retry hint),
-// resumes with `?since=` so that nothing is missed or shown twice, passes its token in the
+// resumes with `?since=` (or, on a socket of several groups such as Pythia's `/ws`, with the
+// `resume` token its frames carry) so that nothing is missed or shown twice, passes its token in the
 // subprotocol and refreshes it before it expires, and puts a `client_message_id` on every message
 // it sends, resending what may not have gone out after a reconnect (the gateway answers a resend
 // as the first send, so nothing is stored twice).
@@ -14,7 +15,7 @@ export type Frame =
   | ResyncRequired | ErrorFrame
   | { type: string; seq?: number; [field: string]: unknown };
 
-interface Numbered { seq?: number }
+interface Numbered { seq?: number; resume?: string }
 export interface SessionMessage extends Numbered { type: "message"; message_id: string; content: string; sender_id: string; sender_name: string; created_at: string }
 export interface SessionTyping extends Numbered { type: "typing"; is_typing: boolean; sender_id: string; sender_name: string }
 export interface ChatMessageData { id: string; chat_id: string; sender_id: string; content: string; message_type: string; parent_message_id: string | null; created_at: string; updated_at: string; sender: Record<string, unknown> }
@@ -60,6 +61,8 @@ const SEEN_IDS = 2048;
 export class RealtimeClient {
   /** The last `seq` delivered: where the next connection resumes. */
   lastSeq: number | undefined;
+  /** The last resume token (a socket of several groups): where the next connection resumes. */
+  lastResume: string | undefined;
   private socket: WebSocket | null = null;
   private attempt = 0;
   private urlIndex = 0;
@@ -142,7 +145,9 @@ export class RealtimeClient {
     this.opening = false;
     if (this.closedByUser || this.socket) return;
     const url = new URL(this.options.urls[this.urlIndex % this.options.urls.length]);
+    // A socket of one group ignores `resume`, one of several `since`; an empty `resume` asks for tokens.
     if (this.lastSeq !== undefined) url.searchParams.set("since", String(this.lastSeq));
+    url.searchParams.set("resume", this.lastResume ?? "");
     const socket = new this.options.WebSocket(url.toString(), ["bearer", token]);
     this.socket = socket;
     socket.onopen = () => {
@@ -207,8 +212,11 @@ export class RealtimeClient {
       return;
     }
     if (frame.type === "token_refreshed") return;
-    const seq = (frame as Numbered).seq;
-    if (typeof seq === "number") {
+    const { seq, resume } = frame as Numbered;
+    if (typeof resume === "string") {
+      // Several groups, whose numbers do not compare: the server resumes each exactly.
+      this.lastResume = resume;
+    } else if (typeof seq === "number") {
       if (this.lastSeq !== undefined && seq <= this.lastSeq) return; // seen before
       this.lastSeq = seq;
     }

@@ -59,6 +59,32 @@ test("a refreshed token keeps the socket past the first one's expiry", async () 
   client.close();
 });
 
+test("a Pythia client resumes each of its channels across a dropped socket, on the other node", async () => {
+  const { Counting, stats } = countingWebSocket();
+  const urls = env.urls.map((u) => `${u}/ws`);
+  const client = new RealtimeClient({ urls, token: async () => mint(env.user, 3600), WebSocket: Counting, backoffBaseMs: 50 });
+  const seen = Object.fromEntries(env.channels.map((c) => [c, []]));
+  client.on("frame", (f) => { if (f.type === "new_message") seen[f.data.channelId].push(f.data.content); });
+  const post = (n) => {
+    const channel = env.channels[n % 2];
+    return publish({ type: "new_message", data: { channelId: channel, content: `m${n}` } }, `channel:${channel}`);
+  };
+  client.connect();
+  await until("open", () => stats.open === 1);
+  await post(0);
+  await until("the first message", () => seen[env.channels[0]].length === 1);
+  assert.ok(client.lastResume, "its frames carry a resume token");
+  stats.last.terminate(); // dropped; messages go on meanwhile and after it is back
+  for (let n = 1; n <= 40; n++) await post(n);
+  await until("every message", () => seen[env.channels[0]].length + seen[env.channels[1]].length >= 41);
+  await new Promise((r) => setTimeout(r, 200)); // a late duplicate would show here
+  const range = (from) => [...Array(21).keys()].map((i) => from + 2 * i).filter((n) => n <= 40).map((n) => `m${n}`);
+  assert.deepEqual(seen[env.channels[0]], range(0), "each once, in order");
+  assert.deepEqual(seen[env.channels[1]], range(1), "each once, in order");
+  assert.ok(stats.made >= 2, "it reconnected");
+  client.close();
+});
+
 test("through a node SIGKILL mid-stream every message arrives once, in order", async () => {
   const client = new RealtimeClient({ urls: chatUrls, token: async () => mint(env.user, 3600), WebSocket, backoffBaseMs: 100, backoffMaxMs: 1000 });
   const received = [];

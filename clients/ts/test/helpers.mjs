@@ -10,6 +10,7 @@ export const env = {
   key: process.env.API_KEY,
   secret: process.env.JWT_SECRET,
   chat: process.env.CHAT_ID,
+  channels: process.env.CHANNEL_IDS.split(" "),
   user: process.env.USER_ID,
   killPid: Number(process.env.KILL_PID),
 };
@@ -23,11 +24,12 @@ export function mint(user, seconds) {
   return `${head}.${createHmac("sha256", env.secret).update(head).digest("base64url")}`;
 }
 
-export async function publish(event) {
+/** Publishes `event` through the server API to the chat (or to `group`). */
+export async function publish(event, group = `chat:${env.chat}`) {
   const response = await fetch(`${env.api}/api/v1/publish`, {
     method: "POST",
     headers: { Authorization: `Bearer ${env.key}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ group: `chat:${env.chat}`, event }),
+    body: JSON.stringify({ group, event }),
   });
   if (response.status !== 202) throw new Error(`publish answered ${response.status}`);
 }

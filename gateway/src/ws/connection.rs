@@ -84,7 +84,7 @@ impl Connection {
         S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
     {
         let Connection { app, mut attached, mut outbox, mut handler, expires_at, resume } = self;
-        let crate::resume::Resume { backlog, mut delivered_upto, resumable } = resume;
+        let crate::resume::Resume { backlog, mut delivered_upto, resumable, mut delivered_upto_in } = resume;
         // The last `seq` this client was sent (single-group sockets; a replay counts): the resume
         // point a 1012 or 1013 close names.
         let mut last_seq = delivered_upto;
@@ -153,6 +153,23 @@ impl Connection {
                                 }
                                 last_seq = seq.or(last_seq);
                                 frame
+                            }
+                            Some(Outbound::Tracked(tracked)) => {
+                                // A socket of several groups: the same seam per group, then the
+                                // frame carries every group's position after it.
+                                let (group, frame) = *tracked;
+                                link.taken(&frame);
+                                let seq = crate::resume::frame_seq(frame.as_str());
+                                if let (Some(seq), Some(upto)) = (seq, delivered_upto_in.get(&group)) {
+                                    if seq <= *upto {
+                                        continue;
+                                    }
+                                    delivered_upto_in.remove(&group);
+                                }
+                                if let Some(seq) = seq {
+                                    attached.advance(&group, seq);
+                                }
+                                crate::resume::with_token(frame, attached.positions())
                             }
                             Some(Outbound::Leave(room)) => match handler.on_evicted(&mut attached, &room) {
                                 Some(frame) => frame,

@@ -83,10 +83,11 @@ pub fn reject(ws: WebSocketUpgrade, app: &AppState, reason: CloseReason) -> Resp
 /// Registers an admitted socket in the hub, joins its groups (waiting for the node's
 /// subscriptions), completes the upgrade and hands the socket to its actor, tracked for drain.
 /// `user` is `None` only for a tokenless personal socket; `expires_at` is the token's `exp`.
-/// `rooms` are groups in which the user also counts as present (Pythia channel rooms). `since`
-/// is the `?since=` of a client resuming a single-group socket (`crate::resume`).
+/// `rooms` are groups in which the user also counts as present (Pythia channel rooms). `from` is
+/// where a reconnecting client resumes: `?since=` on a single-group socket, `?resume=` on one of
+/// several groups (`crate::resume`).
 #[allow(clippy::too_many_arguments)]
-pub async fn admit(
+pub(crate) async fn admit(
     ws: WebSocketUpgrade,
     app: AppState,
     user: Option<UserId>,
@@ -95,7 +96,7 @@ pub async fn admit(
     rooms: Vec<Group>,
     handler: SocketHandler,
     expires_at: Option<i64>,
-    since: Option<&str>,
+    from: &crate::resume::ResumeFrom,
 ) -> Response {
     // The per-user cap counts the user's sockets on every live node, not just this one.
     if let Some(user) = &user {
@@ -128,7 +129,12 @@ pub async fn admit(
         ([group], true) => Some(group.clone()),
         _ => None,
     };
-    let resumed = single.clone().zip(since.map(str::to_owned));
+    let resumed = single.clone().zip(from.since.clone());
+    // Several groups: positions kept, and handed out as a token, for a client that asks.
+    let token = from.resume.as_deref().filter(|_| single.is_none());
+    if token.is_some() {
+        attached.track_positions();
+    }
     for group in groups {
         attached.join(group).await;
     }
@@ -138,7 +144,10 @@ pub async fn admit(
     // Read after joining, so that nothing published meanwhile falls between replay and live.
     let resume = match resumed {
         Some((group, since)) => crate::resume::resume(&app, &group, &since, protocol, user.as_ref()).await,
-        None => crate::resume::Resume { resumable: single.is_some(), ..Default::default() },
+        None => match token {
+            Some(token) => crate::resume::resume_groups(&app, &mut attached, token, protocol, user.as_ref()).await,
+            None => crate::resume::Resume { resumable: single.is_some(), ..Default::default() },
+        },
     };
     let connection = Connection { app, attached, outbox, handler, expires_at, resume };
     let tracker = connection.app.tracker.clone();

@@ -17,6 +17,7 @@ use shared::store::{StoreError, UserRecord};
 use super::{admit, authenticate, configure, reject};
 use crate::app::AppState;
 use crate::errors::CloseReason;
+use crate::resume::ResumeFrom;
 use crate::protocols::chat::ChatSocket;
 use crate::protocols::diary::PersonalSocket;
 use crate::protocols::onetask::OneTaskSocket;
@@ -25,17 +26,17 @@ use crate::protocols::{sessions::SessionSocket, Protocol, SocketHandler};
 
 /// What a client connects with: its token, from `?token=` or, kept out of URLs and so out of
 /// proxy logs, from `Sec-WebSocket-Protocol: bearer, <JWT>` (the server then answers with the
-/// subprotocol `bearer`, `configure`); and `?since=`, where it resumes from.
+/// subprotocol `bearer`, `configure`); and `?since=` or `?resume=`, where it resumes from.
 pub struct TokenQuery {
     token: Option<String>,
-    /// The last `seq` the client saw on this socket's group: it resumes from there.
-    since: Option<String>,
+    resume: ResumeFrom,
 }
 
 #[derive(Deserialize)]
 struct InQuery {
     token: Option<String>,
-    since: Option<String>,
+    #[serde(flatten)]
+    resume: ResumeFrom,
 }
 
 /// The token a client offered as the subprotocol after `bearer`.
@@ -52,7 +53,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TokenQuery {
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Query(query) = Query::<InQuery>::from_request_parts(parts, state).await?;
         let token = subprotocol_token(&parts.headers).or(query.token);
-        Ok(Self { token, since: query.since })
+        Ok(Self { token, resume: query.resume })
     }
 }
 
@@ -63,14 +64,14 @@ struct Admitted {
     ws: WebSocketUpgrade,
     claims: Claims,
     user: UserRecord,
-    since: Option<String>,
+    resume: ResumeFrom,
 }
 
 /// Token (4001, 4003) and user (4002).
 async fn authenticated(ws: WebSocketUpgrade, app: &AppState, query: &TokenQuery) -> Result<Admitted, Refused> {
     let ws = configure(ws, app);
     match authenticate(app, query.token.as_deref()).await {
-        Ok((claims, user)) => Ok(Admitted { ws, claims, user, since: query.since.clone() }),
+        Ok((claims, user)) => Ok(Admitted { ws, claims, user, resume: query.resume.clone() }),
         Err(reason) => Err(reject(ws, app, reason)),
     }
 }
@@ -112,7 +113,7 @@ impl Admitted {
         handler: SocketHandler,
     ) -> Response {
         let user = Some(self.user.id.clone());
-        admit(self.ws, app, user, protocol, groups, rooms, handler, Some(self.claims.exp), self.since.as_deref()).await
+        admit(self.ws, app, user, protocol, groups, rooms, handler, Some(self.claims.exp), &self.resume).await
     }
 }
 
@@ -149,7 +150,7 @@ pub async fn personal(
         let ws = configure(ws, &app);
         let Ok(path_user) = UserId::parse(&user_id) else { return Err(reject(ws, &app, CloseReason::NotMember)) };
         let handler = SocketHandler::Diary(PersonalSocket { user_id: path_user.to_string() });
-        return Ok(admit(ws, app, None, Protocol::Diary, Vec::new(), Vec::new(), handler, None, None).await);
+        return Ok(admit(ws, app, None, Protocol::Diary, Vec::new(), Vec::new(), handler, None, &ResumeFrom::default()).await);
     }
     let (client, path_user) = authenticated(ws, &app, &query).await?.id(UserId::parse(&user_id), &app)?;
     let same = client.user.id == path_user;

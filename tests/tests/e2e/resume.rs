@@ -214,3 +214,83 @@ async fn past_the_window_messages_come_from_the_database_and_a_lost_typing_gap_i
     let live = bob.recv_type("new_message").await;
     assert_eq!((seq(&live), live["data"]["content"].as_str()), (last_seen + 452, Some("m202")), "{live}");
 }
+
+/// Pythia's `/ws` listens to several groups (the user's and each channel's): opened with
+/// `?resume=`, each of its numbered frames carries a token of every group's position; reconnecting
+/// with the last token, on the other node, gets what each channel published meanwhile, in order
+/// and once (channel after channel), then the live stream.
+#[tokio::test]
+async fn a_socket_of_several_groups_resumes_from_its_token() {
+    let cluster = Cluster::start(2).await;
+    for user in ["rt-ann", "rt-ben", "rt-cat"] {
+        cluster.user(user, None).await;
+    }
+    cluster.channel("rt-general", "General", false, &["rt-ann", "rt-ben"]).await;
+    cluster.channel("rt-secret", "Secret", true, &["rt-ann", "rt-cat"]).await;
+    let post = |node: usize, user: &'static str, channel: &'static str, content: String| {
+        let url = cluster.node(node).http("/api/v1/messages/");
+        async move {
+            let body = json!({"channel_id": channel, "content": content});
+            let (status, stored) = http("POST", &url, Some(&token(user)), Some(body)).await;
+            assert_eq!(status, 201, "{stored}");
+        }
+    };
+    let path = |resume: &str| format!("/ws?token={}&resume={resume}", token("rt-ann"));
+    let mut ann = Client::connect(&cluster.node(0).ws(&path(""))).await;
+    assert_eq!(ann.recv().await["type"], "connection_established");
+    post(1, "rt-ben", "rt-general", "g0".into()).await;
+    let first = ann.recv_type("new_message").await;
+    let token0 = first["resume"].as_str().unwrap_or_else(|| panic!("a frame without its token: {first}")).to_owned();
+    drop(ann);
+
+    for n in 1..=30 {
+        post(n % 2, "rt-ben", "rt-general", format!("g{n}")).await;
+        post((n + 1) % 2, "rt-cat", "rt-secret", format!("s{n}")).await;
+    }
+    let mut ann = Client::connect(&cluster.node(1).ws(&path(&token0))).await;
+    assert_eq!(ann.recv().await["type"], "connection_established");
+    let (mut general, mut secret) = (Vec::new(), Vec::new());
+    let mut last_token = token0.clone();
+    while general.len() < 30 || secret.len() < 30 {
+        let frame = ann.recv_type("new_message").await;
+        last_token = frame["resume"].as_str().unwrap_or_else(|| panic!("a frame without its token: {frame}")).to_owned();
+        let content = frame["data"]["content"].as_str().unwrap().to_owned();
+        match frame["data"]["channelId"].as_str() {
+            Some("rt-general") => general.push(content),
+            Some("rt-secret") => secret.push(content),
+            other => panic!("a frame of another channel: {other:?}"),
+        }
+    }
+    assert_eq!(general, (1..=30).map(|n| format!("g{n}")).collect::<Vec<_>>(), "each once, in order");
+    assert_eq!(secret, (1..=30).map(|n| format!("s{n}")).collect::<Vec<_>>(), "each once, in order");
+    assert_ne!(last_token, token0);
+    // Then live, nothing replayed twice before it.
+    post(0, "rt-cat", "rt-secret", "live".into()).await;
+    assert_eq!(ann.recv_type("new_message").await["data"]["content"], "live");
+    drop(ann);
+
+    // From the latest token: only what came after it.
+    post(0, "rt-ben", "rt-general", "after".into()).await;
+    let mut ann = Client::connect(&cluster.node(0).ws(&path(&last_token))).await;
+    assert_eq!(ann.recv().await["type"], "connection_established");
+    // The token was taken before "live"; the two channels replay one after the other.
+    let mut missed = Vec::new();
+    for _ in 0..2 {
+        missed.push(ann.recv_type("new_message").await["data"]["content"].as_str().unwrap().to_owned());
+    }
+    missed.sort();
+    assert_eq!(missed, ["after", "live"]);
+    post(1, "rt-ben", "rt-general", "next".into()).await;
+    assert_eq!(ann.recv_type("new_message").await["data"]["content"], "next", "nothing twice");
+
+    // A token that is not one: every group resyncs.
+    let mut ann = Client::connect(&cluster.node(1).ws(&path("not-a-token"))).await;
+    assert_eq!(ann.recv().await["type"], "connection_established");
+    let mut resyncs = Vec::new();
+    for _ in 0..3 {
+        let frame = ann.recv_type("resync_required").await;
+        resyncs.push(frame["group"].as_str().unwrap().to_owned());
+    }
+    resyncs.sort();
+    assert_eq!(resyncs, ["channel:rt-general", "channel:rt-secret", "user:rt-ann"]);
+}

@@ -1,5 +1,6 @@
 //! The client SDKs (clients/ts, clients/python) against real nodes: one node in this process and
-//! one gateway process that the SDK tests SIGKILL mid-stream, a worker persisting. The TypeScript
+//! one gateway process that the SDK tests SIGKILL mid-stream, a worker persisting, a chat and two
+//! Pythia channels. The TypeScript
 //! suite runs in Node (`node --test`, with the `ws` package) and in headless Chromium; the Python
 //! suite with pytest. Each must end with every message exactly once and in order.
 
@@ -14,6 +15,11 @@ async fn cluster_for(user: &str) -> (Cluster, e2e::Process, Vec<(&'static str, S
     cluster.user(user, None).await;
     let chat = format!("{user}-chat");
     cluster.chat(&chat, &[user]).await;
+    // Two Pythia channels: its `/ws` resumes from a token over several groups.
+    let channels = [format!("{user}-one"), format!("{user}-two")];
+    for channel in &channels {
+        cluster.channel(channel, channel, false, &[user]).await;
+    }
     let (process, addr) = cluster.spawn_node_process(env!("CARGO_BIN_EXE_e2e-gateway")).await;
     let env = vec![
         ("SOCKET_URLS", format!("ws://{addr} ws://{}", cluster.node(0).addr)),
@@ -21,6 +27,7 @@ async fn cluster_for(user: &str) -> (Cluster, e2e::Process, Vec<(&'static str, S
         ("API_KEY", API_KEY.to_owned()),
         ("JWT_SECRET", JWT_SECRET.to_owned()),
         ("CHAT_ID", chat),
+        ("CHANNEL_IDS", channels.join(" ")),
         ("USER_ID", user.to_owned()),
         ("KILL_PID", process.id().to_string()),
     ];
