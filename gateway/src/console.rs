@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
-use crate::hub::Outbound;
 use crate::http::api::Backend;
 use crate::http::error::ApiError;
 use crate::http::openapi::{BadField, KeyThrottled, Unauthorized, Unavailable};
+use crate::hub::{OfGroup, Outbound};
 use crate::presence::{DEAD_AFTER, HEARTBEAT};
 use crate::protocols::Protocol;
 
@@ -85,7 +85,12 @@ impl NodeReport {
         let m = &app.metrics;
         let sockets = Protocol::ALL
             .iter()
-            .map(|p| (p.name().to_owned(), m.sockets_open.get_or_create(&crate::metrics::ProtocolLabel { protocol: p.name() }).get()))
+            .map(|p| {
+                (
+                    p.name().to_owned(),
+                    m.sockets_open.get_or_create(&crate::metrics::ProtocolLabel { protocol: p.name() }).get(),
+                )
+            })
             .collect();
         let (recent_closes, closes) = {
             let log = m.close_log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -171,7 +176,8 @@ pub(crate) async fn tail(
     })?;
     // Without pub/sub the tail would be a silent one: say so instead.
     app.broker.ping().await.map_err(|_| ApiError::unavailable("the broker is unreachable"))?;
-    let (mut attached, outbox) = app.hub.attach(None, Protocol::Console).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let (mut attached, outbox) =
+        app.hub.attach(None, Protocol::Console).map_err(|e| ApiError::unavailable(e.to_string()))?;
     attached.join(group.clone()).await;
     let first = format!("{}\n", serde_json::json!({ "tailing": group }));
     let state = (attached, outbox, Some(first), app.shutdown.clone());
@@ -187,8 +193,10 @@ pub(crate) async fn tail(
             };
             let frame = match next? {
                 Outbound::Frame(frame) => frame,
-                Outbound::Tracked(tracked) => tracked.1,
-                Outbound::Leave(_) => continue,
+                Outbound::OfGroup(of_group) => match *of_group {
+                    OfGroup::Frame(_, frame) => frame,
+                    OfGroup::Leave(_) => continue,
+                },
             };
             attached.link().taken(&frame);
             let line = Bytes::from(format!("{}\n", frame.as_str()));

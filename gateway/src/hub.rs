@@ -62,12 +62,19 @@ const WINDOW_BATCH: usize = 256;
 pub enum Outbound {
     /// A rendered frame, the same bytes for every recipient.
     Frame(Utf8Bytes),
+    /// About one group. Boxed, so that a queue slot costs no more than a frame.
+    OfGroup(Box<OfGroup>),
+}
+
+/// What a socket is told about one of its groups.
+#[derive(Debug)]
+pub enum OfGroup {
     /// The socket's user may no longer be in this room (removed from a private channel): the
-    /// socket leaves it. Boxed, so that a queue slot costs no more than a frame.
-    Leave(Box<Group>),
+    /// socket leaves it.
+    Leave(Group),
     /// A frame with the group it came from, for a socket that keeps a resume token over several
-    /// groups (`Attached::track_positions`). Boxed like `Leave`.
-    Tracked(Box<(Group, Utf8Bytes)>),
+    /// groups (`Attached::track_positions`).
+    Frame(Group, Utf8Bytes),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +99,7 @@ pub struct SocketLink {
     /// Cancelled when the hub wants this socket closed; `kick_code` says why.
     kicked: CancellationToken,
     kick_code: AtomicU16,
-    /// Frames go out as `Outbound::Tracked` (with their group).
+    /// Frames go out as `OfGroup::Frame` (with their group).
     tracked: AtomicBool,
 }
 
@@ -113,7 +120,7 @@ impl SocketLink {
         let len = frame.as_str().len();
         let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
         let outbound = if self.tracked.load(Ordering::Relaxed) {
-            Outbound::Tracked(Box::new((group.clone(), frame.clone())))
+            Outbound::OfGroup(Box::new(OfGroup::Frame(group.clone(), frame.clone())))
         } else {
             Outbound::Frame(frame.clone())
         };
@@ -137,7 +144,9 @@ impl SocketLink {
 
     /// Asks the socket's task to leave `room`; a full outbox closes the socket instead (1013).
     fn offer_leave(&self, room: &Group, metrics: &Metrics) {
-        if self.outbox.try_send(Outbound::Leave(Box::new(room.clone()))).is_err() && !self.outbox.is_closed() {
+        if self.outbox.try_send(Outbound::OfGroup(Box::new(OfGroup::Leave(room.clone())))).is_err()
+            && !self.outbox.is_closed()
+        {
             Metrics::incr(&metrics.slow_closes);
             self.kick(CloseReason::SlowConsumer);
         }
@@ -327,7 +336,12 @@ impl Hub {
     pub fn largest_groups(&self, limit: usize) -> Vec<(String, usize)> {
         let mut sizes: Vec<(String, usize)> = {
             let state = self.lock();
-            state.groups.iter().filter(|(_, e)| !e.members.is_empty()).map(|(g, e)| (g.to_string(), e.members.len())).collect()
+            state
+                .groups
+                .iter()
+                .filter(|(_, e)| !e.members.is_empty())
+                .map(|(g, e)| (g.to_string(), e.members.len()))
+                .collect()
         };
         sizes.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         sizes.truncate(limit);

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::rate::TokenBucket;
 use crate::app::AppState;
 use crate::errors::{ClientError, CloseReason};
-use crate::hub::{Attached, Outbound};
+use crate::hub::{Attached, OfGroup, Outbound};
 use crate::metrics::Metrics;
 use crate::protocols::SocketHandler;
 
@@ -154,26 +154,27 @@ impl Connection {
                                 last_seq = seq.or(last_seq);
                                 frame
                             }
-                            Some(Outbound::Tracked(tracked)) => {
-                                // A socket of several groups: the same seam per group, then the
-                                // frame carries every group's position after it.
-                                let (group, frame) = *tracked;
-                                link.taken(&frame);
-                                let seq = crate::resume::frame_seq(frame.as_str());
-                                if let (Some(seq), Some(upto)) = (seq, delivered_upto_in.get(&group)) {
-                                    if seq <= *upto {
-                                        continue;
+                            Some(Outbound::OfGroup(of_group)) => match *of_group {
+                                OfGroup::Frame(group, frame) => {
+                                    // A socket of several groups: the same seam per group, then the
+                                    // frame carries every group's position after it.
+                                    link.taken(&frame);
+                                    let seq = crate::resume::frame_seq(frame.as_str());
+                                    if let (Some(seq), Some(upto)) = (seq, delivered_upto_in.get(&group)) {
+                                        if seq <= *upto {
+                                            continue;
+                                        }
+                                        delivered_upto_in.remove(&group);
                                     }
-                                    delivered_upto_in.remove(&group);
+                                    if let Some(seq) = seq {
+                                        attached.advance(&group, seq);
+                                    }
+                                    crate::resume::with_token(frame, attached.positions())
                                 }
-                                if let Some(seq) = seq {
-                                    attached.advance(&group, seq);
-                                }
-                                crate::resume::with_token(frame, attached.positions())
-                            }
-                            Some(Outbound::Leave(room)) => match handler.on_evicted(&mut attached, &room) {
-                                Some(frame) => frame,
-                                None => continue,
+                                OfGroup::Leave(room) => match handler.on_evicted(&mut attached, &room) {
+                                    Some(frame) => frame,
+                                    None => continue,
+                                },
                             },
                         };
                         if let Err(ended) = send(&mut tx, Message::Text(frame), stopped.as_mut()).await {
