@@ -181,7 +181,7 @@ pub(crate) async fn tail(
     attached.join(group.clone()).await;
     let first = format!("{}\n", serde_json::json!({ "tailing": group }));
     let state = (attached, outbox, Some(first), app.shutdown.clone());
-    let lines = futures_util::stream::unfold(state, |(attached, mut outbox, first, drain)| async move {
+    let lines = futures_util::stream::unfold(state, |(attached, outbox, first, drain)| async move {
         if let Some(first) = first {
             return Some((Ok::<_, Infallible>(Bytes::from(first)), (attached, outbox, None, drain)));
         }
@@ -189,7 +189,7 @@ pub(crate) async fn tail(
             let next = tokio::select! {
                 _ = attached.link().kicked() => None,
                 _ = drain.cancelled() => None,
-                next = outbox.recv() => next,
+                next = outbox.recv_async() => next.ok(),
             };
             let frame = match next? {
                 Outbound::Frame(frame) => frame,

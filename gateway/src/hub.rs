@@ -90,7 +90,7 @@ pub struct SocketLink {
     pub user: Option<UserId>,
     pub protocol: Protocol,
     /// Frames for this socket; its task writes them out. Bounded: see `offer`.
-    outbox: mpsc::Sender<Outbound>,
+    outbox: flume::Sender<Outbound>,
     /// Bytes waiting in `outbox`, bounded by `outbox_bytes`.
     queued_bytes: AtomicUsize,
     /// The node's total of `queued_bytes` (`gateway_outbox_bytes`).
@@ -126,7 +126,7 @@ impl SocketLink {
         };
         if queued > self.outbox_bytes || self.outbox.try_send(outbound).is_err() {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            if !self.outbox.is_closed() {
+            if !self.outbox.is_disconnected() {
                 Metrics::incr(&metrics.slow_closes);
                 self.kick(CloseReason::SlowConsumer);
             }
@@ -145,7 +145,7 @@ impl SocketLink {
     /// Asks the socket's task to leave `room`; a full outbox closes the socket instead (1013).
     fn offer_leave(&self, room: &Group, metrics: &Metrics) {
         if self.outbox.try_send(Outbound::OfGroup(Box::new(OfGroup::Leave(room.clone())))).is_err()
-            && !self.outbox.is_closed()
+            && !self.outbox.is_disconnected()
         {
             Metrics::incr(&metrics.slow_closes);
             self.kick(CloseReason::SlowConsumer);
@@ -294,7 +294,7 @@ impl Hub {
         self: &Arc<Self>,
         user: Option<UserId>,
         protocol: Protocol,
-    ) -> Result<(Attached, mpsc::Receiver<Outbound>), HubError> {
+    ) -> Result<(Attached, flume::Receiver<Outbound>), HubError> {
         if let Some(user) = &user {
             let mut state = self.lock();
             let count = state.sockets_per_user.entry(user.clone()).or_default();
@@ -306,7 +306,9 @@ impl Hub {
                 let _ = self.presence.send(Change::Connected(user.clone()));
             }
         }
-        let (tx, rx) = mpsc::channel(self.outbox_frames);
+        // flume's queue is allocated as frames wait: an idle socket's outbox costs ~100 bytes,
+        // where tokio's mpsc allocated a 32-slot block and a cache-padded channel (1.5 KB).
+        let (tx, rx) = flume::bounded(self.outbox_frames);
         let link = Arc::new(SocketLink {
             id: self.next_socket.fetch_add(1, Ordering::Relaxed),
             user,

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use axum::extract::ws::Message;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::rate::TokenBucket;
@@ -30,7 +29,7 @@ enum Ended {
 pub struct Connection {
     pub app: AppState,
     pub attached: Attached,
-    pub outbox: mpsc::Receiver<Outbound>,
+    pub outbox: flume::Receiver<Outbound>,
     pub handler: SocketHandler,
     /// The token's `exp` (seconds since the epoch); the socket closes with 4003 then.
     pub expires_at: Option<i64>,
@@ -83,13 +82,13 @@ impl Connection {
     where
         S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
     {
-        let Connection { app, mut attached, mut outbox, mut handler, expires_at, resume } = self;
+        let Connection { app, mut attached, outbox, mut handler, expires_at, resume } = self;
         let crate::resume::Resume { backlog, mut delivered_upto, resumable, mut delivered_upto_in } = resume;
         // The last `seq` this client was sent (single-group sockets; a replay counts): the resume
         // point a 1012 or 1013 close names.
         let mut last_seq = delivered_upto;
         let link = attached.link().clone();
-        let limits = app.config.limits.clone();
+        let limits = &app.config.limits;
         app.metrics.socket(link.protocol.name(), 1);
         Metrics::incr(&app.metrics.sockets_accepted);
 
@@ -136,7 +135,8 @@ impl Connection {
                 tokio::select! {
                     reason = &mut stopped => break Ended::Close(reason),
                     _ = &mut expiry => break Ended::Close(CloseReason::InvalidToken),
-                    outbound = outbox.recv() => {
+                    outbound = outbox.recv_async() => {
+                        let outbound = outbound.ok();
                         let frame = match outbound {
                             None => break Ended::Gone,
                             Some(Outbound::Frame(frame)) => {

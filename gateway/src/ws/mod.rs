@@ -21,9 +21,10 @@ pub mod routes;
 pub use connection::Connection;
 
 /// Small buffers per socket: an idle socket must cost a few KiB, not the 128 KiB default.
-/// The read buffer grows for a larger frame (up to the frame limit) and is only the chunk size of
-/// a read; 1 KiB keeps an idle socket near 6.8 KB in all (bench/RESULTS.md).
-const READ_BUFFER: usize = 1024;
+/// The read buffer is allocated with the socket and grows for a larger frame (up to the frame
+/// limit); it is only the chunk size of a read. 256 bytes hold a typical client frame in one read
+/// (bench/RESULTS.md, memory per idle socket).
+const READ_BUFFER: usize = 256;
 const WRITE_BUFFER: usize = 0;
 
 /// Applies the frame-size limit and the small per-socket buffers.
