@@ -14,7 +14,9 @@
 //! 3. **Fan-out** — every node subscribed to the group gets the publication; [`hub`] renders it
 //!    once per wire format ([`protocols::Protocol::render`]) and offers the shared bytes to each
 //!    local member's bounded outbox; the member's actor writes it out. A full outbox closes that
-//!    socket with 1013.
+//!    socket with 1013. Every frame from a publication carries its group's `seq`; a client that
+//!    reconnects with `?since=` (or, on a socket of several groups, `?resume=` and a token) is
+//!    first sent what it missed, from the group's window or the database (`resume`).
 //! 4. **Durable** — the same publish appended a job to the jobs stream; the worker crate
 //!    persists it and scores it for gamification.
 //!
