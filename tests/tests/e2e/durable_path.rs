@@ -170,8 +170,12 @@ async fn the_worker_serves_its_metrics_and_liveness() {
     }
     let metrics = format!("http://{bind}/metrics");
     eventually("the worker counts three persisted jobs", || {
-        let metrics = metrics.clone();
+        let (metrics, bind) = (metrics.clone(), bind.clone());
         async move {
+            // The worker process may not be listening yet (a loaded machine starts it slowly).
+            if tokio::net::TcpStream::connect(&bind).await.is_err() {
+                return false;
+            }
             let (status, body) = http("GET", &metrics, None, None).await;
             let text = body.as_str().unwrap_or_default().to_owned();
             status == 200
