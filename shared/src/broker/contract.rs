@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::{Broker, Inbound};
 use crate::config::GroupWindow;
 use crate::event::{Envelope, Event, Group, Position};
+use crate::jobs::StampedJob;
 
 /// Makes nodes attached to one shared bus.
 #[async_trait]
@@ -53,6 +54,7 @@ pub async fn run_all<F: NodeFactory>(make: impl Fn() -> F) {
     publications_are_numbered_per_group_and_kept_in_its_window(&make()).await;
     a_trimmed_window_is_reported_incomplete(&make()).await;
     a_send_made_once_is_published_once_and_answered_with_the_first(&make()).await;
+    a_job_carries_the_position_of_its_publication(&make()).await;
 }
 
 fn raw(n: u64) -> Bytes {
@@ -203,6 +205,27 @@ pub async fn keeps_publication_order(f: &impl NodeFactory) {
     for i in 0..200u32 {
         assert_eq!(next_message(&mut a_in).await.1, Bytes::from(i.to_string()));
     }
+}
+
+/// A job published with a publication is stamped with that publication's position (what the worker
+/// stores a chat message with); a job alone is not stamped.
+pub async fn a_job_carries_the_position_of_its_publication(f: &impl NodeFactory) {
+    let (a, mut a_in) = f.node().await;
+    let chat = group("chat:stamped");
+    a.subscribe(std::slice::from_ref(&chat)).await.unwrap();
+    let job = crate::jobs::Job::Activity(crate::jobs::Activity {
+        id: "stamped-1".into(),
+        user_id: crate::ids::UserId::parse("ann").unwrap(),
+        activity: crate::jobs::ActivityKind::Message,
+        at: crate::time::now(),
+    });
+    a.publish_and_enqueue(&chat, raw(1), job.encode()).await.unwrap();
+    a.enqueue(job.encode()).await.unwrap();
+    let (_, payload) = next_message(&mut a_in).await;
+    let published = decoded(&payload).0;
+    let jobs = a.read_jobs("c1", 10, Duration::from_millis(500)).await.unwrap();
+    let stamped: Vec<StampedJob> = jobs.iter().map(|j| StampedJob::decode(&j.payload).unwrap()).collect();
+    assert_eq!(stamped, vec![StampedJob { job: job.clone(), published: Some(published) }, StampedJob::from(job)]);
 }
 
 pub async fn publish_and_enqueue_delivers_live_and_durably(f: &impl NodeFactory) {
