@@ -13,8 +13,8 @@
 //! A socket of several groups (Pythia's `/ws`) cannot resume from one number: opened with
 //! `?resume=` (empty the first time), each of its numbered frames carries a `"resume"` token, every
 //! group's position after that frame (`ResumeToken`). Reconnecting with `?resume=TOKEN` resumes
-//! each group from its position the same way, group after group; a group the token does not name
-//! (joined since) goes on live.
+//! each group from its position the same way, the groups' replays merged in publication order; a
+//! group the token does not name (joined since) goes on live.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -43,6 +43,9 @@ const MAX_BACKFILL: u64 = 1000;
 pub(crate) struct Resume {
     /// The missed frames, oldest first, or the one `resync_required` frame.
     pub(crate) backlog: Vec<Utf8Bytes>,
+    /// When each of `backlog` was published (ms; 0 for `resync_required`), to merge the replays of
+    /// several groups in the order they went out.
+    pub(crate) backlog_at: Vec<u64>,
     /// Live frames numbered up to this were replayed (or were seen before): skipped once.
     pub(crate) delivered_upto: Option<u64>,
     /// The socket has one group, so the `seq` of its last frame is where it can resume from.
@@ -54,7 +57,7 @@ pub(crate) struct Resume {
 /// The frame that says a gap cannot be filled; `seq` is where the live stream stands.
 fn resync_required(group: &Group, seq: Option<u64>) -> Resume {
     let frame = json!({"type": "resync_required", "group": group, "seq": seq}).to_string();
-    Resume { backlog: vec![Utf8Bytes::from(frame)], resumable: true, ..Resume::default() }
+    Resume { backlog: vec![Utf8Bytes::from(frame)], backlog_at: vec![0], resumable: true, ..Resume::default() }
 }
 
 /// The frames a socket of `protocol` (its user `user`) missed in `group` after `since`.
@@ -105,6 +108,7 @@ pub(crate) async fn resume(app: &AppState, group: &Group, since: &str, protocol:
         }
         if let Some(frame) = protocol.render_numbered(envelope) {
             resume.backlog.push(Utf8Bytes::from(frame));
+            resume.backlog_at.push(envelope.at.unwrap_or(0));
         }
     }
     resume
@@ -128,7 +132,10 @@ async fn from_the_database(app: &AppState, group: &Group, epoch: u64, since: u64
     whole.then(|| {
         stored
             .into_iter()
-            .map(|(seq, message)| Envelope { seq: Some(seq), epoch: Some(epoch), ..Envelope::to_all(Event::ChatMessage(message)) })
+            .map(|(seq, message)| {
+                let at = Some(message.created_at.timestamp_millis().max(0) as u64);
+                Envelope { seq: Some(seq), epoch: Some(epoch), at, ..Envelope::to_all(Event::ChatMessage(message)) }
+            })
             .collect()
     })
 }
@@ -187,7 +194,7 @@ pub(crate) fn with_token(frame: Utf8Bytes, positions: Option<&BTreeMap<Group, u6
 }
 
 /// What a socket of several groups (`attached`, joined, keeping positions) missed since `token`,
-/// group after group, each frame carrying the token as it stands after it. A token that is not
+/// in publication order, each frame carrying the token as it stands after it. A token that is not
 /// one answers `resync_required` for every group.
 pub(crate) async fn resume_groups(
     app: &AppState,
@@ -207,18 +214,27 @@ pub(crate) async fn resume_groups(
     for (group, since) in &from {
         attached.set_position(group, *since);
     }
-    let mut out = Resume::default();
+    let mut replays = Vec::new();
     for (group, since) in from {
         let resumed = resume(app, &group, &since.to_string(), protocol, user).await;
-        for frame in resumed.backlog {
-            match frame_seq(frame.as_str()) {
-                Some(seq) => {
-                    attached.set_position(&group, seq);
-                    out.backlog.push(with_token(frame, attached.positions()));
-                }
-                None => out.backlog.push(frame),
+        replays.push((group, resumed));
+    }
+    // The groups' replays merged in the order their publications went out (each group's own
+    // order kept), every frame with the token as it stands after it.
+    let mut out = Resume::default();
+    let order: Vec<usize> = merged_order(replays.iter().map(|(_, r)| r.backlog_at.as_slice()));
+    let mut frames: Vec<std::vec::IntoIter<Utf8Bytes>> = replays.iter_mut().map(|(_, r)| std::mem::take(&mut r.backlog).into_iter()).collect();
+    for i in order {
+        let Some(frame) = frames[i].next() else { continue };
+        match frame_seq(frame.as_str()) {
+            Some(seq) => {
+                attached.set_position(&replays[i].0, seq);
+                out.backlog.push(with_token(frame, attached.positions()));
             }
+            None => out.backlog.push(frame),
         }
+    }
+    for (group, resumed) in replays {
         match resumed.delivered_upto {
             Some(upto) => {
                 attached.set_position(&group, upto);
@@ -229,6 +245,19 @@ pub(crate) async fn resume_groups(
         }
     }
     out
+}
+
+/// Which list to take the next item from, merging lists of publication times (each in its own
+/// order) by time; on a tie, the earlier list first.
+fn merged_order<'a>(lists: impl Iterator<Item = &'a [u64]>) -> Vec<usize> {
+    let lists: Vec<&[u64]> = lists.collect();
+    let mut next = vec![0; lists.len()];
+    let mut order = Vec::with_capacity(lists.iter().map(|l| l.len()).sum());
+    while let Some(i) = (0..lists.len()).filter(|i| next[*i] < lists[*i].len()).min_by_key(|i| lists[*i][next[*i]]) {
+        order.push(i);
+        next[i] += 1;
+    }
+    order
 }
 
 /// The `seq` a rendered frame starts with (`{"seq":N,...`), if it has one.
@@ -252,6 +281,16 @@ mod tests {
         assert_eq!((decoded.get(&super::key(&one)), decoded.get(&super::key(&two))), (Some(&1_796_086_516_042), Some(&7)));
         assert_eq!(ResumeToken::decode("").unwrap().len(), 0);
         assert!(ResumeToken::decode("zz").is_none() && ResumeToken::decode("a_b_c").is_none());
+    }
+
+    #[test]
+    fn replays_merge_by_publication_time_keeping_each_groups_order() {
+        let one: &[u64] = &[10, 30, 30, 50];
+        let two: &[u64] = &[0, 20, 30, 40];
+        assert_eq!(super::merged_order([one, two].into_iter()), [1, 0, 1, 0, 0, 1, 1, 0]);
+        // A clock that stepped back inside one group does not reorder that group.
+        let late: &[u64] = &[50, 5];
+        assert_eq!(super::merged_order([late, &[20u64][..]].into_iter()), [1, 0, 0]);
     }
 
     #[test]

@@ -83,7 +83,7 @@ impl Connection {
         S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
     {
         let Connection { app, mut attached, outbox, mut handler, expires_at, resume } = self;
-        let crate::resume::Resume { backlog, mut delivered_upto, resumable, mut delivered_upto_in } = resume;
+        let crate::resume::Resume { backlog, mut delivered_upto, resumable, mut delivered_upto_in, .. } = resume;
         // The last `seq` this client was sent (single-group sockets; a replay counts): the resume
         // point a 1012 or 1013 close names.
         let mut last_seq = delivered_upto;

@@ -218,7 +218,7 @@ async fn past_the_window_messages_come_from_the_database_and_a_lost_typing_gap_i
 /// Pythia's `/ws` listens to several groups (the user's and each channel's): opened with
 /// `?resume=`, each of its numbered frames carries a token of every group's position; reconnecting
 /// with the last token, on the other node, gets what each channel published meanwhile, in order
-/// and once (channel after channel), then the live stream.
+/// and once, then the live stream.
 #[tokio::test]
 async fn a_socket_of_several_groups_resumes_from_its_token() {
     let cluster = Cluster::start(2).await;
@@ -273,7 +273,7 @@ async fn a_socket_of_several_groups_resumes_from_its_token() {
     post(0, "rt-ben", "rt-general", "after".into()).await;
     let mut ann = Client::connect(&cluster.node(0).ws(&path(&last_token))).await;
     assert_eq!(ann.recv().await["type"], "connection_established");
-    // The token was taken before "live"; the two channels replay one after the other.
+    // The token was taken before "live": both are replayed.
     let mut missed = Vec::new();
     for _ in 0..2 {
         missed.push(ann.recv_type("new_message").await["data"]["content"].as_str().unwrap().to_owned());
