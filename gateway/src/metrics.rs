@@ -25,6 +25,11 @@ fn broker_call_histogram() -> Histogram {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FromLabel {
+    pub from: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: String,
 }
@@ -71,6 +76,9 @@ pub struct Metrics {
     pub broker_calls: Family<OpLabel, Histogram, fn() -> Histogram>,
     /// Bytes queued in the sockets' outboxes, waiting to be written (all sockets of the node).
     pub outbox_bytes: Gauge,
+    /// Groups resumed by reconnecting clients, by where the missed frames came from: `window`,
+    /// `database` (chat messages past the window) or `resync` (`resync_required`).
+    pub resumes: Family<FromLabel, Counter>,
     /// The last closes, for the console (`crate::console`).
     pub close_log: std::sync::Mutex<CloseLog>,
 }
@@ -110,6 +118,7 @@ impl Default for Metrics {
             dead_letters: Gauge::default(),
             broker_calls: Family::new_with_constructor(broker_call_histogram),
             outbox_bytes: Gauge::default(),
+            resumes: Family::default(),
             close_log: Default::default(),
         };
         let mut r = Registry::default();
@@ -161,6 +170,11 @@ impl Default for Metrics {
             m.broker_calls.clone(),
         );
         r.register("gateway_outbox_bytes", "Bytes queued in the sockets' outboxes", m.outbox_bytes.clone());
+        r.register(
+            "gateway_resumes",
+            "Groups resumed by reconnecting clients, by where the missed frames came from (window, database, resync)",
+            m.resumes.clone(),
+        );
         Self { registry: r, ..m }
     }
 }
@@ -168,6 +182,12 @@ impl Default for Metrics {
 impl Metrics {
     pub fn incr(counter: &Counter) {
         counter.inc();
+    }
+
+    /// A reconnecting client's group resumed, its missed frames `from` the window, the database,
+    /// or not at all (`resync`).
+    pub fn resumed(&self, from: &'static str) {
+        self.resumes.get_or_create(&FromLabel { from }).inc();
     }
 
     /// A socket of `protocol` opened (`+1`) or closed (`-1`).

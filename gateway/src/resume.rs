@@ -60,42 +60,51 @@ fn resync_required(group: &Group, seq: Option<u64>) -> Resume {
     Resume { backlog: vec![Utf8Bytes::from(frame)], backlog_at: vec![0], resumable: true, ..Resume::default() }
 }
 
-/// The frames a socket of `protocol` (its user `user`) missed in `group` after `since`.
+/// The frames a socket of `protocol` (its user `user`) missed in `group` after `since`; counted
+/// in `gateway_resumes_total` by where they came from.
 pub(crate) async fn resume(app: &AppState, group: &Group, since: &str, protocol: Protocol, user: Option<&UserId>) -> Resume {
-    let Ok(since) = since.trim().parse::<u64>() else { return resync_required(group, None) };
+    let (resume, from) = replay(app, group, since, protocol, user).await;
+    app.metrics.resumed(from);
+    resume
+}
+
+/// `resume`, and whether the database had to fill the gap (`"database"`, else `"window"`).
+async fn replay(app: &AppState, group: &Group, since: &str, protocol: Protocol, user: Option<&UserId>) -> (Resume, &'static str) {
+    let resync = |seq| (resync_required(group, seq), "resync");
+    let Ok(since) = since.trim().parse::<u64>() else { return resync(None) };
     let current = match app.broker.positions(std::slice::from_ref(group)).await {
         Ok(positions) => positions.first().copied().unwrap_or_default(),
         Err(e) => {
             tracing::warn!(error = %e, %group, "resume: position not read");
-            return resync_required(group, None);
+            return resync(None);
         }
     };
     if since > current.seq {
         // Numbers the group never reached in this counter's life: the counter started again.
-        return resync_required(group, Some(current.seq));
+        return resync(Some(current.seq));
     }
     if since == current.seq {
-        return Resume { delivered_upto: Some(since), resumable: true, ..Resume::default() };
+        return (Resume { delivered_upto: Some(since), resumable: true, ..Resume::default() }, "window");
     }
     let after = Position { epoch: current.epoch, seq: since };
     let read = match app.broker.window_since(&[(group.clone(), after)]).await {
         Ok(mut reads) if !reads.is_empty() => reads.swap_remove(0),
-        Ok(_) => return resync_required(group, Some(current.seq)),
+        Ok(_) => return resync(Some(current.seq)),
         Err(e) => {
             tracing::warn!(error = %e, %group, "resume: window not read");
-            return resync_required(group, Some(current.seq));
+            return resync(Some(current.seq));
         }
     };
     if read.current.epoch != current.epoch {
-        return resync_required(group, Some(read.current.seq));
+        return resync(Some(read.current.seq));
     }
     let window: Vec<Envelope> = read.entries.iter().filter_map(|payload| Envelope::decode(payload).ok()).collect();
-    let mut missed = Vec::new();
+    let (mut missed, mut from) = (Vec::new(), "window");
     if !read.complete {
         let first_kept = window.first().and_then(|e| e.seq).unwrap_or(read.current.seq + 1);
         match from_the_database(app, group, current.epoch, since, first_kept).await {
-            Some(stored) => missed = stored,
-            None => return resync_required(group, Some(read.current.seq)),
+            Some(stored) => (missed, from) = (stored, "database"),
+            None => return resync(Some(read.current.seq)),
         }
     }
     missed.extend(window);
@@ -111,7 +120,7 @@ pub(crate) async fn resume(app: &AppState, group: &Group, since: &str, protocol:
             resume.backlog_at.push(envelope.at.unwrap_or(0));
         }
     }
-    resume
+    (resume, from)
 }
 
 /// A chat's messages numbered after `since` and before `first_kept` (where its window now starts),

@@ -199,6 +199,8 @@ async fn past_the_window_messages_come_from_the_database_and_a_lost_typing_gap_i
     let live = bob.recv().await;
     assert_eq!((seq(&live), live["data"]["content"].as_str()), (last_seen + 201, Some("m201")), "then live: {live}");
     drop(bob);
+    // What operators see of it.
+    assert_eq!(cluster.node(1).metric(r#"gateway_resumes_total{from="database"}"#).await, 1);
 
     // Typing only, more than the window keeps; a third member sees each go out.
     let mut cid = Client::connect(&cluster.node(0).ws(&path("bf-cid", None))).await;
@@ -210,6 +212,7 @@ async fn past_the_window_messages_come_from_the_database_and_a_lost_typing_gap_i
     let frame = bob.recv().await;
     assert_eq!((frame["type"].as_str(), frame["group"].as_str()), (Some("resync_required"), Some("chat:bf-chat")), "{frame}");
     assert_eq!(seq(&frame), last_seen + 451, "where the live stream stands: {frame}");
+    assert_eq!(cluster.node(0).metric(r#"gateway_resumes_total{from="resync"}"#).await, 1);
     ann.send_json(chat_text("m202")).await;
     let live = bob.recv_type("new_message").await;
     assert_eq!((seq(&live), live["data"]["content"].as_str()), (last_seen + 452, Some("m202")), "{live}");
