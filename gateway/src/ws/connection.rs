@@ -118,14 +118,18 @@ impl Connection {
 
         // The protocol futures are boxed: inlined, the largest of them (database and presence
         // calls) would be part of every idle socket's task, for its whole life.
-        let mut opening = Box::pin(handler.greeting(&app)).await.into_iter().chain(backlog);
-        let mut greeting = None;
-        for frame in &mut opening {
-            if let Err(ended) = send(&mut tx, Message::Text(frame), stopped.as_mut()).await {
-                greeting = Some(ended);
-                break;
+        // In a block of its own: what the greeting holds is not kept for the socket's whole life.
+        let greeting = {
+            let opening = Box::pin(handler.greeting(&app)).await.into_iter().chain(backlog);
+            let mut ended = None;
+            for frame in opening {
+                if let Err(end) = send(&mut tx, Message::Text(frame), stopped.as_mut()).await {
+                    ended = Some(end);
+                    break;
+                }
             }
-        }
+            ended
+        };
         let ended = if let Some(ended) = greeting {
             ended
         } else {
