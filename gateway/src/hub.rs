@@ -647,12 +647,9 @@ impl Attached {
 
     /// Records that this socket was given `group`'s publication `seq`.
     pub fn advance(&mut self, group: &Group, seq: u64) {
-        if let Some(position) = self.positions.as_mut().and_then(|p| p.get_mut(group)) {
-            *position = (*position).max(seq);
-        } else if let Some(positions) = &mut self.positions {
-            if self.groups.contains(group) {
-                positions.insert(group.clone(), seq);
-            }
+        match self.positions.as_mut().and_then(|p| p.get_mut(group)) {
+            Some(position) => *position = (*position).max(seq),
+            None => self.set_position(group, seq),
         }
     }
 

@@ -187,7 +187,7 @@ async fn write_journal(bus: std::sync::Weak<Shared>, pool: SqlitePool, mut write
                     let mut ids = ids.into_iter();
                     for write in &batch {
                         let jobs = write.jobs.iter().map(|job| (ids.next().expect("one id per job") as u64, job.clone()));
-                        MemoryBroker::deliver_all(state, &write.publications, jobs.collect::<Vec<_>>());
+                        MemoryBroker::deliver_all(state, &write.publications, jobs);
                     }
                 }
                 shared.job_added.notify_one();
@@ -315,7 +315,7 @@ impl Broker for MemoryBroker {
             let first_id = state.next_job + 1;
             state.next_job += jobs.len() as u64;
             let ids = (first_id..).zip(jobs.iter().cloned());
-            Self::deliver_all(state, publications, ids.collect::<Vec<_>>());
+            Self::deliver_all(state, publications, ids);
         }
         if !jobs.is_empty() {
             self.shared.job_added.notify_one();

@@ -39,6 +39,8 @@ pub(super) async fn persist(pool: &SqlitePool, jobs: &[StampedJob], scorer: &dyn
             }
             Job::ChatMessage(m) => {
                 let at = time::format(&m.created_at);
+                // A direct message goes out on its recipient's group, not the chat's.
+                let position = published.filter(|_| m.recipient_id.is_none());
                 sqlx::query(
                     "INSERT INTO chat_messages (id, chat_id, sender_id, recipient_id, content, message_type, parent_message_id, created_at,
                                                 group_epoch, group_seq)
@@ -52,9 +54,8 @@ pub(super) async fn persist(pool: &SqlitePool, jobs: &[StampedJob], scorer: &dyn
                 .bind(&m.message_type)
                 .bind(m.parent_message_id.map(|p| p.to_string()))
                 .bind(&at)
-                // A direct message goes out on its recipient's group, not the chat's.
-                .bind(published.filter(|_| m.recipient_id.is_none()).map(|p| p.epoch as i64))
-                .bind(published.filter(|_| m.recipient_id.is_none()).map(|p| p.seq as i64))
+                .bind(position.map(|p| p.epoch as i64))
+                .bind(position.map(|p| p.seq as i64))
                 .execute(&mut *tx)
                 .await?;
                 if m.recipient_id.is_none() {
