@@ -8,7 +8,11 @@ use shared::auth::JwtKey;
 use shared::config::{GatewayConfig, ReadBy};
 
 #[derive(Parser)]
-#[command(name = "gateway", version, about = "Real-time WebSocket gateway: serves the apps' sockets and the server API.")]
+#[command(
+    name = "gateway",
+    version,
+    about = "Real-time WebSocket gateway: serves the apps' sockets and the server API."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -31,8 +31,8 @@
 pub(crate) mod access;
 pub mod app;
 pub(crate) mod canary;
-pub(crate) mod console;
 pub mod cli;
+pub(crate) mod console;
 pub mod errors;
 pub mod http;
 pub mod hub;

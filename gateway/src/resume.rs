@@ -62,14 +62,26 @@ fn resync_required(group: &Group, seq: Option<u64>) -> Resume {
 
 /// The frames a socket of `protocol` (its user `user`) missed in `group` after `since`; counted
 /// in `gateway_resumes_total` by where they came from.
-pub(crate) async fn resume(app: &AppState, group: &Group, since: &str, protocol: Protocol, user: Option<&UserId>) -> Resume {
+pub(crate) async fn resume(
+    app: &AppState,
+    group: &Group,
+    since: &str,
+    protocol: Protocol,
+    user: Option<&UserId>,
+) -> Resume {
     let (resume, from) = replay(app, group, since, protocol, user).await;
     app.metrics.resumed(from);
     resume
 }
 
 /// `resume`, and whether the database had to fill the gap (`"database"`, else `"window"`).
-async fn replay(app: &AppState, group: &Group, since: &str, protocol: Protocol, user: Option<&UserId>) -> (Resume, &'static str) {
+async fn replay(
+    app: &AppState,
+    group: &Group,
+    since: &str,
+    protocol: Protocol,
+    user: Option<&UserId>,
+) -> (Resume, &'static str) {
     let resync = |seq| (resync_required(group, seq), "resync");
     let Ok(since) = since.trim().parse::<u64>() else { return resync(None) };
     let current = match app.broker.positions(std::slice::from_ref(group)).await {
@@ -127,7 +139,13 @@ async fn replay(app: &AppState, group: &Group, since: &str, protocol: Protocol, 
 /// from the database; `None` unless every number in between is a stored message (a typing
 /// indicator, a receipt or an event of the publish API leaves a hole), or when the gap is longer
 /// than `MAX_BACKFILL`.
-async fn from_the_database(app: &AppState, group: &Group, epoch: u64, since: u64, first_kept: u64) -> Option<Vec<Envelope>> {
+async fn from_the_database(
+    app: &AppState,
+    group: &Group,
+    epoch: u64,
+    since: u64,
+    first_kept: u64,
+) -> Option<Vec<Envelope>> {
     let chat = group.chat_id()?;
     let count = first_kept.checked_sub(since + 1).filter(|n| *n <= MAX_BACKFILL)?;
     let stored = match app.store.chat_messages_between(&chat, epoch, since, first_kept, count as i64).await {
@@ -137,7 +155,8 @@ async fn from_the_database(app: &AppState, group: &Group, epoch: u64, since: u64
             return None;
         }
     };
-    let whole = stored.len() as u64 == count && stored.iter().zip(since + 1..).all(|((seq, _), expected)| *seq == expected);
+    let whole =
+        stored.len() as u64 == count && stored.iter().zip(since + 1..).all(|((seq, _), expected)| *seq == expected);
     whole.then(|| {
         stored
             .into_iter()
@@ -156,7 +175,8 @@ pub(crate) struct ResumeToken;
 
 impl ResumeToken {
     pub(crate) fn encode(positions: &BTreeMap<Group, u64>) -> String {
-        let pairs: Vec<String> = positions.iter().map(|(g, seq)| format!("{}_{}", base36(key(g).into()), base36(*seq))).collect();
+        let pairs: Vec<String> =
+            positions.iter().map(|(g, seq)| format!("{}_{}", base36(key(g).into()), base36(*seq))).collect();
         pairs.join(".")
     }
 
@@ -219,7 +239,8 @@ pub(crate) async fn resume_groups(
         return Resume { backlog, ..Resume::default() };
     };
     // Until its replay, a group stands where the token says, not where the node's stream is.
-    let from: Vec<(Group, u64)> = groups.iter().filter_map(|g| named.get(&key(g)).map(|seq| (g.clone(), *seq))).collect();
+    let from: Vec<(Group, u64)> =
+        groups.iter().filter_map(|g| named.get(&key(g)).map(|seq| (g.clone(), *seq))).collect();
     for (group, since) in &from {
         attached.set_position(group, *since);
     }
@@ -232,7 +253,8 @@ pub(crate) async fn resume_groups(
     // order kept), every frame with the token as it stands after it.
     let mut out = Resume::default();
     let order: Vec<usize> = merged_order(replays.iter().map(|(_, r)| r.backlog_at.as_slice()));
-    let mut frames: Vec<std::vec::IntoIter<Utf8Bytes>> = replays.iter_mut().map(|(_, r)| std::mem::take(&mut r.backlog).into_iter()).collect();
+    let mut frames: Vec<std::vec::IntoIter<Utf8Bytes>> =
+        replays.iter_mut().map(|(_, r)| std::mem::take(&mut r.backlog).into_iter()).collect();
     for i in order {
         let Some(frame) = frames[i].next() else { continue };
         match frame_seq(frame.as_str()) {
@@ -285,9 +307,15 @@ mod tests {
         let two = Group::parse("channel:c1").unwrap();
         let positions = [(one.clone(), 1_796_086_516_042), (two.clone(), 7)].into_iter().collect();
         let token = ResumeToken::encode(&positions);
-        assert!(token.len() < 40 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.'), "{token}");
+        assert!(
+            token.len() < 40 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.'),
+            "{token}"
+        );
         let decoded = ResumeToken::decode(&token).unwrap();
-        assert_eq!((decoded.get(&super::key(&one)), decoded.get(&super::key(&two))), (Some(&1_796_086_516_042), Some(&7)));
+        assert_eq!(
+            (decoded.get(&super::key(&one)), decoded.get(&super::key(&two))),
+            (Some(&1_796_086_516_042), Some(&7))
+        );
         assert_eq!(ResumeToken::decode("").unwrap().len(), 0);
         assert!(ResumeToken::decode("zz").is_none() && ResumeToken::decode("a_b_c").is_none());
     }

@@ -45,7 +45,13 @@ impl Broker for TimedBroker {
         self.timed("publish_all", self.inner.publish_and_enqueue(group, payload, job)).await
     }
 
-    async fn publish_once(&self, once: &Once, group: &Group, payload: Bytes, job: Bytes) -> Result<Option<Bytes>, BrokerError> {
+    async fn publish_once(
+        &self,
+        once: &Once,
+        group: &Group,
+        payload: Bytes,
+        job: Bytes,
+    ) -> Result<Option<Bytes>, BrokerError> {
         self.timed("publish_all", self.inner.publish_once(once, group, payload, job)).await
     }
 

@@ -137,7 +137,8 @@ impl SocketStats {
         let rest = &frame[start + 3..];
         let end = rest.iter().position(|b| *b == b'"').unwrap_or(rest.len());
         let mut fields = rest[..end].split(|b| *b == b'|').map(number);
-        let (Some(Some(group)), Some(Some(seq)), Some(Some(sent))) = (fields.next(), fields.next(), fields.next()) else {
+        let (Some(Some(group)), Some(Some(seq)), Some(Some(sent))) = (fields.next(), fields.next(), fields.next())
+        else {
             return;
         };
         let group = group as u32;
@@ -243,7 +244,9 @@ fn cpu_secs(pid: &str) -> Option<f64> {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().to_owned())))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().to_owned()))
+        })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
@@ -303,7 +306,8 @@ async fn create_chats(options: &Options) -> anyhow::Result<()> {
     for g in 0..options.groups {
         let members: Vec<String> = (0..options.sockets).filter(|i| i % options.groups == g).map(user).collect();
         let body = json!({ "member_ids": members }).to_string();
-        let status = http(host, "PUT", &format!("/api/v1/chats/{}", chat_id(options, g)), &options.api_key, &body).await?;
+        let status =
+            http(host, "PUT", &format!("/api/v1/chats/{}", chat_id(options, g)), &options.api_key, &body).await?;
         anyhow::ensure!(status == 200 || status == 201, "creating a chat answered {status}");
     }
     Ok(())
@@ -358,7 +362,9 @@ async fn open(options: &Options, i: usize) -> anyhow::Result<Ws> {
 fn message_frame(target: Target, group: usize, seq: u64, sent: u64) -> String {
     let content = format!("lg|{group}|{seq}|{sent}");
     match target {
-        Target::Gateway => json!({"type": "send_message", "data": {"content": content, "message_type": "text"}}).to_string(),
+        Target::Gateway => {
+            json!({"type": "send_message", "data": {"content": content, "message_type": "text"}}).to_string()
+        }
         Target::SocketIo => format!("42[\"message\",{}]", json!({"room": format!("room{group}"), "content": content})),
     }
 }
@@ -376,7 +382,13 @@ pub(crate) struct Plan {
     pub(crate) end: tokio::time::Instant,
 }
 
-pub(crate) async fn drive(ws: Ws, plan: Plan, clock: Clock, sent: Arc<AtomicU64>, stop: CancellationToken) -> SocketStats {
+pub(crate) async fn drive(
+    ws: Ws,
+    plan: Plan,
+    clock: Clock,
+    sent: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> SocketStats {
     let (mut reader, mut writer) = ws;
     let mut stats = SocketStats::default();
     let period = plan.publish_every.unwrap_or(Duration::from_secs(3600));
@@ -560,11 +572,13 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
 
 impl Report {
     pub(crate) fn summary(&self) -> String {
-        let codes = |codes: &HashMap<u16, u64>| codes.iter().map(|(c, n)| format!("{n}x{c}")).collect::<Vec<_>>().join(" ");
+        let codes =
+            |codes: &HashMap<u16, u64>| codes.iter().map(|(c, n)| format!("{n}x{c}")).collect::<Vec<_>>().join(" ");
         let slow = if self.slow_sockets == 0 {
             String::new()
         } else {
-            let by_server = self.server_slow_closes.map(|n| format!(", {n} closed 1013 by the nodes")).unwrap_or_default();
+            let by_server =
+                self.server_slow_closes.map(|n| format!(", {n} closed 1013 by the nodes")).unwrap_or_default();
             format!(", {} slow sockets: closes [{}]{by_server}", self.slow_sockets, codes(&self.slow_close_codes))
         };
         format!(

@@ -216,9 +216,9 @@ async fn bench_sessions(store: &Store) -> anyhow::Result<Vec<(SessionId, UserId)
 
 /// Publish-to-row latency at a steady rate, against whatever worker consumes `prefix`'s stream.
 async fn latency(redis_url: &str, db_url: &str, rate: u64, seconds: u64, prefix: &str) -> anyhow::Result<()> {
-    use std::collections::HashMap;
     use shared::broker::Broker;
     use shared::event::{Envelope, Event, Group};
+    use std::collections::HashMap;
 
     let store = Store::connect(db_url, 4).await.context("database")?;
     let Store::Postgres(pool) = store.clone() else { anyhow::bail!("latency needs a postgres:// DATABASE_URL") };
@@ -282,7 +282,8 @@ async fn latency(redis_url: &str, db_url: &str, rate: u64, seconds: u64, prefix:
     }
     let sending = started.elapsed().as_secs_f64();
     done.cancel();
-    let mut latencies = tokio::time::timeout(Duration::from_secs(60), poller).await.context("rows never appeared")??;
+    let mut latencies =
+        tokio::time::timeout(Duration::from_secs(60), poller).await.context("rows never appeared")??;
     latencies.sort_unstable();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let at = |q: usize| latencies[(latencies.len() * q / 100).min(latencies.len() - 1)];

@@ -102,11 +102,9 @@ impl LogFormat {
         match var("LOG_FORMAT").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
             None | Some("text") => Ok(Self::Text),
             Some("json") => Ok(Self::Json),
-            Some(other) => Err(ConfigError::Invalid {
-                name: "LOG_FORMAT",
-                value: other.to_owned(),
-                reason: "text or json".into(),
-            }),
+            Some(other) => {
+                Err(ConfigError::Invalid { name: "LOG_FORMAT", value: other.to_owned(), reason: "text or json".into() })
+            }
         }
     }
 }
@@ -198,39 +196,184 @@ pub struct Setting {
 /// Every setting either binary reads, in the README's order. A test keeps it complete.
 pub const SETTINGS: &[Setting] = &[
     Setting { name: "GATEWAY_BIND", read_by: ReadBy::Gateway, default: "0.0.0.0:8000", meaning: "listen address" },
-    Setting { name: "REDIS_URL", read_by: ReadBy::Both, default: "unset: embedded mode (the worker requires it)", meaning: "Redis; set for cluster mode" },
-    Setting { name: "DATABASE_URL", read_by: ReadBy::Both, default: "embedded: sqlite in GATEWAY_DATA_DIR", meaning: "postgres://... or sqlite://..." },
-    Setting { name: "GATEWAY_DATA_DIR", read_by: ReadBy::Gateway, default: "~/.local/share/rtgate", meaning: "embedded mode's folder: SQLite file, generated secrets" },
-    Setting { name: "JWT_SECRET", read_by: ReadBy::Gateway, default: "embedded: generated once", meaning: "HS256 secret of the clients' tokens" },
-    Setting { name: "JWT_PUBLIC_KEY_FILE", read_by: ReadBy::Gateway, default: "unset", meaning: "RS256/ES256 public key (PEM) instead of JWT_SECRET" },
-    Setting { name: "JWT_ALGORITHM", read_by: ReadBy::Gateway, default: "HS256 with a secret, RS256 with a key file", meaning: "pinned, never read from a token" },
-    Setting { name: "GATEWAY_API_KEY", read_by: ReadBy::Gateway, default: "embedded: generated once", meaning: "bearer key of the server API" },
-    Setting { name: "GATEWAY_ANONYMOUS_PERSONAL", read_by: ReadBy::Gateway, default: "false", meaning: "allow the Diary guide's tokenless personal socket" },
-    Setting { name: "GATEWAY_RATE_PER_SEC", read_by: ReadBy::Gateway, default: "20", meaning: "per-socket message rate" },
+    Setting {
+        name: "REDIS_URL",
+        read_by: ReadBy::Both,
+        default: "unset: embedded mode (the worker requires it)",
+        meaning: "Redis; set for cluster mode",
+    },
+    Setting {
+        name: "DATABASE_URL",
+        read_by: ReadBy::Both,
+        default: "embedded: sqlite in GATEWAY_DATA_DIR",
+        meaning: "postgres://... or sqlite://...",
+    },
+    Setting {
+        name: "GATEWAY_DATA_DIR",
+        read_by: ReadBy::Gateway,
+        default: "~/.local/share/rtgate",
+        meaning: "embedded mode's folder: SQLite file, generated secrets",
+    },
+    Setting {
+        name: "JWT_SECRET",
+        read_by: ReadBy::Gateway,
+        default: "embedded: generated once",
+        meaning: "HS256 secret of the clients' tokens",
+    },
+    Setting {
+        name: "JWT_PUBLIC_KEY_FILE",
+        read_by: ReadBy::Gateway,
+        default: "unset",
+        meaning: "RS256/ES256 public key (PEM) instead of JWT_SECRET",
+    },
+    Setting {
+        name: "JWT_ALGORITHM",
+        read_by: ReadBy::Gateway,
+        default: "HS256 with a secret, RS256 with a key file",
+        meaning: "pinned, never read from a token",
+    },
+    Setting {
+        name: "GATEWAY_API_KEY",
+        read_by: ReadBy::Gateway,
+        default: "embedded: generated once",
+        meaning: "bearer key of the server API",
+    },
+    Setting {
+        name: "GATEWAY_ANONYMOUS_PERSONAL",
+        read_by: ReadBy::Gateway,
+        default: "false",
+        meaning: "allow the Diary guide's tokenless personal socket",
+    },
+    Setting {
+        name: "GATEWAY_RATE_PER_SEC",
+        read_by: ReadBy::Gateway,
+        default: "20",
+        meaning: "per-socket message rate",
+    },
     Setting { name: "GATEWAY_RATE_BURST", read_by: ReadBy::Gateway, default: "40", meaning: "per-socket burst" },
-    Setting { name: "GATEWAY_MAX_FRAME_BYTES", read_by: ReadBy::Gateway, default: "65536", meaning: "largest client frame; larger closes 1009" },
-    Setting { name: "GATEWAY_OUTBOX_FRAMES", read_by: ReadBy::Gateway, default: "1024", meaning: "per-socket outbound queue in frames; full closes 1013" },
-    Setting { name: "GATEWAY_OUTBOX_BYTES", read_by: ReadBy::Gateway, default: "1048576", meaning: "per-socket outbound queue in bytes; full closes 1013" },
-    Setting { name: "GATEWAY_SEND_BUFFER_BYTES", read_by: ReadBy::Gateway, default: "0 (kernel autotuning)", meaning: "per-connection kernel send buffer; bounds what a stalled client holds before its outbox fills" },
-    Setting { name: "GATEWAY_MAX_SOCKETS_PER_USER", read_by: ReadBy::Gateway, default: "16", meaning: "open sockets per user, cluster-wide" },
+    Setting {
+        name: "GATEWAY_MAX_FRAME_BYTES",
+        read_by: ReadBy::Gateway,
+        default: "65536",
+        meaning: "largest client frame; larger closes 1009",
+    },
+    Setting {
+        name: "GATEWAY_OUTBOX_FRAMES",
+        read_by: ReadBy::Gateway,
+        default: "1024",
+        meaning: "per-socket outbound queue in frames; full closes 1013",
+    },
+    Setting {
+        name: "GATEWAY_OUTBOX_BYTES",
+        read_by: ReadBy::Gateway,
+        default: "1048576",
+        meaning: "per-socket outbound queue in bytes; full closes 1013",
+    },
+    Setting {
+        name: "GATEWAY_SEND_BUFFER_BYTES",
+        read_by: ReadBy::Gateway,
+        default: "0 (kernel autotuning)",
+        meaning: "per-connection kernel send buffer; bounds what a stalled client holds before its outbox fills",
+    },
+    Setting {
+        name: "GATEWAY_MAX_SOCKETS_PER_USER",
+        read_by: ReadBy::Gateway,
+        default: "16",
+        meaning: "open sockets per user, cluster-wide",
+    },
     Setting { name: "GATEWAY_PING_SECS", read_by: ReadBy::Gateway, default: "25", meaning: "WebSocket ping period" },
-    Setting { name: "GATEWAY_IDLE_SECS", read_by: ReadBy::Gateway, default: "60", meaning: "silence before a socket is closed" },
-    Setting { name: "GATEWAY_CANARY_SECS", read_by: ReadBy::Gateway, default: "5", meaning: "pub/sub canary period and deadline" },
-    Setting { name: "GATEWAY_MAX_CONNECTIONS_PER_IP", read_by: ReadBy::Gateway, default: "4096 (0: no limit)", meaning: "open connections per client address" },
-    Setting { name: "GATEWAY_UPGRADES_PER_IP_PER_SEC", read_by: ReadBy::Gateway, default: "200 (0: no limit)", meaning: "socket upgrades per second per client address" },
-    Setting { name: "GATEWAY_DRAIN_WINDOW_MS", read_by: ReadBy::Gateway, default: "5000", meaning: "a draining node's 1012 closes are spread over this window" },
-    Setting { name: "GATEWAY_RESEND_WINDOW_SECS", read_by: ReadBy::Gateway, default: "86400", meaning: "a resend with the same client_message_id within it is answered as the first" },
-    Setting { name: "GATEWAY_UPGRADE_TIMEOUT_SECS", read_by: ReadBy::Gateway, default: "10", meaning: "time to send a complete request head" },
-    Setting { name: "GATEWAY_GROUP_WINDOW", read_by: ReadBy::Both, default: "256", meaning: "publications kept per group for refills" },
-    Setting { name: "GATEWAY_GROUP_WINDOW_SECS", read_by: ReadBy::Both, default: "300", meaning: "a group's window lives this long after its last publication" },
-    Setting { name: "GATEWAY_REDIS_PREFIX", read_by: ReadBy::Both, default: "rt:", meaning: "prefix of every Redis key and channel" },
+    Setting {
+        name: "GATEWAY_IDLE_SECS",
+        read_by: ReadBy::Gateway,
+        default: "60",
+        meaning: "silence before a socket is closed",
+    },
+    Setting {
+        name: "GATEWAY_CANARY_SECS",
+        read_by: ReadBy::Gateway,
+        default: "5",
+        meaning: "pub/sub canary period and deadline",
+    },
+    Setting {
+        name: "GATEWAY_MAX_CONNECTIONS_PER_IP",
+        read_by: ReadBy::Gateway,
+        default: "4096 (0: no limit)",
+        meaning: "open connections per client address",
+    },
+    Setting {
+        name: "GATEWAY_UPGRADES_PER_IP_PER_SEC",
+        read_by: ReadBy::Gateway,
+        default: "200 (0: no limit)",
+        meaning: "socket upgrades per second per client address",
+    },
+    Setting {
+        name: "GATEWAY_DRAIN_WINDOW_MS",
+        read_by: ReadBy::Gateway,
+        default: "5000",
+        meaning: "a draining node's 1012 closes are spread over this window",
+    },
+    Setting {
+        name: "GATEWAY_RESEND_WINDOW_SECS",
+        read_by: ReadBy::Gateway,
+        default: "86400",
+        meaning: "a resend with the same client_message_id within it is answered as the first",
+    },
+    Setting {
+        name: "GATEWAY_UPGRADE_TIMEOUT_SECS",
+        read_by: ReadBy::Gateway,
+        default: "10",
+        meaning: "time to send a complete request head",
+    },
+    Setting {
+        name: "GATEWAY_GROUP_WINDOW",
+        read_by: ReadBy::Both,
+        default: "256",
+        meaning: "publications kept per group for refills",
+    },
+    Setting {
+        name: "GATEWAY_GROUP_WINDOW_SECS",
+        read_by: ReadBy::Both,
+        default: "300",
+        meaning: "a group's window lives this long after its last publication",
+    },
+    Setting {
+        name: "GATEWAY_REDIS_PREFIX",
+        read_by: ReadBy::Both,
+        default: "rt:",
+        meaning: "prefix of every Redis key and channel",
+    },
     Setting { name: "WORKER_BATCH", read_by: ReadBy::Worker, default: "512", meaning: "jobs per batch" },
-    Setting { name: "WORKER_CLAIM_IDLE_MS", read_by: ReadBy::Worker, default: "15000", meaning: "pending jobs idle this long are taken from a dead consumer" },
-    Setting { name: "WORKER_CONSUMER", read_by: ReadBy::Worker, default: "host-pid-random", meaning: "this consumer's name in the group" },
-    Setting { name: "WORKER_RULES", read_by: ReadBy::Worker, default: "compiled in", meaning: "gamification rules file (JSON)" },
-    Setting { name: "WORKER_METRICS_BIND", read_by: ReadBy::Worker, default: "0.0.0.0:9100", meaning: "where the worker serves /metrics and /healthz" },
+    Setting {
+        name: "WORKER_CLAIM_IDLE_MS",
+        read_by: ReadBy::Worker,
+        default: "15000",
+        meaning: "pending jobs idle this long are taken from a dead consumer",
+    },
+    Setting {
+        name: "WORKER_CONSUMER",
+        read_by: ReadBy::Worker,
+        default: "host-pid-random",
+        meaning: "this consumer's name in the group",
+    },
+    Setting {
+        name: "WORKER_RULES",
+        read_by: ReadBy::Worker,
+        default: "compiled in",
+        meaning: "gamification rules file (JSON)",
+    },
+    Setting {
+        name: "WORKER_METRICS_BIND",
+        read_by: ReadBy::Worker,
+        default: "0.0.0.0:9100",
+        meaning: "where the worker serves /metrics and /healthz",
+    },
     Setting { name: "RUST_LOG", read_by: ReadBy::Both, default: "info", meaning: "tracing filter" },
-    Setting { name: "LOG_FORMAT", read_by: ReadBy::Both, default: "text", meaning: "text, or json (one object per line)" },
+    Setting {
+        name: "LOG_FORMAT",
+        read_by: ReadBy::Both,
+        default: "text",
+        meaning: "text, or json (one object per line)",
+    },
 ];
 
 /// The settings `binary` reads, as `--help` lists them.
@@ -447,9 +590,8 @@ mod tests {
         let readme = include_str!("../../README.md");
         let not_settings = ["HOME", "XDG_DATA_HOME", "HOSTNAME"];
         for piece in source.split('"').skip(1).step_by(2) {
-            let looks_like_a_variable = piece.len() > 3
-                && piece.chars().all(|c| c.is_ascii_uppercase() || c == '_')
-                && piece.contains('_');
+            let looks_like_a_variable =
+                piece.len() > 3 && piece.chars().all(|c| c.is_ascii_uppercase() || c == '_') && piece.contains('_');
             if !looks_like_a_variable || not_settings.contains(&piece) {
                 continue;
             }

@@ -398,10 +398,15 @@ mod tests {
     #[test]
     fn stamps_lead_the_object_and_keep_it_valid() {
         let at = Position { epoch: 7, seq: 42 };
-        assert_eq!(stamp(at, 1000, br#"{"event":1}"#), Bytes::from_static(br#"{"seq":42,"epoch":7,"at":1000,"event":1}"#));
+        assert_eq!(
+            stamp(at, 1000, br#"{"event":1}"#),
+            Bytes::from_static(br#"{"seq":42,"epoch":7,"at":1000,"event":1}"#)
+        );
         assert_eq!(stamp(at, 1000, b"{ }"), Bytes::from_static(br#"{"seq":42,"epoch":7,"at":1000 }"#));
         assert_eq!(stamp(at, 1000, b"plain"), Bytes::from_static(b"plain"), "not an object: as it is");
-        let envelope = Envelope::decode(&stamp(at, 1000, &Envelope::to_all(Event::Raw { event: serde_json::json!({}) }).encode())).unwrap();
+        let envelope =
+            Envelope::decode(&stamp(at, 1000, &Envelope::to_all(Event::Raw { event: serde_json::json!({}) }).encode()))
+                .unwrap();
         assert_eq!((envelope.position(), envelope.at), (Some(at), Some(1000)));
     }
 }

@@ -120,7 +120,10 @@ impl StampedJob {
 /// "group_epoch":E,` and the rest of the object. Names of their own, so that no job's field is
 /// ever shadowed. The Redis publish script builds the same bytes in Lua.
 pub fn stamp(position: Position, payload: &[u8]) -> Bytes {
-    crate::event::with_leading_fields(&format!("\"group_seq\":{},\"group_epoch\":{}", position.seq, position.epoch), payload)
+    crate::event::with_leading_fields(
+        &format!("\"group_seq\":{},\"group_epoch\":{}", position.seq, position.epoch),
+        payload,
+    )
 }
 
 impl From<Job> for StampedJob {

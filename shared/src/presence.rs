@@ -181,8 +181,7 @@ impl Presence for MemoryPresence {
 
     async fn join_room(&self, node: &str, room: &Group, user: &UserId) -> Result<bool, BrokerError> {
         let mut s = self.state.lock().expect("presence lock");
-        let added =
-            s.rooms.entry(room.clone()).or_default().entry(node.to_owned()).or_default().insert(user.clone());
+        let added = s.rooms.entry(room.clone()).or_default().entry(node.to_owned()).or_default().insert(user.clone());
         if !added {
             return Ok(false);
         }
@@ -264,7 +263,6 @@ if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
   end
 end
 return 0";
-
 
 /// Lua for "now" in milliseconds on Redis's clock (nodes' clocks never matter).
 macro_rules! redis_now_ms {
@@ -361,8 +359,7 @@ impl RedisPresence {
     /// Removes `node` and its users and rooms; `dead_after` re-checks that it is still silent.
     async fn drop_node(&self, node: &str, dead_after: Option<Duration>) -> Result<Departed, BrokerError> {
         let mut conn = self.conn().await?;
-        let rooms: Vec<String> =
-            redis::cmd("SMEMBERS").arg(self.keys.rooms_of(node)).query_async(&mut *conn).await?;
+        let rooms: Vec<String> = redis::cmd("SMEMBERS").arg(self.keys.rooms_of(node)).query_async(&mut *conn).await?;
         let drop_node = redis::Script::new(DROP_NODE);
         let mut script = drop_node.prepare_invoke();
         script
@@ -511,7 +508,13 @@ impl Presence for RedisPresence {
     async fn report(&self, node: &str, report: &str, ttl: Duration) -> Result<(), BrokerError> {
         let mut conn = self.conn().await?;
         let ttl_ms = ttl.as_millis() as u64;
-        redis::cmd("SET").arg(self.keys.node_report(node)).arg(report).arg("PX").arg(ttl_ms).query_async::<()>(&mut *conn).await?;
+        redis::cmd("SET")
+            .arg(self.keys.node_report(node))
+            .arg(report)
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async::<()>(&mut *conn)
+            .await?;
         Ok(())
     }
 

@@ -231,8 +231,12 @@ impl PrivatePostgres {
     pub async fn start() -> Self {
         let bindir = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
-            .and_then(|dirs| dirs.filter_map(Result::ok).map(|d| d.path().join("bin")).filter(|b| b.join("initdb").exists()).max())
-            .unwrap_or_else(|| panic!("PostgreSQL's server programs are missing: install the Debian package postgresql"));
+            .and_then(|dirs| {
+                dirs.filter_map(Result::ok).map(|d| d.path().join("bin")).filter(|b| b.join("initdb").exists()).max()
+            })
+            .unwrap_or_else(|| {
+                panic!("PostgreSQL's server programs are missing: install the Debian package postgresql")
+            });
         let dir = TempDir::new("pg");
         // PostgreSQL refuses to run as root: as root, run it as the postgres user.
         let as_postgres = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
@@ -317,11 +321,8 @@ struct ProxyState {
 
 impl RedisProxy {
     pub async fn start(target: &str) -> Self {
-        let target: SocketAddr = target
-            .trim_start_matches("redis://")
-            .trim_end_matches('/')
-            .parse()
-            .expect("a redis://host:port/ url");
+        let target: SocketAddr =
+            target.trim_start_matches("redis://").trim_end_matches('/').parse().expect("a redis://host:port/ url");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state: Arc<std::sync::Mutex<ProxyState>> = Arc::default();
@@ -426,7 +427,10 @@ impl TestDb {
     pub async fn refuse_connections(&self) {
         let mut conn = connect_admin(&self.admin_url).await;
         let name = &self.name;
-        sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).execute(&mut conn).await.expect("ALTER DATABASE");
+        sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+            .execute(&mut conn)
+            .await
+            .expect("ALTER DATABASE");
         sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
             .execute(&mut conn)
             .await
@@ -658,7 +662,12 @@ impl Cluster {
     }
 
     /// `spawn_node_process` with at most `descriptors` open files (run under `prlimit`).
-    pub async fn spawn_node_process_limited(&self, exe: &str, descriptors: u32, env: &[(&str, &str)]) -> (Process, SocketAddr) {
+    pub async fn spawn_node_process_limited(
+        &self,
+        exe: &str,
+        descriptors: u32,
+        env: &[(&str, &str)],
+    ) -> (Process, SocketAddr) {
         let mut command = Command::new("prlimit");
         command.arg(format!("--nofile={descriptors}:{descriptors}")).arg("--").arg(exe);
         self.spawn_node_process_with(command, env).await
@@ -676,7 +685,12 @@ impl Cluster {
         self.spawn_node_process_output(command, env, Stdio::null()).await
     }
 
-    async fn spawn_node_process_output(&self, mut command: Command, env: &[(&str, &str)], stdout: Stdio) -> (Process, SocketAddr) {
+    async fn spawn_node_process_output(
+        &self,
+        mut command: Command,
+        env: &[(&str, &str)],
+        stdout: Stdio,
+    ) -> (Process, SocketAddr) {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = command
             .env("RUST_LOG", "warn")
@@ -926,7 +940,9 @@ impl Client {
         loop {
             let message = tokio::time::timeout_at(deadline, self.ws.next()).await.expect("nothing arrived");
             match message {
-                Some(Ok(Message::Text(text))) => return Next::Frame(self.frame(text.as_str()).expect("frames are JSON")),
+                Some(Ok(Message::Text(text))) => {
+                    return Next::Frame(self.frame(text.as_str()).expect("frames are JSON"))
+                }
                 Some(Ok(Message::Close(frame))) => {
                     return Next::Closed(frame.map(|f| u16::from(f.code)).unwrap_or(u16::from(CloseCode::Status)))
                 }

@@ -216,7 +216,11 @@ impl Worker {
     /// for its data, that part is split in halves and each is tried again, until the refused job
     /// is alone: it is dead-lettered, everything else is persisted. A refusal costs about
     /// 2·log2(batch) extra transactions. Returns the ids of the dead-lettered entries.
-    async fn persist_around_refusals(&self, entries: &[JobEntry], jobs: &[StampedJob]) -> Result<Vec<String>, WorkerError> {
+    async fn persist_around_refusals(
+        &self,
+        entries: &[JobEntry],
+        jobs: &[StampedJob],
+    ) -> Result<Vec<String>, WorkerError> {
         let mut dead = Vec::new();
         // Ranges still to persist; popped from the end, so pushed last-half first to keep order.
         let mut todo = Vec::with_capacity(16);
@@ -279,7 +283,11 @@ impl Worker {
 }
 
 #[derive(clap::Parser)]
-#[command(name = "worker", version, about = "Persists what the gateway nodes accepted, exactly once, and emits gamification events.")]
+#[command(
+    name = "worker",
+    version,
+    about = "Persists what the gateway nodes accepted, exactly once, and emits gamification events."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -62,7 +62,8 @@ impl WorkerMetrics {
         for id in ids {
             count += 1;
             // Embedded mode's ids are sequence numbers, not times: no lag from them.
-            let appended_ms = id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()).filter(|ms| *ms > 1_000_000_000_000);
+            let appended_ms =
+                id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()).filter(|ms| *ms > 1_000_000_000_000);
             if let Some(ms) = appended_ms {
                 self.lag_seconds.observe((now_ms - ms).max(0) as f64 / 1000.0);
             }
@@ -87,9 +88,8 @@ pub async fn serve(
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
-    let app = axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
+    let app =
+        axum::Router::new().route("/healthz", get(|| async { "ok" })).route(
             "/metrics",
             get(move || {
                 let metrics = metrics.clone();
@@ -112,7 +112,8 @@ mod tests {
     fn renders_counters_and_histograms_with_prometheus_names() {
         let metrics = WorkerMetrics::default();
         let now = chrono::Utc::now().timestamp_millis();
-        metrics.persisted([format!("{}-0", now - 250), format!("{now}-1"), "7-0".to_owned()].iter().map(String::as_str));
+        metrics
+            .persisted([format!("{}-0", now - 250), format!("{now}-1"), "7-0".to_owned()].iter().map(String::as_str));
         let text = metrics.render();
         assert!(text.contains("worker_jobs_persisted_total 3"), "{text}");
         assert!(text.contains("worker_batches_total 1"), "{text}");

@@ -9,10 +9,10 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
 use shared::event::{Envelope, Event, Group};
 use shared::ids::{ChatId, MessageId, SessionId, UserId};
 use shared::store::{ChatRecord, Page, SessionRecord, UserRecord};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::openapi::{BadField, BodyErrors, KeyThrottled, NotFound, Unauthorized, Unavailable};
@@ -49,7 +49,11 @@ impl FromRequestParts<AppState> for Backend {
         // Guessing keys from one address is throttled: past a burst of failures, 429.
         let ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
         if ip.is_some_and(|ip| !app.ip_guards.bad_key(ip)) {
-            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many failed keys; slow down"));
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed keys; slow down",
+            ));
         }
         Err(ApiError::unauthorized())
     }
@@ -66,7 +70,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
         let too_large = || {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("bodies are at most {MAX_BODY_BYTES} bytes"))
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("bodies are at most {MAX_BODY_BYTES} bytes"),
+            )
         };
         // Refused before a byte of it is read: a client announcing 10 MB is answered at once.
         let announced = request.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
@@ -77,7 +85,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             // The limit's error is the cause of axum's.
             match std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
                 true => too_large(),
-                false => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the body could not be read: {e}")),
+                false => {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the body could not be read: {e}"))
+                }
             }
         })?;
         decode_body(&bytes).map(JsonBody)
@@ -322,7 +332,10 @@ pub async fn session_messages(
         return Err(ApiError::not_found("session"));
     }
     let messages = app.store.session_messages(&id, page).await?;
-    Ok(Json(serde_json::to_value(SessionHistory { messages: messages.iter().map(MessageFrame::new).collect() }).expect("serializes")))
+    Ok(Json(
+        serde_json::to_value(SessionHistory { messages: messages.iter().map(MessageFrame::new).collect() })
+            .expect("serializes"),
+    ))
 }
 
 /// A session's history: newest first.
@@ -417,5 +430,8 @@ pub async fn chat_messages(
         }
     }
     let messages = app.store.chat_messages(&id, page).await?;
-    Ok(Json(serde_json::to_value(ChatHistory { messages: messages.iter().map(MessageData::new).collect() }).expect("serializes")))
+    Ok(Json(
+        serde_json::to_value(ChatHistory { messages: messages.iter().map(MessageData::new).collect() })
+            .expect("serializes"),
+    ))
 }

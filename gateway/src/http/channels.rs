@@ -6,15 +6,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 use shared::event::{ChannelMessage, Envelope, Event, Group};
 use shared::ids::{ChannelId, MessageId, UserId};
 use shared::jobs::{Activity, ActivityKind, Job};
 use shared::store::{ChannelRecord, UserRecord};
+use utoipa::ToSchema;
 
 use super::api::{bearer, history_caller, Backend, HistoryParams, HistoryQuery, JsonBody};
 use super::error::ApiError;
-use super::openapi::{BadField, BodyErrors, Conflict, IdempotencyKey, KeyThrottled, NotFound, Unauthorized, Unavailable};
+use super::openapi::{
+    BadField, BodyErrors, Conflict, IdempotencyKey, KeyThrottled, NotFound, Unauthorized, Unavailable,
+};
 use crate::app::AppState;
 use crate::protocols::pythia::{may_see, MessageData};
 
@@ -335,7 +337,13 @@ pub async fn post_reaction(
             return Err(e);
         }
     }
-    let stored = ReactionView { message_id: body.message_id, channel_id, emoji: emoji.to_owned(), user_id: user.id, action: body.action };
+    let stored = ReactionView {
+        message_id: body.message_id,
+        channel_id,
+        emoji: emoji.to_owned(),
+        user_id: user.id,
+        action: body.action,
+    };
     Ok((StatusCode::CREATED, Json(stored)))
 }
 

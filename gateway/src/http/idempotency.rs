@@ -56,7 +56,8 @@ pub(crate) async fn middleware(State(app): State<AppState>, request: Request, ne
     // request (run for real, not answered with the first one's answer).
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, super::api::MAX_BODY_BYTES).await else {
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large").into_response();
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large")
+            .into_response();
     };
     let scope = format!("{caller} {} {:016x}", parts.uri.path().trim_end_matches('/'), fnv1a(&bytes));
     let request = Request::from_parts(parts, Body::from(bytes));

@@ -5,18 +5,18 @@ use axum::Router;
 use shared::event::{Envelope, Event, Group};
 
 use crate::app::AppState;
-use error::ApiError;
 use crate::ws::routes as sockets;
+use error::ApiError;
 
 pub mod api;
 pub mod channels;
 pub mod error;
-pub mod health;
 pub(crate) mod guard;
+pub mod health;
 pub(crate) mod idempotency;
+pub mod onetask;
 pub(crate) mod openapi;
 pub(crate) mod server;
-pub mod onetask;
 
 pub fn router(app: AppState) -> Router {
     Router::new()
@@ -113,8 +113,12 @@ async fn admission(
     if let (true, Some(ip)) = (upgrading, ip) {
         if !app.ip_guards.allow_upgrade(ip) {
             crate::metrics::Metrics::incr(&app.metrics.connections_refused);
-            return ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many new sockets from this address")
-                .into_response();
+            return ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many new sockets from this address",
+            )
+            .into_response();
         }
     }
     next.run(request).await

@@ -7,11 +7,11 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 use shared::event::{Envelope, Event, Group, TaskUpdate};
 use shared::ids::{FocusSessionId, UserId, WorkspaceId};
 use shared::jobs::{Activity, ActivityKind, Job};
 use shared::store::NewNotification;
+use utoipa::ToSchema;
 
 use super::api::{Backend, JsonBody};
 use super::error::ApiError;

@@ -129,6 +129,9 @@ pub(crate) enum BodyErrors {
 pub(crate) struct KeyThrottled(ErrorBody);
 
 #[derive(IntoResponses)]
-#[response(status = 503, description = "Redis or the database is unreachable, or the node is at capacity; nothing was done, retry")]
+#[response(
+    status = 503,
+    description = "Redis or the database is unreachable, or the node is at capacity; nothing was done, retry"
+)]
 #[allow(dead_code)]
 pub(crate) struct Unavailable(ErrorBody);

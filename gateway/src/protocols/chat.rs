@@ -290,7 +290,10 @@ mod tests {
             decode(r#"{"type":"send_message","data":{"content":"x","client_message_id":"c-1"}}"#).unwrap(),
             Action::Send { client_id: Some(id), .. } if id == "c-1"
         ));
-        assert_eq!(code(r#"{"type":"send_message","data":{"content":"x","client_message_id":"no spaces"}}"#), ErrorCode::InvalidPayload);
+        assert_eq!(
+            code(r#"{"type":"send_message","data":{"content":"x","client_message_id":"no spaces"}}"#),
+            ErrorCode::InvalidPayload
+        );
         assert_eq!(
             decode(r#"{"type":"typing_indicator","data":{"is_typing":true,"user_id":"someone"}}"#).unwrap(),
             Action::Typing { is_typing: true }

@@ -228,7 +228,9 @@ pub fn client_message_id(frame: &ClientFrame) -> Result<Option<String>, ClientEr
     let Some(id) = frame.optional_string("client_message_id")? else { return Ok(None) };
     let valid = (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !valid {
-        return Err(ClientError::invalid_payload("\"client_message_id\" must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"));
+        return Err(ClientError::invalid_payload(
+            "\"client_message_id\" must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
+        ));
     }
     Ok(Some(id.to_owned()))
 }
@@ -246,7 +248,12 @@ pub async fn publish_send(
     job: bytes::Bytes,
 ) -> Result<Option<Utf8Bytes>, ClientError> {
     let Some(client_id) = client_id else {
-        return app.broker.publish_and_enqueue(group, envelope.encode(), job).await.map(|()| None).map_err(|e| publish_failed(app, e));
+        return app
+            .broker
+            .publish_and_enqueue(group, envelope.encode(), job)
+            .await
+            .map(|()| None)
+            .map_err(|e| publish_failed(app, e));
     };
     let once = shared::broker::Once { id: format!("{user}:{client_id}"), ttl: app.config.limits.resend_window };
     match app.broker.publish_once(&once, group, envelope.encode(), job).await {

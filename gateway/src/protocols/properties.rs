@@ -32,12 +32,33 @@ fn json_value() -> impl Strategy<Value = Value> {
 /// A frame that looks like one of the guides' frames: a known `type` and fields of any value.
 fn frame_like() -> impl Strategy<Value = String> {
     let kinds = prop::sample::select(vec![
-        "message", "typing", "send_message", "direct_message", "typing_indicator", "read_receipt",
-        "join_channel", "leave_channel", "ping", "get_online_users", "motivation_requested", "focus_action",
+        "message",
+        "typing",
+        "send_message",
+        "direct_message",
+        "typing_indicator",
+        "read_receipt",
+        "join_channel",
+        "leave_channel",
+        "ping",
+        "get_online_users",
+        "motivation_requested",
+        "focus_action",
     ]);
     let fields = prop::sample::select(vec![
-        "content", "is_typing", "data", "channel_id", "recipient_id", "chat_id", "message_id",
-        "parent_message_id", "message_type", "stress_level", "current_challenge", "action", "duration_seconds",
+        "content",
+        "is_typing",
+        "data",
+        "channel_id",
+        "recipient_id",
+        "chat_id",
+        "message_id",
+        "parent_message_id",
+        "message_type",
+        "stress_level",
+        "current_challenge",
+        "action",
+        "duration_seconds",
     ]);
     (kinds, prop::collection::vec((fields, json_value()), 0..5)).prop_map(|(kind, fields)| {
         let mut object: Map<String, Value> = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();

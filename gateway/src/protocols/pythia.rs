@@ -211,7 +211,8 @@ impl PythiaSocket {
                 // `user_left` from presence if it was their last socket in the room anywhere.
                 attached.leave(&group);
                 if self.typing.remove(&channel) {
-                    let event = Event::ChannelTyping { channel_id: channel.clone(), user_id: me.clone(), is_typing: false };
+                    let event =
+                        Event::ChannelTyping { channel_id: channel.clone(), user_id: me.clone(), is_typing: false };
                     publish(app, &group, Envelope::to_others(event, &me), ErrorCode::LeaveChannelError).await?;
                 }
                 json!({"type": "channel_left", "channel_id": channel, "timestamp": now()})

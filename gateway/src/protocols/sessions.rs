@@ -110,7 +110,8 @@ impl SessionSocket {
                 };
                 let job = Job::SessionMessage(message.clone()).encode();
                 let envelope = Envelope::to_all(Event::SessionMessage(message));
-                return super::publish_send(app, Protocol::Sessions, &self.user, client_id, &self.group, envelope, job).await;
+                return super::publish_send(app, Protocol::Sessions, &self.user, client_id, &self.group, envelope, job)
+                    .await;
             }
             Action::Typing { is_typing } => {
                 let event = Event::SessionTyping {

@@ -17,12 +17,12 @@ use shared::store::{StoreError, UserRecord};
 use super::{admit, authenticate, configure, reject};
 use crate::app::AppState;
 use crate::errors::CloseReason;
-use crate::resume::ResumeFrom;
 use crate::protocols::chat::ChatSocket;
 use crate::protocols::diary::PersonalSocket;
 use crate::protocols::onetask::OneTaskSocket;
 use crate::protocols::pythia::PythiaSocket;
 use crate::protocols::{sessions::SessionSocket, Protocol, SocketHandler};
+use crate::resume::ResumeFrom;
 
 /// What a client connects with: its token, from `?token=` or, kept out of URLs and so out of
 /// proxy logs, from `Sec-WebSocket-Protocol: bearer, <JWT>` (the server then answers with the
@@ -150,7 +150,18 @@ pub async fn personal(
         let ws = configure(ws, &app);
         let Ok(path_user) = UserId::parse(&user_id) else { return Err(reject(ws, &app, CloseReason::NotMember)) };
         let handler = SocketHandler::Diary(PersonalSocket { user_id: path_user.to_string() });
-        return Ok(admit(ws, app, None, Protocol::Diary, Vec::new(), Vec::new(), handler, None, &ResumeFrom::default()).await);
+        return Ok(admit(
+            ws,
+            app,
+            None,
+            Protocol::Diary,
+            Vec::new(),
+            Vec::new(),
+            handler,
+            None,
+            &ResumeFrom::default(),
+        )
+        .await);
     }
     let (client, path_user) = authenticated(ws, &app, &query).await?.id(UserId::parse(&user_id), &app)?;
     let same = client.user.id == path_user;
@@ -177,11 +188,7 @@ pub async fn chat(
 
 /// `/ws`: Pythia. The socket enters the room of every channel the user is a member of, and
 /// `user:{id}` for mentions.
-pub async fn pythia(
-    State(app): State<AppState>,
-    query: TokenQuery,
-    ws: WebSocketUpgrade,
-) -> Result<Response, Refused> {
+pub async fn pythia(State(app): State<AppState>, query: TokenQuery, ws: WebSocketUpgrade) -> Result<Response, Refused> {
     let client = authenticated(ws, &app, &query).await?;
     let found = app.store.channels_of(&client.user.id).await;
     let (client, channels) = client.looked_up(found, &app)?;

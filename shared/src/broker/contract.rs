@@ -153,7 +153,10 @@ pub async fn dead_letters_leave_the_jobs_stream_and_replay_back(f: &impl NodeFac
     let dead = a.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(a.dead_letter_count().await.unwrap(), 1);
-    assert_eq!((dead[0].payload.clone(), dead[0].error.as_str()), (Bytes::from_static(b"poison"), "refused by the database"));
+    assert_eq!(
+        (dead[0].payload.clone(), dead[0].error.as_str()),
+        (Bytes::from_static(b"poison"), "refused by the database")
+    );
     assert_eq!(dead[0].job_id, taken[0].id);
     assert!(!a.replay_dead_letter("0-1").await.unwrap(), "an unknown id replays nothing");
     assert!(a.replay_dead_letter(&dead[0].id).await.unwrap());

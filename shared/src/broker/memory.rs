@@ -110,7 +110,8 @@ impl MemoryBus {
         let (tx, rx) = mpsc::channel(GROUP_COMMIT * 4);
         let fresh = left.into_iter().map(|(id, payload)| (id as u64, Bytes::from(payload))).collect();
         let state = BusState { fresh, ..bus_state(window) };
-        let shared = Arc::new(Shared { state: Mutex::new(state), job_added: Notify::new(), journal: Some((tx, pool.clone())) });
+        let shared =
+            Arc::new(Shared { state: Mutex::new(state), job_added: Notify::new(), journal: Some((tx, pool.clone())) });
         tokio::spawn(write_journal(Arc::downgrade(&shared), pool, rx));
         Ok(Self { shared })
     }
@@ -186,7 +187,8 @@ async fn write_journal(bus: std::sync::Weak<Shared>, pool: SqlitePool, mut write
                     let state = &mut *shared.state.lock().expect("bus lock");
                     let mut ids = ids.into_iter();
                     for write in &batch {
-                        let jobs = write.jobs.iter().map(|job| (ids.next().expect("one id per job") as u64, job.clone()));
+                        let jobs =
+                            write.jobs.iter().map(|job| (ids.next().expect("one id per job") as u64, job.clone()));
                         MemoryBroker::deliver_all(state, &write.publications, jobs);
                     }
                 }
@@ -260,7 +262,11 @@ impl MemoryBroker {
 
     /// Delivers `publications` and queues `jobs` (their ids given), each job stamped with the first
     /// publication's position (`jobs::stamp`), as the Redis publish script does.
-    fn deliver_all(state: &mut BusState, publications: &[(Group, Bytes)], jobs: impl IntoIterator<Item = (u64, Bytes)>) {
+    fn deliver_all(
+        state: &mut BusState,
+        publications: &[(Group, Bytes)],
+        jobs: impl IntoIterator<Item = (u64, Bytes)>,
+    ) {
         let mut first = None;
         for (group, payload) in publications {
             let (position, _) = Self::deliver(state, group, payload);
@@ -323,7 +329,13 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn publish_once(&self, once: &Once, group: &Group, payload: Bytes, job: Bytes) -> Result<Option<Bytes>, BrokerError> {
+    async fn publish_once(
+        &self,
+        once: &Once,
+        group: &Group,
+        payload: Bytes,
+        job: Bytes,
+    ) -> Result<Option<Bytes>, BrokerError> {
         {
             // Claimed before publishing, so that a racing resend sees it; given back on failure.
             let mut state = self.shared.state.lock().expect("bus lock");
@@ -434,7 +446,8 @@ impl Broker for MemoryBroker {
         }
         state.next_job += 1;
         let id = job_id(state.next_job);
-        let letter = DeadLetter { id, job_id: entry.id.clone(), payload: entry.payload.clone(), error: error.to_owned() };
+        let letter =
+            DeadLetter { id, job_id: entry.id.clone(), payload: entry.payload.clone(), error: error.to_owned() };
         state.dead.push(letter);
         Ok(())
     }

@@ -115,7 +115,13 @@ pub trait Broker: Send + Sync + 'static {
     /// `publish_and_enqueue`, unless a send under `once` was made within its ttl: then nothing
     /// happens and the first send's payload is returned. Checked and recorded in the same atomic
     /// step as the publish, so two resends racing on two nodes still publish once.
-    async fn publish_once(&self, once: &Once, group: &Group, payload: Bytes, job: Bytes) -> Result<Option<Bytes>, BrokerError>;
+    async fn publish_once(
+        &self,
+        once: &Once,
+        group: &Group,
+        payload: Bytes,
+        job: Bytes,
+    ) -> Result<Option<Bytes>, BrokerError>;
 
     /// Appends `job` to the jobs stream without a live publish.
     async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {

@@ -108,7 +108,12 @@ return out
 impl RedisBroker {
     /// `PUBLISH_SCRIPT`: the publications and jobs, unless `once` names a send already made
     /// (then its first payload is returned and nothing happens).
-    async fn run_publish(&self, publications: &[(Group, Bytes)], jobs: &[Bytes], once: Option<&Once>) -> Result<Option<Bytes>, BrokerError> {
+    async fn run_publish(
+        &self,
+        publications: &[(Group, Bytes)],
+        jobs: &[Bytes],
+        once: Option<&Once>,
+    ) -> Result<Option<Bytes>, BrokerError> {
         timed(async {
             let mut conn = self.conn().await?;
             let mut invocation = self.publish_script.prepare_invoke();
@@ -335,7 +340,13 @@ impl Broker for RedisBroker {
         self.run_publish(publications, jobs, None).await.map(|_| ())
     }
 
-    async fn publish_once(&self, once: &Once, group: &Group, payload: Bytes, job: Bytes) -> Result<Option<Bytes>, BrokerError> {
+    async fn publish_once(
+        &self,
+        once: &Once,
+        group: &Group,
+        payload: Bytes,
+        job: Bytes,
+    ) -> Result<Option<Bytes>, BrokerError> {
         self.run_publish(&[(group.clone(), payload)], &[job], Some(once)).await
     }
 

@@ -94,25 +94,23 @@ impl Store {
 
     /// Removes one member; true if they were a member.
     pub async fn remove_channel_member(&self, channel: &ChannelId, user: &UserId) -> Result<bool, StoreError> {
-        let done = on_pool!(self, |pool| sqlx::query(
-            "DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2"
-        )
-        .bind(channel.as_str())
-        .bind(user.as_str())
-        .execute(pool)
-        .await?
-        .rows_affected());
+        let done =
+            on_pool!(self, |pool| sqlx::query("DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2")
+                .bind(channel.as_str())
+                .bind(user.as_str())
+                .execute(pool)
+                .await?
+                .rows_affected());
         Ok(done == 1)
     }
 
     /// The channels `user` is a member of.
     pub async fn channels_of(&self, user: &UserId) -> Result<Vec<ChannelId>, StoreError> {
-        let ids: Vec<String> = on_pool!(self, |pool| sqlx::query_scalar(
-            "SELECT channel_id FROM channel_members WHERE user_id = $1"
-        )
-        .bind(user.as_str())
-        .fetch_all(pool)
-        .await?);
+        let ids: Vec<String> =
+            on_pool!(self, |pool| sqlx::query_scalar("SELECT channel_id FROM channel_members WHERE user_id = $1")
+                .bind(user.as_str())
+                .fetch_all(pool)
+                .await?);
         ids.into_iter().map(channel_id).collect()
     }
 
@@ -163,12 +161,11 @@ impl Store {
 
     /// The channel of a channel message.
     pub async fn channel_of_message(&self, message: &MessageId) -> Result<Option<ChannelId>, StoreError> {
-        let id: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(
-            "SELECT channel_id FROM channel_messages WHERE id = $1"
-        )
-        .bind(DbUuid(message.as_uuid()))
-        .fetch_optional(pool)
-        .await?);
+        let id: Option<String> =
+            on_pool!(self, |pool| sqlx::query_scalar("SELECT channel_id FROM channel_messages WHERE id = $1")
+                .bind(DbUuid(message.as_uuid()))
+                .fetch_optional(pool)
+                .await?);
         id.map(channel_id).transpose()
     }
 

@@ -30,7 +30,10 @@ macro_rules! stored_as {
             }
         }
         impl<'q> Encode<'q, Postgres> for $name {
-            fn encode_by_ref(&self, buf: &mut <Postgres as Database>::ArgumentBuffer<'q>) -> Result<IsNull, BoxDynError> {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <Postgres as Database>::ArgumentBuffer<'q>,
+            ) -> Result<IsNull, BoxDynError> {
                 <$pg as Encode<'q, Postgres>>::encode_by_ref(&self.0, buf)
             }
         }

@@ -100,10 +100,8 @@ struct OnePoint;
 impl Scorer for OnePoint {
     fn score(&self, stats: &UserStats, activity: &Activity) -> (UserStats, Vec<NewNotification>) {
         let next = UserStats { points: stats.points + 1, messages: stats.messages + 1, ..stats.clone() };
-        let awards = (stats.points == 0)
-            .then(|| notification(&activity.user_id, "achievement_unlocked"))
-            .into_iter()
-            .collect();
+        let awards =
+            (stats.points == 0).then(|| notification(&activity.user_id, "achievement_unlocked")).into_iter().collect();
         (next, awards)
     }
 }
@@ -334,7 +332,12 @@ pub async fn notifications_are_claimed_published_and_marked(store: &Store) {
 pub async fn activities_count_once_and_awards_wait_for_delivery(store: &Store) {
     let ann = user(&fresh("ann"));
     let activity = |id: &str| {
-        Job::Activity(Activity { id: id.into(), user_id: ann.clone(), activity: ActivityKind::Message, at: crate::time::now() })
+        Job::Activity(Activity {
+            id: id.into(),
+            user_id: ann.clone(),
+            activity: ActivityKind::Message,
+            at: crate::time::now(),
+        })
     };
     let (a1, a2) = (fresh("act"), fresh("act"));
     store.persist(&[activity(&a1).into(), activity(&a1).into(), activity(&a2).into()], &OnePoint).await.unwrap();
@@ -346,9 +349,8 @@ pub async fn activities_count_once_and_awards_wait_for_delivery(store: &Store) {
 
     // The award waits to be delivered: claimed for a lease, published, marked.
     let lease = std::time::Duration::from_secs(60);
-    let mine = |claimed: Vec<crate::event::Notification>| {
-        claimed.into_iter().filter(|n| n.user_id == ann).collect::<Vec<_>>()
-    };
+    let mine =
+        |claimed: Vec<crate::event::Notification>| claimed.into_iter().filter(|n| n.user_id == ann).collect::<Vec<_>>();
     let claimed = mine(store.claim_undelivered(1000, lease).await.unwrap());
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].wire_type, "achievement_unlocked");
@@ -383,7 +385,11 @@ pub async fn idempotency_keys_reserve_answer_and_release(store: &Store) {
     assert_eq!(store.reserve_idempotency_key(&fresh("other"), "k1").await.unwrap(), Reservation::Reserved, "per scope");
     assert_eq!(store.reserve_idempotency_key(&scope, "k2").await.unwrap(), Reservation::Reserved);
     store.release_idempotency_key(&scope, "k2").await.unwrap();
-    assert_eq!(store.reserve_idempotency_key(&scope, "k2").await.unwrap(), Reservation::Reserved, "released: runs again");
+    assert_eq!(
+        store.reserve_idempotency_key(&scope, "k2").await.unwrap(),
+        Reservation::Reserved,
+        "released: runs again"
+    );
 }
 
 #[cfg(test)]

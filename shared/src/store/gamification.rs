@@ -138,7 +138,11 @@ impl Store {
     /// Claims up to `limit` award notifications not yet delivered and not claimed by a live
     /// worker, for `lease`: publish them, then `mark_delivered`. A worker that dies in between
     /// leaves the lease to run out, and the next claim returns them again (same ids).
-    pub async fn claim_undelivered(&self, limit: i64, lease: std::time::Duration) -> Result<Vec<Notification>, StoreError> {
+    pub async fn claim_undelivered(
+        &self,
+        limit: i64,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Notification>, StoreError> {
         let now = time::now();
         let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
         // Two workers never claim the same row: PostgreSQL skips rows another claim has locked;

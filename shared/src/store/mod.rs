@@ -76,7 +76,10 @@ impl StoreError {
         let data_exception = db.code().is_some_and(|code| code.starts_with("22"));
         let constraint = matches!(
             db.kind(),
-            ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation | ErrorKind::NotNullViolation | ErrorKind::CheckViolation
+            ErrorKind::UniqueViolation
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::NotNullViolation
+                | ErrorKind::CheckViolation
         );
         data_exception || constraint
     }
@@ -165,9 +168,9 @@ impl Page {
     /// `alias` is the query's name for `table` (`m.`), or empty.
     fn older_than(&self, table: &str, alias: &str, param: &str) -> String {
         match self.before {
-            Some(_) => format!(
-                "AND ({alias}created_at, {alias}id) < (SELECT created_at, id FROM {table} WHERE id = {param})"
-            ),
+            Some(_) => {
+                format!("AND ({alias}created_at, {alias}id) < (SELECT created_at, id FROM {table} WHERE id = {param})")
+            }
             None => String::new(),
         }
     }
@@ -372,14 +375,23 @@ impl Store {
         Ok(rows.into_iter().filter_map(|(seq, m)| Some((u64::try_from(seq?).ok()?, m))).collect())
     }
 
-    async fn chat_message_rows(&self, id: &ChatId, rows: ChatRows) -> Result<Vec<(Option<i64>, ChatMessage)>, StoreError> {
+    async fn chat_message_rows(
+        &self,
+        id: &ChatId,
+        rows: ChatRows,
+    ) -> Result<Vec<(Option<i64>, ChatMessage)>, StoreError> {
         let (condition, order) = match &rows {
-            ChatRows::Page(page) => {
-                (format!("{} ORDER BY m.created_at DESC, m.id DESC LIMIT $2", page.older_than("chat_messages", "m.", "$3")), "")
-            }
-            ChatRows::Published { .. } => {
-                ("AND m.group_epoch = $2 AND m.group_seq > $3 AND m.group_seq < $4".to_owned(), " ORDER BY m.group_seq LIMIT $5")
-            }
+            ChatRows::Page(page) => (
+                format!(
+                    "{} ORDER BY m.created_at DESC, m.id DESC LIMIT $2",
+                    page.older_than("chat_messages", "m.", "$3")
+                ),
+                "",
+            ),
+            ChatRows::Published { .. } => (
+                "AND m.group_epoch = $2 AND m.group_seq > $3 AND m.group_seq < $4".to_owned(),
+                " ORDER BY m.group_seq LIMIT $5",
+            ),
         };
         let sql = format!(
             "SELECT m.id, m.sender_id, m.content, m.message_type, m.parent_message_id, m.created_at, m.group_seq,

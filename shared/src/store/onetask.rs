@@ -56,12 +56,11 @@ impl Store {
     }
 
     pub async fn focus_participants(&self, id: &FocusSessionId) -> Result<Vec<UserId>, StoreError> {
-        let ids: Vec<String> = on_pool!(self, |pool| sqlx::query_scalar(
-            "SELECT user_id FROM focus_participants WHERE session_id = $1"
-        )
-        .bind(id.as_str())
-        .fetch_all(pool)
-        .await?);
+        let ids: Vec<String> =
+            on_pool!(self, |pool| sqlx::query_scalar("SELECT user_id FROM focus_participants WHERE session_id = $1")
+                .bind(id.as_str())
+                .fetch_all(pool)
+                .await?);
         ids.iter().map(|u| UserId::parse(u).map_err(|_| corrupt("user id"))).collect()
     }
 

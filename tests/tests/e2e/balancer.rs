@@ -28,8 +28,7 @@ impl Nginx {
         let shipped = include_str!("../../../deploy/nginx/gateway.conf");
         let config = shipped.replace("listen 8000;", &format!("listen 127.0.0.1:{port};"));
         assert_ne!(config, shipped, "deploy/nginx/gateway.conf listens on 8000");
-        let servers: String =
-            nodes.iter().map(|n| format!("    server {n} max_fails=1 fail_timeout=2s;\n")).collect();
+        let servers: String = nodes.iter().map(|n| format!("    server {n} max_fails=1 fail_timeout=2s;\n")).collect();
         let d = dir.path().display();
         let files = [
             ("gateway.conf", config),
@@ -62,7 +61,10 @@ impl Nginx {
         let url = format!("http://127.0.0.1:{port}/healthz");
         eventually("nginx answers through to a node", || {
             let url = url.clone();
-            async move { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && e2e::http("GET", &url, None, None).await.0 == 200 }
+            async move {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && e2e::http("GET", &url, None, None).await.0 == 200
+            }
         })
         .await;
         Self { child, port, _dir: dir }

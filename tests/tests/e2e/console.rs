@@ -11,7 +11,10 @@ use e2e::{repo, run_driver, token, Cluster, API_KEY};
 #[tokio::test]
 async fn the_console_shows_both_nodes_and_a_live_tail_in_chromium() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    assert!(Path::new(&chromium).exists(), "{chromium} is missing: install the Debian package chromium (scripts/test does)");
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: install the Debian package chromium (scripts/test does)"
+    );
     let driver = repo().join("tests/console");
     assert!(
         driver.join("node_modules/playwright-core").exists(),

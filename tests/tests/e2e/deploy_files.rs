@@ -118,10 +118,5 @@ print("monitors ok")
         .arg(deploy.join("worker.yaml"))
         .output()
         .expect("running the virtualenv's python");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }

@@ -25,12 +25,8 @@ fn retry_hint(reason: &str) -> Option<u64> {
 
 #[tokio::test]
 async fn a_drain_spreads_the_reconnects_over_its_window() {
-    let limits = Limits {
-        drain_window: WINDOW,
-        max_connections_per_ip: 0,
-        upgrades_per_ip_per_sec: 0,
-        ..Limits::default()
-    };
+    let limits =
+        Limits { drain_window: WINDOW, max_connections_per_ip: 0, upgrades_per_ip_per_sec: 0, ..Limits::default() };
     let mut cluster = Cluster::start_with(2, limits).await;
     for u in 0..USERS {
         cluster.user(&format!("dr-{u}"), None).await;
@@ -47,7 +43,8 @@ async fn a_drain_spreads_the_reconnects_over_its_window() {
     // One event to each user, so that every socket has a position to resume from.
     for u in 0..USERS {
         let body = serde_json::json!({"group": format!("user:dr-{u}"), "event": {"type": "hello"}});
-        let (status, _) = e2e::http("POST", &cluster.node(1).http("/api/v1/publish"), Some(e2e::API_KEY), Some(body)).await;
+        let (status, _) =
+            e2e::http("POST", &cluster.node(1).http("/api/v1/publish"), Some(e2e::API_KEY), Some(body)).await;
         assert_eq!(status, 202);
     }
     for (client, _) in clients.iter_mut() {
@@ -62,7 +59,9 @@ async fn a_drain_spreads_the_reconnects_over_its_window() {
                 let mut ws = client.into_inner();
                 let (code, reason) = loop {
                     match ws.next().await {
-                        Some(Ok(Message::Close(Some(frame)))) => break (u16::from(frame.code), frame.reason.to_string()),
+                        Some(Ok(Message::Close(Some(frame)))) => {
+                            break (u16::from(frame.code), frame.reason.to_string())
+                        }
                         Some(Ok(_)) => continue,
                         other => panic!("the socket ended without a close frame: {other:?}"),
                     }

@@ -76,7 +76,8 @@ async fn nul_characters_are_refused_at_the_edge() {
     assert_eq!(status, 400, "{body}");
     assert!(body["message"].as_str().unwrap().contains("NUL"), "{body}");
     let notification = json!({"user_id": "alice", "title": "t\u{0}", "content": "c", "notification_type": "system"});
-    let (status, _) = http("POST", &cluster.node(0).http("/api/v1/notifications"), Some(API_KEY), Some(notification)).await;
+    let (status, _) =
+        http("POST", &cluster.node(0).http("/api/v1/notifications"), Some(API_KEY), Some(notification)).await;
     assert_eq!(status, 400);
 
     eventually("the good message persisted", || async { contents(&cluster.history(&session).await) == ["fine"] }).await;
@@ -108,7 +109,10 @@ async fn a_poison_job_is_dead_lettered_and_the_others_are_persisted() {
     let broker = RedisBroker::new(&cluster.redis.url(), &cluster.prefix).unwrap();
     let group = Group::session(&session);
     for content in ["before-1", "before-2", "poison\u{0}", "after-1", "after-2"] {
-        broker.publish_and_enqueue(&group, Bytes::from_static(b"{}"), session_job(&session, content).encode()).await.unwrap();
+        broker
+            .publish_and_enqueue(&group, Bytes::from_static(b"{}"), session_job(&session, content).encode())
+            .await
+            .unwrap();
     }
     broker.enqueue(Bytes::from_static(b"not a job")).await.unwrap();
     // Started after the jobs, so that they arrive in one batch with the poison in the middle.
@@ -126,7 +130,8 @@ async fn a_poison_job_is_dead_lettered_and_the_others_are_persisted() {
     let (listing, ok) = cluster.worker_command(exe, &["dead-letters"]).await;
     assert!(ok, "{listing}");
     assert_eq!(listing.lines().count(), 2, "{listing}");
-    let line = |needle: &str| listing.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {listing}"));
+    let line =
+        |needle: &str| listing.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {listing}"));
     assert!(line("poison\\u0000").contains("22021"), "the database's error is kept: {listing}");
     assert!(line("not a job").contains("undecodable"), "{listing}");
 

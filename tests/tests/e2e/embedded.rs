@@ -197,7 +197,8 @@ async fn embedded_mode_killed_mid_stream_loses_nothing_a_client_saw() {
     let (mut process, addr) = e2e::spawn_embedded_process(exe, dir.path(), &roomy).await;
     let url = |path: &str| format!("http://{addr}{path}");
     for user in ["alice", "bob"] {
-        let (status, _) = http("PUT", &url(&format!("/api/v1/users/{user}")), Some(API_KEY), Some(json!({"username": user}))).await;
+        let (status, _) =
+            http("PUT", &url(&format!("/api/v1/users/{user}")), Some(API_KEY), Some(json!({"username": user}))).await;
         assert_eq!(status, 200);
     }
     let session = uuid::Uuid::new_v4().to_string();

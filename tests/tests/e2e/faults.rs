@@ -209,7 +209,10 @@ async fn account_with(
     if let (Some(first_lost), Some(lost_at)) = (lost.first(), data_lost_at) {
         let stored_after = accepted.iter().map(|c| number(c)).filter(|n| *n > *first_lost && *n <= lost_at);
         let stored_after: Vec<u64> = stored_after.filter(|n| !lost.contains(n)).collect();
-        assert!(stored_after.is_empty(), "{name}: lost {lost:?} are not a tail: {stored_after:?} after them were stored");
+        assert!(
+            stored_after.is_empty(),
+            "{name}: lost {lost:?} are not a tail: {stored_after:?} after them were stored"
+        );
     }
     let duplicated = stored.values().filter(|n| **n > 1).count();
     let delivered: usize = received.iter().map(|r| accepted.iter().filter(|c| r.contains(*c)).count()).sum();

@@ -76,7 +76,8 @@ async fn per_address_caps_and_rates_hold_off_a_flood() {
     // Guessing the API key: 401s, then 429 once the burst of failures is spent.
     let mut statuses = Vec::new();
     for _ in 0..30 {
-        let (status, _) = e2e::http("PUT", &node.http("/api/v1/users/x"), Some("guess"), Some(json!({"username": "x"}))).await;
+        let (status, _) =
+            e2e::http("PUT", &node.http("/api/v1/users/x"), Some("guess"), Some(json!({"username": "x"}))).await;
         statuses.push(status);
     }
     assert_eq!(statuses[0], 401);
@@ -100,7 +101,11 @@ async fn per_address_caps_and_rates_hold_off_a_flood() {
     let _ = fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut answer = Vec::new();
     let read = tokio::time::timeout(HANG_GUARD, fifth.read_to_end(&mut answer)).await.expect("the fifth was held");
-    assert!(read.is_err() || answer.is_empty(), "the fifth connection was served: {}", String::from_utf8_lossy(&answer));
+    assert!(
+        read.is_err() || answer.is_empty(),
+        "the fifth connection was served: {}",
+        String::from_utf8_lossy(&answer)
+    );
     drop(idle);
 
     alice.send_json(json!({"type": "message", "content": "unbothered"})).await;
@@ -134,7 +139,10 @@ async fn at_its_descriptor_limit_a_node_answers_probes_and_refuses_the_rest() {
     }
 
     drop(flood);
-    e2e::eventually("serving again", || async { e2e::http("GET", &url("/api/v1/ws/status"), None, None).await.0 == 200 }).await;
+    e2e::eventually("serving again", || async {
+        e2e::http("GET", &url("/api/v1/ws/status"), None, None).await.0 == 200
+    })
+    .await;
     let mut alice = Client::connect(&socket).await;
     alice.send_json(json!({"type": "message", "content": "back"})).await;
     assert_eq!(alice.recv().await["content"], "back");

@@ -34,7 +34,10 @@ async fn a_reply_sent_the_instant_its_parent_arrived_is_accepted() {
     let root = bob.recv().await["data"]["id"].as_str().unwrap().to_owned();
     bob.send_json(json!({"type": "send_message", "data": {"content": "re", "parent_message_id": root}})).await;
     let reply = bob.recv().await;
-    assert_eq!((reply["type"].as_str(), reply["data"]["parent_message_id"].as_str()), (Some("new_message"), Some(root.as_str())));
+    assert_eq!(
+        (reply["type"].as_str(), reply["data"]["parent_message_id"].as_str()),
+        (Some("new_message"), Some(root.as_str()))
+    );
     bob.send_json(json!({"type": "read_receipt", "data": {"message_id": root}})).await;
     assert_eq!(bob.recv().await["type"], "read_receipt");
 

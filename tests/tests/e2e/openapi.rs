@@ -186,7 +186,8 @@ async fn the_openapi_document_describes_every_answer_and_every_answer_it_lists_h
     // that is not there, and with a body of the wrong shape.
     for op in operations.iter().filter(|o| o.secured && !o.backend) {
         let body = samples.body(&op.method, &op.template, &fresh());
-        let (status, answer) = http(&op.method, &format!("{base}{}", samples.path(&op.template)), Some(&jwt), body).await;
+        let (status, answer) =
+            http(&op.method, &format!("{base}{}", samples.path(&op.template)), Some(&jwt), body).await;
         assert!(status < 300, "{} {}: {status} {answer}", op.method, op.template);
         record(op, status);
         if op.method == "POST" {
@@ -285,7 +286,8 @@ async fn the_openapi_document_describes_every_answer_and_every_answer_it_lists_h
     for op in &operations {
         let body = samples.body(&op.method, &op.template, &fresh());
         let bearer = op.secured.then(|| credentials(op));
-        let (status, _) = http(&op.method, &format!("{base}{}", samples.path(&op.template)), bearer.as_deref(), body).await;
+        let (status, _) =
+            http(&op.method, &format!("{base}{}", samples.path(&op.template)), bearer.as_deref(), body).await;
         record(op, status);
     }
 

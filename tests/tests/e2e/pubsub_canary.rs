@@ -44,4 +44,3 @@ async fn a_silently_stalled_subscriber_is_detected_rebuilt_and_delivers_again() 
         assert_eq!(frame["type"], "message", "{frame}");
     }
 }
-

@@ -15,8 +15,13 @@ use shared::store::{Page, Store};
 
 async fn publish(base: &str, chat: &str, n: usize) {
     let event = json!({"type": "bulletin", "n": n});
-    let (status, body) =
-        http("POST", &format!("{base}/api/v1/publish"), Some(API_KEY), Some(json!({"group": format!("chat:{chat}"), "event": event}))).await;
+    let (status, body) = http(
+        "POST",
+        &format!("{base}/api/v1/publish"),
+        Some(API_KEY),
+        Some(json!({"group": format!("chat:{chat}"), "event": event})),
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
 }
 
@@ -100,7 +105,11 @@ async fn a_gap_the_window_cannot_fill_is_answered_resync_required() {
     }
     let mut bo = Client::connect(&cluster.node(1).ws(&path("1"))).await.numbered();
     let frame = bo.recv().await;
-    assert_eq!((frame["type"].as_str(), frame["group"].as_str()), (Some("resync_required"), Some("chat:rs-gap")), "{frame}");
+    assert_eq!(
+        (frame["type"].as_str(), frame["group"].as_str()),
+        (Some("resync_required"), Some("chat:rs-gap")),
+        "{frame}"
+    );
     // Where the live stream stands: the next publication comes with the next number.
     let stands = seq(&frame);
     publish(&base, "rs-gap", 701).await;
@@ -210,7 +219,11 @@ async fn past_the_window_messages_come_from_the_database_and_a_lost_typing_gap_i
     }
     let mut bob = Client::connect(&cluster.node(0).ws(&path("bf-bob", Some(last_seen + 201)))).await.numbered();
     let frame = bob.recv().await;
-    assert_eq!((frame["type"].as_str(), frame["group"].as_str()), (Some("resync_required"), Some("chat:bf-chat")), "{frame}");
+    assert_eq!(
+        (frame["type"].as_str(), frame["group"].as_str()),
+        (Some("resync_required"), Some("chat:bf-chat")),
+        "{frame}"
+    );
     assert_eq!(seq(&frame), last_seen + 451, "where the live stream stands: {frame}");
     assert_eq!(cluster.node(0).metric(r#"gateway_resumes_total{from="resync"}"#).await, 1);
     ann.send_json(chat_text("m202")).await;
@@ -256,7 +269,8 @@ async fn a_socket_of_several_groups_resumes_from_its_token() {
     let mut last_token = token0.clone();
     while general.len() < 30 || secret.len() < 30 {
         let frame = ann.recv_type("new_message").await;
-        last_token = frame["resume"].as_str().unwrap_or_else(|| panic!("a frame without its token: {frame}")).to_owned();
+        last_token =
+            frame["resume"].as_str().unwrap_or_else(|| panic!("a frame without its token: {frame}")).to_owned();
         let content = frame["data"]["content"].as_str().unwrap().to_owned();
         match frame["data"]["channelId"].as_str() {
             Some("rt-general") => general.push(content),

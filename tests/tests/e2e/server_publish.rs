@@ -7,7 +7,14 @@ use serde_json::{json, Value};
 use shared::ids::{ChannelId, UserId};
 use shared::store::{Page, Store};
 
-async fn post(cluster: &Cluster, node: usize, path: &str, bearer: &str, key: Option<&str>, body: Value) -> (u16, String, Value) {
+async fn post(
+    cluster: &Cluster,
+    node: usize,
+    path: &str,
+    bearer: &str,
+    key: Option<&str>,
+    body: Value,
+) -> (u16, String, Value) {
     let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
     http_with("POST", &cluster.node(node).http(path), Some(bearer), &headers, Some(body)).await
 }
@@ -81,11 +88,13 @@ async fn a_retry_with_the_same_idempotency_key_creates_one_row_and_one_event() {
     let mut inbox = Client::connect(&cluster.node(1).ws(&format!("/ws/notifications?token={}", token("ben")))).await;
 
     let notification = json!({"user_id": "ben", "title": "t", "content": "c", "notification_type": "system"});
-    let (status, head, first) = post(&cluster, 0, "/api/v1/notifications", API_KEY, Some("n-1"), notification.clone()).await;
+    let (status, head, first) =
+        post(&cluster, 0, "/api/v1/notifications", API_KEY, Some("n-1"), notification.clone()).await;
     assert_eq!(status, 201, "{first}");
     assert!(!head.to_ascii_lowercase().contains("idempotent-replayed"));
     // The retry lands on the other node.
-    let (status, head, again) = post(&cluster, 1, "/api/v1/notifications", API_KEY, Some("n-1"), notification.clone()).await;
+    let (status, head, again) =
+        post(&cluster, 1, "/api/v1/notifications", API_KEY, Some("n-1"), notification.clone()).await;
     assert_eq!((status, &again), (201, &first), "the first answer again");
     assert!(head.to_ascii_lowercase().contains("idempotent-replayed: true"), "{head}");
     let (status, _, other) = post(&cluster, 0, "/api/v1/notifications", API_KEY, Some("n-2"), notification).await;
@@ -117,7 +126,14 @@ async fn a_retry_with_the_same_idempotency_key_creates_one_row_and_one_event() {
         .collect();
     assert_eq!(live, [posted["id"].clone(), bens["id"].clone()]);
 
-    let (status, _, body) =
-        post(&cluster, 0, "/api/v1/publish", API_KEY, Some(&"k".repeat(300)), json!({"group": "user:ben", "event": {}})).await;
+    let (status, _, body) = post(
+        &cluster,
+        0,
+        "/api/v1/publish",
+        API_KEY,
+        Some(&"k".repeat(300)),
+        json!({"group": "user:ben", "event": {}}),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
 }

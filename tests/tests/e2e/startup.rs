@@ -80,5 +80,9 @@ async fn logs_are_json_lines_with_log_format_json() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("LOG_FORMAT"), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("LOG_FORMAT"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
