@@ -135,8 +135,9 @@ impl GroupWindow {
     }
 }
 
-/// Everything a gateway node needs.
-#[derive(Debug, Clone)]
+/// Everything a gateway node needs. `Debug` prints no secret: the API key, the JWT key and the
+/// URLs' passwords are redacted.
+#[derive(Clone)]
 pub struct GatewayConfig {
     pub bind: SocketAddr,
     /// `None` is embedded mode: in-process broker and worker.
@@ -155,8 +156,8 @@ pub struct GatewayConfig {
     pub generated: Vec<&'static str>,
 }
 
-/// Everything a worker process needs.
-#[derive(Debug, Clone)]
+/// Everything a worker process needs. `Debug` redacts the URLs' passwords.
+#[derive(Clone)]
 pub struct WorkerConfig {
     pub redis_url: String,
     pub database_url: String,
@@ -173,6 +174,50 @@ pub struct WorkerConfig {
     pub rules_path: Option<String>,
     /// Where the worker serves `/metrics` and `/healthz` (`WORKER_METRICS_BIND`).
     pub metrics_bind: SocketAddr,
+}
+
+/// `url` with the password of its user part replaced by `***` (`redis://:***@host`), for
+/// printing; a URL without one is returned as it is.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    let user = rest[..at].split_once(':').map_or(&rest[..at], |(user, _)| user);
+    format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("bind", &self.bind)
+            .field("redis_url", &self.redis_url.as_deref().map(redacted_url))
+            .field("database_url", &redacted_url(&self.database_url))
+            .field("jwt", &self.jwt)
+            .field("api_key", &"<redacted>")
+            .field("anonymous_personal", &self.anonymous_personal)
+            .field("limits", &self.limits)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("window", &self.window)
+            .field("data_dir", &self.data_dir)
+            .field("generated", &self.generated)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("redis_url", &redacted_url(&self.redis_url))
+            .field("database_url", &redacted_url(&self.database_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("window", &self.window)
+            .field("batch_size", &self.batch_size)
+            .field("claim_idle", &self.claim_idle)
+            .field("consumer", &self.consumer)
+            .field("rules_path", &self.rules_path)
+            .field("metrics_bind", &self.metrics_bind)
+            .finish()
+    }
 }
 
 pub const DEFAULT_REDIS_PREFIX: &str = "rt:";
@@ -601,6 +646,30 @@ mod tests {
         for setting in SETTINGS {
             assert!(readme.contains(&format!("`{}`", setting.name)), "{} is not in the README", setting.name);
         }
+    }
+
+    #[test]
+    fn printing_a_configuration_prints_no_secret() {
+        assert_eq!(redacted_url("redis://:hunter2@redis:6379/0"), "redis://:***@redis:6379/0");
+        assert_eq!(redacted_url("postgres://app:hunter2@db/app"), "postgres://app:***@db/app");
+        assert_eq!(redacted_url("redis://redis:6379"), "redis://redis:6379");
+        assert_eq!(redacted_url("sqlite:///data/gateway.db"), "sqlite:///data/gateway.db");
+        let config = GatewayConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            redis_url: Some("redis://:hunter2@redis:6379".into()),
+            database_url: "postgres://app:hunter2@db/app".into(),
+            jwt: JwtKey::Hs256("hunter2".into()),
+            api_key: "hunter2".into(),
+            anonymous_personal: false,
+            limits: Limits::default(),
+            redis_prefix: DEFAULT_REDIS_PREFIX.into(),
+            window: GroupWindow::default(),
+            data_dir: None,
+            generated: Vec::new(),
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("redis:6379"), "the rest is still there: {printed}");
     }
 
     #[cfg(unix)]
