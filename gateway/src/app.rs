@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +20,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::AccessTask;
 use crate::canary::Canary;
-use crate::hub::Hub;
+use crate::hub::{Hub, Plugs};
 use crate::metrics::Metrics;
+use crate::node::{Node, Parts};
 use crate::presence::{Announcer, PresenceTask};
+use crate::protocols::Wire;
 
 /// How long a drain waits, past the drain window and the close grace, for the last sockets.
 const DRAIN_WAIT: Duration = Duration::from_secs(5);
@@ -40,45 +41,22 @@ pub enum BuildError {
     Bind { addr: SocketAddr, source: std::io::Error },
 }
 
-/// What every handler and socket task shares. Cheap to clone.
+/// The sockets open on one node, as seen from outside it.
 #[derive(Clone)]
-pub struct AppState(Arc<AppInner>);
+pub struct LocalSockets(Arc<Hub>);
 
-pub struct AppInner {
-    pub config: GatewayConfig,
-    pub verifier: Verifier,
-    pub store: Store,
-    pub broker: Arc<dyn Broker>,
-    pub hub: Arc<Hub>,
-    pub metrics: Arc<Metrics>,
-    /// Texts for the Diary socket's `motivation_requested`.
-    pub motivation: Arc<dyn crate::motivation::MotivationProvider>,
-    /// Who is online anywhere in the cluster.
-    pub presence: Arc<dyn Presence>,
-    /// This node's id in the presence store.
-    pub node_id: String,
-    /// False while this node's pub/sub canary is overdue (`crate::canary`, `/readyz`).
-    pub canary_alive: Arc<AtomicBool>,
-    /// Stops the canary when the node drains.
-    canary_stop: CancellationToken,
-    /// Per-IP limits: connections, upgrades, failed API keys.
-    pub(crate) ip_guards: Arc<crate::http::guard::IpGuards>,
-    /// Cancelled when the node drains: sockets close with 1012 and `/readyz` answers 503.
-    pub shutdown: CancellationToken,
-    /// Every socket task, so that a drain can wait for them (axum does not track upgraded sockets).
-    pub tracker: TaskTracker,
-}
-
-impl Deref for AppState {
-    type Target = AppInner;
-    fn deref(&self) -> &AppInner {
-        &self.0
+impl LocalSockets {
+    /// `user`'s sockets open on this node.
+    pub fn of(&self, user: &shared::ids::UserId) -> usize {
+        self.0.sockets_of(user)
     }
 }
 
 pub struct Gateway {
     listener: TcpListener,
-    app: AppState,
+    app: Node,
+    /// Stops the canary when the node drains.
+    canary_stop: CancellationToken,
     /// Embedded mode's in-process worker, stopped after the sockets have drained.
     worker: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     /// The presence task, stopped (leaving the cluster) after the sockets have drained.
@@ -111,7 +89,8 @@ impl Gateway {
         let (presence_tx, presence_rx) = mpsc::unbounded_channel();
         let (access_tx, access_rx) = mpsc::unbounded_channel();
         let node_id = crate::presence::node_id();
-        let hub = Hub::start(broker.clone(), inbox, &config.limits, metrics.clone(), presence_tx, access_tx, &node_id);
+        let plugs = Plugs { renderer: Box::new(Wire), presence: presence_tx, access: access_tx };
+        let hub = Hub::start(broker.clone(), inbox, &config.limits, metrics.clone(), plugs, &node_id);
         tokio::spawn(AccessTask { hub: Arc::downgrade(&hub), store: store.clone(), changes: access_rx }.run());
         let canary_alive = Arc::new(AtomicBool::new(true));
         let canary_stop = CancellationToken::new();
@@ -153,7 +132,7 @@ impl Gateway {
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| BuildError::Bind { addr: config.bind, source })?;
         let ip_guards = crate::http::guard::IpGuards::new(&config.limits);
-        let app = AppState(Arc::new(AppInner {
+        let app = Node(Arc::new(Parts {
             config,
             verifier,
             store,
@@ -164,29 +143,29 @@ impl Gateway {
             presence,
             node_id,
             canary_alive,
-            canary_stop,
             ip_guards,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }));
-        Ok(Self { listener, app, worker, presence: (presence_stop, presence_task) })
+        Ok(Self { listener, app, canary_stop, worker, presence: (presence_stop, presence_task) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    pub fn state(&self) -> AppState {
-        self.app.clone()
+    /// A view of the node's sockets that outlives `run` (tests count them).
+    pub fn local_sockets(&self) -> LocalSockets {
+        LocalSockets(self.app.hub.clone())
     }
 
     /// Serves until `shutdown` resolves, then drains: stops accepting, closes every socket with
     /// 1012, waits for their close handshakes, and (embedded) lets the worker finish its queue.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Gateway { listener, app, worker, presence } = self;
+        let Gateway { listener, app, canary_stop, worker, presence } = self;
         let drain = app.shutdown.clone();
         let router = crate::http::router(app.clone());
-        tokio::spawn(crate::console::report(app.clone(), drain.clone()));
+        tokio::spawn(crate::report::report(app.clone(), drain.clone()));
         let connections = crate::http::server::Connections {
             upgrade_timeout: app.config.limits.upgrade_timeout,
             send_buffer_bytes: app.config.limits.send_buffer_bytes,
@@ -204,7 +183,7 @@ impl Gateway {
         if tokio::time::timeout(drain_wait, app.tracker.wait()).await.is_err() {
             tracing::warn!("drain: some sockets did not close in time");
         }
-        app.canary_stop.cancel();
+        canary_stop.cancel();
         let (stop, task) = presence;
         stop.cancel();
         let _ = task.await;

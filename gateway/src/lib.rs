@@ -29,22 +29,23 @@
 //! [`motivation`] the Diary's texts; [`cli`] the command line.
 
 pub(crate) mod access;
-pub mod app;
+pub(crate) mod app;
 pub(crate) mod canary;
-pub mod cli;
-pub(crate) mod console;
-pub mod errors;
-pub mod http;
-pub mod hub;
+pub(crate) mod cli;
+pub(crate) mod errors;
+pub(crate) mod http;
+pub(crate) mod hub;
 pub mod metrics;
-pub mod motivation;
-pub mod presence;
-pub mod protocols;
+pub(crate) mod motivation;
+pub(crate) mod node;
+pub(crate) mod presence;
+pub(crate) mod protocols;
+pub(crate) mod report;
 pub(crate) mod resume;
 pub(crate) mod timed_broker;
-pub mod ws;
+pub(crate) mod ws;
 
-pub use app::{AppState, Gateway};
+pub use app::{Gateway, LocalSockets};
 
 /// The `gateway` binary: serve, or print a development token.
 pub async fn main_from_env() -> anyhow::Result<()> {

@@ -79,7 +79,7 @@ pub struct Metrics {
     /// Groups resumed by reconnecting clients, by where the missed frames came from: `window`,
     /// `database` (chat messages past the window) or `resync` (`resync_required`).
     pub resumes: Family<FromLabel, Counter>,
-    /// The last closes, for the console (`crate::console`).
+    /// The last closes, for the console (`crate::http::console`).
     pub close_log: std::sync::Mutex<CloseLog>,
 }
 

@@ -21,29 +21,13 @@ use shared::store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::Hub;
+use crate::hub::{Change, Hub};
 
 /// How often this node says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(3);
 /// Silence after which a node counts as dead. With the heartbeat above, the users of a killed
 /// node go offline 10–13 s after its last beat.
 pub const DEAD_AFTER: Duration = Duration::from_secs(10);
-
-/// A user's presence on this node changed.
-#[derive(Debug)]
-pub enum Change {
-    /// The user's first socket on this node opened.
-    Connected(UserId),
-    /// The user's last socket on this node closed.
-    Disconnected(UserId),
-    /// The user's first socket on this node entered the room.
-    RoomJoined(Group, UserId),
-    /// The user's last socket on this node left the room.
-    RoomLeft(Group, UserId),
-    /// One of the user's sockets on this node closed: record how many are left (read when the
-    /// change is applied, so that the record is always the current count, whatever the order).
-    Sockets(UserId),
-}
 
 /// Tells the apps that a user came online or went offline cluster-wide: Pythia's `user_status`,
 /// to every channel the user is a member of ("relevant channels", pythia.md).

@@ -23,8 +23,8 @@ use serde_json::json;
 use shared::event::{Envelope, Event, Group, Position};
 use shared::ids::UserId;
 
-use crate::app::AppState;
 use crate::hub::Attached;
+use crate::node::Node;
 use crate::protocols::Protocol;
 
 /// Where a reconnecting client asks to resume from: `?since=SEQ` (a socket of one group) or
@@ -63,7 +63,7 @@ fn resync_required(group: &Group, seq: Option<u64>) -> Resume {
 /// The frames a socket of `protocol` (its user `user`) missed in `group` after `since`; counted
 /// in `gateway_resumes_total` by where they came from.
 pub(crate) async fn resume(
-    app: &AppState,
+    app: &Node,
     group: &Group,
     since: &str,
     protocol: Protocol,
@@ -76,7 +76,7 @@ pub(crate) async fn resume(
 
 /// `resume`, and whether the database had to fill the gap (`"database"`, else `"window"`).
 async fn replay(
-    app: &AppState,
+    app: &Node,
     group: &Group,
     since: &str,
     protocol: Protocol,
@@ -140,7 +140,7 @@ async fn replay(
 /// indicator, a receipt or an event of the publish API leaves a hole), or when the gap is longer
 /// than `MAX_BACKFILL`.
 async fn from_the_database(
-    app: &AppState,
+    app: &Node,
     group: &Group,
     epoch: u64,
     since: u64,
@@ -226,7 +226,7 @@ pub(crate) fn with_token(frame: Utf8Bytes, positions: Option<&BTreeMap<Group, u6
 /// in publication order, each frame carrying the token as it stands after it. A token that is not
 /// one answers `resync_required` for every group.
 pub(crate) async fn resume_groups(
-    app: &AppState,
+    app: &Node,
     attached: &mut Attached,
     token: &str,
     protocol: Protocol,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{ChatMessage, Position, SessionMessage};
+use crate::event::{ChannelMessage, ChatMessage, Position, SessionMessage};
 use crate::ids::{ChatId, MessageId, UserId};
 
 /// What earns gamification points.
@@ -49,6 +49,10 @@ pub enum Job {
     /// Persist the chat or direct message (idempotent by id); a chat message moves the chat's
     /// `last_message_at`.
     ChatMessage(ChatMessage),
+    /// Persist a Pythia channel message (idempotent by id). The server API also stores it once
+    /// its publication went out; this job is what stores it when the answer was lost (a timeout
+    /// after Redis ran the publish), so a message seen live always has its row.
+    ChannelMessage(ChannelMessage),
     /// Record that `user_id` read `message_id`, once.
     ReadReceipt {
         message_id: MessageId,
@@ -74,6 +78,7 @@ impl Job {
         match self {
             Job::SessionMessage(m) => Some(message(&m.message_id, &m.sender_id, &m.created_at)),
             Job::ChatMessage(m) => Some(message(&m.message_id, &m.sender.id, &m.created_at)),
+            Job::ChannelMessage(m) => Some(message(&m.message_id, &m.user_id, &m.created_at)),
             Job::Activity(a) => Some(a.clone()),
             Job::ReadReceipt { .. } => None,
         }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gateway::{AppState, Gateway};
+use gateway::{Gateway, LocalSockets};
 use serde_json::{json, Value};
 use shared::auth::JwtKey;
 use shared::broker::RedisBroker;
@@ -466,7 +466,8 @@ impl Drop for TestDb {
 /// One in-process gateway node.
 pub struct Node {
     pub addr: SocketAddr,
-    pub app: AppState,
+    /// The node's sockets, readable after it started serving.
+    pub sockets: LocalSockets,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -475,13 +476,13 @@ impl Node {
     pub async fn start(config: GatewayConfig) -> Self {
         let gateway = Gateway::build(config).await.expect("building a gateway node");
         let addr = gateway.local_addr();
-        let app = gateway.state();
+        let sockets = gateway.local_sockets();
         let stop = CancellationToken::new();
         let signal = stop.clone();
         let task = tokio::spawn(async move {
             gateway.run(async move { signal.cancelled().await }).await.expect("gateway run");
         });
-        Self { addr, app, stop, task: Some(task) }
+        Self { addr, sockets, stop, task: Some(task) }
     }
 
     /// Drains the node (sockets close with 1012) and waits for it to finish.

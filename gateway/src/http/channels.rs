@@ -8,16 +8,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::event::{ChannelMessage, Envelope, Event, Group};
 use shared::ids::{ChannelId, MessageId, UserId};
-use shared::jobs::{Activity, ActivityKind, Job};
+use shared::jobs::Job;
 use shared::store::{ChannelRecord, UserRecord};
 use utoipa::ToSchema;
 
-use super::api::{bearer, history_caller, Backend, HistoryParams, HistoryQuery, JsonBody};
 use super::error::ApiError;
-use super::openapi::{
+use super::extract::{bearer, history_caller, Backend, HistoryParams, HistoryQuery, JsonBody};
+use super::responses::{
     BadField, BodyErrors, Conflict, IdempotencyKey, KeyThrottled, NotFound, Unauthorized, Unavailable,
 };
-use crate::app::AppState;
+use crate::node::Node;
 use crate::protocols::pythia::{may_see, MessageData};
 
 pub const MAX_CONTENT_CHARS: usize = 4000;
@@ -91,7 +91,7 @@ pub struct ChannelBody {
     request_body = ChannelBody, security(("api_key" = [])),
     responses((status = 200, description = "the channel as stored", body = ChannelView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn put_channel(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
     JsonBody(body): JsonBody<ChannelBody>,
@@ -104,7 +104,7 @@ pub async fn put_channel(
     let mut events = vec![recheck(&id)];
     events.extend(change.added.into_iter().map(|user| membership_event(&id, user, true)));
     events.extend(change.removed.into_iter().map(|user| membership_event(&id, user, false)));
-    super::publish_all(&app, &events, &[]).await?;
+    super::publish::publish_all(&app, &events, &[]).await?;
     let channel = app.store.channel(&id).await?.ok_or_else(|| ApiError::not_found("channel"))?;
     Ok(Json(ChannelView::new(&channel)))
 }
@@ -113,7 +113,7 @@ pub async fn put_channel(
     security(("api_key" = [])),
     responses((status = 200, description = "the channel", body = ChannelView), BadField, Unauthorized, NotFound, KeyThrottled, Unavailable))]
 pub async fn get_channel(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
 ) -> Result<Json<ChannelView>, ApiError> {
@@ -121,7 +121,7 @@ pub async fn get_channel(
     Ok(Json(ChannelView::new(&channel)))
 }
 
-async fn member_change(app: &AppState, id: &str, user: &str, add: bool) -> Result<Json<MemberView>, ApiError> {
+async fn member_change(app: &Node, id: &str, user: &str, add: bool) -> Result<Json<MemberView>, ApiError> {
     let id = channel_id(id)?;
     let user = UserId::parse(user).map_err(|e| ApiError::bad_field("user_id", e))?;
     app.store.channel(&id).await?.ok_or_else(|| ApiError::not_found("channel"))?;
@@ -131,7 +131,7 @@ async fn member_change(app: &AppState, id: &str, user: &str, add: bool) -> Resul
         app.store.remove_channel_member(&id, &user).await?
     };
     if changed {
-        super::publish_all(app, &[recheck(&id), membership_event(&id, user.clone(), add)], &[]).await?;
+        super::publish::publish_all(app, &[recheck(&id), membership_event(&id, user.clone(), add)], &[]).await?;
     }
     Ok(Json(MemberView { channel_id: id, user_id: user, member: add }))
 }
@@ -142,7 +142,7 @@ async fn member_change(app: &AppState, id: &str, user: &str, add: bool) -> Resul
     security(("api_key" = [])),
     responses((status = 200, description = "the membership", body = MemberView), BadField, Unauthorized, NotFound, KeyThrottled, Unavailable))]
 pub async fn put_member(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     _backend: Backend,
     Path((id, user)): Path<(String, String)>,
 ) -> Result<Json<MemberView>, ApiError> {
@@ -155,7 +155,7 @@ pub async fn put_member(
     security(("api_key" = [])),
     responses((status = 200, description = "the membership", body = MemberView), BadField, Unauthorized, NotFound, KeyThrottled, Unavailable))]
 pub async fn delete_member(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     _backend: Backend,
     Path((id, user)): Path<(String, String)>,
 ) -> Result<Json<MemberView>, ApiError> {
@@ -169,7 +169,7 @@ pub async fn delete_member(
     security(("api_key" = []), ("user_jwt" = [])),
     responses((status = 200, description = "a page of messages", body = ChannelHistory), BadField, Unauthorized, NotFound, Unavailable))]
 pub async fn channel_messages(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     Path(id): Path<String>,
     HistoryParams(query): HistoryParams,
     headers: HeaderMap,
@@ -187,7 +187,7 @@ pub async fn channel_messages(
 }
 
 /// The active user of the bearer JWT.
-async fn user_caller(app: &AppState, headers: &HeaderMap) -> Result<UserRecord, ApiError> {
+async fn user_caller(app: &Node, headers: &HeaderMap) -> Result<UserRecord, ApiError> {
     let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
     let claims = app.verifier.verify(token).map_err(|_| ApiError::unauthorized())?;
     match app.store.user(&claims.user_id).await? {
@@ -222,13 +222,13 @@ pub struct MessageBody {
     content: String,
 }
 
-/// A user posts to a channel they may see, with their own JWT. Persisted, then broadcast as
-/// `new_message`; each mentioned member gets `mention_notification`.
+/// A user posts to a channel they may see, with their own JWT. Broadcast as `new_message` with
+/// the job that persists it, then stored; each mentioned member gets `mention_notification`.
 #[utoipa::path(post, path = "/api/v1/messages", tag = "channels", request_body = MessageBody,
     params(IdempotencyKey), security(("user_jwt" = [])),
     responses((status = 201, description = "the message as stored and broadcast", body = MessageData), BadField, Unauthorized, NotFound, Conflict, BodyErrors, Unavailable))]
 pub async fn post_message(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<MessageBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -254,18 +254,15 @@ pub async fn post_message(
             events.push((Group::user(&mentioned), Envelope::to_all(Event::Mention { message: message.clone() })));
         }
     }
-    let activity = Job::Activity(Activity {
-        id: format!("message:{}", message.message_id),
-        user_id: user.id.clone(),
-        activity: ActivityKind::Message,
-        at: message.created_at,
-    });
-    // Persist, then broadcast (with the mentions and the activity, all or nothing); a failed
-    // broadcast takes the message back out, so that a 503 leaves nothing behind.
-    app.store.insert_channel_message(&message).await?;
-    if let Err(e) = super::publish_all(&app, &events, &[activity]).await {
-        app.store.delete_channel_message(&message.message_id).await?;
-        return Err(e);
+    // Broadcast first, with the job that stores the message, in one atomic step (with the
+    // mentions); then store it here too, so that the 201 means it is in the history. A 503 leaves
+    // nothing half done: either the publish never ran (no message anywhere), or it ran and only
+    // its answer was lost, and then the job stores what was seen live. A store failure after a
+    // good publish is no failure of the request: the job stores it once the database answers.
+    let job = Job::ChannelMessage(message.clone());
+    super::publish::publish_all(&app, &events, &[job]).await?;
+    if let Err(e) = app.store.insert_channel_message(&message).await {
+        tracing::warn!(error = %e, message = %message.message_id, "channel message left to the worker to store");
     }
     let stored = serde_json::to_value(MessageData::new(&message)).expect("serializes");
     Ok((StatusCode::CREATED, Json(stored)))
@@ -308,7 +305,7 @@ pub struct ReactionView {
     params(IdempotencyKey), security(("user_jwt" = [])),
     responses((status = 201, description = "the reaction", body = ReactionView), BadField, Unauthorized, NotFound, Conflict, BodyErrors, Unavailable))]
 pub async fn post_reaction(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ReactionBody>,
 ) -> Result<(StatusCode, Json<ReactionView>), ApiError> {
@@ -331,7 +328,7 @@ pub async fn post_reaction(
             username: user.username.clone(),
             added: add,
         };
-        if let Err(e) = super::publish(&app, &Group::channel(&channel_id), Envelope::to_all(event)).await {
+        if let Err(e) = super::publish::publish(&app, &Group::channel(&channel_id), Envelope::to_all(event)).await {
             // Not broadcast: undo, so that a 503 leaves the reactions as they were.
             app.store.set_reaction(&body.message_id, &user.id, emoji, !add).await?;
             return Err(e);

@@ -11,9 +11,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use shared::store::Reservation;
 
-use super::api::{bearer, is_backend};
 use super::error::ApiError;
-use crate::app::AppState;
+use super::extract::{bearer, is_backend};
+use crate::node::Node;
 
 pub(crate) const HEADER: &str = "idempotency-key";
 /// Longest key accepted (a UUID is 36).
@@ -23,7 +23,7 @@ const MAX_ANSWER: usize = 1024 * 1024;
 
 /// Who is calling, for the key's scope: the backend, or the user of a valid token. `None` for
 /// an unauthenticated request, which the route itself refuses.
-fn caller(app: &AppState, headers: &HeaderMap) -> Option<String> {
+fn caller(app: &Node, headers: &HeaderMap) -> Option<String> {
     if is_backend(app, headers) {
         return Some("backend".to_owned());
     }
@@ -41,7 +41,7 @@ fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-pub(crate) async fn middleware(State(app): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn middleware(State(app): State<Node>, request: Request, next: Next) -> Response {
     if request.method() != Method::POST {
         return next.run(request).await;
     }
@@ -55,7 +55,7 @@ pub(crate) async fn middleware(State(app): State<AppState>, request: Request, ne
     // The body is part of the request the key names: the same key with another body is another
     // request (run for real, not answered with the first one's answer).
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, super::api::MAX_BODY_BYTES).await else {
+    let Ok(bytes) = axum::body::to_bytes(body, super::extract::MAX_BODY_BYTES).await else {
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large")
             .into_response();
     };

@@ -13,10 +13,10 @@ use shared::jobs::{Activity, ActivityKind, Job};
 use shared::store::NewNotification;
 use utoipa::ToSchema;
 
-use super::api::{Backend, JsonBody};
 use super::error::ApiError;
-use super::openapi::{BadField, BodyErrors, Conflict, IdempotencyKey, KeyThrottled, Unauthorized, Unavailable};
-use crate::app::AppState;
+use super::extract::{Backend, JsonBody};
+use super::responses::{BadField, BodyErrors, Conflict, IdempotencyKey, KeyThrottled, Unauthorized, Unavailable};
+use crate::node::Node;
 
 const TASK_ACTIONS: [&str; 4] = ["created", "updated", "completed", "deleted"];
 
@@ -29,8 +29,8 @@ fn id_text(field: &str, value: &Value) -> Result<String, ApiError> {
     }
 }
 
-async fn publish(app: &AppState, group: &Group, event: Event) -> Result<(), ApiError> {
-    super::publish(app, group, Envelope::to_all(event)).await
+async fn publish(app: &Node, group: &Group, event: Event) -> Result<(), ApiError> {
+    super::publish::publish(app, group, Envelope::to_all(event)).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -54,14 +54,14 @@ pub struct WorkspaceView {
     request_body = WorkspaceBody, security(("api_key" = [])),
     responses((status = 200, description = "the workspace as stored", body = WorkspaceView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn put_workspace(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
     JsonBody(body): JsonBody<WorkspaceBody>,
 ) -> Result<Json<WorkspaceView>, ApiError> {
     let id = WorkspaceId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
     app.store.set_workspace_members(&id, &body.member_ids).await?;
-    super::membership_changed(&app, Group::workspace(&id)).await?;
+    super::publish::membership_changed(&app, Group::workspace(&id)).await?;
     Ok(Json(WorkspaceView { id, member_ids: body.member_ids }))
 }
 
@@ -89,14 +89,14 @@ pub struct FocusSessionView {
     request_body = FocusBody, security(("api_key" = [])),
     responses((status = 200, description = "the focus session as stored", body = FocusSessionView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn put_focus_session(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
     JsonBody(body): JsonBody<FocusBody>,
 ) -> Result<Json<FocusSessionView>, ApiError> {
     let id = FocusSessionId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
     app.store.upsert_focus_session(&id, &body.participant_ids).await?;
-    super::membership_changed(&app, Group::focus(&id)).await?;
+    super::publish::membership_changed(&app, Group::focus(&id)).await?;
     let state = app.store.focus_state(&id).await?.unwrap_or_else(shared::event::FocusState::idle);
     Ok(Json(FocusSessionView {
         id,
@@ -145,7 +145,7 @@ pub struct NotificationCreated {
     params(IdempotencyKey), security(("api_key" = [])),
     responses((status = 201, description = "stored and delivered", body = NotificationCreated), BadField, Unauthorized, Conflict, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn post_notification(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     _backend: Backend,
     JsonBody(body): JsonBody<NotificationBody>,
 ) -> Result<(StatusCode, Json<NotificationCreated>), ApiError> {
@@ -220,7 +220,7 @@ const PUBLISHED: Published = Published { status: "published" };
     params(IdempotencyKey), security(("api_key" = [])),
     responses((status = 202, description = "published", body = Published), BadField, Unauthorized, Conflict, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn post_task_event(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     _backend: Backend,
     JsonBody(body): JsonBody<TaskEventBody>,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
@@ -258,7 +258,7 @@ pub async fn post_task_event(
         }
     }
     let event = Envelope::to_all(Event::TaskUpdate(update));
-    super::publish_all(&app, &[(Group::workspace(&workspace), event)], &jobs).await?;
+    super::publish::publish_all(&app, &[(Group::workspace(&workspace), event)], &jobs).await?;
     Ok((StatusCode::ACCEPTED, Json(PUBLISHED)))
 }
 
@@ -278,7 +278,7 @@ pub struct PublishBody {
     params(IdempotencyKey), security(("api_key" = [])),
     responses((status = 202, description = "published", body = Published), BadField, Unauthorized, Conflict, BodyErrors, KeyThrottled, Unavailable))]
 pub async fn post_publish(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     _backend: Backend,
     JsonBody(body): JsonBody<PublishBody>,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {

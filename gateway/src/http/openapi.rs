@@ -1,17 +1,14 @@
 //! The server API's OpenAPI 3.1 description, generated from the handlers' `#[utoipa::path]`
 //! annotations and the types their bodies are made of, and served at `/api/v1/openapi.json`.
 //! The sockets are not HTTP operations: PROTOCOL.md and docs/ describe them.
-//!
-//! The error answers an operation can give are named here once, as response sets, and listed
-//! on each operation: the suite checks that every status listed is one a request can get.
+//! The error answers an operation can give are named once in `super::responses`.
 
 use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde::Deserialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, IntoResponses, Modify, OpenApi};
+use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
 
@@ -49,8 +46,8 @@ use super::error::ErrorBody;
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
-        crate::console::nodes,
-        crate::console::tail,
+        super::console::nodes,
+        super::console::tail,
         document,
     ),
     components(schemas(ErrorBody)),
@@ -82,56 +79,3 @@ pub(crate) async fn document() -> impl IntoResponse {
     let text = TEXT.get_or_init(|| ApiDoc::openapi().to_pretty_json().expect("the description serializes"));
     ([(header::CONTENT_TYPE, "application/json")], text.as_str())
 }
-
-/// `Idempotency-Key` on a POST (`super::idempotency`).
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)]
-pub(crate) struct IdempotencyKey {
-    /// 1-255 visible ASCII characters, unique per intended request; kept 24 hours. A retry with
-    /// the same key answers the first 2xx answer again (`Idempotent-Replayed: true`).
-    #[serde(rename = "Idempotency-Key")]
-    idempotency_key: Option<String>,
-}
-
-#[derive(IntoResponses)]
-#[response(status = 400, description = "a path parameter, field or header is invalid, or the body is not JSON")]
-#[allow(dead_code)]
-pub(crate) struct BadField(ErrorBody);
-
-#[derive(IntoResponses)]
-#[response(status = 401, description = "missing or invalid bearer credentials")]
-#[allow(dead_code)]
-pub(crate) struct Unauthorized(ErrorBody);
-
-#[derive(IntoResponses)]
-#[response(status = 404, description = "no such thing, or not one the caller may see")]
-#[allow(dead_code)]
-pub(crate) struct NotFound(ErrorBody);
-
-#[derive(IntoResponses)]
-#[response(status = 409, description = "a request with this Idempotency-Key is still in progress")]
-#[allow(dead_code)]
-pub(crate) struct Conflict(ErrorBody);
-
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub(crate) enum BodyErrors {
-    #[response(status = 413, description = "the body is larger than 1 MiB")]
-    TooLarge(ErrorBody),
-    #[response(status = 422, description = "the body is JSON of the wrong shape (the message names the field)")]
-    WrongShape(ErrorBody),
-}
-
-#[derive(IntoResponses)]
-#[response(status = 429, description = "too many wrong keys from this address; slow down")]
-#[allow(dead_code)]
-pub(crate) struct KeyThrottled(ErrorBody);
-
-#[derive(IntoResponses)]
-#[response(
-    status = 503,
-    description = "Redis or the database is unreachable, or the node is at capacity; nothing was done, retry"
-)]
-#[allow(dead_code)]
-pub(crate) struct Unavailable(ErrorBody);

@@ -14,9 +14,9 @@ use shared::jobs::Job;
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::{message_text, ClientFrame, Protocol};
-use crate::app::AppState;
+use super::frame::{message_text, ClientFrame};
 use crate::errors::{ClientError, ErrorCode};
+use crate::node::Node;
 
 pub const MAX_CONTENT_CHARS: usize = 4000;
 const MESSAGE_TYPES: [&str; 3] = ["text", "image", "file"];
@@ -54,7 +54,7 @@ pub fn decode(text: &str) -> Result<Action, ClientError> {
                 content: message_text("content", data.string("content")?, MAX_CONTENT_CHARS)?.to_owned(),
                 message_type: message_type(&data)?,
                 parent: message_id(&data, "parent_message_id")?,
-                client_id: super::client_message_id(&data)?,
+                client_id: super::frame::client_message_id(&data)?,
             })
         }
         "direct_message" => {
@@ -70,7 +70,7 @@ pub fn decode(text: &str) -> Result<Action, ClientError> {
                 message_type: message_type(&data)?,
                 recipient,
                 chat,
-                client_id: super::client_message_id(&data)?,
+                client_id: super::frame::client_message_id(&data)?,
             })
         }
         "typing_indicator" => Ok(Action::Typing { is_typing: frame.nested("data")?.boolean("is_typing")? }),
@@ -182,7 +182,7 @@ fn store_unavailable(e: shared::store::StoreError) -> ClientError {
 impl ChatSocket {
     /// True when `message` belongs to this chat: delivered in it by this node lately (so a
     /// member saw it live, whether or not the worker has stored it yet), or stored in it.
-    async fn is_message_of_this_chat(&self, app: &AppState, message: &MessageId) -> Result<bool, ClientError> {
+    async fn is_message_of_this_chat(&self, app: &Node, message: &MessageId) -> Result<bool, ClientError> {
         if app.hub.saw_message(&self.group, message) {
             return Ok(true);
         }
@@ -203,7 +203,7 @@ impl ChatSocket {
         }
     }
 
-    pub async fn on_text(&self, app: &AppState, text: &str) -> Result<Option<Utf8Bytes>, ClientError> {
+    pub async fn on_text(&self, app: &Node, text: &str) -> Result<Option<Utf8Bytes>, ClientError> {
         let me = &self.sender.id;
         let published = match decode(text)? {
             Action::Send { content, message_type, parent, client_id } => {
@@ -219,7 +219,7 @@ impl ChatSocket {
                 message.parent_message_id = parent;
                 let job = Job::ChatMessage(message.clone()).encode();
                 let envelope = Envelope::to_all(Event::ChatMessage(message));
-                return super::publish_send(app, Protocol::Chat, me, client_id, &self.group, envelope, job).await;
+                return super::publish::publish_send(app, render, me, client_id, &self.group, envelope, job).await;
             }
             Action::Direct { content, message_type, recipient, chat, client_id } => {
                 let chat = chat.unwrap_or_else(|| self.chat_id.clone());
@@ -237,7 +237,7 @@ impl ChatSocket {
                 let job = Job::ChatMessage(message.clone()).encode();
                 let envelope = Envelope::to_all(Event::DirectMessage(message));
                 let group = Group::user(&recipient);
-                return super::publish_send(app, Protocol::Chat, me, client_id, &group, envelope, job).await;
+                return super::publish::publish_send(app, render, me, client_id, &group, envelope, job).await;
             }
             Action::Typing { is_typing } => {
                 let event = Event::ChatTyping { chat_id: self.chat_id.clone(), user_id: me.clone(), is_typing };
@@ -258,7 +258,7 @@ impl ChatSocket {
                 app.broker.publish_and_enqueue(&self.group, Envelope::to_all(event).encode(), job).await
             }
         };
-        published.map(|()| None).map_err(|e| super::publish_failed(app, e))
+        published.map(|()| None).map_err(|e| super::publish::publish_failed(app, e))
     }
 }
 

@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde_json::Value;
 use shared::event::Event;
 
-use crate::app::AppState;
 use crate::errors::ClientError;
+use crate::node::Node;
 
 pub const MAX_CHALLENGE_CHARS: usize = 500;
 pub const DEFAULT_STRESS: u8 = 5;
@@ -25,7 +25,7 @@ pub enum Action {
 
 /// Decodes a frame. Unlike the other sockets, a missing or unknown `type` is echoed.
 pub fn decode(text: &str) -> Result<Action, ClientError> {
-    let value = super::parse_json(text)?;
+    let value = super::frame::parse_json(text)?;
     let Some(object) = value.as_object() else { return Ok(Action::Echo) };
     match object.get("type").and_then(Value::as_str) {
         Some("ping") => Ok(Action::Ping),
@@ -93,7 +93,7 @@ pub struct PersonalSocket {
 }
 
 impl PersonalSocket {
-    pub fn on_text(&self, app: &AppState, text: &str) -> Result<Utf8Bytes, ClientError> {
+    pub fn on_text(&self, app: &Node, text: &str) -> Result<Utf8Bytes, ClientError> {
         let user_id = self.user_id.as_str();
         let json = match decode(text)? {
             Action::Ping => serde_json::to_string(&Pong { kind: "pong", user_id, message: "Pong!" }),

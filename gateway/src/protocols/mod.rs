@@ -3,20 +3,21 @@
 //! The hub calls `Protocol::render` once per wire format per publication.
 
 use axum::extract::ws::Utf8Bytes;
-use serde_json::{Map, Value};
 use shared::event::{Envelope, Event};
 
-use crate::app::AppState;
 use crate::errors::ClientError;
-use crate::hub::Attached;
+use crate::hub::{Attached, Format, Renderer};
+use crate::node::Node;
 
-pub mod chat;
-pub mod diary;
-pub mod onetask;
+pub(crate) mod chat;
+pub(crate) mod diary;
+pub(crate) mod frame;
+pub(crate) mod onetask;
 #[cfg(test)]
 mod properties;
-pub mod pythia;
-pub mod sessions;
+pub(crate) mod publish;
+pub(crate) mod pythia;
+pub(crate) mod sessions;
 
 /// A wire format. The hub renders each publication once per format present in a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +32,7 @@ pub enum Protocol {
     Pythia,
     /// OneTask notifications, task updates and focus sessions (onetask.md).
     OneTask,
-    /// The console's live tail of a group (`crate::console`): every event, as it crosses Redis.
+    /// The console's live tail of a group (`crate::http::console`): every event, as it crosses Redis.
     Console,
 }
 
@@ -42,6 +43,11 @@ impl Protocol {
     /// Every protocol, in the order of their render cache slots.
     pub const ALL: [Protocol; Protocol::COUNT] =
         [Protocol::Sessions, Protocol::Diary, Protocol::Chat, Protocol::Pythia, Protocol::OneTask, Protocol::Console];
+
+    /// The hub's name for this format: its slot in a publication's render cache.
+    pub(crate) const fn format(self) -> Format {
+        Format::new(self as u8)
+    }
 
     /// The name metrics label it with.
     pub fn name(self) -> &'static str {
@@ -86,6 +92,16 @@ impl Protocol {
     }
 }
 
+/// The hub's renderer: each publication as each protocol's sockets receive it.
+pub(crate) struct Wire;
+
+impl Renderer for Wire {
+    fn render(&self, format: Format, envelope: &Envelope) -> Option<Utf8Bytes> {
+        let protocol = Protocol::ALL.into_iter().find(|p| p.format() == format)?;
+        protocol.render_numbered(envelope).map(Utf8Bytes::from)
+    }
+}
+
 /// The per-socket state of a connected client, by protocol: what its client frames mean.
 pub enum SocketHandler {
     Sessions(sessions::SessionSocket),
@@ -98,7 +114,7 @@ pub enum SocketHandler {
 impl SocketHandler {
     /// The first frame on a new socket, if its protocol has one. Made when the socket starts,
     /// after it joined its groups, so that no later change is missed.
-    pub async fn greeting(&self, app: &AppState) -> Option<Utf8Bytes> {
+    pub async fn greeting(&self, app: &Node) -> Option<Utf8Bytes> {
         match self {
             SocketHandler::Pythia(socket) => Some(socket.greeting()),
             SocketHandler::OneTask(socket) => socket.greeting(app).await,
@@ -110,7 +126,7 @@ impl SocketHandler {
     /// `attached` is the socket's place in the hub, for protocols whose frames join or leave groups.
     pub async fn on_text(
         &mut self,
-        app: &AppState,
+        app: &Node,
         attached: &mut Attached,
         text: &str,
     ) -> Result<Option<Utf8Bytes>, ClientError> {
@@ -136,151 +152,9 @@ impl SocketHandler {
     }
 
     /// The socket closed; last words to the groups it was in.
-    pub async fn on_close(&mut self, app: &AppState) {
+    pub async fn on_close(&mut self, app: &Node) {
         if let SocketHandler::Pythia(socket) = self {
             socket.on_close(app).await;
         }
     }
-}
-
-/// A client frame parsed as JSON, with its `type`. Shared first step of every protocol: invalid
-/// JSON and a missing `type` are answered the same way everywhere.
-pub struct ClientFrame {
-    pub kind: String,
-    pub body: Map<String, Value>,
-}
-
-/// Parses a client frame's JSON and refuses what the database could not store: the one
-/// place every socket's frames go through first.
-pub fn parse_json(text: &str) -> Result<Value, ClientError> {
-    let value: Value = serde_json::from_str(text).map_err(|_| ClientError::invalid_json())?;
-    if has_nul(&value) {
-        return Err(ClientError::invalid_payload(NUL_REFUSED));
-    }
-    Ok(value)
-}
-
-/// Why a frame or body with a NUL character is refused (the same words on sockets and the API).
-pub const NUL_REFUSED: &str = "text must not contain NUL characters (\\u0000)";
-
-/// True when any string (or key) in `value` has a NUL character, which PostgreSQL cannot store
-/// in text: accepted, such a message would be delivered live and then never persisted.
-pub fn has_nul(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(has_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        Value::Null | Value::Bool(_) | Value::Number(_) => false,
-    }
-}
-
-impl ClientFrame {
-    pub fn parse(text: &str) -> Result<Self, ClientError> {
-        let value = parse_json(text)?;
-        let Value::Object(mut body) = value else { return Err(ClientError::unknown_type(None)) };
-        match body.remove("type") {
-            Some(Value::String(kind)) => Ok(Self { kind, body }),
-            _ => Err(ClientError::unknown_type(None)),
-        }
-    }
-
-    /// A required string field.
-    pub fn string(&self, field: &str) -> Result<&str, ClientError> {
-        match self.body.get(field) {
-            Some(Value::String(s)) => Ok(s),
-            Some(_) => Err(ClientError::invalid_payload(format!("\"{field}\" must be a string"))),
-            None => Err(ClientError::invalid_payload(format!("\"{field}\" is required"))),
-        }
-    }
-
-    /// An optional string field (absent or `null` is `None`).
-    pub fn optional_string(&self, field: &str) -> Result<Option<&str>, ClientError> {
-        match self.body.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(ClientError::invalid_payload(format!("\"{field}\" must be a string"))),
-        }
-    }
-
-    /// The object under `field` (chat.txt wraps its payloads in `data`), as a frame of its own.
-    pub fn nested(&self, field: &str) -> Result<ClientFrame, ClientError> {
-        match self.body.get(field) {
-            Some(Value::Object(body)) => Ok(ClientFrame { kind: self.kind.clone(), body: body.clone() }),
-            Some(_) => Err(ClientError::invalid_payload(format!("\"{field}\" must be an object"))),
-            None => Err(ClientError::invalid_payload(format!("\"{field}\" is required"))),
-        }
-    }
-
-    /// A required boolean field.
-    pub fn boolean(&self, field: &str) -> Result<bool, ClientError> {
-        match self.body.get(field) {
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(ClientError::invalid_payload(format!("\"{field}\" must be a boolean"))),
-            None => Err(ClientError::invalid_payload(format!("\"{field}\" is required"))),
-        }
-    }
-}
-
-/// A client's own id for a message it sends (`client_message_id`, optional): 1-64 characters of
-/// `A-Za-z0-9_-` (a UUID fits). A resend under the same id is not published again
-/// (`publish_send`).
-pub fn client_message_id(frame: &ClientFrame) -> Result<Option<String>, ClientError> {
-    let Some(id) = frame.optional_string("client_message_id")? else { return Ok(None) };
-    let valid = (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !valid {
-        return Err(ClientError::invalid_payload(
-            "\"client_message_id\" must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
-        ));
-    }
-    Ok(Some(id.to_owned()))
-}
-
-/// Publishes a message a client sent, with its job. With a `client_message_id`, once per user and
-/// id within `GATEWAY_RESEND_WINDOW_SECS`: a resend publishes nothing and is answered, to this
-/// socket only, with the first send as this socket's protocol renders it (the same `message_id`).
-pub async fn publish_send(
-    app: &AppState,
-    protocol: Protocol,
-    user: &shared::ids::UserId,
-    client_id: Option<String>,
-    group: &shared::event::Group,
-    envelope: Envelope,
-    job: bytes::Bytes,
-) -> Result<Option<Utf8Bytes>, ClientError> {
-    let Some(client_id) = client_id else {
-        return app
-            .broker
-            .publish_and_enqueue(group, envelope.encode(), job)
-            .await
-            .map(|()| None)
-            .map_err(|e| publish_failed(app, e));
-    };
-    let once = shared::broker::Once { id: format!("{user}:{client_id}"), ttl: app.config.limits.resend_window };
-    match app.broker.publish_once(&once, group, envelope.encode(), job).await {
-        Ok(None) => Ok(None),
-        Ok(Some(first)) => {
-            let first = Envelope::decode(&first).map_err(|_| ClientError::unavailable())?;
-            Ok(protocol.render(&first.event).map(Utf8Bytes::from))
-        }
-        Err(e) => Err(publish_failed(app, e)),
-    }
-}
-
-/// What a client hears when its frame could not be published (Redis away): `unavailable`.
-pub fn publish_failed(app: &AppState, error: shared::broker::BrokerError) -> ClientError {
-    crate::metrics::Metrics::incr(&app.metrics.publish_failures);
-    tracing::warn!(%error, "publish failed");
-    ClientError::unavailable()
-}
-
-/// Message text: trimmed, then 1..=`max` Unicode scalar values.
-pub fn message_text<'a>(field: &str, raw: &'a str, max: usize) -> Result<&'a str, ClientError> {
-    let text = raw.trim();
-    if text.is_empty() {
-        return Err(ClientError::invalid_payload(format!("\"{field}\" must not be empty")));
-    }
-    if text.chars().count() > max {
-        return Err(ClientError::invalid_payload(format!("\"{field}\" must be at most {max} characters")));
-    }
-    Ok(text)
 }

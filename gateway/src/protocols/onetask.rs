@@ -13,9 +13,9 @@ use shared::event::{Envelope, Event, FocusState, FocusStatus, Group, Notificatio
 use shared::ids::{FocusSessionId, UserId};
 use shared::jobs::{Activity, ActivityKind, Job};
 
-use super::ClientFrame;
-use crate::app::AppState;
+use super::frame::ClientFrame;
 use crate::errors::ClientError;
+use crate::node::Node;
 
 /// The longest focus session a client may start.
 pub const MAX_FOCUS_SECONDS: i64 = 24 * 3600;
@@ -159,7 +159,7 @@ impl OneTaskSocket {
     /// The jobs that make a completed focus session count for every participant (once per
     /// completion: this node made the one transition to `completed`). Published with the
     /// `focus_update` itself, so that both go out or neither.
-    async fn completion_jobs(&self, app: &AppState, session_id: &FocusSessionId) -> Vec<bytes::Bytes> {
+    async fn completion_jobs(&self, app: &Node, session_id: &FocusSessionId) -> Vec<bytes::Bytes> {
         let participants = match app.store.focus_participants(session_id).await {
             Ok(participants) => participants,
             Err(e) => {
@@ -178,7 +178,7 @@ impl OneTaskSocket {
     }
 
     /// On the focus socket, the timer as it is now (`focus_update` with action `state`).
-    pub async fn greeting(&self, app: &AppState) -> Option<Utf8Bytes> {
+    pub async fn greeting(&self, app: &Node) -> Option<Utf8Bytes> {
         let OneTaskSocket::Focus { session_id, .. } = self else { return None };
         let state = match app.store.focus_state(session_id).await {
             Ok(state) => state.unwrap_or_else(FocusState::idle),
@@ -190,7 +190,7 @@ impl OneTaskSocket {
         Some(Utf8Bytes::from(focus_frame(session_id, "state", None, &state, shared::time::now()).to_string()))
     }
 
-    pub async fn on_text(&self, app: &AppState, text: &str) -> Result<(), ClientError> {
+    pub async fn on_text(&self, app: &Node, text: &str) -> Result<(), ClientError> {
         let OneTaskSocket::Focus { session_id, group, user } = self else {
             let frame = ClientFrame::parse(text)?;
             return Err(ClientError::unknown_type(Some(&frame.kind)));
@@ -219,7 +219,7 @@ impl OneTaskSocket {
                     .broker
                     .publish_all(&[(group.clone(), Envelope::to_all(event).encode())], &jobs)
                     .await
-                    .map_err(|e| super::publish_failed(app, e));
+                    .map_err(|e| super::publish::publish_failed(app, e));
             }
         }
         Err(ClientError::unavailable())

@@ -9,7 +9,7 @@ use shared::ids::{ChannelId, ChatId, MessageId, SessionId, UserId};
 
 use super::{chat, diary, onetask, pythia, sessions, Protocol};
 use crate::errors::{ClientError, ErrorCode};
-use crate::http::api::decode_body;
+use crate::http::extract::decode_body;
 
 /// Any JSON value, nested a few levels, with strings that include NUL, emoji and escapes.
 fn json_value() -> impl Strategy<Value = Value> {

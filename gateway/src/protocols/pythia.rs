@@ -17,10 +17,10 @@ use shared::event::{ChannelMessage, Envelope, Event, Group};
 use shared::ids::{ChannelId, MessageId, UserId};
 use shared::store::{ChannelRecord, UserRecord};
 
-use super::ClientFrame;
-use crate::app::AppState;
+use super::frame::ClientFrame;
 use crate::errors::{ClientError, ErrorCode};
 use crate::hub::Attached;
+use crate::node::Node;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
@@ -172,7 +172,7 @@ impl PythiaSocket {
     /// A channel this user may see, or the error for `failure` (store trouble).
     async fn visible_channel(
         &self,
-        app: &AppState,
+        app: &Node,
         id: &ChannelId,
         failure: ErrorCode,
     ) -> Result<ChannelRecord, ClientError> {
@@ -189,7 +189,7 @@ impl PythiaSocket {
 
     pub async fn on_text(
         &mut self,
-        app: &AppState,
+        app: &Node,
         attached: &mut Attached,
         text: &str,
     ) -> Result<Option<Utf8Bytes>, ClientError> {
@@ -260,28 +260,31 @@ impl PythiaSocket {
     }
 
     /// The socket closed: whoever saw this user typing sees them stop.
-    pub async fn on_close(&mut self, app: &AppState) {
+    pub async fn on_close(&mut self, app: &Node) {
         for channel in self.typing.drain() {
             let event =
                 Event::ChannelTyping { channel_id: channel.clone(), user_id: self.user.id.clone(), is_typing: false };
             let envelope = Envelope::to_others(event, &self.user.id);
-            let _ = app.broker.publish(&Group::channel(&channel), envelope.encode()).await;
+            // Nobody is left on this socket to tell; the failure is logged and counted.
+            if let Err(e) = app.broker.publish(&Group::channel(&channel), envelope.encode()).await {
+                super::publish::publish_failed(app, e);
+            }
         }
     }
 }
 
 /// Entering or leaving a room takes effect cluster-wide through Redis (the node's subscription,
 /// presence, `user_joined`/`user_left`): with Redis away the client hears the action's error.
-async fn broker_reachable(app: &AppState, failure: ErrorCode) -> Result<(), ClientError> {
+async fn broker_reachable(app: &Node, failure: ErrorCode) -> Result<(), ClientError> {
     app.broker.ping().await.map_err(|e| {
-        super::publish_failed(app, e);
+        super::publish::publish_failed(app, e);
         ClientError::new(failure, "The service is temporarily unavailable; retry")
     })
 }
 
-async fn publish(app: &AppState, group: &Group, envelope: Envelope, failure: ErrorCode) -> Result<(), ClientError> {
+async fn publish(app: &Node, group: &Group, envelope: Envelope, failure: ErrorCode) -> Result<(), ClientError> {
     app.broker.publish(group, envelope.encode()).await.map_err(|e| {
-        super::publish_failed(app, e);
+        super::publish::publish_failed(app, e);
         ClientError::new(failure, "The service is temporarily unavailable; retry")
     })
 }

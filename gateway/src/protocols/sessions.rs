@@ -11,9 +11,9 @@ use shared::jobs::Job;
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::{message_text, ClientFrame, Protocol};
-use crate::app::AppState;
+use super::frame::{message_text, ClientFrame};
 use crate::errors::ClientError;
+use crate::node::Node;
 
 pub const MAX_CONTENT_CHARS: usize = 2000;
 
@@ -29,7 +29,7 @@ pub fn decode(text: &str) -> Result<Action, ClientError> {
     match frame.kind.as_str() {
         "message" => {
             let content = message_text("content", frame.string("content")?, MAX_CONTENT_CHARS)?;
-            Ok(Action::Message { content: content.to_owned(), client_id: super::client_message_id(&frame)? })
+            Ok(Action::Message { content: content.to_owned(), client_id: super::frame::client_message_id(&frame)? })
         }
         "typing" => Ok(Action::Typing { is_typing: frame.boolean("is_typing")? }),
         other => Err(ClientError::unknown_type(Some(other))),
@@ -97,7 +97,7 @@ pub struct SessionSocket {
 }
 
 impl SessionSocket {
-    pub async fn on_text(&self, app: &AppState, text: &str) -> Result<Option<Utf8Bytes>, ClientError> {
+    pub async fn on_text(&self, app: &Node, text: &str) -> Result<Option<Utf8Bytes>, ClientError> {
         let result = match decode(text)? {
             Action::Message { content, client_id } => {
                 let message = SessionMessage {
@@ -110,7 +110,7 @@ impl SessionSocket {
                 };
                 let job = Job::SessionMessage(message.clone()).encode();
                 let envelope = Envelope::to_all(Event::SessionMessage(message));
-                return super::publish_send(app, Protocol::Sessions, &self.user, client_id, &self.group, envelope, job)
+                return super::publish::publish_send(app, render, &self.user, client_id, &self.group, envelope, job)
                     .await;
             }
             Action::Typing { is_typing } => {
@@ -123,7 +123,7 @@ impl SessionSocket {
                 app.broker.publish(&self.group, Envelope::to_others(event, &self.user).encode()).await
             }
         };
-        result.map(|()| None).map_err(|e| super::publish_failed(app, e))
+        result.map(|()| None).map_err(|e| super::publish::publish_failed(app, e))
     }
 }
 

@@ -11,10 +11,10 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 
 use super::rate::TokenBucket;
-use crate::app::AppState;
 use crate::errors::{ClientError, CloseReason};
 use crate::hub::{Attached, OfGroup, Outbound};
 use crate::metrics::Metrics;
+use crate::node::Node;
 use crate::protocols::SocketHandler;
 
 /// How a connection ends.
@@ -27,7 +27,9 @@ enum Ended {
 
 /// Everything a connected socket needs besides the socket itself.
 pub struct Connection {
-    pub app: AppState,
+    pub app: Node,
+    /// The socket's wire protocol (its metrics label).
+    pub(crate) protocol: crate::protocols::Protocol,
     pub attached: Attached,
     pub outbox: flume::Receiver<Outbound>,
     pub handler: SocketHandler,
@@ -82,14 +84,14 @@ impl Connection {
     where
         S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
     {
-        let Connection { app, mut attached, outbox, mut handler, expires_at, resume } = self;
+        let Connection { app, protocol, mut attached, outbox, mut handler, expires_at, resume } = self;
         let crate::resume::Resume { backlog, mut delivered_upto, resumable, mut delivered_upto_in, .. } = resume;
         // The last `seq` this client was sent (single-group sockets; a replay counts): the resume
         // point a 1012 or 1013 close names.
         let mut last_seq = delivered_upto;
         let link = attached.link().clone();
         let limits = &app.config.limits;
-        app.metrics.socket(link.protocol.name(), 1);
+        app.metrics.socket(protocol.name(), 1);
         Metrics::incr(&app.metrics.sockets_accepted);
 
         let (mut tx, mut rx) = socket.split();
@@ -266,7 +268,7 @@ impl Connection {
             })
             .await;
         }
-        app.metrics.socket(link.protocol.name(), -1);
+        app.metrics.socket(protocol.name(), -1);
         drop(attached);
     }
 }
@@ -278,7 +280,7 @@ fn refresh_request(text: &str) -> Option<String> {
     if !text.contains("refresh_token") {
         return None;
     }
-    let frame = crate::protocols::ClientFrame::parse(text).ok().filter(|f| f.kind == "refresh_token")?;
+    let frame = crate::protocols::frame::ClientFrame::parse(text).ok().filter(|f| f.kind == "refresh_token")?;
     Some(frame.optional_string("token").ok().flatten().unwrap_or_default().to_owned())
 }
 

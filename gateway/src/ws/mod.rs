@@ -9,9 +9,9 @@ use shared::event::Group;
 use shared::ids::UserId;
 use shared::store::UserRecord;
 
-use crate::app::AppState;
 use crate::errors::CloseReason;
 use crate::metrics::Metrics;
+use crate::node::Node;
 use crate::protocols::{Protocol, SocketHandler};
 
 pub mod connection;
@@ -32,7 +32,7 @@ const WRITE_BUFFER: usize = 0;
 /// the JWT); the server's answer names only `bearer`, never the token.
 pub const BEARER_SUBPROTOCOL: &str = "bearer";
 
-pub fn configure(ws: WebSocketUpgrade, app: &AppState) -> WebSocketUpgrade {
+pub fn configure(ws: WebSocketUpgrade, app: &Node) -> WebSocketUpgrade {
     let max = app.config.limits.max_frame_bytes;
     ws.protocols([BEARER_SUBPROTOCOL])
         .read_buffer_size(READ_BUFFER)
@@ -44,7 +44,7 @@ pub fn configure(ws: WebSocketUpgrade, app: &AppState) -> WebSocketUpgrade {
 }
 
 /// Who is connecting: token (4001/4003), then the user record (4002).
-pub async fn authenticate(app: &AppState, token: Option<&str>) -> Result<(Claims, UserRecord), CloseReason> {
+pub async fn authenticate(app: &Node, token: Option<&str>) -> Result<(Claims, UserRecord), CloseReason> {
     let token = token.filter(|t| !t.is_empty()).ok_or(CloseReason::NoToken)?;
     let claims = app.verifier.verify(token).map_err(|e| match e {
         AuthError::Expired | AuthError::Invalid => CloseReason::InvalidToken,
@@ -63,7 +63,7 @@ pub async fn authenticate(app: &AppState, token: Option<&str>) -> Result<(Claims
 }
 
 /// Accepts the upgrade only to close it at once with `reason`.
-pub fn reject(ws: WebSocketUpgrade, app: &AppState, reason: CloseReason) -> Response {
+pub fn reject(ws: WebSocketUpgrade, app: &Node, reason: CloseReason) -> Response {
     Metrics::incr(&app.metrics.sockets_rejected);
     app.metrics.closed(reason.code());
     let grace = app.config.limits.close_grace;
@@ -90,7 +90,7 @@ pub fn reject(ws: WebSocketUpgrade, app: &AppState, reason: CloseReason) -> Resp
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn admit(
     ws: WebSocketUpgrade,
-    app: AppState,
+    app: Node,
     user: Option<UserId>,
     protocol: Protocol,
     groups: Vec<Group>,
@@ -112,7 +112,7 @@ pub(crate) async fn admit(
             Err(e) => tracing::warn!(error = %e, "cluster-wide socket count unavailable"),
         }
     }
-    let (mut attached, outbox) = match app.hub.attach(user.clone(), protocol) {
+    let (mut attached, outbox) = match app.hub.attach(user.clone(), protocol.format()) {
         Ok(attached) => attached,
         Err(e) => {
             tracing::info!(user = ?user.as_ref().map(UserId::as_str), error = %e, "socket refused");
@@ -150,7 +150,7 @@ pub(crate) async fn admit(
             None => crate::resume::Resume { resumable: single.is_some(), ..Default::default() },
         },
     };
-    let connection = Connection { app, attached, outbox, handler, expires_at, resume };
+    let connection = Connection { app, protocol, attached, outbox, handler, expires_at, resume };
     let tracker = connection.app.tracker.clone();
     ws.on_upgrade(move |socket| tracker.track_future(connection.run(socket)))
 }

@@ -15,8 +15,8 @@ use shared::ids::{ChatId, FocusSessionId, IdError, SessionId, UserId, WorkspaceI
 use shared::store::{StoreError, UserRecord};
 
 use super::{admit, authenticate, configure, reject};
-use crate::app::AppState;
 use crate::errors::CloseReason;
+use crate::node::Node;
 use crate::protocols::chat::ChatSocket;
 use crate::protocols::diary::PersonalSocket;
 use crate::protocols::onetask::OneTaskSocket;
@@ -68,7 +68,7 @@ struct Admitted {
 }
 
 /// Token (4001, 4003) and user (4002).
-async fn authenticated(ws: WebSocketUpgrade, app: &AppState, query: &TokenQuery) -> Result<Admitted, Refused> {
+async fn authenticated(ws: WebSocketUpgrade, app: &Node, query: &TokenQuery) -> Result<Admitted, Refused> {
     let ws = configure(ws, app);
     match authenticate(app, query.token.as_deref()).await {
         Ok((claims, user)) => Ok(Admitted { ws, claims, user, resume: query.resume.clone() }),
@@ -78,7 +78,7 @@ async fn authenticated(ws: WebSocketUpgrade, app: &AppState, query: &TokenQuery)
 
 impl Admitted {
     /// The id in the path; a malformed one is refused like an unknown one (4004, no existence leak).
-    fn id<T>(self, parsed: Result<T, IdError>, app: &AppState) -> Result<(Self, T), Refused> {
+    fn id<T>(self, parsed: Result<T, IdError>, app: &Node) -> Result<(Self, T), Refused> {
         match parsed {
             Ok(id) => Ok((self, id)),
             Err(_) => Err(reject(self.ws, app, CloseReason::NotMember)),
@@ -86,7 +86,7 @@ impl Admitted {
     }
 
     /// A database answer needed for admission; a failed lookup closes with 1011.
-    fn looked_up<T>(self, found: Result<T, StoreError>, app: &AppState) -> Result<(Self, T), Refused> {
+    fn looked_up<T>(self, found: Result<T, StoreError>, app: &Node) -> Result<(Self, T), Refused> {
         match found {
             Ok(value) => Ok((self, value)),
             Err(e) => {
@@ -97,7 +97,7 @@ impl Admitted {
     }
 
     /// Membership of what the path names: 4004 when not a member.
-    fn member(self, found: Result<bool, StoreError>, app: &AppState) -> Result<Self, Refused> {
+    fn member(self, found: Result<bool, StoreError>, app: &Node) -> Result<Self, Refused> {
         match self.looked_up(found, app)? {
             (client, true) => Ok(client),
             (client, false) => Err(reject(client.ws, app, CloseReason::NotMember)),
@@ -106,7 +106,7 @@ impl Admitted {
 
     async fn admit(
         self,
-        app: AppState,
+        app: Node,
         protocol: Protocol,
         groups: Vec<Group>,
         rooms: Vec<Group>,
@@ -119,7 +119,7 @@ impl Admitted {
 
 /// `/ws/sessions/{session_id}/`: the Send Buddy session chat, participants only.
 pub async fn session(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     Path(session_id): Path<String>,
     query: TokenQuery,
     ws: WebSocketUpgrade,
@@ -140,7 +140,7 @@ pub async fn session(
 /// `/api/v1/ws/{user_id}`: the Diary personal socket. The token's `sub` must be `user_id` (4004);
 /// without a token only if `GATEWAY_ANONYMOUS_PERSONAL` allows it, and then it joins no group.
 pub async fn personal(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     Path(user_id): Path<String>,
     query: TokenQuery,
     ws: WebSocketUpgrade,
@@ -173,7 +173,7 @@ pub async fn personal(
 
 /// `/api/v1/ws/chat/{chat_id}`: a chat room, members only.
 pub async fn chat(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     Path(chat_id): Path<String>,
     query: TokenQuery,
     ws: WebSocketUpgrade,
@@ -188,7 +188,7 @@ pub async fn chat(
 
 /// `/ws`: Pythia. The socket enters the room of every channel the user is a member of, and
 /// `user:{id}` for mentions.
-pub async fn pythia(State(app): State<AppState>, query: TokenQuery, ws: WebSocketUpgrade) -> Result<Response, Refused> {
+pub async fn pythia(State(app): State<Node>, query: TokenQuery, ws: WebSocketUpgrade) -> Result<Response, Refused> {
     let client = authenticated(ws, &app, &query).await?;
     let found = app.store.channels_of(&client.user.id).await;
     let (client, channels) = client.looked_up(found, &app)?;
@@ -200,7 +200,7 @@ pub async fn pythia(State(app): State<AppState>, query: TokenQuery, ws: WebSocke
 
 /// `/ws/notifications`: a user's OneTask notifications and gamification events.
 pub async fn notifications(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     query: TokenQuery,
     ws: WebSocketUpgrade,
 ) -> Result<Response, Refused> {
@@ -211,7 +211,7 @@ pub async fn notifications(
 
 /// `/ws/tasks/{workspace_id}`: a workspace's task updates, members only.
 pub async fn tasks(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     Path(workspace_id): Path<String>,
     query: TokenQuery,
     ws: WebSocketUpgrade,
@@ -225,7 +225,7 @@ pub async fn tasks(
 
 /// `/ws/focus/{session_id}`: a shared focus timer, participants only.
 pub async fn focus(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     Path(session_id): Path<String>,
     query: TokenQuery,
     ws: WebSocketUpgrade,

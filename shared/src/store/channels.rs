@@ -149,16 +149,6 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a channel message that could not be broadcast (the request that made it failed).
-    pub async fn delete_channel_message(&self, id: &MessageId) -> Result<(), StoreError> {
-        on_pool!(self, |pool| sqlx::query("DELETE FROM channel_messages WHERE id = $1")
-            .bind(DbUuid(id.as_uuid()))
-            .execute(pool)
-            .await
-            .map(drop))?;
-        Ok(())
-    }
-
     /// The channel of a channel message.
     pub async fn channel_of_message(&self, message: &MessageId) -> Result<Option<ChannelId>, StoreError> {
         let id: Option<String> =

@@ -32,6 +32,11 @@ struct Batch<'a> {
     chat_times: Vec<DateTime<Utc>>,
     chat_epochs: Vec<Option<i64>>,
     chat_seqs: Vec<Option<i64>>,
+    channel_ids: Vec<Uuid>,
+    channel_channels: Vec<&'a str>,
+    channel_users: Vec<&'a str>,
+    channel_contents: Vec<&'a str>,
+    channel_times: Vec<DateTime<Utc>>,
     receipt_messages: Vec<Uuid>,
     receipt_users: Vec<&'a str>,
     receipt_chats: Vec<&'a str>,
@@ -64,6 +69,13 @@ impl<'a> Batch<'a> {
                     let position = published.filter(|_| m.recipient_id.is_none());
                     b.chat_epochs.push(position.map(|p| p.epoch as i64));
                     b.chat_seqs.push(position.map(|p| p.seq as i64));
+                }
+                Job::ChannelMessage(m) => {
+                    b.channel_ids.push(m.message_id.as_uuid());
+                    b.channel_channels.push(m.channel_id.as_str());
+                    b.channel_users.push(m.user_id.as_str());
+                    b.channel_contents.push(&m.content);
+                    b.channel_times.push(m.created_at);
                 }
                 Job::ReadReceipt { message_id, chat_id, user_id, read_at } => {
                     b.receipt_messages.push(message_id.as_uuid());
@@ -155,6 +167,9 @@ pub(super) async fn persist(pool: &PgPool, jobs: &[StampedJob], scorer: &dyn Sco
         .execute(&mut *tx)
         .await?;
     }
+    if !b.channel_ids.is_empty() {
+        insert_channel_messages(&mut tx, &b).await?;
+    }
     if !b.receipt_messages.is_empty() {
         sqlx::query(
             "INSERT INTO read_receipts (message_id, user_id, chat_id, read_at)
@@ -170,6 +185,23 @@ pub(super) async fn persist(pool: &PgPool, jobs: &[StampedJob], scorer: &dyn Sco
     }
     score(&mut tx, jobs, scorer).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// The batch's Pythia channel messages, each once (the server API may have stored it already).
+async fn insert_channel_messages(tx: &mut sqlx::PgConnection, b: &Batch<'_>) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO channel_messages (id, channel_id, user_id, content, created_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&b.channel_ids)
+    .bind(&b.channel_channels)
+    .bind(&b.channel_users)
+    .bind(&b.channel_contents)
+    .bind(&b.channel_times)
+    .execute(tx)
+    .await?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use sqlx::SqlitePool;
 
 use std::collections::BTreeMap;
 
+use super::codec::{DbTime, DbUuid};
 use super::gamification::{self, Scorer};
 use super::StoreError;
 use crate::ids::UserId;
@@ -67,6 +68,19 @@ pub(super) async fn persist(pool: &SqlitePool, jobs: &[StampedJob], scorer: &dyn
                     .execute(&mut *tx)
                     .await?;
                 }
+            }
+            Job::ChannelMessage(m) => {
+                sqlx::query(
+                    "INSERT INTO channel_messages (id, channel_id, user_id, content, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(DbUuid(m.message_id.as_uuid()))
+                .bind(m.channel_id.as_str())
+                .bind(m.user_id.as_str())
+                .bind(&m.content)
+                .bind(DbTime(m.created_at))
+                .execute(&mut *tx)
+                .await?;
             }
             Job::ReadReceipt { message_id, chat_id, user_id, read_at } => {
                 sqlx::query(

@@ -99,7 +99,7 @@ async fn clients_behind_the_balancer_move_to_the_other_node_when_one_drains() {
     // Round robin: alice's socket on one node, bob's on the other.
     let mut alice = Client::connect(&nginx.ws(&path("alice"))).await;
     let mut bob = Client::connect(&nginx.ws(&path("bob"))).await;
-    let on = |i: usize, user: &str| cluster.node(i).app.hub.sockets_of(&UserId::parse(user).unwrap());
+    let on = |i: usize, user: &str| cluster.node(i).sockets.of(&UserId::parse(user).unwrap());
     assert_eq!((on(0, "alice") + on(1, "alice"), on(0, "bob") + on(1, "bob")), (1, 1));
     assert_ne!(on(0, "alice"), on(0, "bob"), "the balancer put both sockets on one node");
     alice.send_json(json!({"type": "message", "content": "before"})).await;
@@ -113,7 +113,7 @@ async fn clients_behind_the_balancer_move_to_the_other_node_when_one_drains() {
     assert_eq!(bob.closed().await, 1012);
     drained.await.unwrap();
     let mut bob = Client::connect(&nginx.ws(&path("bob"))).await;
-    assert_eq!(cluster.node(0).app.hub.sockets_of(&UserId::parse("bob").unwrap()), 1, "bob is on the node left");
+    assert_eq!(cluster.node(0).sockets.of(&UserId::parse("bob").unwrap()), 1, "bob is on the node left");
     for n in 0..5 {
         alice.send_json(json!({"type": "message", "content": format!("after {n}")})).await;
         assert_eq!(alice.recv().await["content"], format!("after {n}"));

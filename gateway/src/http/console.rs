@@ -1,11 +1,6 @@
 //! The operator's console: the page at `/console` (its three files compiled into the binary, no
-//! CDN), and the two server-API routes it reads with the API key: every live node's report and a
-//! live tail of any group.
-//!
-//! Each node writes its report (sockets by protocol, groups, frame counters, recent closes, its
-//! largest groups) beside its presence heartbeat, as JSON readable in `redis-cli monitor`
-//! (`SET rt:presence:report:<node>`); the console polls the reports and computes the rates
-//! from two of them.
+//! CDN), and the two server-API routes it reads with the API key: every live node's report
+//! (`crate::report`) and a live tail of any group.
 
 use std::convert::Infallible;
 
@@ -16,121 +11,28 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use shared::event::Group;
-use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
-use crate::http::api::Backend;
-use crate::http::error::ApiError;
-use crate::http::openapi::{BadField, KeyThrottled, Unauthorized, Unavailable};
+use super::error::ApiError;
+use super::extract::Backend;
+use super::responses::{BadField, KeyThrottled, Unauthorized, Unavailable};
 use crate::hub::{OfGroup, Outbound};
-use crate::presence::{DEAD_AFTER, HEARTBEAT};
+use crate::node::Node;
+use crate::presence::DEAD_AFTER;
 use crate::protocols::Protocol;
-
-/// Groups a report lists (its largest).
-const REPORTED_GROUPS: usize = 50;
+use crate::report::NodeReport;
 
 /// `GET /console` and its files.
 pub(crate) async fn page(file: Option<Path<String>>) -> Response {
     let name = file.map(|Path(name)| name).unwrap_or_else(|| "index.html".to_owned());
     let (kind, text) = match name.as_str() {
-        "index.html" => ("text/html; charset=utf-8", include_str!("../console/index.html")),
-        "console.js" => ("text/javascript; charset=utf-8", include_str!("../console/console.js")),
-        "console.css" => ("text/css; charset=utf-8", include_str!("../console/console.css")),
+        "index.html" => ("text/html; charset=utf-8", include_str!("../../console/index.html")),
+        "console.js" => ("text/javascript; charset=utf-8", include_str!("../../console/console.js")),
+        "console.css" => ("text/css; charset=utf-8", include_str!("../../console/console.css")),
         _ => return ApiError::not_found("file").into_response(),
     };
     // The page holds no data (that comes from the API with the key), so it may be cached a little.
     ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "max-age=60")], text).into_response()
-}
-
-/// One node as the console shows it: what it has now and its counters since it started.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub(crate) struct NodeReport {
-    node: String,
-    /// `cluster` or `embedded`.
-    mode: String,
-    /// When the report was made (Unix ms, the node's clock).
-    at: i64,
-    /// Sockets open now, by protocol.
-    sockets: std::collections::BTreeMap<String, i64>,
-    /// Groups the node holds.
-    groups: i64,
-    frames_in: u64,
-    frames_out: u64,
-    publications_in: u64,
-    rate_limited: u64,
-    /// Closes since start, by close code.
-    closes: std::collections::BTreeMap<u16, u64>,
-    /// The latest closes, oldest first.
-    recent_closes: Vec<RecentClose>,
-    /// The node's largest groups, by sockets on this node.
-    largest_groups: Vec<GroupSize>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub(crate) struct RecentClose {
-    /// Unix ms.
-    at: i64,
-    code: u16,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub(crate) struct GroupSize {
-    group: String,
-    sockets: usize,
-}
-
-impl NodeReport {
-    fn of(app: &AppState) -> Self {
-        let m = &app.metrics;
-        let sockets = Protocol::ALL
-            .iter()
-            .map(|p| {
-                (
-                    p.name().to_owned(),
-                    m.sockets_open.get_or_create(&crate::metrics::ProtocolLabel { protocol: p.name() }).get(),
-                )
-            })
-            .collect();
-        let (recent_closes, closes) = {
-            let log = m.close_log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            (log.recent.iter().map(|&(at, code)| RecentClose { at, code }).collect(), log.counts.clone())
-        };
-        Self {
-            node: app.node_id.clone(),
-            mode: if app.config.is_embedded() { "embedded" } else { "cluster" }.to_owned(),
-            at: chrono::Utc::now().timestamp_millis(),
-            sockets,
-            groups: m.groups.get(),
-            frames_in: m.frames_in.get(),
-            frames_out: m.frames_out.get(),
-            publications_in: m.publications_in.get(),
-            rate_limited: m.rate_limited.get(),
-            closes,
-            recent_closes,
-            largest_groups: app
-                .hub
-                .largest_groups(REPORTED_GROUPS)
-                .into_iter()
-                .map(|(group, sockets)| GroupSize { group, sockets })
-                .collect(),
-        }
-    }
-}
-
-/// Writes this node's report with each heartbeat until `stop`.
-pub(crate) async fn report(app: AppState, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(HEARTBEAT);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let text = serde_json::to_string(&NodeReport::of(&app)).expect("a report serializes");
-        if let Err(e) = app.presence.report(&app.node_id, &text, DEAD_AFTER).await {
-            tracing::debug!(error = %e, "console report not written");
-        }
-    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -142,7 +44,7 @@ pub(crate) struct Nodes {
 /// Every live node of the cluster with its latest report (written each heartbeat).
 #[utoipa::path(get, path = "/api/v1/console/nodes", tag = "console", security(("api_key" = [])),
     responses((status = 200, description = "the live nodes", body = Nodes), Unauthorized, KeyThrottled, Unavailable))]
-pub(crate) async fn nodes(State(app): State<AppState>, _backend: Backend) -> Result<Json<Nodes>, ApiError> {
+pub(crate) async fn nodes(State(app): State<Node>, _backend: Backend) -> Result<Json<Nodes>, ApiError> {
     let reports = app.presence.reports(DEAD_AFTER).await.map_err(|e| {
         tracing::warn!(error = %e, "console: reports not read");
         ApiError::unavailable("the broker is unreachable")
@@ -167,7 +69,7 @@ pub(crate) struct TailQuery {
     responses((status = 200, description = "events as they come, one JSON object per line", content_type = "application/x-ndjson", body = String),
         BadField, Unauthorized, KeyThrottled, Unavailable))]
 pub(crate) async fn tail(
-    State(app): State<AppState>,
+    State(app): State<Node>,
     _backend: Backend,
     Query(query): Query<TailQuery>,
 ) -> Result<Response, ApiError> {
@@ -177,7 +79,7 @@ pub(crate) async fn tail(
     // Without pub/sub the tail would be a silent one: say so instead.
     app.broker.ping().await.map_err(|_| ApiError::unavailable("the broker is unreachable"))?;
     let (mut attached, outbox) =
-        app.hub.attach(None, Protocol::Console).map_err(|e| ApiError::unavailable(e.to_string()))?;
+        app.hub.attach(None, Protocol::Console.format()).map_err(|e| ApiError::unavailable(e.to_string()))?;
     attached.join(group.clone()).await;
     let first = format!("{}\n", serde_json::json!({ "tailing": group }));
     let state = (attached, outbox, Some(first), app.shutdown.clone());

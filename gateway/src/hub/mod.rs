@@ -1,0 +1,92 @@
+//! The hub: which local sockets are in which group, and the node's subscriptions that follow.
+//! It knows sockets, groups and bytes; protocols plug in through `Renderer` (how a publication
+//! looks on each wire format) and presence through the `Change`s it reports.
+//!
+//! * `registry` — the groups, their members and the per-user counts, under one lock.
+//! * `membership` — a socket's place (`Attached`): attach, join, leave, and everything undone on
+//!   drop; the first local member of a group makes the node subscribe.
+//! * `subscriptions` — the one task that subscribes and unsubscribes, lingering on empty groups.
+//! * `delivery` — the one task that delivers: admit under the lock, render and offer outside it.
+//! * `refill` — no gap after a reconnect: every group's window delivered before what waited.
+//! * `link` — one socket's bounded outbox and its backpressure (1013 when full).
+//! * `render`, `changes`, `commands` — what the hub exchanges with protocols, presence and its
+//!   own tasks.
+//!
+//! Two groups are the node's own and always subscribed (`pinned`): the control group carries
+//! membership and account changes (refilled like any group), which the hub hands to the access
+//! task (`crate::access`); the node's canary group carries its own liveness canaries
+//! (`crate::canary`), whose last number the hub records. Each chat group remembers the ids of the
+//! last chat messages it delivered (`saw_message`), so that a reply or read receipt to a message
+//! its sender just saw live is accepted before the worker has stored it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+
+use shared::broker::{Broker, Inbound};
+use shared::event::{Event, Group};
+use tokio::sync::mpsc;
+
+mod changes;
+mod commands;
+mod delivery;
+mod link;
+mod membership;
+mod refill;
+mod registry;
+mod render;
+mod subscriptions;
+
+pub(crate) use changes::Change;
+pub(crate) use link::{OfGroup, Outbound};
+pub(crate) use membership::Attached;
+pub(crate) use registry::Hub;
+pub(crate) use render::{Format, Renderer};
+
+use registry::{GroupEntry, HubState};
+
+/// What a hub reports to, and renders with.
+pub(crate) struct Plugs {
+    /// How publications look on each wire format.
+    pub(crate) renderer: Box<dyn Renderer>,
+    /// Each user's first and last socket on this node (and in each room), in order.
+    pub(crate) presence: mpsc::UnboundedSender<Change>,
+    /// Events of the control group (membership and account changes).
+    pub(crate) access: mpsc::UnboundedSender<Event>,
+}
+
+impl Hub {
+    /// Starts the hub's two tasks: the dispatcher (inbox → sockets) and the subscription manager.
+    pub(crate) fn start(
+        broker: Arc<dyn Broker>,
+        inbox: mpsc::Receiver<Inbound>,
+        limits: &shared::config::Limits,
+        metrics: Arc<crate::metrics::Metrics>,
+        plugs: Plugs,
+        node_id: &str,
+    ) -> Arc<Self> {
+        let (manager_tx, manager_rx) = mpsc::unbounded_channel();
+        let (refills_tx, refills_rx) = mpsc::unbounded_channel();
+        let mut state = HubState::default();
+        state.groups.insert(Group::control(), GroupEntry::new(true));
+        let hub = Arc::new(Self {
+            state: Mutex::new(state),
+            renderer: plugs.renderer,
+            manager: manager_tx,
+            refills: refills_tx,
+            presence: plugs.presence,
+            access: plugs.access,
+            in_sync: AtomicBool::new(false),
+            pinned: [Group::control(), Group::canary(node_id)],
+            canary_seen: AtomicU64::new(0),
+            resyncs: AtomicU64::new(0),
+            next_socket: AtomicU64::new(1),
+            outbox_frames: limits.outbox_frames,
+            outbox_bytes: limits.outbox_bytes,
+            max_sockets_per_user: limits.max_sockets_per_user,
+            metrics,
+        });
+        tokio::spawn(delivery::dispatch(Arc::downgrade(&hub), inbox, refills_rx));
+        tokio::spawn(subscriptions::manage_subscriptions(Arc::downgrade(&hub), broker, manager_rx));
+        hub
+    }
+}
