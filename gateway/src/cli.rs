@@ -19,7 +19,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Serve (the default): embedded mode without REDIS_URL, a cluster node with it.
     Serve,
     /// Print a token for a user, signed with JWT_SECRET (development).
@@ -36,7 +36,7 @@ pub enum Command {
 
 /// Parses the arguments (without the program name). `Err` holds clap's text: usage, help or
 /// version, to be printed as it is.
-pub fn parse(args: &[String]) -> Result<Command, clap::Error> {
+pub(crate) fn parse(args: &[String]) -> Result<Command, clap::Error> {
     let command = Cli::command().after_help(shared::config::settings_help(ReadBy::Gateway));
     let matches = command.try_get_matches_from(std::iter::once("gateway".to_owned()).chain(args.iter().cloned()))?;
     let cli = Cli::from_arg_matches(&matches)?;
@@ -49,7 +49,7 @@ pub fn parse(args: &[String]) -> Result<Command, clap::Error> {
 }
 
 /// What `check-config` prints for a valid configuration.
-pub fn describe(config: &GatewayConfig) -> String {
+pub(crate) fn describe(config: &GatewayConfig) -> String {
     let mode = match &config.redis_url {
         None => format!(
             "embedded mode, data in {}",
@@ -60,7 +60,7 @@ pub fn describe(config: &GatewayConfig) -> String {
     format!("configuration OK: {mode}; listening on {}", config.bind)
 }
 
-pub fn token(config: &GatewayConfig, user: &str, ttl: i64) -> Result<String, String> {
+pub(crate) fn token(config: &GatewayConfig, user: &str, ttl: i64) -> Result<String, String> {
     match &config.jwt {
         JwtKey::Hs256(secret) => Ok(shared::auth::issue_hs256(secret, user, ttl)),
         _ => Err("gateway token signs with JWT_SECRET (HS256); with a public key, tokens come from your issuer".into()),
@@ -68,7 +68,7 @@ pub fn token(config: &GatewayConfig, user: &str, ttl: i64) -> Result<String, Str
 }
 
 /// What embedded mode prints at start: what it is, what it guarantees, and the first steps.
-pub fn embedded_banner(config: &GatewayConfig, port: u16) -> String {
+pub(crate) fn embedded_banner(config: &GatewayConfig, port: u16) -> String {
     let dir = config.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
     let secret = match &config.jwt {
         JwtKey::Hs256(s) => s.as_str(),

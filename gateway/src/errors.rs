@@ -6,7 +6,7 @@ use serde::Serialize;
 
 /// Why the gateway closes a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// 4001: no token in `?token=`.
     NoToken,
     /// 4002: the token's user is unknown or inactive.
@@ -53,7 +53,7 @@ impl CloseReason {
         CloseReason::InvalidData,
     ];
 
-    pub fn code(self) -> u16 {
+    pub(crate) fn code(self) -> u16 {
         match self {
             CloseReason::NoToken => 4001,
             CloseReason::UserNotFound => 4002,
@@ -71,7 +71,7 @@ impl CloseReason {
         }
     }
 
-    pub fn text(self) -> &'static str {
+    pub(crate) fn text(self) -> &'static str {
         match self {
             CloseReason::NoToken => "No token provided",
             CloseReason::UserNotFound => "User not found",
@@ -90,11 +90,11 @@ impl CloseReason {
     }
 
     /// For `SocketLink::kick_code`, which stores `code()`.
-    pub fn from_code(code: u16) -> Self {
+    pub(crate) fn from_code(code: u16) -> Self {
         Self::ALL.into_iter().find(|r| r.code() == code).unwrap_or(CloseReason::Internal)
     }
 
-    pub fn frame(self) -> CloseFrame {
+    pub(crate) fn frame(self) -> CloseFrame {
         CloseFrame { code: self.code(), reason: Utf8Bytes::from_static(self.text()) }
     }
 
@@ -102,7 +102,7 @@ impl CloseReason {
     /// (`retry_after_ms=N`) and, on a single-group socket, from where (`since=SEQ`, for `?since=`),
     /// e.g. `Server restarting; retry_after_ms=830; since=1204` (well under the 123 bytes a close
     /// reason may have).
-    pub fn frame_with_hint(self, retry_after: std::time::Duration, since: Option<u64>) -> CloseFrame {
+    pub(crate) fn frame_with_hint(self, retry_after: std::time::Duration, since: Option<u64>) -> CloseFrame {
         let mut reason = format!("{}; retry_after_ms={}", self.text(), retry_after.as_millis());
         if let Some(seq) = since {
             reason.push_str(&format!("; since={seq}"));
@@ -114,13 +114,16 @@ impl CloseReason {
 /// The `error_code` values of the error frame (pythia.md's table, extended by PROTOCOL.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     InvalidJson,
     UnknownMessageType,
     InvalidPayload,
     RateLimited,
     Unavailable,
     AccessDenied,
+    /// In pythia.md's table, and so in the wire contract; the gateway answers every server-side
+    /// failure it meets with `unavailable` (which a client may retry), so it sends none today.
+    #[allow(dead_code)]
     InternalError,
     MissingChannelId,
     JoinChannelError,
@@ -131,7 +134,7 @@ pub enum ErrorCode {
 
 /// A problem with one client frame: answered with an error frame, the socket stays open.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientError {
+pub(crate) struct ClientError {
     pub code: ErrorCode,
     pub message: String,
     /// More about the problem (pythia.md's error frame has it).
@@ -149,40 +152,40 @@ struct ErrorFrame<'a> {
 }
 
 impl ClientError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { code, message: message.into(), details: None }
     }
 
-    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+    pub(crate) fn with_details(mut self, details: impl Into<String>) -> Self {
         self.details = Some(details.into());
         self
     }
 
-    pub fn invalid_json() -> Self {
+    pub(crate) fn invalid_json() -> Self {
         Self::new(ErrorCode::InvalidJson, "Message is not valid JSON")
     }
 
-    pub fn unknown_type(kind: Option<&str>) -> Self {
+    pub(crate) fn unknown_type(kind: Option<&str>) -> Self {
         match kind {
             Some(kind) => Self::new(ErrorCode::UnknownMessageType, format!("Unknown message type: {kind}")),
             None => Self::new(ErrorCode::UnknownMessageType, "Message has no \"type\""),
         }
     }
 
-    pub fn invalid_payload(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid_payload(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidPayload, message)
     }
 
-    pub fn rate_limited() -> Self {
+    pub(crate) fn rate_limited() -> Self {
         Self::new(ErrorCode::RateLimited, "Too many messages; slow down")
     }
 
-    pub fn unavailable() -> Self {
+    pub(crate) fn unavailable() -> Self {
         Self::new(ErrorCode::Unavailable, "Message not sent: the service is temporarily unavailable; retry")
     }
 
     /// `{"type":"error","error_code":…,"message":…}`
-    pub fn frame(&self) -> Utf8Bytes {
+    pub(crate) fn frame(&self) -> Utf8Bytes {
         let frame = ErrorFrame {
             kind: "error",
             error_code: self.code,

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub trait MotivationProvider: Send + Sync + 'static {
+pub(crate) trait MotivationProvider: Send + Sync + 'static {
     /// A short encouraging text for someone at `stress_level` (1–10) facing `challenge` (may be
     /// empty).
     fn motivate(&self, challenge: &str, stress_level: u8) -> String;
@@ -11,7 +11,7 @@ pub trait MotivationProvider: Send + Sync + 'static {
 
 /// Phrases by stress band, rotated so that repeated requests do not read the same.
 #[derive(Default)]
-pub struct PhraseBook {
+pub(crate) struct PhraseBook {
     turn: AtomicUsize,
 }
 

@@ -24,20 +24,20 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::{Change, Hub};
 
 /// How often this node says it is alive.
-pub const HEARTBEAT: Duration = Duration::from_secs(3);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(3);
 /// Silence after which a node counts as dead. With the heartbeat above, the users of a killed
 /// node go offline 10–13 s after its last beat.
-pub const DEAD_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(10);
 
 /// Tells the apps that a user came online or went offline cluster-wide: Pythia's `user_status`,
 /// to every channel the user is a member of ("relevant channels", pythia.md).
-pub struct Announcer {
+pub(crate) struct Announcer {
     pub broker: Arc<dyn Broker>,
     pub store: Store,
 }
 
 impl Announcer {
-    pub async fn announce(&self, user: UserId, online: bool) {
+    pub(crate) async fn announce(&self, user: UserId, online: bool) {
         let channels = match self.store.channels_of(&user).await {
             Ok(channels) => channels,
             Err(e) => {
@@ -55,7 +55,7 @@ impl Announcer {
     }
 
     /// `user_joined` / `user_left` to the others in a channel's room.
-    pub async fn announce_room(&self, room: Group, user: UserId, joined: bool) {
+    pub(crate) async fn announce_room(&self, room: Group, user: UserId, joined: bool) {
         let Some(channel_id) = room.channel_id() else { return };
         let event = Envelope::to_others(Event::RoomChange { channel_id, user_id: user.clone(), joined }, &user);
         if let Err(e) = self.broker.publish(&room, event.encode()).await {
@@ -64,7 +64,7 @@ impl Announcer {
     }
 
     /// Everyone who went away with a node.
-    pub async fn announce_departed(&self, departed: Departed) {
+    pub(crate) async fn announce_departed(&self, departed: Departed) {
         for (room, user) in departed.rooms {
             self.announce_room(room, user, false).await;
         }
@@ -74,7 +74,7 @@ impl Announcer {
     }
 }
 
-pub struct PresenceTask {
+pub(crate) struct PresenceTask {
     pub store: Arc<dyn Presence>,
     pub node: String,
     pub hub: Weak<Hub>,
@@ -84,7 +84,7 @@ pub struct PresenceTask {
 
 impl PresenceTask {
     /// Runs until `stop`; then removes this node (and its users) from the store.
-    pub async fn run(mut self, stop: CancellationToken) {
+    pub(crate) async fn run(mut self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(HEARTBEAT);
         // After a failed store call the store may disagree with the hub: reconcile on the next beat.
         let mut dirty = false;
@@ -190,7 +190,7 @@ impl PresenceTask {
 }
 
 /// A node id: unique per process, readable in Redis.
-pub fn node_id() -> String {
+pub(crate) fn node_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
     format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }

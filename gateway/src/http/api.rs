@@ -21,7 +21,7 @@ use crate::protocols::sessions::MessageFrame;
 
 /// A user as the API answers it.
 #[derive(Serialize, ToSchema)]
-pub struct UserView {
+pub(crate) struct UserView {
     #[schema(value_type = String)]
     id: UserId,
     username: String,
@@ -47,7 +47,7 @@ impl UserView {
 
 /// A direct session (sessions.md) as the API answers it.
 #[derive(Serialize, ToSchema)]
-pub struct SessionView {
+pub(crate) struct SessionView {
     #[schema(value_type = String)]
     id: SessionId,
     #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
@@ -71,7 +71,7 @@ impl SessionView {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UserBody {
+pub(crate) struct UserBody {
     #[schema(min_length = 1, max_length = 150, pattern = "\\S")]
     username: String,
     email: Option<String>,
@@ -84,7 +84,7 @@ pub struct UserBody {
 #[utoipa::path(put, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "the user's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     request_body = UserBody, security(("api_key" = [])),
     responses((status = 200, description = "the user as stored", body = UserView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
-pub async fn put_user(
+pub(crate) async fn put_user(
     State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
@@ -115,7 +115,7 @@ pub async fn put_user(
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "the user's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     security(("api_key" = [])),
     responses((status = 200, description = "the user", body = UserView), BadField, Unauthorized, NotFound, KeyThrottled, Unavailable))]
-pub async fn get_user(
+pub(crate) async fn get_user(
     State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
@@ -127,7 +127,7 @@ pub async fn get_user(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SessionBody {
+pub(crate) struct SessionBody {
     #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     inviter_id: UserId,
     #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
@@ -138,7 +138,7 @@ pub struct SessionBody {
 #[utoipa::path(put, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "the session's id", format = Uuid)),
     request_body = SessionBody, security(("api_key" = [])),
     responses((status = 200, description = "the session as stored", body = SessionView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
-pub async fn put_session(
+pub(crate) async fn put_session(
     State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
@@ -154,7 +154,7 @@ pub async fn put_session(
 #[utoipa::path(get, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "the session's id", format = Uuid)),
     security(("api_key" = [])),
     responses((status = 200, description = "the session", body = SessionView), Unauthorized, NotFound, KeyThrottled, Unavailable))]
-pub async fn get_session(
+pub(crate) async fn get_session(
     State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
@@ -170,7 +170,7 @@ pub async fn get_session(
     params(("id" = String, Path, description = "the session's id", format = Uuid), HistoryQuery),
     security(("api_key" = []), ("user_jwt" = [])),
     responses((status = 200, description = "a page of messages", body = SessionHistory), BadField, Unauthorized, NotFound, Unavailable))]
-pub async fn session_messages(
+pub(crate) async fn session_messages(
     State(app): State<Node>,
     Path(id): Path<String>,
     HistoryParams(query): HistoryParams,
@@ -192,19 +192,19 @@ pub async fn session_messages(
 
 /// A session's history: newest first.
 #[derive(Serialize, ToSchema)]
-pub struct SessionHistory<'a> {
+pub(crate) struct SessionHistory<'a> {
     messages: Vec<MessageFrame<'a>>,
 }
 
 /// A chat's history: newest first.
 #[derive(Serialize, ToSchema)]
-pub struct ChatHistory<'a> {
+pub(crate) struct ChatHistory<'a> {
     messages: Vec<MessageData<'a>>,
 }
 
 /// A chat (chat.txt) as the API answers it.
 #[derive(Serialize, ToSchema)]
-pub struct ChatView {
+pub(crate) struct ChatView {
     #[schema(value_type = String)]
     id: ChatId,
     #[schema(value_type = Vec<String>)]
@@ -225,7 +225,7 @@ impl ChatView {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct MembersBody {
+pub(crate) struct MembersBody {
     #[schema(value_type = Vec<String>)]
     member_ids: Vec<UserId>,
 }
@@ -234,7 +234,7 @@ pub struct MembersBody {
 #[utoipa::path(put, path = "/api/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "the chat's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     request_body = MembersBody, security(("api_key" = [])),
     responses((status = 200, description = "the chat as stored", body = ChatView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
-pub async fn put_chat(
+pub(crate) async fn put_chat(
     State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
@@ -250,7 +250,7 @@ pub async fn put_chat(
 #[utoipa::path(get, path = "/api/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "the chat's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     security(("api_key" = [])),
     responses((status = 200, description = "the chat", body = ChatView), Unauthorized, NotFound, KeyThrottled, Unavailable))]
-pub async fn get_chat(
+pub(crate) async fn get_chat(
     State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
@@ -266,7 +266,7 @@ pub async fn get_chat(
     params(("id" = String, Path, description = "the chat's id", pattern = "^[A-Za-z0-9_-]{1,64}$"), HistoryQuery),
     security(("api_key" = []), ("user_jwt" = [])),
     responses((status = 200, description = "a page of messages", body = ChatHistory), BadField, Unauthorized, NotFound, Unavailable))]
-pub async fn chat_messages(
+pub(crate) async fn chat_messages(
     State(app): State<Node>,
     Path(id): Path<String>,
     HistoryParams(query): HistoryParams,

@@ -20,11 +20,11 @@ use super::responses::{
 use crate::node::Node;
 use crate::protocols::pythia::{may_see, MessageData};
 
-pub const MAX_CONTENT_CHARS: usize = 4000;
+pub(crate) const MAX_CONTENT_CHARS: usize = 4000;
 
 /// A channel (pythia.md) as the API answers it.
 #[derive(Serialize, ToSchema)]
-pub struct ChannelView {
+pub(crate) struct ChannelView {
     #[schema(value_type = String)]
     id: ChannelId,
     name: String,
@@ -41,7 +41,7 @@ impl ChannelView {
 
 /// One membership after a change.
 #[derive(Serialize, ToSchema)]
-pub struct MemberView {
+pub(crate) struct MemberView {
     #[schema(value_type = String)]
     channel_id: ChannelId,
     #[schema(value_type = String)]
@@ -52,7 +52,7 @@ pub struct MemberView {
 
 /// A channel's history: newest first.
 #[derive(Serialize, ToSchema)]
-pub struct ChannelHistory<'a> {
+pub(crate) struct ChannelHistory<'a> {
     messages: Vec<MessageData<'a>>,
 }
 
@@ -74,7 +74,7 @@ fn recheck(channel: &ChannelId) -> (Group, Envelope) {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ChannelBody {
+pub(crate) struct ChannelBody {
     #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     name: String,
     /// A private channel is seen by its members only.
@@ -90,7 +90,7 @@ pub struct ChannelBody {
 #[utoipa::path(put, path = "/api/v1/channels/{id}", tag = "channels", params(("id" = String, Path, description = "the channel's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     request_body = ChannelBody, security(("api_key" = [])),
     responses((status = 200, description = "the channel as stored", body = ChannelView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
-pub async fn put_channel(
+pub(crate) async fn put_channel(
     State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
@@ -112,7 +112,7 @@ pub async fn put_channel(
 #[utoipa::path(get, path = "/api/v1/channels/{id}", tag = "channels", params(("id" = String, Path, description = "the channel's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     security(("api_key" = [])),
     responses((status = 200, description = "the channel", body = ChannelView), BadField, Unauthorized, NotFound, KeyThrottled, Unavailable))]
-pub async fn get_channel(
+pub(crate) async fn get_channel(
     State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
@@ -141,7 +141,7 @@ async fn member_change(app: &Node, id: &str, user: &str, add: bool) -> Result<Js
     params(("id" = String, Path, description = "the channel's id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("user_id" = String, Path, description = "the user's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     security(("api_key" = [])),
     responses((status = 200, description = "the membership", body = MemberView), BadField, Unauthorized, NotFound, KeyThrottled, Unavailable))]
-pub async fn put_member(
+pub(crate) async fn put_member(
     State(app): State<Node>,
     _backend: Backend,
     Path((id, user)): Path<(String, String)>,
@@ -154,7 +154,7 @@ pub async fn put_member(
     params(("id" = String, Path, description = "the channel's id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("user_id" = String, Path, description = "the user's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     security(("api_key" = [])),
     responses((status = 200, description = "the membership", body = MemberView), BadField, Unauthorized, NotFound, KeyThrottled, Unavailable))]
-pub async fn delete_member(
+pub(crate) async fn delete_member(
     State(app): State<Node>,
     _backend: Backend,
     Path((id, user)): Path<(String, String)>,
@@ -168,7 +168,7 @@ pub async fn delete_member(
     params(("id" = String, Path, description = "the channel's id", pattern = "^[A-Za-z0-9_-]{1,64}$"), HistoryQuery),
     security(("api_key" = []), ("user_jwt" = [])),
     responses((status = 200, description = "a page of messages", body = ChannelHistory), BadField, Unauthorized, NotFound, Unavailable))]
-pub async fn channel_messages(
+pub(crate) async fn channel_messages(
     State(app): State<Node>,
     Path(id): Path<String>,
     HistoryParams(query): HistoryParams,
@@ -214,7 +214,7 @@ fn mentioned(content: &str) -> Vec<String> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct MessageBody {
+pub(crate) struct MessageBody {
     #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     channel_id: ChannelId,
     /// 1-4000 characters once trimmed.
@@ -227,7 +227,7 @@ pub struct MessageBody {
 #[utoipa::path(post, path = "/api/v1/messages", tag = "channels", request_body = MessageBody,
     params(IdempotencyKey), security(("user_jwt" = [])),
     responses((status = 201, description = "the message as stored and broadcast", body = MessageData), BadField, Unauthorized, NotFound, Conflict, BodyErrors, Unavailable))]
-pub async fn post_message(
+pub(crate) async fn post_message(
     State(app): State<Node>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<MessageBody>,
@@ -270,7 +270,7 @@ pub async fn post_message(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ReactionBody {
+pub(crate) struct ReactionBody {
     #[schema(value_type = String, format = Uuid)]
     message_id: MessageId,
     /// 1-32 characters once trimmed.
@@ -288,7 +288,7 @@ enum ReactionAction {
 
 /// A reaction as stored.
 #[derive(Serialize, ToSchema)]
-pub struct ReactionView {
+pub(crate) struct ReactionView {
     #[schema(value_type = String, format = Uuid)]
     message_id: MessageId,
     #[schema(value_type = String)]
@@ -304,7 +304,7 @@ pub struct ReactionView {
 #[utoipa::path(post, path = "/api/v1/messages/reactions", tag = "channels", request_body = ReactionBody,
     params(IdempotencyKey), security(("user_jwt" = [])),
     responses((status = 201, description = "the reaction", body = ReactionView), BadField, Unauthorized, NotFound, Conflict, BodyErrors, Unavailable))]
-pub async fn post_reaction(
+pub(crate) async fn post_reaction(
     State(app): State<Node>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ReactionBody>,

@@ -11,7 +11,7 @@ use shared::store::StoreError;
 use utoipa::ToSchema;
 
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
@@ -19,7 +19,7 @@ pub struct ApiError {
 
 /// What an error answer carries.
 #[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// A stable code to branch on: `invalid_field`, `invalid_json`, `invalid_body`,
     /// `unauthorized`, `not_found`, `conflict`, `payload_too_large`, `rate_limited`, `unavailable`...
     #[schema(example = "invalid_field")]
@@ -30,29 +30,29 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
 
-    pub fn unauthorized() -> Self {
+    pub(crate) fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or invalid bearer credentials")
     }
 
-    pub fn not_found(what: &str) -> Self {
+    pub(crate) fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
 
-    pub fn bad_field(field: &str, problem: impl std::fmt::Display) -> Self {
+    pub(crate) fn bad_field(field: &str, problem: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_field", format!("{field}: {problem}"))
     }
 
-    pub fn bad_body(problem: impl std::fmt::Display) -> Self {
+    pub(crate) fn bad_body(problem: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", problem.to_string())
     }
 }
 
 impl ApiError {
-    pub fn unavailable(message: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 }

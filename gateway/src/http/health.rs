@@ -14,20 +14,20 @@ use crate::node::Node;
 
 /// The process answers.
 #[derive(Serialize, ToSchema)]
-pub struct Health {
+pub(crate) struct Health {
     #[schema(example = "ok")]
     status: &'static str,
 }
 
 /// Liveness: the process answers (nothing else is checked).
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive", body = Health)))]
-pub async fn healthz() -> Json<Health> {
+pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
 /// Whether this node should be sent new sockets, and why not.
 #[derive(Serialize, ToSchema)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// `ready` or `not_ready`.
     status: &'static str,
     /// Redis answers.
@@ -46,7 +46,7 @@ pub struct Readiness {
 /// coming back, not draining.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "ready", body = Readiness), (status = 503, description = "not ready (the body says why)", body = Readiness)))]
-pub async fn readyz(State(app): State<Node>) -> impl IntoResponse {
+pub(crate) async fn readyz(State(app): State<Node>) -> impl IntoResponse {
     let broker = app.broker.ping().await.is_ok();
     let database = app.store.ping().await.is_ok();
     let subscriptions = app.hub.in_sync();
@@ -68,7 +68,7 @@ pub async fn readyz(State(app): State<Node>) -> impl IntoResponse {
 /// Prometheus metrics of this node (OpenMetrics text).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "the node's metrics", content_type = "application/openmetrics-text", body = String)))]
-pub async fn metrics(State(app): State<Node>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(app): State<Node>) -> impl IntoResponse {
     // Cluster-wide, from Redis: jobs the workers could not apply, waiting for an operator.
     if let Ok(dead) = app.broker.dead_letter_count().await {
         app.metrics.dead_letters.set(dead as i64);
@@ -79,7 +79,7 @@ pub async fn metrics(State(app): State<Node>) -> impl IntoResponse {
 
 /// Users connected anywhere in the cluster.
 #[derive(Serialize, ToSchema)]
-pub struct WsStatus {
+pub(crate) struct WsStatus {
     /// Distinct authenticated users with a socket of any app open on any node.
     connected_users: u64,
     #[schema(example = "active")]
@@ -89,7 +89,7 @@ pub struct WsStatus {
 /// Distinct authenticated users with a socket of any app open on any node (diary.md).
 #[utoipa::path(get, path = "/api/v1/ws/status", tag = "operations",
     responses((status = 200, description = "the count", body = WsStatus), Unavailable))]
-pub async fn ws_status(State(app): State<Node>) -> Result<Json<WsStatus>, ApiError> {
+pub(crate) async fn ws_status(State(app): State<Node>) -> Result<Json<WsStatus>, ApiError> {
     match app.presence.count().await {
         Ok(n) => Ok(Json(WsStatus { connected_users: n as u64, status: "active" })),
         Err(e) => {

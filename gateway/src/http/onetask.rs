@@ -35,14 +35,14 @@ async fn publish(app: &Node, group: &Group, event: Event) -> Result<(), ApiError
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct WorkspaceBody {
+pub(crate) struct WorkspaceBody {
     #[schema(value_type = Vec<String>)]
     member_ids: Vec<UserId>,
 }
 
 /// A workspace (onetask.md) as stored.
 #[derive(Serialize, ToSchema)]
-pub struct WorkspaceView {
+pub(crate) struct WorkspaceView {
     #[schema(value_type = String)]
     id: WorkspaceId,
     #[schema(value_type = Vec<String>)]
@@ -53,7 +53,7 @@ pub struct WorkspaceView {
 #[utoipa::path(put, path = "/api/v1/workspaces/{id}", tag = "onetask", params(("id" = String, Path, description = "the workspace's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     request_body = WorkspaceBody, security(("api_key" = [])),
     responses((status = 200, description = "the workspace as stored", body = WorkspaceView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
-pub async fn put_workspace(
+pub(crate) async fn put_workspace(
     State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
@@ -67,14 +67,14 @@ pub async fn put_workspace(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct FocusBody {
+pub(crate) struct FocusBody {
     #[schema(value_type = Vec<String>)]
     participant_ids: Vec<UserId>,
 }
 
 /// A focus session (onetask.md) as stored, with its timer.
 #[derive(Serialize, ToSchema)]
-pub struct FocusSessionView {
+pub(crate) struct FocusSessionView {
     #[schema(value_type = String)]
     id: FocusSessionId,
     #[schema(value_type = Vec<String>)]
@@ -88,7 +88,7 @@ pub struct FocusSessionView {
 #[utoipa::path(put, path = "/api/v1/focus-sessions/{id}", tag = "onetask", params(("id" = String, Path, description = "the focus session's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     request_body = FocusBody, security(("api_key" = [])),
     responses((status = 200, description = "the focus session as stored", body = FocusSessionView), BadField, Unauthorized, BodyErrors, KeyThrottled, Unavailable))]
-pub async fn put_focus_session(
+pub(crate) async fn put_focus_session(
     State(app): State<Node>,
     Path(id): Path<String>,
     _backend: Backend,
@@ -118,7 +118,7 @@ enum FlexibleIdSchema {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NotificationBody {
+pub(crate) struct NotificationBody {
     #[schema(value_type = FlexibleIdSchema)]
     user_id: Value,
     #[schema(pattern = "\\S")]
@@ -136,7 +136,7 @@ pub struct NotificationBody {
 
 /// The id a notification was stored under.
 #[derive(Serialize, ToSchema)]
-pub struct NotificationCreated {
+pub(crate) struct NotificationCreated {
     notification_id: i64,
 }
 
@@ -144,7 +144,7 @@ pub struct NotificationCreated {
 #[utoipa::path(post, path = "/api/v1/notifications", tag = "onetask", request_body = NotificationBody,
     params(IdempotencyKey), security(("api_key" = [])),
     responses((status = 201, description = "stored and delivered", body = NotificationCreated), BadField, Unauthorized, Conflict, BodyErrors, KeyThrottled, Unavailable))]
-pub async fn post_notification(
+pub(crate) async fn post_notification(
     State(app): State<Node>,
     _backend: Backend,
     JsonBody(body): JsonBody<NotificationBody>,
@@ -190,7 +190,7 @@ pub async fn post_notification(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TaskEventBody {
+pub(crate) struct TaskEventBody {
     #[schema(value_type = FlexibleIdSchema)]
     workspace_id: Value,
     #[schema(value_type = FlexibleIdSchema)]
@@ -207,7 +207,7 @@ pub struct TaskEventBody {
 
 /// The answer of a publishing route.
 #[derive(Serialize, ToSchema)]
-pub struct Published {
+pub(crate) struct Published {
     /// Always `published`.
     #[schema(example = "published")]
     status: &'static str,
@@ -219,7 +219,7 @@ const PUBLISHED: Published = Published { status: "published" };
 #[utoipa::path(post, path = "/api/v1/task-events", tag = "onetask", request_body = TaskEventBody,
     params(IdempotencyKey), security(("api_key" = [])),
     responses((status = 202, description = "published", body = Published), BadField, Unauthorized, Conflict, BodyErrors, KeyThrottled, Unavailable))]
-pub async fn post_task_event(
+pub(crate) async fn post_task_event(
     State(app): State<Node>,
     _backend: Backend,
     JsonBody(body): JsonBody<TaskEventBody>,
@@ -264,7 +264,7 @@ pub async fn post_task_event(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PublishBody {
+pub(crate) struct PublishBody {
     /// `session:ID`, `chat:ID`, `channel:ID`, `user:ID`, `workspace:ID` or `focus:ID`.
     #[schema(example = "workspace:42", pattern = "^(session|chat|channel|user|workspace|focus):[A-Za-z0-9_-]{1,64}$")]
     group: String,
@@ -277,7 +277,7 @@ pub struct PublishBody {
 #[utoipa::path(post, path = "/api/v1/publish", tag = "publish", request_body = PublishBody,
     params(IdempotencyKey), security(("api_key" = [])),
     responses((status = 202, description = "published", body = Published), BadField, Unauthorized, Conflict, BodyErrors, KeyThrottled, Unavailable))]
-pub async fn post_publish(
+pub(crate) async fn post_publish(
     State(app): State<Node>,
     _backend: Backend,
     JsonBody(body): JsonBody<PublishBody>,

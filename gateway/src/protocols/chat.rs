@@ -18,11 +18,11 @@ use super::frame::{message_text, ClientFrame};
 use crate::errors::{ClientError, ErrorCode};
 use crate::node::Node;
 
-pub const MAX_CONTENT_CHARS: usize = 4000;
+pub(crate) const MAX_CONTENT_CHARS: usize = 4000;
 const MESSAGE_TYPES: [&str; 3] = ["text", "image", "file"];
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Send { content: String, message_type: String, parent: Option<MessageId>, client_id: Option<String> },
     Direct { content: String, message_type: String, recipient: UserId, chat: Option<ChatId>, client_id: Option<String> },
     Typing { is_typing: bool },
@@ -45,7 +45,7 @@ fn message_id(data: &ClientFrame, field: &str) -> Result<Option<MessageId>, Clie
         .transpose()
 }
 
-pub fn decode(text: &str) -> Result<Action, ClientError> {
+pub(crate) fn decode(text: &str) -> Result<Action, ClientError> {
     let frame = ClientFrame::parse(text)?;
     match frame.kind.as_str() {
         "send_message" => {
@@ -87,7 +87,7 @@ pub fn decode(text: &str) -> Result<Action, ClientError> {
 /// `new_message.data` (chat.txt §2.2 a); also each item of a chat's history.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = ChatMessage)]
-pub struct MessageData<'a> {
+pub(crate) struct MessageData<'a> {
     #[schema(value_type = String, format = Uuid)]
     id: MessageId,
     #[schema(value_type = String)]
@@ -109,7 +109,7 @@ pub struct MessageData<'a> {
 }
 
 impl<'a> MessageData<'a> {
-    pub fn new(m: &'a ChatMessage) -> Self {
+    pub(crate) fn new(m: &'a ChatMessage) -> Self {
         let at = shared::time::format(&m.created_at);
         Self {
             id: m.message_id,
@@ -145,11 +145,11 @@ struct ReceiptData<'a> {
 }
 
 /// `new_direct_message`, rendered for whichever socket of the recipient receives it.
-pub fn direct_message_frame(m: &ChatMessage) -> Option<String> {
+pub(crate) fn direct_message_frame(m: &ChatMessage) -> Option<String> {
     serde_json::to_string(&Wrapped { kind: "new_direct_message", data: MessageData::new(m) }).ok()
 }
 
-pub fn render(event: &Event) -> Option<String> {
+pub(crate) fn render(event: &Event) -> Option<String> {
     let json = match event {
         Event::ChatMessage(m) => serde_json::to_string(&Wrapped { kind: "new_message", data: MessageData::new(m) }),
         Event::DirectMessage(m) => return direct_message_frame(m),
@@ -167,7 +167,7 @@ pub fn render(event: &Event) -> Option<String> {
 }
 
 /// One member's socket in one chat.
-pub struct ChatSocket {
+pub(crate) struct ChatSocket {
     pub chat_id: ChatId,
     pub group: Group,
     /// The user record at connect: the `sender` object of what they send.
@@ -203,7 +203,7 @@ impl ChatSocket {
         }
     }
 
-    pub async fn on_text(&self, app: &Node, text: &str) -> Result<Option<Utf8Bytes>, ClientError> {
+    pub(crate) async fn on_text(&self, app: &Node, text: &str) -> Result<Option<Utf8Bytes>, ClientError> {
         let me = &self.sender.id;
         let published = match decode(text)? {
             Action::Send { content, message_type, parent, client_id } => {

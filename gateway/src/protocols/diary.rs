@@ -13,18 +13,18 @@ use shared::event::Event;
 use crate::errors::ClientError;
 use crate::node::Node;
 
-pub const MAX_CHALLENGE_CHARS: usize = 500;
-pub const DEFAULT_STRESS: u8 = 5;
+pub(crate) const MAX_CHALLENGE_CHARS: usize = 500;
+pub(crate) const DEFAULT_STRESS: u8 = 5;
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Ping,
     Motivation { challenge: String, stress_level: u8 },
     Echo,
 }
 
 /// Decodes a frame. Unlike the other sockets, a missing or unknown `type` is echoed.
-pub fn decode(text: &str) -> Result<Action, ClientError> {
+pub(crate) fn decode(text: &str) -> Result<Action, ClientError> {
     let value = super::frame::parse_json(text)?;
     let Some(object) = value.as_object() else { return Ok(Action::Echo) };
     match object.get("type").and_then(Value::as_str) {
@@ -80,7 +80,7 @@ struct Echo<'a> {
 }
 
 /// Events delivered to the personal socket: direct messages (chat.txt §2.2 b).
-pub fn render(event: &Event) -> Option<String> {
+pub(crate) fn render(event: &Event) -> Option<String> {
     match event {
         Event::DirectMessage(m) => super::chat::direct_message_frame(m),
         _ => None,
@@ -88,12 +88,12 @@ pub fn render(event: &Event) -> Option<String> {
 }
 
 /// One personal socket. `user_id` is the path's id (the token's `sub` when there is a token).
-pub struct PersonalSocket {
+pub(crate) struct PersonalSocket {
     pub user_id: String,
 }
 
 impl PersonalSocket {
-    pub fn on_text(&self, app: &Node, text: &str) -> Result<Utf8Bytes, ClientError> {
+    pub(crate) fn on_text(&self, app: &Node, text: &str) -> Result<Utf8Bytes, ClientError> {
         let user_id = self.user_id.as_str();
         let json = match decode(text)? {
             Action::Ping => serde_json::to_string(&Pong { kind: "pong", user_id, message: "Pong!" }),

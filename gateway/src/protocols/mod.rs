@@ -21,7 +21,7 @@ pub(crate) mod sessions;
 
 /// A wire format. The hub renders each publication once per format present in a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// Send Buddy session chat (sendbuddy.md).
     Sessions,
     /// The Diary personal socket (diary.md, chat.txt §1.2).
@@ -38,10 +38,10 @@ pub enum Protocol {
 
 impl Protocol {
     /// Number of variants: the size of the hub's per-publication render cache.
-    pub const COUNT: usize = 6;
+    pub(crate) const COUNT: usize = 6;
 
     /// Every protocol, in the order of their render cache slots.
-    pub const ALL: [Protocol; Protocol::COUNT] =
+    pub(crate) const ALL: [Protocol; Protocol::COUNT] =
         [Protocol::Sessions, Protocol::Diary, Protocol::Chat, Protocol::Pythia, Protocol::OneTask, Protocol::Console];
 
     /// The hub's name for this format: its slot in a publication's render cache.
@@ -50,7 +50,7 @@ impl Protocol {
     }
 
     /// The name metrics label it with.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Protocol::Sessions => "sessions",
             Protocol::Diary => "diary",
@@ -64,7 +64,7 @@ impl Protocol {
     /// This format's frame for a publication, carrying the group's `seq` as its first field when
     /// the broker numbered it (an added field: the guides' clients ignore it; a client that keeps
     /// the last one can resume from it, `crate::resume`).
-    pub fn render_numbered(self, envelope: &Envelope) -> Option<String> {
+    pub(crate) fn render_numbered(self, envelope: &Envelope) -> Option<String> {
         let frame = self.render(&envelope.event)?;
         match (envelope.seq, frame.strip_prefix('{')) {
             (Some(seq), Some(rest)) => {
@@ -76,7 +76,7 @@ impl Protocol {
     }
 
     /// This format's frame for `event`, or `None` if sockets of this format do not receive it.
-    pub fn render(self, event: &Event) -> Option<String> {
+    pub(crate) fn render(self, event: &Event) -> Option<String> {
         // The publish API's events reach every socket of the group as they are.
         if let Event::Raw { event } = event {
             return Some(event.to_string());
@@ -103,7 +103,7 @@ impl Renderer for Wire {
 }
 
 /// The per-socket state of a connected client, by protocol: what its client frames mean.
-pub enum SocketHandler {
+pub(crate) enum SocketHandler {
     Sessions(sessions::SessionSocket),
     Diary(diary::PersonalSocket),
     Chat(chat::ChatSocket),
@@ -114,7 +114,7 @@ pub enum SocketHandler {
 impl SocketHandler {
     /// The first frame on a new socket, if its protocol has one. Made when the socket starts,
     /// after it joined its groups, so that no later change is missed.
-    pub async fn greeting(&self, app: &Node) -> Option<Utf8Bytes> {
+    pub(crate) async fn greeting(&self, app: &Node) -> Option<Utf8Bytes> {
         match self {
             SocketHandler::Pythia(socket) => Some(socket.greeting()),
             SocketHandler::OneTask(socket) => socket.greeting(app).await,
@@ -124,7 +124,7 @@ impl SocketHandler {
 
     /// Handles one text frame. `Ok(Some(frame))` is a direct reply to this socket only.
     /// `attached` is the socket's place in the hub, for protocols whose frames join or leave groups.
-    pub async fn on_text(
+    pub(crate) async fn on_text(
         &mut self,
         app: &Node,
         attached: &mut Attached,
@@ -141,7 +141,7 @@ impl SocketHandler {
 
     /// The socket's user may no longer be in `room` (see `Hub::evict`): the socket leaves it, and
     /// the frame returned tells the client.
-    pub fn on_evicted(&mut self, attached: &mut Attached, room: &shared::event::Group) -> Option<Utf8Bytes> {
+    pub(crate) fn on_evicted(&mut self, attached: &mut Attached, room: &shared::event::Group) -> Option<Utf8Bytes> {
         match self {
             SocketHandler::Pythia(socket) => socket.on_evicted(attached, room),
             _ => {
@@ -152,7 +152,7 @@ impl SocketHandler {
     }
 
     /// The socket closed; last words to the groups it was in.
-    pub async fn on_close(&mut self, app: &Node) {
+    pub(crate) async fn on_close(&mut self, app: &Node) {
         if let SocketHandler::Pythia(socket) = self {
             socket.on_close(app).await;
         }

@@ -18,10 +18,10 @@ use crate::errors::ClientError;
 use crate::node::Node;
 
 /// The longest focus session a client may start.
-pub const MAX_FOCUS_SECONDS: i64 = 24 * 3600;
+pub(crate) const MAX_FOCUS_SECONDS: i64 = 24 * 3600;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FocusAction {
+pub(crate) enum FocusAction {
     Start { duration_seconds: i64 },
     Pause,
     Resume,
@@ -29,7 +29,7 @@ pub enum FocusAction {
 }
 
 impl FocusAction {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             FocusAction::Start { .. } => "start",
             FocusAction::Pause => "pause",
@@ -39,7 +39,7 @@ impl FocusAction {
     }
 }
 
-pub fn decode_focus(text: &str) -> Result<FocusAction, ClientError> {
+pub(crate) fn decode_focus(text: &str) -> Result<FocusAction, ClientError> {
     let frame = ClientFrame::parse(text)?;
     if frame.kind != "focus_action" {
         return Err(ClientError::unknown_type(Some(&frame.kind)));
@@ -64,7 +64,11 @@ pub fn decode_focus(text: &str) -> Result<FocusAction, ClientError> {
 }
 
 /// The timer after `action` at `now`, or why the action does not apply.
-pub fn transition(state: &FocusState, action: FocusAction, now: DateTime<Utc>) -> Result<FocusState, &'static str> {
+pub(crate) fn transition(
+    state: &FocusState,
+    action: FocusAction,
+    now: DateTime<Utc>,
+) -> Result<FocusState, &'static str> {
     use FocusStatus::*;
     let left = state.remaining_at(now);
     match (action, state.status) {
@@ -126,7 +130,7 @@ fn focus_frame(
     })
 }
 
-pub fn render(event: &Event) -> Option<String> {
+pub(crate) fn render(event: &Event) -> Option<String> {
     let frame = match event {
         Event::Notification(n) => notification_frame(n),
         Event::TaskUpdate(t) => json!({
@@ -148,7 +152,7 @@ pub fn render(event: &Event) -> Option<String> {
 }
 
 /// Which OneTask socket this is.
-pub enum OneTaskSocket {
+pub(crate) enum OneTaskSocket {
     /// `/ws/notifications` and `/ws/tasks/{id}`: the server talks, the client listens.
     Listener,
     /// `/ws/focus/{id}`: the shared timer.
@@ -178,7 +182,7 @@ impl OneTaskSocket {
     }
 
     /// On the focus socket, the timer as it is now (`focus_update` with action `state`).
-    pub async fn greeting(&self, app: &Node) -> Option<Utf8Bytes> {
+    pub(crate) async fn greeting(&self, app: &Node) -> Option<Utf8Bytes> {
         let OneTaskSocket::Focus { session_id, .. } = self else { return None };
         let state = match app.store.focus_state(session_id).await {
             Ok(state) => state.unwrap_or_else(FocusState::idle),
@@ -190,7 +194,7 @@ impl OneTaskSocket {
         Some(Utf8Bytes::from(focus_frame(session_id, "state", None, &state, shared::time::now()).to_string()))
     }
 
-    pub async fn on_text(&self, app: &Node, text: &str) -> Result<(), ClientError> {
+    pub(crate) async fn on_text(&self, app: &Node, text: &str) -> Result<(), ClientError> {
         let OneTaskSocket::Focus { session_id, group, user } = self else {
             let frame = ClientFrame::parse(text)?;
             return Err(ClientError::unknown_type(Some(&frame.kind)));

@@ -23,7 +23,7 @@ use crate::hub::Attached;
 use crate::node::Node;
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Join(ChannelId),
     Leave(ChannelId),
     Typing { channel: ChannelId, is_typing: bool },
@@ -41,7 +41,7 @@ fn channel_id(frame: &ClientFrame) -> Result<ChannelId, ClientError> {
     }
 }
 
-pub fn decode(text: &str) -> Result<Action, ClientError> {
+pub(crate) fn decode(text: &str) -> Result<Action, ClientError> {
     let frame = ClientFrame::parse(text)?;
     match frame.kind.as_str() {
         "join_channel" => Ok(Action::Join(channel_id(&frame)?)),
@@ -74,7 +74,7 @@ struct MessageUser<'a> {
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = ChannelMessage)]
 #[serde(rename_all = "camelCase")]
-pub struct MessageData<'a> {
+pub(crate) struct MessageData<'a> {
     #[schema(value_type = String, format = Uuid)]
     id: MessageId,
     content: &'a str,
@@ -89,7 +89,7 @@ pub struct MessageData<'a> {
 }
 
 impl<'a> MessageData<'a> {
-    pub fn new(m: &'a ChannelMessage) -> Self {
+    pub(crate) fn new(m: &'a ChannelMessage) -> Self {
         let at = shared::time::format(&m.created_at);
         Self {
             id: m.message_id,
@@ -103,7 +103,7 @@ impl<'a> MessageData<'a> {
     }
 }
 
-pub fn render(event: &Event) -> Option<String> {
+pub(crate) fn render(event: &Event) -> Option<String> {
     let frame = match event {
         Event::ChannelMessage(m) => json!({"type": "new_message", "data": MessageData::new(m), "timestamp": now()}),
         Event::Reaction { message_id, emoji, user_id, username, added, .. } => json!({
@@ -138,7 +138,7 @@ pub fn render(event: &Event) -> Option<String> {
 }
 
 /// True when `user` may see `channel`: public, or private with membership.
-pub fn may_see(channel: &ChannelRecord, user: &UserId) -> bool {
+pub(crate) fn may_see(channel: &ChannelRecord, user: &UserId) -> bool {
     !channel.private || channel.member_ids.contains(user)
 }
 
@@ -147,19 +147,19 @@ fn access_denied(details: &str) -> ClientError {
 }
 
 /// One user's Pythia socket.
-pub struct PythiaSocket {
+pub(crate) struct PythiaSocket {
     pub user: UserRecord,
     /// Channels where this socket last said it is typing; cleared with a broadcast on close.
     typing: HashSet<ChannelId>,
 }
 
 impl PythiaSocket {
-    pub fn new(user: UserRecord) -> Self {
+    pub(crate) fn new(user: UserRecord) -> Self {
         Self { user, typing: HashSet::new() }
     }
 
     /// `connection_established`, the first frame on the socket.
-    pub fn greeting(&self) -> Utf8Bytes {
+    pub(crate) fn greeting(&self) -> Utf8Bytes {
         let frame = json!({
             "type": "connection_established",
             "user_id": self.user.id,
@@ -187,7 +187,7 @@ impl PythiaSocket {
         }
     }
 
-    pub async fn on_text(
+    pub(crate) async fn on_text(
         &mut self,
         app: &Node,
         attached: &mut Attached,
@@ -248,7 +248,7 @@ impl PythiaSocket {
 
     /// Removed from a private channel: out of its room, and the client hears `channel_left` as
     /// if it had left itself (the others hear `user_left` from the membership change).
-    pub fn on_evicted(&mut self, attached: &mut Attached, room: &Group) -> Option<Utf8Bytes> {
+    pub(crate) fn on_evicted(&mut self, attached: &mut Attached, room: &Group) -> Option<Utf8Bytes> {
         let channel = room.channel_id()?;
         if !attached.in_group(room) {
             return None;
@@ -260,7 +260,7 @@ impl PythiaSocket {
     }
 
     /// The socket closed: whoever saw this user typing sees them stop.
-    pub async fn on_close(&mut self, app: &Node) {
+    pub(crate) async fn on_close(&mut self, app: &Node) {
         for channel in self.typing.drain() {
             let event =
                 Event::ChannelTyping { channel_id: channel.clone(), user_id: self.user.id.clone(), is_typing: false };

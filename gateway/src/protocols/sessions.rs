@@ -15,16 +15,16 @@ use super::frame::{message_text, ClientFrame};
 use crate::errors::ClientError;
 use crate::node::Node;
 
-pub const MAX_CONTENT_CHARS: usize = 2000;
+pub(crate) const MAX_CONTENT_CHARS: usize = 2000;
 
 /// What a client frame asks for.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Message { content: String, client_id: Option<String> },
     Typing { is_typing: bool },
 }
 
-pub fn decode(text: &str) -> Result<Action, ClientError> {
+pub(crate) fn decode(text: &str) -> Result<Action, ClientError> {
     let frame = ClientFrame::parse(text)?;
     match frame.kind.as_str() {
         "message" => {
@@ -39,7 +39,7 @@ pub fn decode(text: &str) -> Result<Action, ClientError> {
 /// The `message` frame; also the shape of each item of the session's history.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = SessionMessage)]
-pub struct MessageFrame<'a> {
+pub(crate) struct MessageFrame<'a> {
     /// Always `message`.
     #[serde(rename = "type")]
     #[schema(value_type = String, example = "message")]
@@ -55,7 +55,7 @@ pub struct MessageFrame<'a> {
 }
 
 impl<'a> MessageFrame<'a> {
-    pub fn new(m: &'a SessionMessage) -> Self {
+    pub(crate) fn new(m: &'a SessionMessage) -> Self {
         Self {
             kind: "message",
             message_id: m.message_id,
@@ -76,7 +76,7 @@ struct TypingFrame<'a> {
     is_typing: bool,
 }
 
-pub fn render(event: &Event) -> Option<String> {
+pub(crate) fn render(event: &Event) -> Option<String> {
     let json = match event {
         Event::SessionMessage(m) => serde_json::to_string(&MessageFrame::new(m)),
         Event::SessionTyping { sender_id, sender_name, is_typing, .. } => {
@@ -88,7 +88,7 @@ pub fn render(event: &Event) -> Option<String> {
 }
 
 /// One participant's socket in one session.
-pub struct SessionSocket {
+pub(crate) struct SessionSocket {
     pub session_id: SessionId,
     pub group: Group,
     pub user: UserId,
@@ -97,7 +97,7 @@ pub struct SessionSocket {
 }
 
 impl SessionSocket {
-    pub async fn on_text(&self, app: &Node, text: &str) -> Result<Option<Utf8Bytes>, ClientError> {
+    pub(crate) async fn on_text(&self, app: &Node, text: &str) -> Result<Option<Utf8Bytes>, ClientError> {
         let result = match decode(text)? {
             Action::Message { content, client_id } => {
                 let message = SessionMessage {

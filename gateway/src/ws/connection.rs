@@ -26,7 +26,7 @@ enum Ended {
 }
 
 /// Everything a connected socket needs besides the socket itself.
-pub struct Connection {
+pub(crate) struct Connection {
     pub app: Node,
     /// The socket's wire protocol (its metrics label).
     pub(crate) protocol: crate::protocols::Protocol,
@@ -80,7 +80,7 @@ fn read_error(error: axum::Error) -> Ended {
 }
 
 impl Connection {
-    pub async fn run<S>(self, socket: S)
+    pub(crate) async fn run<S>(self, socket: S)
     where
         S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
     {

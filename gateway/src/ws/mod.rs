@@ -14,11 +14,11 @@ use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::protocols::{Protocol, SocketHandler};
 
-pub mod connection;
-pub mod rate;
-pub mod routes;
+pub(crate) mod connection;
+pub(crate) mod rate;
+pub(crate) mod routes;
 
-pub use connection::Connection;
+pub(crate) use connection::Connection;
 
 /// Small buffers per socket: an idle socket must cost a few KiB, not the 128 KiB default.
 /// The read buffer is allocated with the socket and grows for a larger frame (up to the frame
@@ -30,9 +30,9 @@ const WRITE_BUFFER: usize = 0;
 /// Applies the frame-size limit and the small per-socket buffers.
 /// The subprotocol a client names to pass its token in `Sec-WebSocket-Protocol` (`bearer`, then
 /// the JWT); the server's answer names only `bearer`, never the token.
-pub const BEARER_SUBPROTOCOL: &str = "bearer";
+pub(crate) const BEARER_SUBPROTOCOL: &str = "bearer";
 
-pub fn configure(ws: WebSocketUpgrade, app: &Node) -> WebSocketUpgrade {
+pub(crate) fn configure(ws: WebSocketUpgrade, app: &Node) -> WebSocketUpgrade {
     let max = app.config.limits.max_frame_bytes;
     ws.protocols([BEARER_SUBPROTOCOL])
         .read_buffer_size(READ_BUFFER)
@@ -44,7 +44,7 @@ pub fn configure(ws: WebSocketUpgrade, app: &Node) -> WebSocketUpgrade {
 }
 
 /// Who is connecting: token (4001/4003), then the user record (4002).
-pub async fn authenticate(app: &Node, token: Option<&str>) -> Result<(Claims, UserRecord), CloseReason> {
+pub(crate) async fn authenticate(app: &Node, token: Option<&str>) -> Result<(Claims, UserRecord), CloseReason> {
     let token = token.filter(|t| !t.is_empty()).ok_or(CloseReason::NoToken)?;
     let claims = app.verifier.verify(token).map_err(|e| match e {
         AuthError::Expired | AuthError::Invalid => CloseReason::InvalidToken,
@@ -63,7 +63,7 @@ pub async fn authenticate(app: &Node, token: Option<&str>) -> Result<(Claims, Us
 }
 
 /// Accepts the upgrade only to close it at once with `reason`.
-pub fn reject(ws: WebSocketUpgrade, app: &Node, reason: CloseReason) -> Response {
+pub(crate) fn reject(ws: WebSocketUpgrade, app: &Node, reason: CloseReason) -> Response {
     Metrics::incr(&app.metrics.sockets_rejected);
     app.metrics.closed(reason.code());
     let grace = app.config.limits.close_grace;

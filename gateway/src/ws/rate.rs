@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     tokens: f64,
     burst: f64,
     per_sec: f64,
@@ -12,12 +12,12 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    pub fn new(per_sec: f64, burst: f64) -> Self {
+    pub(crate) fn new(per_sec: f64, burst: f64) -> Self {
         Self { tokens: burst, burst, per_sec, refilled_at: Instant::now(), strikes: 0 }
     }
 
     /// Takes one token; false when the frame must be refused.
-    pub fn take(&mut self, now: Instant) -> bool {
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.refilled_at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
         self.refilled_at = now;
@@ -32,7 +32,7 @@ impl TokenBucket {
     }
 
     /// Refused frames in a row beyond which the client is abusing, not bursting.
-    pub fn abusive(&self) -> bool {
+    pub(crate) fn abusive(&self) -> bool {
         f64::from(self.strikes) > self.burst
     }
 }

@@ -27,7 +27,7 @@ use crate::resume::ResumeFrom;
 /// What a client connects with: its token, from `?token=` or, kept out of URLs and so out of
 /// proxy logs, from `Sec-WebSocket-Protocol: bearer, <JWT>` (the server then answers with the
 /// subprotocol `bearer`, `configure`); and `?since=` or `?resume=`, where it resumes from.
-pub struct TokenQuery {
+pub(crate) struct TokenQuery {
     token: Option<String>,
     resume: ResumeFrom,
 }
@@ -118,7 +118,7 @@ impl Admitted {
 }
 
 /// `/ws/sessions/{session_id}/`: the Send Buddy session chat, participants only.
-pub async fn session(
+pub(crate) async fn session(
     State(app): State<Node>,
     Path(session_id): Path<String>,
     query: TokenQuery,
@@ -139,7 +139,7 @@ pub async fn session(
 
 /// `/api/v1/ws/{user_id}`: the Diary personal socket. The token's `sub` must be `user_id` (4004);
 /// without a token only if `GATEWAY_ANONYMOUS_PERSONAL` allows it, and then it joins no group.
-pub async fn personal(
+pub(crate) async fn personal(
     State(app): State<Node>,
     Path(user_id): Path<String>,
     query: TokenQuery,
@@ -172,7 +172,7 @@ pub async fn personal(
 }
 
 /// `/api/v1/ws/chat/{chat_id}`: a chat room, members only.
-pub async fn chat(
+pub(crate) async fn chat(
     State(app): State<Node>,
     Path(chat_id): Path<String>,
     query: TokenQuery,
@@ -188,7 +188,11 @@ pub async fn chat(
 
 /// `/ws`: Pythia. The socket enters the room of every channel the user is a member of, and
 /// `user:{id}` for mentions.
-pub async fn pythia(State(app): State<Node>, query: TokenQuery, ws: WebSocketUpgrade) -> Result<Response, Refused> {
+pub(crate) async fn pythia(
+    State(app): State<Node>,
+    query: TokenQuery,
+    ws: WebSocketUpgrade,
+) -> Result<Response, Refused> {
     let client = authenticated(ws, &app, &query).await?;
     let found = app.store.channels_of(&client.user.id).await;
     let (client, channels) = client.looked_up(found, &app)?;
@@ -199,7 +203,7 @@ pub async fn pythia(State(app): State<Node>, query: TokenQuery, ws: WebSocketUpg
 }
 
 /// `/ws/notifications`: a user's OneTask notifications and gamification events.
-pub async fn notifications(
+pub(crate) async fn notifications(
     State(app): State<Node>,
     query: TokenQuery,
     ws: WebSocketUpgrade,
@@ -210,7 +214,7 @@ pub async fn notifications(
 }
 
 /// `/ws/tasks/{workspace_id}`: a workspace's task updates, members only.
-pub async fn tasks(
+pub(crate) async fn tasks(
     State(app): State<Node>,
     Path(workspace_id): Path<String>,
     query: TokenQuery,
@@ -224,7 +228,7 @@ pub async fn tasks(
 }
 
 /// `/ws/focus/{session_id}`: a shared focus timer, participants only.
-pub async fn focus(
+pub(crate) async fn focus(
     State(app): State<Node>,
     Path(session_id): Path<String>,
     query: TokenQuery,
