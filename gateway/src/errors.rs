@@ -135,10 +135,10 @@ pub(crate) enum ErrorCode {
 /// A problem with one client frame: answered with an error frame, the socket stays open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ClientError {
-    pub code: ErrorCode,
-    pub message: String,
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
     /// More about the problem (pythia.md's error frame has it).
-    pub details: Option<String>,
+    pub(crate) details: Option<String>,
 }
 
 #[derive(Serialize)]

@@ -32,8 +32,8 @@ pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(10);
 /// Tells the apps that a user came online or went offline cluster-wide: Pythia's `user_status`,
 /// to every channel the user is a member of ("relevant channels", pythia.md).
 pub(crate) struct Announcer {
-    pub broker: Arc<dyn Broker>,
-    pub store: Store,
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) store: Store,
 }
 
 impl Announcer {
@@ -75,11 +75,11 @@ impl Announcer {
 }
 
 pub(crate) struct PresenceTask {
-    pub store: Arc<dyn Presence>,
-    pub node: String,
-    pub hub: Weak<Hub>,
-    pub changes: mpsc::UnboundedReceiver<Change>,
-    pub announcer: Announcer,
+    pub(crate) store: Arc<dyn Presence>,
+    pub(crate) node: String,
+    pub(crate) hub: Weak<Hub>,
+    pub(crate) changes: mpsc::UnboundedReceiver<Change>,
+    pub(crate) announcer: Announcer,
 }
 
 impl PresenceTask {

@@ -168,10 +168,10 @@ pub(crate) fn render(event: &Event) -> Option<String> {
 
 /// One member's socket in one chat.
 pub(crate) struct ChatSocket {
-    pub chat_id: ChatId,
-    pub group: Group,
+    pub(crate) chat_id: ChatId,
+    pub(crate) group: Group,
     /// The user record at connect: the `sender` object of what they send.
-    pub sender: UserSnapshot,
+    pub(crate) sender: UserSnapshot,
 }
 
 fn store_unavailable(e: shared::store::StoreError) -> ClientError {

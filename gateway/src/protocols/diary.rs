@@ -89,7 +89,7 @@ pub(crate) fn render(event: &Event) -> Option<String> {
 
 /// One personal socket. `user_id` is the path's id (the token's `sub` when there is a token).
 pub(crate) struct PersonalSocket {
-    pub user_id: String,
+    pub(crate) user_id: String,
 }
 
 impl PersonalSocket {

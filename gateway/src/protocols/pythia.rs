@@ -148,7 +148,7 @@ fn access_denied(details: &str) -> ClientError {
 
 /// One user's Pythia socket.
 pub(crate) struct PythiaSocket {
-    pub user: UserRecord,
+    pub(crate) user: UserRecord,
     /// Channels where this socket last said it is typing; cleared with a broadcast on close.
     typing: HashSet<ChannelId>,
 }

@@ -89,11 +89,11 @@ pub(crate) fn render(event: &Event) -> Option<String> {
 
 /// One participant's socket in one session.
 pub(crate) struct SessionSocket {
-    pub session_id: SessionId,
-    pub group: Group,
-    pub user: UserId,
+    pub(crate) session_id: SessionId,
+    pub(crate) group: Group,
+    pub(crate) user: UserId,
     /// The user record's display name, read at connect.
-    pub sender_name: String,
+    pub(crate) sender_name: String,
 }
 
 impl SessionSocket {

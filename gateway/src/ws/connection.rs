@@ -27,14 +27,14 @@ enum Ended {
 
 /// Everything a connected socket needs besides the socket itself.
 pub(crate) struct Connection {
-    pub app: Node,
+    pub(crate) app: Node,
     /// The socket's wire protocol (its metrics label).
     pub(crate) protocol: crate::protocols::Protocol,
-    pub attached: Attached,
-    pub outbox: flume::Receiver<Outbound>,
-    pub handler: SocketHandler,
+    pub(crate) attached: Attached,
+    pub(crate) outbox: flume::Receiver<Outbound>,
+    pub(crate) handler: SocketHandler,
     /// The token's `exp` (seconds since the epoch); the socket closes with 4003 then.
-    pub expires_at: Option<i64>,
+    pub(crate) expires_at: Option<i64>,
     /// What a resuming client missed, sent before the live stream (`crate::resume`).
     pub(crate) resume: crate::resume::Resume,
 }

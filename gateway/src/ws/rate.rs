@@ -8,7 +8,7 @@ pub(crate) struct TokenBucket {
     per_sec: f64,
     refilled_at: Instant,
     /// Frames refused in a row; sustained abuse closes the socket with 1008.
-    pub strikes: u32,
+    pub(crate) strikes: u32,
 }
 
 impl TokenBucket {
