@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde_json::json;
-use shared::broker::Broker;
+use shared::broker::PubSub;
 use shared::event::{Envelope, Event};
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,7 @@ const POLL: Duration = Duration::from_millis(10);
 const RESUBSCRIBE_WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) struct Canary {
-    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) broker: Arc<dyn PubSub>,
     pub(crate) hub: Weak<Hub>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) interval: Duration,

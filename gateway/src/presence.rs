@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use shared::broker::Broker;
+use shared::broker::PubSub;
 use shared::event::{Envelope, Event, Group};
 use shared::ids::UserId;
 use shared::presence::{Departed, Presence};
@@ -32,7 +32,7 @@ pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(10);
 /// Tells the apps that a user came online or went offline cluster-wide: Pythia's `user_status`,
 /// to every channel the user is a member of ("relevant channels", pythia.md).
 pub(crate) struct Announcer {
-    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) broker: Arc<dyn PubSub>,
     pub(crate) store: Store,
 }
 

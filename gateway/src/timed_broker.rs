@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use shared::broker::{Broker, BrokerError, Once, WindowRead};
+use shared::broker::{Broker, BrokerError, GroupLog, JobQueue, Once, PubSub, WindowRead};
 use shared::event::{Group, Position};
 use shared::jobs::{DeadLetter, JobEntry};
 
@@ -32,7 +32,7 @@ impl TimedBroker {
 }
 
 #[async_trait]
-impl Broker for TimedBroker {
+impl PubSub for TimedBroker {
     async fn publish(&self, group: &Group, payload: Bytes) -> Result<(), BrokerError> {
         self.timed("publish", self.inner.publish(group, payload)).await
     }
@@ -55,10 +55,25 @@ impl Broker for TimedBroker {
         self.timed("publish_all", self.inner.publish_once(once, group, payload, job)).await
     }
 
-    async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {
-        self.timed("publish_all", self.inner.enqueue(job)).await
+    async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
+        self.timed("subscribe", self.inner.subscribe(groups)).await
     }
 
+    async fn unsubscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
+        self.timed("unsubscribe", self.inner.unsubscribe(groups)).await
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        self.timed("ping", self.inner.ping()).await
+    }
+
+    async fn reconnect_subscriber(&self) -> Result<(), BrokerError> {
+        self.timed("reconnect_subscriber", self.inner.reconnect_subscriber()).await
+    }
+}
+
+#[async_trait]
+impl GroupLog for TimedBroker {
     async fn positions(&self, groups: &[Group]) -> Result<Vec<Position>, BrokerError> {
         self.timed("positions", self.inner.positions(groups)).await
     }
@@ -66,13 +81,12 @@ impl Broker for TimedBroker {
     async fn window_since(&self, reads: &[(Group, Position)]) -> Result<Vec<WindowRead>, BrokerError> {
         self.timed("window_since", self.inner.window_since(reads)).await
     }
+}
 
-    async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
-        self.timed("subscribe", self.inner.subscribe(groups)).await
-    }
-
-    async fn unsubscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
-        self.timed("unsubscribe", self.inner.unsubscribe(groups)).await
+#[async_trait]
+impl JobQueue for TimedBroker {
+    async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {
+        self.timed("publish_all", self.inner.enqueue(job)).await
     }
 
     async fn read_jobs(&self, consumer: &str, max: usize, block: Duration) -> Result<Vec<JobEntry>, BrokerError> {
@@ -107,13 +121,5 @@ impl Broker for TimedBroker {
 
     async fn replay_dead_letter(&self, id: &str) -> Result<bool, BrokerError> {
         self.timed("replay_dead_letter", self.inner.replay_dead_letter(id)).await
-    }
-
-    async fn ping(&self) -> Result<(), BrokerError> {
-        self.timed("ping", self.inner.ping()).await
-    }
-
-    async fn reconnect_subscriber(&self) -> Result<(), BrokerError> {
-        self.timed("reconnect_subscriber", self.inner.reconnect_subscriber()).await
     }
 }

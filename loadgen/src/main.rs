@@ -216,7 +216,7 @@ async fn bench_sessions(store: &Store) -> anyhow::Result<Vec<(SessionId, UserId)
 
 /// Publish-to-row latency at a steady rate, against whatever worker consumes `prefix`'s stream.
 async fn latency(redis_url: &str, db_url: &str, rate: u64, seconds: u64, prefix: &str) -> anyhow::Result<()> {
-    use shared::broker::Broker;
+    use shared::broker::PubSub;
     use shared::event::{Envelope, Event, Group};
     use std::collections::HashMap;
 

@@ -23,7 +23,7 @@ pub mod rules;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared::broker::{Broker, BrokerError};
+use shared::broker::{Broker, BrokerError, JobQueue};
 use shared::event::{Envelope, Event, Group};
 use shared::jobs::{JobEntry, StampedJob};
 use shared::store::{Store, StoreError};

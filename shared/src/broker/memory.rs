@@ -16,7 +16,7 @@ use bytes::Bytes;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::{Broker, BrokerError, Inbound, Once, WindowRead, INBOX_CAPACITY};
+use super::{BrokerError, GroupLog, Inbound, JobQueue, Once, PubSub, WindowRead, INBOX_CAPACITY};
 use crate::config::GroupWindow;
 use crate::event::{self, Group, Position};
 use crate::jobs::{DeadLetter, JobEntry};
@@ -52,7 +52,7 @@ struct BusState {
     last_epoch: u64,
     window: GroupWindow,
     /// Each group's counter and window.
-    logs: HashMap<Group, GroupLog>,
+    logs: HashMap<Group, GroupRecord>,
     /// Publications since idle groups' logs were last dropped.
     since_sweep: usize,
     next_node: u64,
@@ -70,7 +70,7 @@ struct BusState {
 
 /// A group's counter and window (what Redis keeps in the counter hash and the window stream).
 #[derive(Default)]
-struct GroupLog {
+struct GroupRecord {
     /// When this counter was made (µs); a log dropped while idle comes back under a new one.
     epoch: u64,
     seq: u64,
@@ -236,7 +236,7 @@ impl MemoryBroker {
         let log = state.logs.entry(group.clone()).or_insert_with(|| {
             let epoch = (chrono::Utc::now().timestamp_micros().max(1) as u64).max(*last_epoch + 1);
             *last_epoch = epoch;
-            GroupLog { epoch, seq: Position::counter_start(epoch), window: VecDeque::new(), last_publication: None }
+            GroupRecord { epoch, seq: Position::counter_start(epoch), window: VecDeque::new(), last_publication: None }
         });
         log.seq += 1;
         log.last_publication = Some(now);
@@ -301,7 +301,7 @@ impl MemoryBroker {
 }
 
 #[async_trait]
-impl Broker for MemoryBroker {
+impl PubSub for MemoryBroker {
     async fn publish(&self, group: &Group, payload: Bytes) -> Result<(), BrokerError> {
         let state = &mut *self.shared.state.lock().expect("bus lock");
         Self::deliver(state, group, &payload);
@@ -353,6 +353,32 @@ impl Broker for MemoryBroker {
         published.map(|()| None)
     }
 
+    async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
+        self.with_node(|node| node.groups.extend(groups.iter().cloned()));
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
+        self.with_node(|node| {
+            for g in groups {
+                node.groups.remove(g);
+            }
+        });
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn reconnect_subscriber(&self) -> Result<(), BrokerError> {
+        // In one process nothing can stall silently between the publisher and the inbox.
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl GroupLog for MemoryBroker {
     async fn positions(&self, groups: &[Group]) -> Result<Vec<Position>, BrokerError> {
         let state = self.shared.state.lock().expect("bus lock");
         Ok(groups
@@ -379,19 +405,12 @@ impl Broker for MemoryBroker {
             })
             .collect())
     }
+}
 
-    async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
-        self.with_node(|node| node.groups.extend(groups.iter().cloned()));
-        Ok(())
-    }
-
-    async fn unsubscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
-        self.with_node(|node| {
-            for g in groups {
-                node.groups.remove(g);
-            }
-        });
-        Ok(())
+#[async_trait]
+impl JobQueue for MemoryBroker {
+    async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {
+        self.publish_all(&[], &[job]).await
     }
 
     async fn read_jobs(&self, consumer: &str, max: usize, block: Duration) -> Result<Vec<JobEntry>, BrokerError> {
@@ -471,14 +490,5 @@ impl Broker for MemoryBroker {
         };
         self.enqueue(letter.payload).await?;
         Ok(true)
-    }
-
-    async fn ping(&self) -> Result<(), BrokerError> {
-        Ok(())
-    }
-
-    async fn reconnect_subscriber(&self) -> Result<(), BrokerError> {
-        // In one process nothing can stall silently between the publisher and the inbox.
-        Ok(())
     }
 }

@@ -1,4 +1,6 @@
-//! The broker: node-level pub/sub (one channel per group) plus the durable jobs stream.
+//! The broker: node-level pub/sub (one channel per group), each group's numbered log, and the
+//! durable jobs stream, as three small traits (`PubSub`, `GroupLog`, `JobQueue`) that a backend
+//! implements together (`Broker`), each with its contract suite.
 //!
 //! It knows nothing of sockets: the gateway's hub decides which groups this node needs and calls
 //! `subscribe`/`unsubscribe`; publications for subscribed groups arrive on the node's inbox
@@ -9,8 +11,8 @@
 //! `event::stamp`) and kept in the group's window (`config::GroupWindow`), in the same atomic
 //! step as it goes out: a node back from a lost connection reads what it missed with
 //! `window_since`, and no publication is both missing live and absent from the window. Two
-//! implementations pass the same `contract` suite: `memory`
-//! (embedded mode, one process) and `redis` (cluster mode).
+//! implementations pass the same `contract` suites: `memory` (embedded mode, one process) and
+//! `redis` (cluster mode).
 
 use std::time::Duration;
 
@@ -97,8 +99,10 @@ pub struct Once {
 /// How many publications may wait on a node's inbox before the broker stops reading.
 pub const INBOX_CAPACITY: usize = 8192;
 
+/// Publishing and a node's subscriptions: one channel per group. Every publication is numbered
+/// and kept in its group's window (`GroupLog`), with its jobs (`JobQueue`), in one atomic step.
 #[async_trait]
-pub trait Broker: Send + Sync + 'static {
+pub trait PubSub: Send + Sync + 'static {
     /// Live publish to every node subscribed to `group`.
     async fn publish(&self, group: &Group, payload: Bytes) -> Result<(), BrokerError>;
 
@@ -123,23 +127,36 @@ pub trait Broker: Send + Sync + 'static {
         job: Bytes,
     ) -> Result<Option<Bytes>, BrokerError>;
 
-    /// Appends `job` to the jobs stream without a live publish.
-    async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {
-        self.publish_all(&[], &[job]).await
-    }
+    /// Makes this node receive the groups' publications. Idempotent.
+    async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError>;
 
+    /// Stops this node receiving the groups' publications. Idempotent.
+    async fn unsubscribe(&self, groups: &[Group]) -> Result<(), BrokerError>;
+
+    /// Drops the pub/sub connection and makes a new one (the inbox then yields `Disconnected`
+    /// and `Reconnected`): for a connection that stopped delivering without closing.
+    async fn reconnect_subscriber(&self) -> Result<(), BrokerError>;
+
+    /// Reachability, for `/readyz`.
+    async fn ping(&self) -> Result<(), BrokerError>;
+}
+
+/// Each group's numbered log: where its counter stands, and its window of recent publications.
+#[async_trait]
+pub trait GroupLog: Send + Sync + 'static {
     /// Each group's current position (the last publication's; epoch 0 and seq 0 for a group
     /// with no counter): taken by a node before it subscribes, to know where its live stream starts.
     async fn positions(&self, groups: &[Group]) -> Result<Vec<Position>, BrokerError>;
 
     /// For each `(group, after)`, what the group's window holds after `after`.
     async fn window_since(&self, reads: &[(Group, Position)]) -> Result<Vec<WindowRead>, BrokerError>;
+}
 
-    /// Makes this node receive the groups' publications. Idempotent.
-    async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError>;
-
-    /// Stops this node receiving the groups' publications. Idempotent.
-    async fn unsubscribe(&self, groups: &[Group]) -> Result<(), BrokerError>;
+/// The durable jobs stream the worker consumes, its claims, and its dead letters.
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Appends `job` to the jobs stream without a live publish.
+    async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError>;
 
     /// Takes up to `max` new jobs for `consumer`, waiting up to `block` for the first one.
     /// Taken jobs stay pending until acked.
@@ -169,11 +186,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Appends the dead letter `id`'s job to the jobs stream again and removes the dead letter,
     /// atomically. False when there is no such dead letter.
     async fn replay_dead_letter(&self, id: &str) -> Result<bool, BrokerError>;
-
-    /// Reachability, for `/readyz`.
-    async fn ping(&self) -> Result<(), BrokerError>;
-
-    /// Drops the pub/sub connection and makes a new one (the inbox then yields `Disconnected`
-    /// and `Reconnected`): for a connection that stopped delivering without closing.
-    async fn reconnect_subscriber(&self) -> Result<(), BrokerError>;
 }
+
+/// A whole backend: pub/sub, group logs and the job queue, as one process provides them (the
+/// memory bus, one Redis). Callers that need one family take that trait instead.
+pub trait Broker: PubSub + GroupLog + JobQueue {}
+
+impl<T: PubSub + GroupLog + JobQueue> Broker for T {}

@@ -22,7 +22,7 @@ use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOpt
 use redis::AsyncCommands;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Broker, BrokerError, Inbound, Once, WindowRead, INBOX_CAPACITY};
+use super::{BrokerError, GroupLog, Inbound, JobQueue, Once, PubSub, WindowRead, INBOX_CAPACITY};
 use crate::config::GroupWindow;
 use crate::event::{Group, Position};
 use crate::jobs::{DeadLetter, JobEntry};
@@ -328,7 +328,7 @@ fn is_nogroup(e: &BrokerError) -> bool {
 }
 
 #[async_trait]
-impl Broker for RedisBroker {
+impl PubSub for RedisBroker {
     async fn publish(&self, group: &Group, payload: Bytes) -> Result<(), BrokerError> {
         self.publish_all(&[(group.clone(), payload)], &[]).await
     }
@@ -350,6 +350,32 @@ impl Broker for RedisBroker {
         self.run_publish(&[(group.clone(), payload)], &[job], Some(once)).await
     }
 
+    async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
+        let channels = groups.iter().map(|g| self.keys.channel(g)).collect();
+        self.request(|ack| SubscriberRequest::Subscribe(channels, ack)).await
+    }
+
+    async fn unsubscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
+        let channels = groups.iter().map(|g| self.keys.channel(g)).collect();
+        self.request(|ack| SubscriberRequest::Unsubscribe(channels, ack)).await
+    }
+
+    async fn reconnect_subscriber(&self) -> Result<(), BrokerError> {
+        self.request(SubscriberRequest::Reconnect).await
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        timed(async {
+            let mut conn = self.conn().await?;
+            let _: String = redis::cmd("PING").query_async(&mut *conn).await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl GroupLog for RedisBroker {
     async fn positions(&self, groups: &[Group]) -> Result<Vec<Position>, BrokerError> {
         if groups.is_empty() {
             return Ok(Vec::new());
@@ -385,15 +411,12 @@ impl Broker for RedisBroker {
         })
         .await
     }
+}
 
-    async fn subscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
-        let channels = groups.iter().map(|g| self.keys.channel(g)).collect();
-        self.request(|ack| SubscriberRequest::Subscribe(channels, ack)).await
-    }
-
-    async fn unsubscribe(&self, groups: &[Group]) -> Result<(), BrokerError> {
-        let channels = groups.iter().map(|g| self.keys.channel(g)).collect();
-        self.request(|ack| SubscriberRequest::Unsubscribe(channels, ack)).await
+#[async_trait]
+impl JobQueue for RedisBroker {
+    async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError> {
+        self.publish_all(&[], &[job]).await
     }
 
     async fn read_jobs(&self, consumer: &str, max: usize, block: Duration) -> Result<Vec<JobEntry>, BrokerError> {
@@ -523,19 +546,6 @@ impl Broker for RedisBroker {
                 .query_async(&mut *conn)
                 .await?;
             Ok(true)
-        })
-        .await
-    }
-
-    async fn reconnect_subscriber(&self) -> Result<(), BrokerError> {
-        self.request(SubscriberRequest::Reconnect).await
-    }
-
-    async fn ping(&self) -> Result<(), BrokerError> {
-        timed(async {
-            let mut conn = self.conn().await?;
-            let _: String = redis::cmd("PING").query_async(&mut *conn).await?;
-            Ok(())
         })
         .await
     }

@@ -1,4 +1,5 @@
-//! The broker contract against a real Redis server (the memory broker runs it in `shared`).
+//! The broker contracts, one per trait, against a real Redis server (the memory broker runs them
+//! in `shared`).
 
 use std::sync::Arc;
 
@@ -24,13 +25,25 @@ impl NodeFactory for Factory {
     }
 }
 
+/// A factory of nodes on a fresh prefix of `redis`, for one case.
+fn on(redis: &RedisServer) -> impl Fn() -> Factory + '_ {
+    move || Factory { url: redis.url(), prefix: format!("c{}:", uuid::Uuid::new_v4().simple()) }
+}
+
 #[tokio::test]
-async fn redis_broker_passes_the_contract() {
+async fn redis_broker_passes_the_pubsub_contract() {
     let redis = RedisServer::start().await;
-    let url = redis.url();
-    shared::broker::contract::run_all(|| Factory {
-        url: url.clone(),
-        prefix: format!("c{}:", uuid::Uuid::new_v4().simple()),
-    })
-    .await;
+    shared::broker::contract::pubsub::run_all(&on(&redis)).await;
+}
+
+#[tokio::test]
+async fn redis_broker_passes_the_group_log_contract() {
+    let redis = RedisServer::start().await;
+    shared::broker::contract::group_log::run_all(&on(&redis)).await;
+}
+
+#[tokio::test]
+async fn redis_broker_passes_the_job_queue_contract() {
+    let redis = RedisServer::start().await;
+    shared::broker::contract::jobs::run_all(&on(&redis)).await;
 }

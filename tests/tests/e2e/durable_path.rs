@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use e2e::{eventually, http, session_path, token, within, Client, Cluster, API_KEY};
 use serde_json::{json, Value};
-use shared::broker::{Broker, RedisBroker};
+use shared::broker::{JobQueue, PubSub, RedisBroker};
 use shared::event::{Group, SessionMessage};
 use shared::ids::{MessageId, SessionId, UserId};
 use shared::jobs::Job;

@@ -315,7 +315,7 @@ async fn one_of_two_workers_killed_for_good() {
 /// dead-lettered and everything around it persisted.
 #[tokio::test]
 async fn a_poison_job_in_the_middle_of_the_load() {
-    use shared::broker::Broker;
+    use shared::broker::JobQueue;
     let mut cluster = Cluster::start_with(2, roomy()).await;
     cluster.start_worker().await;
     let (session, load) = chat(&cluster).await;

@@ -21,6 +21,7 @@ mod live_access;
 mod onetask;
 mod openapi;
 mod presence;
+mod presence_contract;
 mod protocol_violations;
 mod pubsub_canary;
 mod pythia;

@@ -1,0 +1,110 @@
+//! The contract of `JobQueue`: jobs taken, claimed, acked and dead-lettered; a job stamped with its publication's position.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{decoded, group, next_message, raw, NodeFactory};
+use crate::jobs::StampedJob;
+
+/// Every case of this suite, each on a fresh bus from `make`.
+pub async fn run_all<F: NodeFactory>(make: &impl Fn() -> F) {
+    a_blocking_read_waits_its_whole_block(&make()).await;
+    dead_letters_leave_the_jobs_stream_and_replay_back(&make()).await;
+    enqueue_appends_a_job_without_publishing(&make()).await;
+    a_job_carries_the_position_of_its_publication(&make()).await;
+    pending_jobs_are_claimed_and_acked_jobs_are_not(&make()).await;
+    read_jobs_returns_empty_when_idle(&make()).await;
+}
+
+/// A read blocked longer than a client library's default response timeout (500 ms) is still
+/// waiting, not failed, and returns the job that arrives in its second half.
+pub async fn a_blocking_read_waits_its_whole_block(f: &impl NodeFactory) {
+    let (a, _a_in) = f.node().await;
+    let (b, _b_in) = f.node().await;
+    let reader = tokio::spawn(async move { a.read_jobs("c", 10, Duration::from_millis(2500)).await });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    b.enqueue(Bytes::from_static(b"late-job")).await.unwrap();
+    let jobs = reader.await.unwrap().expect("a blocking read is not an error");
+    assert_eq!(jobs.iter().map(|j| j.payload.clone()).collect::<Vec<_>>(), vec![Bytes::from_static(b"late-job")]);
+}
+
+pub async fn dead_letters_leave_the_jobs_stream_and_replay_back(f: &impl NodeFactory) {
+    let (a, _a_in) = f.node().await;
+    a.enqueue(Bytes::from_static(b"poison")).await.unwrap();
+    let taken = a.read_jobs("c", 10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    a.dead_letter(&taken[0], "refused by the database").await.unwrap();
+    assert!(a.claim_stale_jobs("other", Duration::ZERO, 10).await.unwrap().is_empty(), "no longer pending");
+    let dead = a.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(a.dead_letter_count().await.unwrap(), 1);
+    assert_eq!(
+        (dead[0].payload.clone(), dead[0].error.as_str()),
+        (Bytes::from_static(b"poison"), "refused by the database")
+    );
+    assert_eq!(dead[0].job_id, taken[0].id);
+    assert!(!a.replay_dead_letter("0-1").await.unwrap(), "an unknown id replays nothing");
+    assert!(a.replay_dead_letter(&dead[0].id).await.unwrap());
+    assert!(a.dead_letters(10).await.unwrap().is_empty());
+    let again = a.read_jobs("c", 10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(again.iter().map(|j| j.payload.clone()).collect::<Vec<_>>(), vec![Bytes::from_static(b"poison")]);
+}
+
+pub async fn enqueue_appends_a_job_without_publishing(f: &impl NodeFactory) {
+    let (a, mut a_in) = f.node().await;
+    a.subscribe(&[group("user:q")]).await.unwrap();
+    a.enqueue(Bytes::from_static(b"quiet-job")).await.unwrap();
+    a.publish(&group("user:q"), Bytes::from_static(b"loud")).await.unwrap();
+    assert_eq!(next_message(&mut a_in).await.1, Bytes::from_static(b"loud"), "enqueue published nothing");
+    let jobs = a.read_jobs("c", 10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(jobs.iter().map(|j| j.payload.clone()).collect::<Vec<_>>(), vec![Bytes::from_static(b"quiet-job")]);
+}
+
+/// A job published with a publication is stamped with that publication's position (what the worker
+/// stores a chat message with); a job alone is not stamped.
+pub async fn a_job_carries_the_position_of_its_publication(f: &impl NodeFactory) {
+    let (a, mut a_in) = f.node().await;
+    let chat = group("chat:stamped");
+    a.subscribe(std::slice::from_ref(&chat)).await.unwrap();
+    let job = crate::jobs::Job::Activity(crate::jobs::Activity {
+        id: "stamped-1".into(),
+        user_id: crate::ids::UserId::parse("ann").unwrap(),
+        activity: crate::jobs::ActivityKind::Message,
+        at: crate::time::now(),
+    });
+    a.publish_and_enqueue(&chat, raw(1), job.encode()).await.unwrap();
+    a.enqueue(job.encode()).await.unwrap();
+    let (_, payload) = next_message(&mut a_in).await;
+    let published = decoded(&payload).0;
+    let jobs = a.read_jobs("c1", 10, Duration::from_millis(500)).await.unwrap();
+    let stamped: Vec<StampedJob> = jobs.iter().map(|j| StampedJob::decode(&j.payload).unwrap()).collect();
+    assert_eq!(stamped, vec![StampedJob { job: job.clone(), published: Some(published) }, StampedJob::from(job)]);
+}
+
+pub async fn pending_jobs_are_claimed_and_acked_jobs_are_not(f: &impl NodeFactory) {
+    let (a, _a_in) = f.node().await;
+    for i in 0..3 {
+        a.publish_and_enqueue(&group("session:k"), Bytes::from_static(b"x"), Bytes::from(format!("job-{i}")))
+            .await
+            .unwrap();
+    }
+    let taken = a.read_jobs("dead", 10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(taken.len(), 3);
+    a.ack_jobs(&[taken[0].id.clone()]).await.unwrap();
+    // "dead" never acks the other two: a live consumer takes them over.
+    let claimed = a.claim_stale_jobs("live", Duration::ZERO, 10).await.unwrap();
+    let payloads: Vec<_> = claimed.iter().map(|j| j.payload.clone()).collect();
+    assert_eq!(payloads, vec![Bytes::from_static(b"job-1"), Bytes::from_static(b"job-2")]);
+    a.ack_jobs(&claimed.iter().map(|j| j.id.clone()).collect::<Vec<_>>()).await.unwrap();
+    assert!(a.claim_stale_jobs("live", Duration::ZERO, 10).await.unwrap().is_empty());
+    // A job not idle long enough stays with its consumer.
+    a.publish_and_enqueue(&group("session:k"), Bytes::from_static(b"x"), Bytes::from_static(b"job-3")).await.unwrap();
+    assert_eq!(a.read_jobs("busy", 10, Duration::from_millis(500)).await.unwrap().len(), 1);
+    assert!(a.claim_stale_jobs("live", Duration::from_secs(3600), 10).await.unwrap().is_empty());
+}
+
+pub async fn read_jobs_returns_empty_when_idle(f: &impl NodeFactory) {
+    let (a, _a_in) = f.node().await;
+    assert!(a.read_jobs("c", 10, Duration::from_millis(20)).await.unwrap().is_empty());
+}

@@ -1,0 +1,317 @@
+//! Presence in Redis (cluster mode), each step one script on Redis's own clock.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{Departed, NodeDirectory, SocketQuota, UserPresence};
+use crate::broker::BrokerError;
+use crate::event::Group;
+use crate::ids::UserId;
+use crate::keys::Keys;
+
+/// Presence in Redis (cluster mode): `{prefix}presence:node:{node}` sets, a
+/// `{prefix}presence:count` hash (user → number of nodes), a `{prefix}presence:nodes` sorted set
+/// (node → last heartbeat, Redis time in ms).
+pub struct RedisPresence {
+    pool: deadpool_redis::Pool,
+    keys: Keys,
+}
+
+const ADD: &str = r"
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 then return 1 end
+end
+return 0";
+
+const REMOVE: &str = r"
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[1])
+    return 1
+  end
+end
+return 0";
+
+/// Lua for "now" in milliseconds on Redis's clock (nodes' clocks never matter).
+macro_rules! redis_now_ms {
+    () => {
+        "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"
+    };
+}
+
+/// KEYS: the room's set on this node, the node's set of rooms, the room's count hash.
+/// ARGV: user, room. 1 if the user was in the room on no node before.
+const JOIN_ROOM: &str = r"
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  redis.call('SADD', KEYS[2], ARGV[2])
+  if redis.call('HINCRBY', KEYS[3], ARGV[1], 1) == 1 then return 1 end
+end
+return 0";
+
+/// KEYS: the room's set on this node, the room's count hash. ARGV: user. 1 if the user is now in
+/// the room on no node.
+const LEAVE_ROOM: &str = REMOVE;
+
+/// KEYS: nodes zset. ARGV: node. Marks the node alive now; 1 if it was unknown.
+const HEARTBEAT: &str = concat!(redis_now_ms!(), "return redis.call('ZADD', KEYS[1], now, ARGV[1])");
+
+/// KEYS: nodes zset. ARGV: 'dead' or 'live', silence in ms. The nodes silent for at least that
+/// long, or the others.
+const NODES_BY_SILENCE: &str = concat!(
+    redis_now_ms!(),
+    r"
+if ARGV[1] == 'dead' then
+  return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+end
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - tonumber(ARGV[2])), '+inf')"
+);
+
+/// KEYS: nodes zset, count hash, the node's user set, the node's set of rooms, the node's socket
+/// counts, then for each of the node's rooms its set on this node and its count hash. ARGV: node, the silence in ms that
+/// makes it dead ('' to drop it regardless), then the rooms' names (in the order of KEYS).
+/// Returns {users now offline, {room, user, room, user, ...} now in no room}. Every key arrives
+/// in KEYS (as Redis Cluster requires); a node that heartbeated since it was found dead is left
+/// alone.
+const DROP_NODE: &str = concat!(
+    redis_now_ms!(),
+    r"
+if ARGV[2] ~= '' then
+  local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if beat and tonumber(beat) > now - tonumber(ARGV[2]) then return {{}, {}} end
+end
+local gone, rooms_gone = {}, {}
+for _, user in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
+    redis.call('HDEL', KEYS[2], user)
+    table.insert(gone, user)
+  end
+end
+for i = 6, #KEYS, 2 do
+  local room = ARGV[3 + (i - 6) / 2]
+  for _, user in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+    if redis.call('HINCRBY', KEYS[i + 1], user, -1) <= 0 then
+      redis.call('HDEL', KEYS[i + 1], user)
+      table.insert(rooms_gone, room)
+      table.insert(rooms_gone, user)
+    end
+  end
+  redis.call('DEL', KEYS[i])
+end
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return {gone, rooms_gone}"
+);
+
+// Each script is built once (its SHA1 computed once); EVALSHA falls back to loading it.
+static ADD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADD));
+static REMOVE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REMOVE));
+static JOIN_ROOM_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(JOIN_ROOM));
+static LEAVE_ROOM_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(LEAVE_ROOM));
+static HEARTBEAT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(HEARTBEAT));
+static NODES_BY_SILENCE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(NODES_BY_SILENCE));
+static DROP_NODE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DROP_NODE));
+
+impl RedisPresence {
+    pub fn new(pool: deadpool_redis::Pool, prefix: &str) -> Self {
+        Self { pool, keys: Keys::new(prefix) }
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Nodes silent for `silence` (`dead`), or the others.
+    async fn nodes_by_silence(&self, dead: bool, silence: Duration) -> Result<Vec<String>, BrokerError> {
+        let mut conn = self.conn().await?;
+        Ok(NODES_BY_SILENCE_SCRIPT
+            .key(self.keys.presence_nodes())
+            .arg(if dead { "dead" } else { "live" })
+            .arg(silence.as_millis().to_string())
+            .invoke_async(&mut *conn)
+            .await?)
+    }
+
+    /// Removes `node` and its users and rooms; `dead_after` re-checks that it is still silent.
+    async fn drop_node(&self, node: &str, dead_after: Option<Duration>) -> Result<Departed, BrokerError> {
+        let mut conn = self.conn().await?;
+        let rooms: Vec<String> = redis::cmd("SMEMBERS").arg(self.keys.rooms_of(node)).query_async(&mut *conn).await?;
+        let mut script = DROP_NODE_SCRIPT.prepare_invoke();
+        script
+            .key(self.keys.presence_nodes())
+            .key(self.keys.presence_counts())
+            .key(self.keys.presence_node(node))
+            .key(self.keys.rooms_of(node))
+            .key(self.keys.sockets_of_node(node));
+        for room in &rooms {
+            let room = Group::from_name(room);
+            script.key(self.keys.room(&room, node)).key(self.keys.room_count(&room));
+        }
+        script.arg(node).arg(dead_after.map(|d| d.as_millis().to_string()).unwrap_or_default());
+        for room in &rooms {
+            script.arg(room);
+        }
+        let (users, rooms_gone): (Vec<String>, Vec<String>) = script.invoke_async(&mut *conn).await?;
+        Ok(Departed {
+            users: users.iter().filter_map(|u| UserId::parse(u).ok()).collect(),
+            rooms: rooms_gone
+                .chunks_exact(2)
+                .filter_map(|pair| Some((Group::from_name(&pair[0]), UserId::parse(&pair[1]).ok()?)))
+                .collect(),
+        })
+    }
+}
+
+#[async_trait]
+impl UserPresence for RedisPresence {
+    async fn add(&self, node: &str, user: &UserId) -> Result<bool, BrokerError> {
+        let mut conn = self.conn().await?;
+        let first: i64 = ADD_SCRIPT
+            .key(self.keys.presence_node(node))
+            .key(self.keys.presence_counts())
+            .arg(user.as_str())
+            .invoke_async(&mut *conn)
+            .await?;
+        Ok(first == 1)
+    }
+
+    async fn remove(&self, node: &str, user: &UserId) -> Result<bool, BrokerError> {
+        let mut conn = self.conn().await?;
+        let last: i64 = REMOVE_SCRIPT
+            .key(self.keys.presence_node(node))
+            .key(self.keys.presence_counts())
+            .arg(user.as_str())
+            .invoke_async(&mut *conn)
+            .await?;
+        Ok(last == 1)
+    }
+
+    async fn count(&self) -> Result<usize, BrokerError> {
+        let mut conn = self.conn().await?;
+        let n: usize = redis::cmd("HLEN").arg(self.keys.presence_counts()).query_async(&mut *conn).await?;
+        Ok(n)
+    }
+
+    async fn members(&self, node: &str) -> Result<Vec<UserId>, BrokerError> {
+        let mut conn = self.conn().await?;
+        let users: Vec<String> =
+            redis::cmd("SMEMBERS").arg(self.keys.presence_node(node)).query_async(&mut *conn).await?;
+        Ok(users.iter().filter_map(|u| UserId::parse(u).ok()).collect())
+    }
+
+    async fn join_room(&self, node: &str, room: &Group, user: &UserId) -> Result<bool, BrokerError> {
+        let mut conn = self.conn().await?;
+        let first: i64 = JOIN_ROOM_SCRIPT
+            .key(self.keys.room(room, node))
+            .key(self.keys.rooms_of(node))
+            .key(self.keys.room_count(room))
+            .arg(user.as_str())
+            .arg(room.as_str())
+            .invoke_async(&mut *conn)
+            .await?;
+        Ok(first == 1)
+    }
+
+    async fn leave_room(&self, node: &str, room: &Group, user: &UserId) -> Result<bool, BrokerError> {
+        let mut conn = self.conn().await?;
+        let last: i64 = LEAVE_ROOM_SCRIPT
+            .key(self.keys.room(room, node))
+            .key(self.keys.room_count(room))
+            .arg(user.as_str())
+            .invoke_async(&mut *conn)
+            .await?;
+        Ok(last == 1)
+    }
+
+    async fn room_members(&self, room: &Group, dead_after: Duration) -> Result<Vec<UserId>, BrokerError> {
+        let live = self.nodes_by_silence(false, dead_after).await?;
+        if live.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await?;
+        let keys: Vec<String> = live.iter().map(|node| self.keys.room(room, node)).collect();
+        let users: Vec<String> = redis::cmd("SUNION").arg(keys).query_async(&mut *conn).await?;
+        let mut users: Vec<UserId> = users.iter().filter_map(|u| UserId::parse(u).ok()).collect();
+        users.sort();
+        Ok(users)
+    }
+}
+
+#[async_trait]
+impl SocketQuota for RedisPresence {
+    async fn set_sockets(&self, node: &str, user: &UserId, count: usize) -> Result<(), BrokerError> {
+        let mut conn = self.conn().await?;
+        let key = self.keys.sockets_of_node(node);
+        if count == 0 {
+            let _: i64 = redis::cmd("HDEL").arg(key).arg(user.as_str()).query_async(&mut *conn).await?;
+        } else {
+            let _: i64 = redis::cmd("HSET").arg(key).arg(user.as_str()).arg(count).query_async(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn sockets_of(&self, user: &UserId, dead_after: Duration) -> Result<usize, BrokerError> {
+        let live = self.nodes_by_silence(false, dead_after).await?;
+        if live.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for node in &live {
+            pipe.hget(self.keys.sockets_of_node(node), user.as_str());
+        }
+        let mut conn = self.conn().await?;
+        let counts: Vec<Option<usize>> = pipe.query_async(&mut *conn).await?;
+        Ok(counts.into_iter().flatten().sum())
+    }
+}
+
+#[async_trait]
+impl NodeDirectory for RedisPresence {
+    async fn heartbeat(&self, node: &str) -> Result<bool, BrokerError> {
+        let mut conn = self.conn().await?;
+        let added: i64 = HEARTBEAT_SCRIPT.key(self.keys.presence_nodes()).arg(node).invoke_async(&mut *conn).await?;
+        Ok(added == 1)
+    }
+
+    async fn reap(&self, dead_after: Duration) -> Result<Departed, BrokerError> {
+        let mut departed = Departed::default();
+        for node in self.nodes_by_silence(true, dead_after).await? {
+            departed.extend(self.drop_node(&node, Some(dead_after)).await?);
+        }
+        Ok(departed)
+    }
+
+    async fn leave(&self, node: &str) -> Result<Departed, BrokerError> {
+        self.drop_node(node, None).await
+    }
+
+    async fn report(&self, node: &str, report: &str, ttl: Duration) -> Result<(), BrokerError> {
+        let mut conn = self.conn().await?;
+        let ttl_ms = ttl.as_millis() as u64;
+        redis::cmd("SET")
+            .arg(self.keys.node_report(node))
+            .arg(report)
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async::<()>(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn reports(&self, dead_after: Duration) -> Result<Vec<String>, BrokerError> {
+        let live = self.nodes_by_silence(false, dead_after).await?;
+        if live.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for node in &live {
+            pipe.get(self.keys.node_report(node));
+        }
+        let mut conn = self.conn().await?;
+        let reports: Vec<Option<String>> = pipe.query_async(&mut *conn).await?;
+        Ok(reports.into_iter().flatten().collect())
+    }
+}
