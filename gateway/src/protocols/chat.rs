@@ -7,14 +7,14 @@
 //! `read_receipt` to the chat, each with the authenticated `user_id`; `new_direct_message` to the
 //! recipient's `user:{id}` group.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shared::event::{ChatMessage, Envelope, Event, Group, UserSnapshot};
 use shared::ids::{ChatId, MessageId, UserId};
 use shared::jobs::Job;
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::frame::{message_text, ClientFrame};
+use super::frame::{client_id, message_text};
 use crate::errors::{ClientError, ErrorCode};
 use crate::node::Node;
 
@@ -29,58 +29,82 @@ pub(crate) enum Action {
     Read { message_id: MessageId },
 }
 
-fn message_type(data: &ClientFrame) -> Result<String, ClientError> {
-    match data.optional_string("message_type")? {
+/// The frames a chat client sends (chat.txt §2.1); each payload travels inside `data`.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Frame {
+    SendMessage { data: SendData },
+    DirectMessage { data: DirectData },
+    TypingIndicator { data: TypingFrameData },
+    ReadReceipt { data: ReadData },
+}
+
+#[derive(Deserialize)]
+struct SendData {
+    content: String,
+    message_type: Option<String>,
+    parent_message_id: Option<String>,
+    client_message_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DirectData {
+    content: String,
+    message_type: Option<String>,
+    recipient_id: String,
+    chat_id: Option<String>,
+    client_message_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TypingFrameData {
+    is_typing: bool,
+}
+
+#[derive(Deserialize)]
+struct ReadData {
+    message_id: String,
+}
+
+/// `text` unless given; one of `MESSAGE_TYPES`.
+fn message_type(given: Option<String>) -> Result<String, ClientError> {
+    match given {
         None => Ok("text".into()),
-        Some(t) if MESSAGE_TYPES.contains(&t) => Ok(t.to_owned()),
+        Some(t) if MESSAGE_TYPES.contains(&t.as_str()) => Ok(t),
         Some(_) => Err(ClientError::invalid_payload("\"message_type\" must be text, image or file")),
     }
 }
 
-fn message_id(data: &ClientFrame, field: &str) -> Result<Option<MessageId>, ClientError> {
-    data.optional_string(field)?
-        .map(|raw| {
-            MessageId::parse(raw).map_err(|_| ClientError::invalid_payload(format!("\"{field}\" must be a message id")))
-        })
-        .transpose()
+fn message_id(field: &str, raw: &str) -> Result<MessageId, ClientError> {
+    MessageId::parse(raw).map_err(|_| ClientError::invalid_payload(format!("\"{field}\" must be a message id")))
 }
 
 pub(crate) fn decode(text: &str) -> Result<Action, ClientError> {
-    let frame = ClientFrame::parse(text)?;
-    match frame.kind.as_str() {
-        "send_message" => {
-            let data = frame.nested("data")?;
-            Ok(Action::Send {
-                content: message_text("content", data.string("content")?, MAX_CONTENT_CHARS)?.to_owned(),
-                message_type: message_type(&data)?,
-                parent: message_id(&data, "parent_message_id")?,
-                client_id: super::frame::client_message_id(&data)?,
-            })
-        }
-        "direct_message" => {
-            let data = frame.nested("data")?;
-            let recipient = UserId::parse(data.string("recipient_id")?)
+    match super::frame::decode(text)? {
+        Frame::SendMessage { data } => Ok(Action::Send {
+            content: message_text("content", &data.content, MAX_CONTENT_CHARS)?.to_owned(),
+            message_type: message_type(data.message_type)?,
+            parent: data.parent_message_id.as_deref().map(|raw| message_id("parent_message_id", raw)).transpose()?,
+            client_id: client_id(data.client_message_id.as_deref())?,
+        }),
+        Frame::DirectMessage { data } => {
+            let recipient = UserId::parse(&data.recipient_id)
                 .map_err(|e| ClientError::invalid_payload(format!("\"recipient_id\" {e}")))?;
             let chat = data
-                .optional_string("chat_id")?
+                .chat_id
+                .as_deref()
                 .map(|c| ChatId::parse(c).map_err(|e| ClientError::invalid_payload(format!("\"chat_id\" {e}"))))
                 .transpose()?;
             Ok(Action::Direct {
-                content: message_text("content", data.string("content")?, MAX_CONTENT_CHARS)?.to_owned(),
-                message_type: message_type(&data)?,
+                content: message_text("content", &data.content, MAX_CONTENT_CHARS)?.to_owned(),
+                message_type: message_type(data.message_type)?,
                 recipient,
                 chat,
-                client_id: super::frame::client_message_id(&data)?,
+                client_id: client_id(data.client_message_id.as_deref())?,
             })
         }
-        "typing_indicator" => Ok(Action::Typing { is_typing: frame.nested("data")?.boolean("is_typing")? }),
-        "read_receipt" => {
-            let data = frame.nested("data")?;
-            let message_id = message_id(&data, "message_id")?
-                .ok_or_else(|| ClientError::invalid_payload("\"message_id\" is required"))?;
-            Ok(Action::Read { message_id })
-        }
-        other => Err(ClientError::unknown_type(Some(other))),
+        Frame::TypingIndicator { data } => Ok(Action::Typing { is_typing: data.is_typing }),
+        Frame::ReadReceipt { data } => Ok(Action::Read { message_id: message_id("message_id", &data.message_id)? }),
     }
 }
 

@@ -6,10 +6,10 @@
 //! nothing and so never receives anyone's private data.
 
 use axum::extract::ws::Utf8Bytes;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use shared::event::Event;
 
+use super::frame::Parsed;
 use crate::errors::ClientError;
 use crate::node::Node;
 
@@ -23,33 +23,46 @@ pub(crate) enum Action {
     Echo,
 }
 
+/// The frames the Diary socket understands (diary.md); any other valid JSON is echoed.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Frame {
+    Ping {},
+    MotivationRequested {
+        current_challenge: Option<String>,
+        #[serde(default, deserialize_with = "stress_level")]
+        stress_level: Option<i64>,
+    },
+}
+
+const STRESS_RULE: &str = "\"stress_level\" must be an integer from 1 to 10";
+
+fn stress_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    super::frame::optional_integer(d, STRESS_RULE)
+}
+
 /// Decodes a frame. Unlike the other sockets, a missing or unknown `type` is echoed.
 pub(crate) fn decode(text: &str) -> Result<Action, ClientError> {
-    let value = super::frame::parse_json(text)?;
-    let Some(object) = value.as_object() else { return Ok(Action::Echo) };
-    match object.get("type").and_then(Value::as_str) {
-        Some("ping") => Ok(Action::Ping),
-        Some("motivation_requested") => {
-            let challenge = match object.get("current_challenge") {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) if s.chars().count() <= MAX_CHALLENGE_CHARS => s.clone(),
-                Some(Value::String(_)) => {
-                    return Err(ClientError::invalid_payload(format!(
-                        "\"current_challenge\" must be at most {MAX_CHALLENGE_CHARS} characters"
-                    )))
-                }
-                Some(_) => return Err(ClientError::invalid_payload("\"current_challenge\" must be a string")),
-            };
-            let stress_level = match object.get("stress_level") {
-                None | Some(Value::Null) => DEFAULT_STRESS,
-                Some(v) => match v.as_u64() {
-                    Some(n @ 1..=10) => n as u8,
-                    _ => return Err(ClientError::invalid_payload("\"stress_level\" must be an integer from 1 to 10")),
-                },
+    let frame = match super::frame::parse(text)? {
+        Parsed::Frame(frame) => frame,
+        Parsed::Unknown(_) => return Ok(Action::Echo),
+    };
+    match frame {
+        Frame::Ping {} => Ok(Action::Ping),
+        Frame::MotivationRequested { current_challenge, stress_level } => {
+            let challenge = current_challenge.unwrap_or_default();
+            if challenge.chars().count() > MAX_CHALLENGE_CHARS {
+                return Err(ClientError::invalid_payload(format!(
+                    "\"current_challenge\" must be at most {MAX_CHALLENGE_CHARS} characters"
+                )));
+            }
+            let stress_level = match stress_level {
+                None => DEFAULT_STRESS,
+                Some(n @ 1..=10) => n as u8,
+                Some(_) => return Err(ClientError::invalid_payload(STRESS_RULE)),
             };
             Ok(Action::Motivation { challenge, stress_level })
         }
-        _ => Ok(Action::Echo),
     }
 }
 

@@ -8,12 +8,12 @@
 
 use axum::extract::ws::Utf8Bytes;
 use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use shared::event::{Envelope, Event, FocusState, FocusStatus, Group, Notification};
 use shared::ids::{FocusSessionId, UserId};
 use shared::jobs::{Activity, ActivityKind, Job};
 
-use super::frame::ClientFrame;
 use crate::errors::ClientError;
 use crate::node::Node;
 
@@ -39,21 +39,32 @@ impl FocusAction {
     }
 }
 
+/// The frame a focus session's client sends (onetask.md).
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Frame {
+    FocusAction {
+        action: String,
+        #[serde(default, deserialize_with = "duration_seconds")]
+        duration_seconds: Option<i64>,
+    },
+}
+
+const DURATION_RULE: &str = "\"duration_seconds\" must be an integer from 1 to 86400";
+// The rule's text names the bound.
+const _: () = assert!(MAX_FOCUS_SECONDS == 86400);
+
+fn duration_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    super::frame::optional_integer(d, DURATION_RULE)
+}
+
 pub(crate) fn decode_focus(text: &str) -> Result<FocusAction, ClientError> {
-    let frame = ClientFrame::parse(text)?;
-    if frame.kind != "focus_action" {
-        return Err(ClientError::unknown_type(Some(&frame.kind)));
-    }
-    match frame.string("action")? {
-        "start" => {
-            let duration = frame.body.get("duration_seconds").and_then(Value::as_i64);
-            match duration {
-                Some(n @ 1..=MAX_FOCUS_SECONDS) => Ok(FocusAction::Start { duration_seconds: n }),
-                _ => Err(ClientError::invalid_payload(format!(
-                    "\"duration_seconds\" must be an integer from 1 to {MAX_FOCUS_SECONDS}"
-                ))),
-            }
-        }
+    let Frame::FocusAction { action, duration_seconds } = super::frame::decode(text)?;
+    match action.as_str() {
+        "start" => match duration_seconds {
+            Some(n @ 1..=MAX_FOCUS_SECONDS) => Ok(FocusAction::Start { duration_seconds: n }),
+            _ => Err(ClientError::invalid_payload(DURATION_RULE)),
+        },
         "pause" => Ok(FocusAction::Pause),
         "resume" => Ok(FocusAction::Resume),
         "complete" => Ok(FocusAction::Complete),
@@ -196,8 +207,8 @@ impl OneTaskSocket {
 
     pub(crate) async fn on_text(&self, app: &Node, text: &str) -> Result<(), ClientError> {
         let OneTaskSocket::Focus { session_id, group, user } = self else {
-            let frame = ClientFrame::parse(text)?;
-            return Err(ClientError::unknown_type(Some(&frame.kind)));
+            // The notification and task sockets take no frames: every type is unknown there.
+            return Err(ClientError::unknown_type(super::frame::kind_of(text)?.as_deref()));
         };
         let action = decode_focus(text)?;
         let unavailable = |e: shared::store::StoreError| {

@@ -11,13 +11,12 @@
 use std::collections::HashSet;
 
 use axum::extract::ws::Utf8Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::event::{ChannelMessage, Envelope, Event, Group};
 use shared::ids::{ChannelId, MessageId, UserId};
 use shared::store::{ChannelRecord, UserRecord};
 
-use super::frame::ClientFrame;
 use crate::errors::{ClientError, ErrorCode};
 use crate::hub::Attached;
 use crate::node::Node;
@@ -31,28 +30,36 @@ pub(crate) enum Action {
     OnlineUsers(ChannelId),
 }
 
-fn channel_id(frame: &ClientFrame) -> Result<ChannelId, ClientError> {
-    match frame.optional_string("channel_id") {
-        Ok(Some(raw)) if !raw.is_empty() => {
-            ChannelId::parse(raw).map_err(|e| ClientError::invalid_payload(format!("\"channel_id\" {e}")))
-        }
-        Ok(_) => Err(ClientError::new(ErrorCode::MissingChannelId, "channel_id is required")),
-        Err(e) => Err(e),
+/// The frames a Pythia client sends (pythia.md).
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Frame {
+    JoinChannel { channel_id: Option<String> },
+    LeaveChannel { channel_id: Option<String> },
+    TypingIndicator { channel_id: Option<String>, is_typing: Option<bool> },
+    Ping {},
+    GetOnlineUsers { channel_id: Option<String> },
+}
+
+/// The frame's channel: a missing or empty one is pythia.md's own `missing_channel_id`.
+fn channel_id(raw: Option<String>) -> Result<ChannelId, ClientError> {
+    match raw.filter(|raw| !raw.is_empty()) {
+        Some(raw) => ChannelId::parse(&raw).map_err(|e| ClientError::invalid_payload(format!("\"channel_id\" {e}"))),
+        None => Err(ClientError::new(ErrorCode::MissingChannelId, "channel_id is required")),
     }
 }
 
 pub(crate) fn decode(text: &str) -> Result<Action, ClientError> {
-    let frame = ClientFrame::parse(text)?;
-    match frame.kind.as_str() {
-        "join_channel" => Ok(Action::Join(channel_id(&frame)?)),
-        "leave_channel" => Ok(Action::Leave(channel_id(&frame)?)),
-        "typing_indicator" => {
-            let channel = channel_id(&frame)?;
-            Ok(Action::Typing { channel, is_typing: frame.boolean("is_typing")? })
+    match super::frame::decode(text)? {
+        Frame::JoinChannel { channel_id: raw } => Ok(Action::Join(channel_id(raw)?)),
+        Frame::LeaveChannel { channel_id: raw } => Ok(Action::Leave(channel_id(raw)?)),
+        Frame::TypingIndicator { channel_id: raw, is_typing } => {
+            let channel = channel_id(raw)?;
+            let is_typing = is_typing.ok_or_else(|| ClientError::invalid_payload("\"is_typing\" is required"))?;
+            Ok(Action::Typing { channel, is_typing })
         }
-        "ping" => Ok(Action::Ping),
-        "get_online_users" => Ok(Action::OnlineUsers(channel_id(&frame)?)),
-        other => Err(ClientError::unknown_type(Some(other))),
+        Frame::Ping {} => Ok(Action::Ping),
+        Frame::GetOnlineUsers { channel_id: raw } => Ok(Action::OnlineUsers(channel_id(raw)?)),
     }
 }
 

@@ -4,14 +4,14 @@
 //! `{"type":"typing","is_typing"}`. Server → client: `message` to the whole session (the
 //! sender's own sockets included), `typing` to the other participant only.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shared::event::{Envelope, Event, Group, SessionMessage};
 use shared::ids::{MessageId, SessionId, UserId};
 use shared::jobs::Job;
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::frame::{message_text, ClientFrame};
+use super::frame::{client_id, message_text};
 use crate::errors::ClientError;
 use crate::node::Node;
 
@@ -24,15 +24,21 @@ pub(crate) enum Action {
     Typing { is_typing: bool },
 }
 
+/// The frames a Send Buddy client sends (sendbuddy.md).
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Frame {
+    Message { content: String, client_message_id: Option<String> },
+    Typing { is_typing: bool },
+}
+
 pub(crate) fn decode(text: &str) -> Result<Action, ClientError> {
-    let frame = ClientFrame::parse(text)?;
-    match frame.kind.as_str() {
-        "message" => {
-            let content = message_text("content", frame.string("content")?, MAX_CONTENT_CHARS)?;
-            Ok(Action::Message { content: content.to_owned(), client_id: super::frame::client_message_id(&frame)? })
-        }
-        "typing" => Ok(Action::Typing { is_typing: frame.boolean("is_typing")? }),
-        other => Err(ClientError::unknown_type(Some(other))),
+    match super::frame::decode(text)? {
+        Frame::Message { content, client_message_id } => Ok(Action::Message {
+            content: message_text("content", &content, MAX_CONTENT_CHARS)?.to_owned(),
+            client_id: client_id(client_message_id.as_deref())?,
+        }),
+        Frame::Typing { is_typing } => Ok(Action::Typing { is_typing }),
     }
 }
 

@@ -11,10 +11,11 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 
 use super::rate::TokenBucket;
-use crate::errors::{ClientError, CloseReason};
+use crate::errors::{ClientError, CloseReason, ErrorCode};
 use crate::hub::{Attached, OfGroup, Outbound};
 use crate::metrics::Metrics;
 use crate::node::Node;
+use crate::protocols::frame::Parsed;
 use crate::protocols::SocketHandler;
 
 /// How a connection ends.
@@ -280,8 +281,18 @@ fn refresh_request(text: &str) -> Option<String> {
     if !text.contains("refresh_token") {
         return None;
     }
-    let frame = crate::protocols::frame::ClientFrame::parse(text).ok().filter(|f| f.kind == "refresh_token")?;
-    Some(frame.optional_string("token").ok().flatten().unwrap_or_default().to_owned())
+    #[derive(serde::Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum Frame {
+        RefreshToken { token: Option<String> },
+    }
+    match crate::protocols::frame::parse::<Frame>(text) {
+        Ok(Parsed::Frame(Frame::RefreshToken { token })) => Some(token.unwrap_or_default()),
+        // A refresh whose token is not a string: an empty token, refused as invalid.
+        Err(e) if e.code == ErrorCode::InvalidPayload => Some(String::new()),
+        // Not one (or not JSON): the socket's protocol answers it.
+        Ok(Parsed::Unknown(_)) | Err(_) => None,
+    }
 }
 
 fn token_refreshed(exp: i64) -> axum::extract::ws::Utf8Bytes {
