@@ -20,6 +20,7 @@ use shared::event::{Event, Group};
 use shared::ids::{ChannelId, ChatId, FocusSessionId, SessionId, UserId, WorkspaceId};
 use shared::store::{Store, StoreError};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::errors::CloseReason;
 use crate::hub::Hub;
@@ -40,35 +41,59 @@ enum Standing {
     OutOfRoom,
 }
 
+/// Control events waiting for the access task at most; past this the hub notes an overflow and
+/// the task re-checks every socket of the node instead (`Hub::take_access_overflow`).
+pub(crate) const ACCESS_QUEUE: usize = 1024;
+
 pub(crate) struct AccessTask {
     pub(crate) hub: Weak<Hub>,
     pub(crate) store: Store,
-    pub(crate) changes: mpsc::UnboundedReceiver<Event>,
+    pub(crate) changes: mpsc::Receiver<Event>,
 }
 
 impl AccessTask {
-    /// Runs until the hub is gone.
-    pub(crate) async fn run(mut self) {
-        while let Some(change) = self.changes.recv().await {
+    /// Runs until `stop`.
+    pub(crate) async fn run(mut self, stop: CancellationToken) {
+        loop {
+            let change = tokio::select! {
+                _ = stop.cancelled() => return,
+                change = self.changes.recv() => change,
+            };
+            let Some(change) = change else { return };
             let Some(hub) = self.hub.upgrade() else { return };
             match change {
-                Event::MembershipChanged { group } => {
-                    for user in hub.users_in(&group) {
-                        match self.with_retries(|| standing(&self.store, &group, &user)).await {
-                            Some(Standing::Allowed) | None => {}
-                            Some(Standing::Removed) => hub.kick(&user, Some(&group), CloseReason::NotMember),
-                            Some(Standing::OutOfRoom) => hub.evict(&user, &group),
-                        }
-                    }
-                }
-                Event::AccountChanged { user_id } => {
-                    let found = self.with_retries(|| self.store.user(&user_id)).await;
-                    if matches!(found, Some(None)) || matches!(found, Some(Some(ref u)) if !u.is_active) {
-                        hub.kick(&user_id, None, CloseReason::UserNotFound);
-                    }
-                }
+                Event::MembershipChanged { group } => self.recheck_group(&hub, &group).await,
+                Event::AccountChanged { user_id } => self.recheck_account(&hub, &user_id).await,
                 other => tracing::warn!(?other, "unexpected event on the control group"),
             }
+            if hub.take_access_overflow() {
+                tracing::warn!("control events were dropped while this task was behind: re-checking every socket");
+                for group in hub.held_groups() {
+                    self.recheck_group(&hub, &group).await;
+                }
+                for user in hub.local_users() {
+                    self.recheck_account(&hub, &user).await;
+                }
+            }
+        }
+    }
+
+    /// Each local user in `group` who may no longer be there is closed (4004) or leaves its room.
+    async fn recheck_group(&self, hub: &Hub, group: &Group) {
+        for user in hub.users_in(group) {
+            match self.with_retries(|| standing(&self.store, group, &user)).await {
+                Some(Standing::Allowed) | None => {}
+                Some(Standing::Removed) => hub.kick(&user, Some(group), CloseReason::NotMember),
+                Some(Standing::OutOfRoom) => hub.evict(&user, group),
+            }
+        }
+    }
+
+    /// A deactivated or deleted user's sockets close (4002).
+    async fn recheck_account(&self, hub: &Hub, user: &UserId) {
+        let found = self.with_retries(|| self.store.user(user)).await;
+        if matches!(found, Some(None)) || matches!(found, Some(Some(ref u)) if !u.is_active) {
+            hub.kick(user, None, CloseReason::UserNotFound);
         }
     }
 

@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::AccessTask;
+use crate::access::ACCESS_QUEUE;
 use crate::canary::Canary;
-use crate::hub::{Hub, Plugs};
+use crate::hub::{Changes, Hub, Plugs};
 use crate::metrics::Metrics;
 use crate::node::{Node, Parts};
 use crate::presence::{Announcer, PresenceTask};
@@ -55,80 +56,135 @@ impl LocalSockets {
 pub struct Gateway {
     listener: TcpListener,
     app: Node,
-    /// Stops the canary when the node drains.
-    canary_stop: CancellationToken,
-    /// Embedded mode's in-process worker, stopped after the sockets have drained.
-    worker: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
-    /// The presence task, stopped (leaving the cluster) after the sockets have drained.
-    presence: (CancellationToken, tokio::task::JoinHandle<()>),
+    /// The node's tasks beside the sockets, stopped in order once the sockets have drained.
+    background: Background,
+}
+
+/// The tasks a node runs beside its sockets, each tracked and stopped on shutdown, in stages:
+/// the canary first (it would fail once sockets are gone), then presence (leaving the cluster),
+/// then the embedded worker (finishing its queue), then the hub, access and report tasks.
+struct Background {
+    canary: Stage,
+    presence: Stage,
+    /// Embedded mode's in-process worker.
+    worker: Option<Stage>,
+    rest: Stage,
+}
+
+/// Tasks stopped together: cancelled, then waited for.
+#[derive(Default)]
+struct Stage {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Stage {
+    async fn stop(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Background {
+    async fn stop(&self) {
+        self.canary.stop().await;
+        self.presence.stop().await;
+        if let Some(worker) = &self.worker {
+            worker.stop().await;
+        }
+        self.rest.stop().await;
+    }
+}
+
+/// The broker and presence of the mode `config` asks for, and the node's inbox.
+async fn connect(
+    config: &GatewayConfig,
+    store: &Store,
+) -> Result<(Arc<dyn Broker>, mpsc::Receiver<Inbound>, Arc<dyn Presence>), BuildError> {
+    Ok(match &config.redis_url {
+        Some(url) => {
+            let (broker, inbox) = RedisBroker::with_subscriber(url, &config.redis_prefix, config.window)?;
+            let presence = Arc::new(RedisPresence::new(broker.pool(), &config.redis_prefix));
+            (Arc::new(broker), inbox, presence)
+        }
+        None => {
+            // Jobs journaled in the SQLite file, so that a crash loses nothing a client saw.
+            let bus = match store {
+                Store::Sqlite(pool) => MemoryBus::durable(pool.clone(), config.window).await?,
+                Store::Postgres(_) => MemoryBus::new(config.window),
+            };
+            let (broker, inbox) = bus.node();
+            (Arc::new(broker), inbox, Arc::new(MemoryPresence::default()))
+        }
+    })
+}
+
+/// Embedded mode's worker, on `stage`.
+fn embedded_worker(broker: Arc<dyn Broker>, store: Store, stage: &Stage) {
+    let settings = worker::WorkerSettings {
+        consumer: "embedded".into(),
+        batch_size: 512,
+        claim_idle: Duration::from_secs(15),
+        block: Duration::from_millis(500),
+        after_commit: None,
+        after_award_publish: None,
+    };
+    let worker = worker::Worker::new(broker, store, settings, worker::Rules::default_set());
+    stage.tasks.spawn(worker.run(stage.stop.clone()));
 }
 
 impl Gateway {
     pub async fn build(config: GatewayConfig) -> Result<Self, BuildError> {
         let verifier = Verifier::new(&config.jwt).map_err(BuildError::Jwt)?;
         let store = Store::connect(&config.database_url, 16).await?;
-        let (broker, inbox, presence): (Arc<dyn Broker>, mpsc::Receiver<Inbound>, Arc<dyn Presence>) =
-            match &config.redis_url {
-                Some(url) => {
-                    let (broker, inbox) = RedisBroker::with_subscriber(url, &config.redis_prefix, config.window)?;
-                    let presence = Arc::new(RedisPresence::new(broker.pool(), &config.redis_prefix));
-                    (Arc::new(broker), inbox, presence)
-                }
-                None => {
-                    // Jobs journaled in the SQLite file, so that a crash loses nothing a client saw.
-                    let bus = match &store {
-                        Store::Sqlite(pool) => MemoryBus::durable(pool.clone(), config.window).await?,
-                        Store::Postgres(_) => MemoryBus::new(config.window),
-                    };
-                    let (broker, inbox) = bus.node();
-                    (Arc::new(broker), inbox, Arc::new(MemoryPresence::default()))
-                }
-            };
+        let (broker, inbox, presence) = connect(&config, &store).await?;
         let metrics = Arc::new(Metrics::default());
         let broker = crate::timed_broker::TimedBroker::wrap(broker, metrics.clone());
-        let (presence_tx, presence_rx) = mpsc::unbounded_channel();
-        let (access_tx, access_rx) = mpsc::unbounded_channel();
+        let background = Background {
+            canary: Stage::default(),
+            presence: Stage::default(),
+            worker: config.is_embedded().then(Stage::default),
+            rest: Stage::default(),
+        };
         let node_id = crate::presence::node_id();
-        let plugs = Plugs { renderer: Box::new(Wire), presence: presence_tx, access: access_tx };
-        let hub = Hub::start(broker.clone(), inbox, &config.limits, metrics.clone(), plugs, &node_id);
-        tokio::spawn(AccessTask { hub: Arc::downgrade(&hub), store: store.clone(), changes: access_rx }.run());
+        let changes = Arc::new(Changes::default());
+        let (access_tx, access_rx) = mpsc::channel(ACCESS_QUEUE);
+        let plugs = Plugs { renderer: Box::new(Wire), presence: changes.clone(), access: access_tx };
+        let rest = &background.rest;
+        let hub = Hub::start(
+            broker.clone(),
+            inbox,
+            &config.limits,
+            metrics.clone(),
+            plugs,
+            &node_id,
+            &rest.tasks,
+            rest.stop.clone(),
+        );
+        let access = AccessTask { hub: Arc::downgrade(&hub), store: store.clone(), changes: access_rx };
+        rest.tasks.spawn(access.run(rest.stop.clone()));
         let canary_alive = Arc::new(AtomicBool::new(true));
-        let canary_stop = CancellationToken::new();
-        tokio::spawn(
-            Canary {
-                broker: broker.clone(),
-                hub: Arc::downgrade(&hub),
-                metrics: metrics.clone(),
-                interval: config.limits.canary_interval,
-                alive: canary_alive.clone(),
-            }
-            .run(canary_stop.clone()),
-        );
-        let presence_stop = CancellationToken::new();
-        let presence_task = tokio::spawn(
-            PresenceTask {
-                store: presence.clone(),
-                node: node_id.clone(),
-                hub: Arc::downgrade(&hub),
-                changes: presence_rx,
-                announcer: Announcer { broker: broker.clone(), store: store.clone() },
-            }
-            .run(presence_stop.clone()),
-        );
-        let worker = config.is_embedded().then(|| {
-            let stop = CancellationToken::new();
-            let settings = worker::WorkerSettings {
-                consumer: "embedded".into(),
-                batch_size: 512,
-                claim_idle: Duration::from_secs(15),
-                block: Duration::from_millis(500),
-                after_commit: None,
-                after_award_publish: None,
-            };
-            let worker = worker::Worker::new(broker.clone(), store.clone(), settings, worker::Rules::default_set());
-            let task = tokio::spawn(worker.run(stop.clone()));
-            (stop, task)
-        });
+        let canary = Canary {
+            broker: broker.clone(),
+            hub: Arc::downgrade(&hub),
+            metrics: metrics.clone(),
+            interval: config.limits.canary_interval,
+            alive: canary_alive.clone(),
+        };
+        background.canary.tasks.spawn(canary.run(background.canary.stop.clone()));
+        let presence_task = PresenceTask {
+            store: presence.clone(),
+            node: node_id.clone(),
+            hub: Arc::downgrade(&hub),
+            changes,
+            announcer: Announcer { broker: broker.clone(), store: store.clone() },
+            applied: Default::default(),
+        };
+        background.presence.tasks.spawn(presence_task.run(background.presence.stop.clone()));
+        if let Some(stage) = &background.worker {
+            embedded_worker(broker.clone(), store.clone(), stage);
+        }
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| BuildError::Bind { addr: config.bind, source })?;
         let ip_guards = crate::http::guard::IpGuards::new(&config.limits);
@@ -147,7 +203,7 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }));
-        Ok(Self { listener, app, canary_stop, worker, presence: (presence_stop, presence_task) })
+        Ok(Self { listener, app, background })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -162,10 +218,10 @@ impl Gateway {
     /// Serves until `shutdown` resolves, then drains: stops accepting, closes every socket with
     /// 1012, waits for their close handshakes, and (embedded) lets the worker finish its queue.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Gateway { listener, app, canary_stop, worker, presence } = self;
+        let Gateway { listener, app, background } = self;
         let drain = app.shutdown.clone();
         let router = crate::http::router(app.clone());
-        tokio::spawn(crate::report::report(app.clone(), drain.clone()));
+        background.rest.tasks.spawn(crate::report::report(app.clone(), drain.clone()));
         let connections = crate::http::server::Connections {
             upgrade_timeout: app.config.limits.upgrade_timeout,
             send_buffer_bytes: app.config.limits.send_buffer_bytes,
@@ -183,14 +239,7 @@ impl Gateway {
         if tokio::time::timeout(drain_wait, app.tracker.wait()).await.is_err() {
             tracing::warn!("drain: some sockets did not close in time");
         }
-        canary_stop.cancel();
-        let (stop, task) = presence;
-        stop.cancel();
-        let _ = task.await;
-        if let Some((stop, task)) = worker {
-            stop.cancel();
-            let _ = task.await;
-        }
+        background.stop().await;
         Ok(())
     }
 }

@@ -1,15 +1,16 @@
 //! This node's part in cluster-wide presence.
 //!
-//! The hub reports each user's first socket on this node and their last one (`Change`), in
-//! order, from under its lock. One task applies them to the shared `Presence` store, beats this
-//! node's heartbeat, reaps nodes that stopped beating (their users go offline with them), and
+//! The hub marks the users and rooms whose sockets on this node changed (`crate::hub::Changes`,
+//! a set: bounded, and two changes of one user before the task looks are one write). One task
+//! applies them to the shared `Presence` store, reading the hub's truth for each and writing
+//! only what differs from what it wrote before (`Applied`), beats this node's heartbeat, reaps nodes that stopped beating (their users go offline with them), and
 //! reconciles the store with the hub after a Redis error. Whenever a user comes online or goes
 //! offline anywhere, `announce` tells the apps that care; whenever a user enters a room where
 //! they were on no node (their first socket there: a join or the auto-join at connect) or leaves
 //! it everywhere (their last socket: a leave, a disconnect or a node death), `announce_room`
 //! tells the room (`user_joined` / `user_left`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -18,10 +19,9 @@ use shared::event::{Envelope, Event, Group};
 use shared::ids::UserId;
 use shared::presence::{Departed, Presence};
 use shared::store::Store;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Change, Hub};
+use crate::hub::{Changed, Changes, Hub};
 
 /// How often this node says it is alive.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(3);
@@ -78,8 +78,18 @@ pub(crate) struct PresenceTask {
     pub(crate) store: Arc<dyn Presence>,
     pub(crate) node: String,
     pub(crate) hub: Weak<Hub>,
-    pub(crate) changes: mpsc::UnboundedReceiver<Change>,
+    /// What the hub marked as changed (a set bounded by the users and rooms on this node).
+    pub(crate) changes: Arc<Changes>,
     pub(crate) announcer: Announcer,
+    /// What the store was last told of this node: each user's sockets, and the rooms they are in.
+    pub(crate) applied: Applied,
+}
+
+/// This node's presence as last written to the store, to write only what changed.
+#[derive(Default)]
+pub(crate) struct Applied {
+    sockets: HashMap<UserId, usize>,
+    rooms: HashSet<(Group, UserId)>,
 }
 
 impl PresenceTask {
@@ -91,14 +101,10 @@ impl PresenceTask {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                change = self.changes.recv() => {
-                    let Some(change) = change else { break };
-                    if let Err(e) = self.apply(change).await {
-                        tracing::warn!(error = %e, "presence update failed; will reconcile");
-                        dirty = true;
-                    }
-                }
+                _ = self.changes.changed() => dirty |= self.apply_changes().await,
                 _ = tick.tick() => {
+                    // What a failed write left marked is tried again here at the latest.
+                    dirty |= self.apply_changes().await;
                     match self.beat(dirty).await {
                         Ok(()) => dirty = false,
                         Err(e) => {
@@ -109,47 +115,72 @@ impl PresenceTask {
                 }
             }
         }
-        // Apply what is still queued (the sockets closed by a drain), then leave.
-        while let Ok(change) = self.changes.try_recv() {
-            let _ = self.apply(change).await;
-        }
+        // Apply what is still marked (the sockets closed by a drain), then leave.
+        self.apply_changes().await;
         match self.store.leave(&self.node).await {
             Ok(departed) => self.announcer.announce_departed(departed).await,
             Err(e) => tracing::warn!(error = %e, "presence: leaving failed; peers will reap this node"),
         }
     }
 
-    async fn apply(&self, change: Change) -> Result<(), shared::broker::BrokerError> {
-        match change {
-            Change::Connected(user) => {
-                if self.store.add(&self.node, &user).await? {
-                    self.announcer.announce(user, true).await;
+    /// Writes what the hub marked; on a failure, marks it again. True after a failure.
+    async fn apply_changes(&mut self) -> bool {
+        let changed = self.changes.take();
+        if changed.is_empty() {
+            return false;
+        }
+        match self.apply(&changed).await {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "presence update failed; will retry and reconcile");
+                self.changes.restore(changed);
+                true
+            }
+        }
+    }
+
+    /// Users who came online first (so that they are online before they are in a room), then
+    /// rooms, then users who went offline (so that they leave their rooms before going offline).
+    async fn apply(&mut self, changed: &Changed) -> Result<(), shared::broker::BrokerError> {
+        let Some(hub) = self.hub.upgrade() else { return Ok(()) };
+        let now: Vec<(&UserId, usize)> = changed.users.iter().map(|user| (user, hub.sockets_of(user))).collect();
+        for &(user, sockets) in now.iter().filter(|(_, sockets)| *sockets > 0) {
+            let before = self.applied.sockets.insert(user.clone(), sockets).unwrap_or(0);
+            if before == 0 {
+                // The admission recorded the count itself, before the socket opened.
+                if self.store.add(&self.node, user).await? {
+                    self.announcer.announce(user.clone(), true).await;
                 }
+            } else if sockets != before {
+                self.store.set_sockets(&self.node, user, sockets).await?;
             }
-            Change::Disconnected(user) => {
-                if self.store.remove(&self.node, &user).await? {
-                    self.announcer.announce(user, false).await;
+        }
+        for (room, user) in &changed.rooms {
+            let inside = hub.in_room(room, user);
+            let key = (room.clone(), user.clone());
+            if inside && self.applied.rooms.insert(key.clone()) {
+                if self.store.join_room(&self.node, room, user).await? {
+                    self.announcer.announce_room(room.clone(), user.clone(), true).await;
                 }
+            } else if !inside
+                && self.applied.rooms.remove(&key)
+                && self.store.leave_room(&self.node, room, user).await?
+            {
+                self.announcer.announce_room(room.clone(), user.clone(), false).await;
             }
-            Change::RoomJoined(room, user) => {
-                if self.store.join_room(&self.node, &room, &user).await? {
-                    self.announcer.announce_room(room, user, true).await;
-                }
-            }
-            Change::Sockets(user) => {
-                let count = self.hub.upgrade().map_or(0, |hub| hub.sockets_of(&user));
-                self.store.set_sockets(&self.node, &user, count).await?;
-            }
-            Change::RoomLeft(room, user) => {
-                if self.store.leave_room(&self.node, &room, &user).await? {
-                    self.announcer.announce_room(room, user, false).await;
+        }
+        for &(user, _) in now.iter().filter(|(_, sockets)| *sockets == 0) {
+            if self.applied.sockets.remove(user).is_some() {
+                self.store.set_sockets(&self.node, user, 0).await?;
+                if self.store.remove(&self.node, user).await? {
+                    self.announcer.announce(user.clone(), false).await;
                 }
             }
         }
         Ok(())
     }
 
-    async fn beat(&self, dirty: bool) -> Result<(), shared::broker::BrokerError> {
+    async fn beat(&mut self, dirty: bool) -> Result<(), shared::broker::BrokerError> {
         let unknown = self.store.heartbeat(&self.node).await?;
         if unknown || dirty {
             self.reconcile().await?;
@@ -159,12 +190,15 @@ impl PresenceTask {
         Ok(())
     }
 
-    /// Makes the store's record of this node equal to the hub's users.
-    async fn reconcile(&self) -> Result<(), shared::broker::BrokerError> {
+    /// Makes the store hold what the hub holds, and `applied` what the store then holds.
+    async fn reconcile(&mut self) -> Result<(), shared::broker::BrokerError> {
         let Some(hub) = self.hub.upgrade() else { return Ok(()) };
         let local: HashSet<UserId> = hub.local_users().into_iter().collect();
+        self.applied = Applied::default();
         for user in &local {
-            self.store.set_sockets(&self.node, user, hub.sockets_of(user)).await?;
+            let sockets = hub.sockets_of(user);
+            self.store.set_sockets(&self.node, user, sockets).await?;
+            self.applied.sockets.insert(user.clone(), sockets);
         }
         let recorded: HashSet<UserId> = self.store.members(&self.node).await?.into_iter().collect();
         for user in local.difference(&recorded) {
@@ -182,8 +216,9 @@ impl PresenceTask {
         // removed by the next `leave_room` of that socket.
         for (room, user) in hub.local_rooms() {
             if self.store.join_room(&self.node, &room, &user).await? {
-                self.announcer.announce_room(room, user, true).await;
+                self.announcer.announce_room(room.clone(), user.clone(), true).await;
             }
+            self.applied.rooms.insert((room, user));
         }
         Ok(())
     }

@@ -56,7 +56,7 @@ pub(crate) async fn serve(
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     let signal = stop.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         shutdown.await;
         signal.cancel();
     });

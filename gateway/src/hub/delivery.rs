@@ -15,8 +15,9 @@ use axum::extract::ws::Utf8Bytes;
 use shared::broker::Inbound;
 use shared::event::{Envelope, Event, Group};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::commands::{ManagerCommand, Refill};
+use super::commands::Refill;
 use super::link::SocketLink;
 use super::registry::{GroupEntry, Hub};
 use super::render::FORMATS;
@@ -38,16 +39,18 @@ pub(super) enum Admitted {
     ToMembers,
 }
 
-/// Inbox and refills → sockets. Never awaits anything but its two queues.
+/// Inbox and refills → sockets, until `stop`. Never awaits anything but its two queues.
 pub(super) async fn dispatch(
     hub: Weak<Hub>,
     mut inbox: mpsc::Receiver<Inbound>,
-    mut refills: mpsc::UnboundedReceiver<Refill>,
+    mut refills: mpsc::Receiver<Refill>,
+    stop: CancellationToken,
 ) {
     // Publications delivered from the windows since the last completed resubscription.
     let mut refilled = 0;
     loop {
         tokio::select! {
+            _ = stop.cancelled() => return,
             inbound = inbox.recv() => {
                 let Some(inbound) = inbound else { return };
                 let Some(hub) = hub.upgrade() else { return };
@@ -55,7 +58,7 @@ pub(super) async fn dispatch(
                     Inbound::Message { group, payload } => hub.deliver(&group, &payload),
                     Inbound::Reconnected => {
                         Metrics::incr(&hub.metrics.broker_reconnects);
-                        let _ = hub.manager.send(ManagerCommand::Reconnected);
+                        hub.manager.resync();
                     }
                     Inbound::Disconnected => hub.in_sync.store(false, std::sync::atomic::Ordering::Relaxed),
                 }
@@ -124,7 +127,11 @@ impl Hub {
             entry.last = Some(at);
         }
         if entry.control {
-            let _ = self.access.send(envelope.event.clone());
+            // Never waits: a full queue (the access task stuck on the database) is noted, and
+            // the access task then re-checks every socket instead of the events it missed.
+            if self.access.try_send(envelope.event.clone()).is_err() {
+                self.access_overflowed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             return Admitted::ToAccess;
         }
         if let Event::ChatMessage(message) = &envelope.event {

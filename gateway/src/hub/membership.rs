@@ -5,9 +5,8 @@
 //! * The first local member of a group makes the node subscribe (`ManagerCommand::Subscribe`),
 //!   and `join` returns only once the subscription is confirmed (or `JOIN_WAIT` passed), so a
 //!   publication made after the client saw its socket open is not missed.
-//! * Each user's first and last socket on this node, and in each room, are reported to
-//!   `Hub::presence` from under the lock, so the presence task sees them in the order they
-//!   happened.
+//! * Every change of a user's sockets on this node, and of their sockets in a room, is marked
+//!   for the presence task (`super::changes`), which reads the hub's truth when it applies them.
 //! * Dropping an `Attached` undoes everything it did, so an upgrade that never completes leaks
 //!   nothing.
 
@@ -19,8 +18,6 @@ use std::time::Duration;
 use shared::event::Group;
 use shared::ids::UserId;
 
-use super::changes::Change;
-use super::commands::ManagerCommand;
 use super::link::{Outbound, SocketLink};
 use super::registry::{GroupEntry, Hub, HubState};
 use super::render::Format;
@@ -60,9 +57,7 @@ impl Hub {
                 return Err(HubError::TooManySockets(*count));
             }
             *count += 1;
-            if *count == 1 {
-                let _ = self.presence.send(Change::Connected(user.clone()));
-            }
+            self.presence.user(user);
         }
         let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
         let (link, outbox) =
@@ -84,7 +79,7 @@ impl Hub {
             *count -= 1;
             if *count == 0 {
                 state.room_sockets.remove(&key);
-                let _ = self.presence.send(Change::RoomLeft(key.0, key.1));
+                self.presence.room(room, user);
             }
         }
     }
@@ -108,7 +103,7 @@ impl Attached {
             let joined_at = entry.last;
             let ready = entry.subscribed.subscribe();
             if !*ready.borrow() {
-                let _ = self.hub.manager.send(ManagerCommand::Subscribe(group.clone()));
+                self.hub.manager.subscribe(group.clone());
             }
             self.hub.metrics.groups.set(state.groups.len() as i64);
             (ready, joined_at)
@@ -172,7 +167,7 @@ impl Attached {
             let count = state.room_sockets.entry((group.clone(), user.clone())).or_default();
             *count += 1;
             if *count == 1 {
-                let _ = self.hub.presence.send(Change::RoomJoined(group.clone(), user.clone()));
+                self.hub.presence.room(&group, user);
             }
         }
         self.rooms.push(group);
@@ -210,11 +205,10 @@ impl Drop for Attached {
         if let Some(user) = &self.link.user {
             if let Some(count) = state.sockets_per_user.get_mut(user) {
                 *count -= 1;
-                let _ = self.hub.presence.send(Change::Sockets(user.clone()));
                 if *count == 0 {
                     state.sockets_per_user.remove(user);
-                    let _ = self.hub.presence.send(Change::Disconnected(user.clone()));
                 }
+                self.hub.presence.user(user);
             }
         }
     }

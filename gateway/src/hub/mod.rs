@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use shared::broker::{Broker, Inbound};
 use shared::event::{Event, Group};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 mod changes;
 mod commands;
@@ -36,26 +38,29 @@ mod registry;
 mod render;
 mod subscriptions;
 
-pub(crate) use changes::Change;
+pub(crate) use changes::{Changed, Changes};
 pub(crate) use link::{OfGroup, Outbound};
 pub(crate) use membership::Attached;
 pub(crate) use registry::Hub;
 pub(crate) use render::{Format, Renderer};
 
+use commands::{SubscriptionRequests, REFILL_QUEUE};
 use registry::{GroupEntry, HubState};
 
 /// What a hub reports to, and renders with.
 pub(crate) struct Plugs {
     /// How publications look on each wire format.
     pub(crate) renderer: Box<dyn Renderer>,
-    /// Each user's first and last socket on this node (and in each room), in order.
-    pub(crate) presence: mpsc::UnboundedSender<Change>,
-    /// Events of the control group (membership and account changes).
-    pub(crate) access: mpsc::UnboundedSender<Event>,
+    /// Where the users and rooms whose sockets changed are marked, for the presence task.
+    pub(crate) presence: Arc<Changes>,
+    /// Events of the control group (membership and account changes), for the access task.
+    pub(crate) access: mpsc::Sender<Event>,
 }
 
 impl Hub {
-    /// Starts the hub's two tasks: the dispatcher (inbox → sockets) and the subscription manager.
+    /// Starts the hub's two tasks on `tasks`, both running until `stop`: the dispatcher (inbox
+    /// → sockets) and the subscription manager.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         broker: Arc<dyn Broker>,
         inbox: mpsc::Receiver<Inbound>,
@@ -63,18 +68,20 @@ impl Hub {
         metrics: Arc<crate::metrics::Metrics>,
         plugs: Plugs,
         node_id: &str,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
     ) -> Arc<Self> {
-        let (manager_tx, manager_rx) = mpsc::unbounded_channel();
-        let (refills_tx, refills_rx) = mpsc::unbounded_channel();
+        let (refills_tx, refills_rx) = mpsc::channel(REFILL_QUEUE);
         let mut state = HubState::default();
         state.groups.insert(Group::control(), GroupEntry::new(true));
         let hub = Arc::new(Self {
             state: Mutex::new(state),
             renderer: plugs.renderer,
-            manager: manager_tx,
+            manager: SubscriptionRequests::default(),
             refills: refills_tx,
             presence: plugs.presence,
             access: plugs.access,
+            access_overflowed: AtomicBool::new(false),
             in_sync: AtomicBool::new(false),
             pinned: [Group::control(), Group::canary(node_id)],
             canary_seen: AtomicU64::new(0),
@@ -85,8 +92,8 @@ impl Hub {
             max_sockets_per_user: limits.max_sockets_per_user,
             metrics,
         });
-        tokio::spawn(delivery::dispatch(Arc::downgrade(&hub), inbox, refills_rx));
-        tokio::spawn(subscriptions::manage_subscriptions(Arc::downgrade(&hub), broker, manager_rx));
+        tasks.spawn(delivery::dispatch(Arc::downgrade(&hub), inbox, refills_rx, stop.clone()));
+        tasks.spawn(subscriptions::manage_subscriptions(hub.clone(), broker, stop));
         hub
     }
 }

@@ -90,6 +90,7 @@ impl Hub {
 /// positioned (its position could not be read) has no window to read from: what waited is
 /// delivered and the group counted as a gap.
 pub(super) async fn read_windows(hub: &Hub, broker: &dyn Broker) {
+    // The dispatcher may be gone (the node stopping): then nobody waits for these either.
     let groups = hub.refilling();
     for chunk in groups.chunks(WINDOW_BATCH) {
         let reads: Vec<(Group, Position)> =
@@ -102,11 +103,11 @@ pub(super) async fn read_windows(hub: &Hub, broker: &dyn Broker) {
             }
         };
         for ((group, _), window) in reads.into_iter().zip(windows) {
-            let _ = hub.refills.send(Refill::Window(group, window));
+            let _ = hub.refills.send(Refill::Window(group, window)).await;
         }
         for (group, _) in chunk.iter().filter(|(_, at)| at.is_none()) {
-            let _ = hub.refills.send(Refill::Window(group.clone(), None));
+            let _ = hub.refills.send(Refill::Window(group.clone(), None)).await;
         }
     }
-    let _ = hub.refills.send(Refill::Done);
+    let _ = hub.refills.send(Refill::Done).await;
 }

@@ -13,7 +13,7 @@
 //!   joined before receives it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,8 @@ use shared::event::{Event, Group, Position};
 use shared::ids::{MessageId, UserId};
 use tokio::sync::{mpsc, watch};
 
-use super::changes::Change;
-use super::commands::{ManagerCommand, Refill};
+use super::changes::Changes;
+use super::commands::{Refill, SubscriptionRequests};
 use super::link::SocketLink;
 use super::render::Renderer;
 use crate::errors::CloseReason;
@@ -109,15 +109,16 @@ pub(crate) struct Hub {
     pub(super) state: Mutex<HubState>,
     /// Renders publications per wire format (the protocols').
     pub(super) renderer: Box<dyn Renderer>,
-    /// To the subscription manager. Unbounded so that it can be sent to under the lock; it holds
-    /// at most one entry per join in flight.
-    pub(super) manager: mpsc::UnboundedSender<ManagerCommand>,
+    /// What the subscription manager has to do (a set: bounded by the groups held).
+    pub(super) manager: SubscriptionRequests,
     /// From the subscription manager to the dispatcher: the windows read after a resubscription.
-    pub(super) refills: mpsc::UnboundedSender<Refill>,
-    /// Each user's first and last socket on this node, in order, to the presence task.
-    pub(super) presence: mpsc::UnboundedSender<Change>,
-    /// Membership and account changes from the control group, to the access task.
-    pub(super) access: mpsc::UnboundedSender<Event>,
+    pub(super) refills: mpsc::Sender<Refill>,
+    /// Users and rooms whose sockets on this node changed, for the presence task.
+    pub(super) presence: Arc<Changes>,
+    /// Membership and account changes from the control group, to the access task. Bounded;
+    /// when full, `access_overflowed` asks the access task to re-check everything instead.
+    pub(super) access: mpsc::Sender<Event>,
+    pub(super) access_overflowed: AtomicBool,
     /// False between a pub/sub disconnect and the completed resubscription (`/readyz`).
     pub(super) in_sync: AtomicBool,
     /// The node's own groups, subscribed for as long as it runs: the control group and its canary.
@@ -170,9 +171,25 @@ impl Hub {
         self.lock().room_sockets.keys().cloned().collect()
     }
 
+    /// True when `user` has a socket in `room` on this node.
+    pub(crate) fn in_room(&self, room: &Group, user: &UserId) -> bool {
+        self.lock().room_sockets.contains_key(&(room.clone(), user.clone()))
+    }
+
+    /// The groups with at least one socket on this node.
+    pub(crate) fn held_groups(&self) -> Vec<Group> {
+        self.lock().groups.iter().filter(|(_, e)| !e.members.is_empty()).map(|(g, _)| g.clone()).collect()
+    }
+
+    /// True (once) when control events were dropped because the access task's queue was full:
+    /// every socket's access must then be re-checked.
+    pub(crate) fn take_access_overflow(&self) -> bool {
+        self.access_overflowed.swap(false, Ordering::Relaxed)
+    }
+
     /// True when the node's subscriptions match what its sockets need.
     pub(crate) fn in_sync(&self) -> bool {
-        self.in_sync.load(std::sync::atomic::Ordering::Relaxed)
+        self.in_sync.load(Ordering::Relaxed)
     }
 
     /// The node's canary group (`crate::canary`).
@@ -182,12 +199,12 @@ impl Hub {
 
     /// The number of the last canary that came back.
     pub(crate) fn canary_seen(&self) -> u64 {
-        self.canary_seen.load(std::sync::atomic::Ordering::Relaxed)
+        self.canary_seen.load(Ordering::Relaxed)
     }
 
     /// How many times the node has subscribed again to everything after a (re)connect.
     pub(crate) fn resyncs(&self) -> u64 {
-        self.resyncs.load(std::sync::atomic::Ordering::Relaxed)
+        self.resyncs.load(Ordering::Relaxed)
     }
 
     /// True when this node delivered the chat message `id` in `group` recently.

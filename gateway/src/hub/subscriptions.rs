@@ -10,40 +10,28 @@
 //!   covered by the resubscription that follows the next `Reconnected`.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use shared::broker::Broker;
 use shared::event::Group;
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::commands::ManagerCommand;
 use super::refill::read_windows;
 use super::registry::{Hub, LINGER};
 
 /// Most subscription changes sent to the broker in one command.
 const SUBSCRIBE_BATCH: usize = 1024;
 
-pub(super) async fn manage_subscriptions(
-    hub: Weak<Hub>,
-    broker: Arc<dyn Broker>,
-    mut commands: mpsc::UnboundedReceiver<ManagerCommand>,
-) {
+/// Runs until `stop`, taking what `Hub::manager` was asked.
+pub(super) async fn manage_subscriptions(hub: Arc<Hub>, broker: Arc<dyn Broker>, stop: CancellationToken) {
     // What the broker has confirmed for this node since the last (re)connect.
     let mut subscribed: HashSet<Group> = HashSet::new();
     let mut sweep = tokio::time::interval(LINGER / 2);
     loop {
         tokio::select! {
-            command = commands.recv() => {
-                let Some(first) = command else { return };
-                let Some(hub) = hub.upgrade() else { return };
-                let mut wanted = Vec::new();
-                let mut resync = false;
-                for command in std::iter::once(first).chain(std::iter::from_fn(|| commands.try_recv().ok())) {
-                    match command {
-                        ManagerCommand::Subscribe(group) => wanted.push(group),
-                        ManagerCommand::Reconnected => resync = true,
-                    }
-                }
+            _ = stop.cancelled() => return,
+            _ = hub.manager.requested() => {
+                let (mut wanted, resync) = hub.manager.take();
                 if resync {
                     subscribed.clear();
                     wanted = hub.start_refill();
@@ -55,7 +43,6 @@ pub(super) async fn manage_subscriptions(
                 }
             }
             _ = sweep.tick() => {
-                let Some(hub) = hub.upgrade() else { return };
                 let mut gone = hub.sweep();
                 gone.retain(|g| subscribed.remove(g));
                 for chunk in gone.chunks(SUBSCRIBE_BATCH) {
