@@ -1,0 +1,345 @@
+//! Gateway nodes in-process (the binary's own `Gateway::build`) sharing Redis and a database, with workers; tokens.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway::{Gateway, LocalSockets};
+use serde_json::{json, Value};
+use shared::auth::JwtKey;
+use shared::broker::RedisBroker;
+use shared::config::{GatewayConfig, GroupWindow, Limits};
+use shared::store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::{answers_200, free_port, http, Process, RedisServer, TestDb, HANG_GUARD};
+
+/// One in-process gateway node.
+pub struct Node {
+    pub addr: SocketAddr,
+    /// The node's sockets, readable after it started serving.
+    pub sockets: LocalSockets,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    pub async fn start(config: GatewayConfig) -> Self {
+        let gateway = Gateway::build(config).await.expect("building a gateway node");
+        let addr = gateway.local_addr();
+        let sockets = gateway.local_sockets();
+        let stop = CancellationToken::new();
+        let signal = stop.clone();
+        let task = tokio::spawn(async move {
+            gateway.run(async move { signal.cancelled().await }).await.expect("gateway run");
+        });
+        Self { addr, sockets, stop, task: Some(task) }
+    }
+
+    /// Drains the node (sockets close with 1012) and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// A counter or gauge from this node's `/metrics`, summed over its labels.
+    pub async fn metric(&self, name: &str) -> i64 {
+        let (_, body) = http("GET", &self.http("/metrics"), None, None).await;
+        let text = body.as_str().unwrap_or_default().to_owned();
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value.trim().parse::<f64>().ok()
+            })
+            .sum::<f64>() as i64
+    }
+
+    pub fn ws(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub const JWT_SECRET: &str = "test-secret-0123456789";
+pub const API_KEY: &str = "test-api-key";
+
+/// Redis, a database, gateway nodes and workers sharing them.
+pub struct Cluster {
+    pub redis: RedisServer,
+    pub db: TestDb,
+    pub prefix: String,
+    pub limits: Limits,
+    /// Each group's window in Redis, as the nodes are configured (`GATEWAY_GROUP_WINDOW`).
+    pub window: GroupWindow,
+    pub nodes: Vec<Node>,
+    workers: Vec<CancellationToken>,
+}
+
+impl Cluster {
+    pub async fn start(nodes: usize) -> Self {
+        Self::start_with(nodes, Limits::default()).await
+    }
+
+    pub async fn start_with(nodes: usize, limits: Limits) -> Self {
+        Self::start_on(nodes, limits, TestDb::create().await).await
+    }
+
+    /// A cluster whose database is `db` (on a server the test controls).
+    pub async fn start_on(nodes: usize, limits: Limits, db: TestDb) -> Self {
+        let redis = RedisServer::start().await;
+        let prefix = format!("t{}:", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let mut cluster =
+            Self { redis, db, prefix, limits, window: GroupWindow::default(), nodes: Vec::new(), workers: Vec::new() };
+        for _ in 0..nodes {
+            cluster.add_node().await;
+        }
+        cluster
+    }
+
+    /// A cluster whose nodes keep `window` of each group's publications in Redis.
+    pub async fn start_windowed(nodes: usize, limits: Limits, window: GroupWindow) -> Self {
+        let mut cluster = Self::start_with(0, limits).await;
+        cluster.window = window;
+        for _ in 0..nodes {
+            cluster.add_node().await;
+        }
+        cluster
+    }
+
+    pub fn node_config(&self) -> GatewayConfig {
+        GatewayConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            redis_url: Some(self.redis.url()),
+            database_url: self.db.url(),
+            jwt: JwtKey::Hs256(JWT_SECRET.into()),
+            api_key: API_KEY.into(),
+            anonymous_personal: false,
+            limits: self.limits.clone(),
+            redis_prefix: self.prefix.clone(),
+            window: self.window,
+            data_dir: None,
+            generated: Vec::new(),
+        }
+    }
+
+    pub async fn add_node(&mut self) -> &Node {
+        let node = Node::start(self.node_config()).await;
+        self.nodes.push(node);
+        self.nodes.last().unwrap()
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    /// A worker running in this process (stopped when the cluster is dropped).
+    pub async fn start_worker(&mut self) {
+        let store = Store::connect(&self.db.url(), 4).await.expect("worker store");
+        let broker = RedisBroker::new(&self.redis.url(), &self.prefix).expect("worker broker");
+        let settings = worker::WorkerSettings {
+            consumer: format!("in-process-{}", self.workers.len()),
+            batch_size: 256,
+            claim_idle: Duration::from_secs(15),
+            block: Duration::from_millis(200),
+            after_commit: None,
+            after_award_publish: None,
+        };
+        let stop = CancellationToken::new();
+        let worker = worker::Worker::new(Arc::new(broker), store, settings, worker::Rules::default_set());
+        tokio::spawn(worker.run(stop.clone()));
+        self.workers.push(stop);
+    }
+
+    /// A worker process (the real binary's code, `env!("CARGO_BIN_EXE_e2e-worker")` from a
+    /// test), for crash tests. Pending jobs of dead consumers are claimed after `claim_idle_ms`.
+    pub fn spawn_worker_process(&self, exe: &str, claim_idle_ms: u64) -> Process {
+        self.spawn_worker_process_with(exe, claim_idle_ms, &[])
+    }
+
+    /// `spawn_worker_process` with extra environment; its standard output is kept for
+    /// [`Process::wait_for_line`].
+    pub fn spawn_worker_process_with(&self, exe: &str, claim_idle_ms: u64, env: &[(&str, &str)]) -> Process {
+        let child = Command::new(exe)
+            .env("WORKER_METRICS_BIND", "127.0.0.1:0") // a test may name a port in `env`
+            .envs(env.iter().copied())
+            .env("REDIS_URL", self.redis.url())
+            .env("DATABASE_URL", self.db.url())
+            .env("GATEWAY_REDIS_PREFIX", &self.prefix)
+            .env("WORKER_CLAIM_IDLE_MS", claim_idle_ms.to_string())
+            .env("WORKER_BATCH", "16")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning the worker process");
+        Process(child)
+    }
+
+    /// Runs a worker subcommand (e.g. `["dead-letters"]`) to its end: its standard output and
+    /// whether it succeeded.
+    pub async fn worker_command(&self, exe: &str, args: &[&str]) -> (String, bool) {
+        let mut command = Command::new(exe);
+        command
+            .args(args)
+            .env("REDIS_URL", self.redis.url())
+            .env("DATABASE_URL", self.db.url())
+            .env("GATEWAY_REDIS_PREFIX", &self.prefix)
+            .env("RUST_LOG", "warn");
+        let out = tokio::time::timeout(HANG_GUARD, tokio::task::spawn_blocking(move || command.output()))
+            .await
+            .expect("the worker command did not end")
+            .expect("join")
+            .expect("running the worker command");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.success())
+    }
+
+    /// A gateway node as a process (the real binary's code, `env!("CARGO_BIN_EXE_e2e-gateway")`
+    /// from a test), for killing it. Returns the process and its base address.
+    pub async fn spawn_node_process(&self, exe: &str) -> (Process, SocketAddr) {
+        self.spawn_node_process_with(Command::new(exe), &[]).await
+    }
+
+    /// `spawn_node_process` with at most `descriptors` open files (run under `prlimit`).
+    pub async fn spawn_node_process_limited(
+        &self,
+        exe: &str,
+        descriptors: u32,
+        env: &[(&str, &str)],
+    ) -> (Process, SocketAddr) {
+        let mut command = Command::new("prlimit");
+        command.arg(format!("--nofile={descriptors}:{descriptors}")).arg("--").arg(exe);
+        self.spawn_node_process_with(command, env).await
+    }
+
+    /// `spawn_node_process` logging at debug level, everything it writes going to `log`.
+    pub async fn spawn_node_process_logging(&self, exe: &str, log: &Path) -> (Process, SocketAddr) {
+        let file = std::fs::File::create(log).expect("the log file");
+        let mut command = Command::new(exe);
+        command.stderr(file.try_clone().unwrap());
+        self.spawn_node_process_output(command, &[("RUST_LOG", "debug")], Stdio::from(file)).await
+    }
+
+    async fn spawn_node_process_with(&self, command: Command, env: &[(&str, &str)]) -> (Process, SocketAddr) {
+        self.spawn_node_process_output(command, env, Stdio::null()).await
+    }
+
+    async fn spawn_node_process_output(
+        &self,
+        mut command: Command,
+        env: &[(&str, &str)],
+        stdout: Stdio,
+    ) -> (Process, SocketAddr) {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = command
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .env("GATEWAY_BIND", addr.to_string())
+            .env("REDIS_URL", self.redis.url())
+            .env("DATABASE_URL", self.db.url())
+            .env("GATEWAY_REDIS_PREFIX", &self.prefix)
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("GATEWAY_API_KEY", API_KEY)
+            .stdout(stdout)
+            .spawn()
+            .expect("spawning a gateway process");
+        let process = Process(child);
+        answers_200(addr, "/healthz").await;
+        (process, addr)
+    }
+
+    /// `GET /api/v1/ws/status` on node `i`: the cluster-wide count of connected users.
+    pub async fn connected_users(&self, i: usize) -> u64 {
+        let (status, body) = http("GET", &self.node(i).http("/api/v1/ws/status"), None, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "active");
+        body["connected_users"].as_u64().expect("connected_users")
+    }
+
+    /// Upserts a user through the server API.
+    pub async fn user(&self, id: &str, display_name: Option<&str>) {
+        let body = json!({"username": id, "display_name": display_name});
+        let (status, reply) =
+            http("PUT", &self.node(0).http(&format!("/api/v1/users/{id}")), Some(API_KEY), Some(body)).await;
+        assert_eq!(status, 200, "PUT user: {reply}");
+    }
+
+    /// Creates a Send Buddy session through the server API and returns its id.
+    pub async fn session(&self, inviter: &str, invitee: &str) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.session_with_id(&id, inviter, invitee).await;
+        id
+    }
+
+    /// Creates the session `id`, or replaces its participants, through the server API.
+    pub async fn session_with_id(&self, id: &str, inviter: &str, invitee: &str) {
+        let body = json!({"inviter_id": inviter, "invitee_id": invitee});
+        let (status, reply) =
+            http("PUT", &self.node(0).http(&format!("/api/v1/sessions/{id}")), Some(API_KEY), Some(body)).await;
+        assert_eq!(status, 200, "PUT session: {reply}");
+    }
+
+    /// Creates a chat (or replaces its members) through the server API.
+    pub async fn chat(&self, id: &str, members: &[&str]) {
+        let body = json!({"member_ids": members});
+        let (status, reply) =
+            http("PUT", &self.node(0).http(&format!("/api/v1/chats/{id}")), Some(API_KEY), Some(body)).await;
+        assert_eq!(status, 200, "PUT chat: {reply}");
+    }
+
+    /// Creates or updates a Pythia channel through the server API.
+    pub async fn channel(&self, id: &str, name: &str, private: bool, members: &[&str]) {
+        let body = json!({"name": name, "private": private, "member_ids": members});
+        let (status, reply) =
+            http("PUT", &self.node(0).http(&format!("/api/v1/channels/{id}")), Some(API_KEY), Some(body)).await;
+        assert_eq!(status, 200, "PUT channel: {reply}");
+    }
+
+    /// A chat's history through the server API, newest first.
+    pub async fn chat_history(&self, chat: &str) -> Vec<Value> {
+        let url = self.node(0).http(&format!("/api/v1/chats/{chat}/messages?limit=200"));
+        let (status, reply) = http("GET", &url, Some(API_KEY), None).await;
+        assert_eq!(status, 200, "GET chat messages: {reply}");
+        reply["messages"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn history(&self, session: &str) -> Vec<Value> {
+        let url = self.node(0).http(&format!("/api/v1/sessions/{session}/messages?limit=200"));
+        let (status, reply) = http("GET", &url, Some(API_KEY), None).await;
+        assert_eq!(status, 200, "GET messages: {reply}");
+        reply["messages"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for stop in &self.workers {
+            stop.cancel();
+        }
+    }
+}
+
+/// A token signed with the test secret.
+pub fn token(user: &str) -> String {
+    shared::auth::issue_hs256(JWT_SECRET, user, 3600)
+}
+
+/// The session socket path of sendbuddy.md.
+pub fn session_path(session: &str, token: &str) -> String {
+    format!("/ws/sessions/{session}/?token={token}")
+}
