@@ -121,6 +121,14 @@ impl Default for Metrics {
             resumes: Family::default(),
             close_log: Default::default(),
         };
+        Self { registry: m.registered(), ..m }
+    }
+}
+
+impl Metrics {
+    /// Every metric under its name and help text.
+    fn registered(&self) -> Registry {
+        let m = self;
         let mut r = Registry::default();
         r.register("gateway_sockets_open", "Sockets open on this node, by protocol", m.sockets_open.clone());
         r.register("gateway_groups", "Groups this node holds", m.groups.clone());
@@ -175,7 +183,7 @@ impl Default for Metrics {
             "Groups resumed by reconnecting clients, by where the missed frames came from (window, database, resync)",
             m.resumes.clone(),
         );
-        Self { registry: r, ..m }
+        r
     }
 }
 

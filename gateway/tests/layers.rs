@@ -335,3 +335,68 @@ fn the_reader_sees_uses_through_groups_and_children() {
     assert!(test_files.contains("properties"));
     assert_eq!(strip_comments_and_strings("a // crate::x\nb \"crate::y\""), "a \nb \"\"");
 }
+
+/// Longest file in `gateway/src`, and longest function: past these a file holds more than one
+/// concept, or a function more than one step.
+const MAX_FILE_LINES: usize = 400;
+const MAX_FUNCTION_LINES: usize = 80;
+
+/// Every `fn` of `source` with its length in lines (from its `fn` line to its closing brace at
+/// the same indentation; rustfmt's layout).
+fn function_lengths(source: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let signature = ["pub(crate) ", "pub(super) ", "pub ", ""]
+            .iter()
+            .find_map(|vis| trimmed.strip_prefix(vis))
+            .map(|rest| rest.strip_prefix("async ").unwrap_or(rest))
+            .and_then(|rest| rest.strip_prefix("fn "));
+        let Some(signature) = signature else { continue };
+        let name: String = signature.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        // The body opens where the signature ends; a declaration without one ends in `;`.
+        let Some(open) =
+            (i..lines.len()).find(|&j| lines[j].trim_end().ends_with('{') || lines[j].trim_end().ends_with(';'))
+        else {
+            continue;
+        };
+        if lines[open].trim_end().ends_with(';') {
+            continue;
+        }
+        let closing = format!("{indent}}}");
+        if let Some(end) = (open + 1..lines.len()).find(|&j| lines[j].trim_end() == closing) {
+            found.push((name, end - i + 1));
+        }
+    }
+    found
+}
+
+#[test]
+fn every_file_holds_one_concept_and_every_function_one_step() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut too_long = Vec::new();
+    for (_, module) in load(&src) {
+        let source = std::fs::read_to_string(&module.file).unwrap();
+        let lines = source.lines().count();
+        if lines > MAX_FILE_LINES {
+            too_long.push(format!("{}: {lines} lines (at most {MAX_FILE_LINES})", module.file.display()));
+        }
+        for (name, length) in function_lengths(&source) {
+            if length > MAX_FUNCTION_LINES {
+                too_long.push(format!(
+                    "{}: fn {name}, {length} lines (at most {MAX_FUNCTION_LINES})",
+                    module.file.display()
+                ));
+            }
+        }
+    }
+    assert!(too_long.is_empty(), "split these:\n  {}", too_long.join("\n  "));
+}
+
+#[test]
+fn function_lengths_are_read_from_the_layout() {
+    let source = "fn a() {\n    x();\n}\n\npub(crate) async fn b(\n    y: u8,\n) -> u8 {\n    y\n}\n    fn c();\n";
+    assert_eq!(function_lengths(source), [("a".to_owned(), 3), ("b".to_owned(), 5)]);
+}

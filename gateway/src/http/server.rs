@@ -96,40 +96,53 @@ pub(crate) async fn serve(
             async move { tower_service::Service::call(&mut router, request).await }
         });
         let deadline = tokio::time::Instant::now() + upgrade_timeout;
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            // hyper's header timer starts at the first byte: a client that sends nothing at all is
-            // timed out here, and the rest of the deadline is what hyper gives the head.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(_) => return, // closed or broken before a byte
-                Err(_) => {
-                    tracing::debug!(%remote, "closed: nothing sent before the upgrade deadline");
-                    return;
-                }
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let stream = CountedStream::new(stream, slot);
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(left.max(Duration::from_millis(1)))
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, %remote, "connection ended");
-                    }
-                }
-                _ = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
+        tasks.spawn(serve_one(stream, remote, slot, service, deadline, stop.clone()));
     }
     tasks.close();
     tasks.wait().await;
+}
+
+/// One accepted connection until it ends, or until the node stops serving (then gracefully).
+async fn serve_one<S>(
+    stream: tokio::net::TcpStream,
+    remote: std::net::SocketAddr,
+    slot: super::guard::Slot,
+    service: S,
+    deadline: tokio::time::Instant,
+    stop: CancellationToken,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = axum::response::Response> + 'static,
+    S::Future: Send + 'static,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    // hyper's header timer starts at the first byte: a client that sends nothing at all is timed
+    // out here, and the rest of the deadline is what hyper gives the head.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return, // closed or broken before a byte
+        Err(_) => {
+            tracing::debug!(%remote, "closed: nothing sent before the upgrade deadline");
+            return;
+        }
+    }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let stream = CountedStream::new(stream, slot);
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(left.max(Duration::from_millis(1)))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %remote, "connection ended");
+            }
+        }
+        _ = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }

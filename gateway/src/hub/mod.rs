@@ -39,7 +39,7 @@ mod render;
 mod subscriptions;
 
 pub(crate) use changes::{Changed, Changes};
-pub(crate) use link::{OfGroup, Outbound};
+pub(crate) use link::{OfGroup, Outbound, SocketLink};
 pub(crate) use membership::Attached;
 pub(crate) use registry::Hub;
 pub(crate) use render::{Format, Renderer};

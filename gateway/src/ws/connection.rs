@@ -6,13 +6,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use axum::extract::ws::Message;
+use axum::extract::ws::{Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 
 use super::rate::TokenBucket;
+use super::seams::Seams;
 use crate::errors::{ClientError, CloseReason, ErrorCode};
-use crate::hub::{Attached, OfGroup, Outbound};
+use crate::hub::{Attached, Outbound, SocketLink};
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::protocols::frame::Parsed;
@@ -80,198 +81,221 @@ fn read_error(error: axum::Error) -> Ended {
     }
 }
 
+/// Why the socket must close from outside: the hub kicks it, or the node drains. Made once per
+/// socket and polled by every wait (made anew per frame, it added and removed two waiters under
+/// the tokens' locks for every frame sent). Never polled again once it has resolved: each wait
+/// that sees it resolve ends the socket.
+async fn stop_signal(link: &SocketLink, app: &Node) -> CloseReason {
+    tokio::select! {
+        biased;
+        reason = link.kicked() => reason,
+        // A drain closes the node's sockets at random moments over the drain window (the socket
+        // serves on until then), so that their reconnects do not all land at once.
+        _ = async {
+            app.shutdown.cancelled().await;
+            tokio::time::sleep(jitter(app.config.limits.drain_window)).await;
+        } => CloseReason::Restarting,
+    }
+}
+
+/// A client's frame as the actor reads it: `Ok(Some(text))` for the protocol, `Ok(None)` for
+/// nothing to do (a ping or pong), or how the socket ends.
+async fn text_of<W>(
+    incoming: Option<Result<Message, axum::Error>>,
+    tx: &mut W,
+    grace: Duration,
+) -> Result<Option<Utf8Bytes>, Ended>
+where
+    W: Sink<Message, Error = axum::Error> + Unpin,
+{
+    match incoming {
+        None => Err(Ended::Gone),
+        Some(Err(e)) => Err(read_error(e)),
+        Some(Ok(Message::Text(text))) => Ok(Some(text)),
+        Some(Ok(Message::Binary(_))) => Err(Ended::Close(CloseReason::BinaryFrame)),
+        // Pings are answered by the WebSocket layer; a pong only proves liveness.
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
+        Some(Ok(Message::Close(_))) => {
+            // The WebSocket layer queued the close reply; flush it.
+            let _ = tokio::time::timeout(grace, tx.close()).await;
+            Err(Ended::Gone)
+        }
+    }
+}
+
+/// What the socket's task owns besides the socket itself and its stop signal.
+struct Actor<'a> {
+    app: &'a Node,
+    link: &'a SocketLink,
+    attached: Attached,
+    handler: SocketHandler,
+    bucket: TokenBucket,
+    seams: Seams,
+}
+
+impl Actor<'_> {
+    /// A client's text frame: rate-limited, a token refresh understood here (moving `expiry`),
+    /// the rest to the protocol. The reply to send, or how the socket ends.
+    async fn on_text(&mut self, text: &str, expiry: Pin<&mut tokio::time::Sleep>) -> Result<Option<Utf8Bytes>, Ended> {
+        Metrics::incr(&self.app.metrics.frames_in);
+        if !self.bucket.take(std::time::Instant::now()) {
+            if self.bucket.abusive() {
+                return Err(Ended::Close(CloseReason::PolicyViolation));
+            }
+            Metrics::incr(&self.app.metrics.rate_limited);
+            return Ok(Some(ClientError::rate_limited().frame()));
+        }
+        if let Some(token) = refresh_request(text) {
+            // A new token for the same user extends the socket past the old one's expiry; any
+            // other token ends it, as an expired one would.
+            return match self.app.verifier.verify(&token) {
+                Ok(claims) if self.link.user.as_ref() == Some(&claims.user_id) => {
+                    expiry.reset(instant_of(claims.exp));
+                    Ok(Some(token_refreshed(claims.exp)))
+                }
+                _ => Err(Ended::Close(CloseReason::InvalidToken)),
+            };
+        }
+        // Boxed: inlined, the largest protocol future (database and presence calls) would be
+        // part of every idle socket's task, for its whole life.
+        match Box::pin(self.handler.on_text(self.app, &mut self.attached, text)).await {
+            Ok(reply) => Ok(reply),
+            Err(e) => Ok(Some(e.frame())),
+        }
+    }
+
+    /// Serves the socket until it ends: the hub's frames out, the client's frames in, the
+    /// heartbeat, the token's expiry and the stop signal.
+    async fn serve<W, R>(
+        &mut self,
+        tx: &mut W,
+        rx: &mut R,
+        outbox: &flume::Receiver<Outbound>,
+        expires_at: Option<i64>,
+        mut stopped: Pin<&mut impl Future<Output = CloseReason>>,
+    ) -> Ended
+    where
+        W: Sink<Message, Error = axum::Error> + Unpin,
+        R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    {
+        let limits = &self.app.config.limits;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+        let mut last_heard = Instant::now();
+        let expiry = tokio::time::sleep_until(expires_at.map(instant_of).unwrap_or_else(far_future));
+        tokio::pin!(expiry);
+        loop {
+            // Not `biased`: under a constant outbound flood the client's frames must still be
+            // read; the cancellation branches are at most one iteration late.
+            let out = tokio::select! {
+                reason = &mut stopped => return Ended::Close(reason),
+                _ = &mut expiry => return Ended::Close(CloseReason::InvalidToken),
+                outbound = outbox.recv_async() => match outbound {
+                    Err(_) => return Ended::Gone,
+                    Ok(outbound) => self.seams.frame(outbound, &mut self.attached, &mut self.handler).map(Message::Text),
+                },
+                incoming = rx.next() => {
+                    last_heard = Instant::now();
+                    let reply = match text_of(incoming, tx, limits.close_grace).await {
+                        Ok(Some(text)) => self.on_text(text.as_str(), expiry.as_mut()).await,
+                        Ok(None) => Ok(None),
+                        Err(ended) => Err(ended),
+                    };
+                    match reply {
+                        Ok(reply) => reply.map(Message::Text),
+                        Err(ended) => return ended,
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() >= limits.idle_timeout {
+                        return Ended::Close(CloseReason::Idle);
+                    }
+                    Some(Message::Ping(Default::default()))
+                }
+            };
+            if let Some(message) = out {
+                if let Err(ended) = send(tx, message, stopped.as_mut()).await {
+                    return ended;
+                }
+            }
+        }
+    }
+}
+
 impl Connection {
     pub(crate) async fn run<S>(self, socket: S)
     where
         S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
     {
-        let Connection { app, protocol, mut attached, outbox, mut handler, expires_at, resume } = self;
-        let crate::resume::Resume { backlog, mut delivered_upto, resumable, mut delivered_upto_in, .. } = resume;
-        // The last `seq` this client was sent (single-group sockets; a replay counts): the resume
-        // point a 1012 or 1013 close names.
-        let mut last_seq = delivered_upto;
+        let Connection { app, protocol, attached, outbox, handler, expires_at, resume } = self;
         let link = attached.link().clone();
         let limits = &app.config.limits;
         app.metrics.socket(protocol.name(), 1);
         Metrics::incr(&app.metrics.sockets_accepted);
-
         let (mut tx, mut rx) = socket.split();
-        // Why the socket must close from outside: the hub kicks it, or the node drains. Made once
-        // and polled by every wait below (made anew per frame, it added and removed two waiters
-        // under the tokens' locks for every frame sent). Never polled again once it has resolved:
-        // each wait that sees it resolve ends the loop.
-        let stopped = async {
-            tokio::select! {
-                biased;
-                reason = link.kicked() => reason,
-                // A drain closes the node's sockets at random moments over the drain window (the
-                // socket serves on until then), so that their reconnects do not all land at once.
-                _ = async {
-                    app.shutdown.cancelled().await;
-                    tokio::time::sleep(jitter(limits.drain_window)).await;
-                } => CloseReason::Restarting,
-            }
-        };
+        let stopped = stop_signal(&link, &app);
         tokio::pin!(stopped);
-        let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
-        let mut last_heard = Instant::now();
-        let expiry = tokio::time::sleep_until(expires_at.map(instant_of).unwrap_or_else(far_future));
-        tokio::pin!(expiry);
+        let (seams, backlog) = Seams::of(resume);
+        let bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
+        let mut actor = Actor { app: &app, link: &link, attached, handler, bucket, seams };
+        let ended = match greet(&mut actor, backlog, &mut tx, stopped.as_mut()).await {
+            Some(ended) => ended,
+            None => actor.serve(&mut tx, &mut rx, &outbox, expires_at, stopped.as_mut()).await,
+        };
+        Box::pin(actor.handler.on_close(&app)).await;
+        if let Ended::Close(reason) = ended {
+            say_goodbye(&app, reason, actor.seams.last_seq, &mut tx, &mut rx).await;
+        }
+        app.metrics.socket(protocol.name(), -1);
+    }
+}
 
-        // The protocol futures are boxed: inlined, the largest of them (database and presence
-        // calls) would be part of every idle socket's task, for its whole life.
-        // In a block of its own: what the greeting holds is not kept for the socket's whole life.
-        let greeting = {
-            let opening = Box::pin(handler.greeting(&app)).await.into_iter().chain(backlog);
-            let mut ended = None;
-            for frame in opening {
-                if let Err(end) = send(&mut tx, Message::Text(frame), stopped.as_mut()).await {
-                    ended = Some(end);
+/// The socket's first frames: its protocol's greeting, then what a resume replays. How the
+/// socket ended if it ended meanwhile. (A function of its own: what the greeting holds is not
+/// kept for the socket's whole life.)
+async fn greet<W>(
+    actor: &mut Actor<'_>,
+    backlog: Vec<Utf8Bytes>,
+    tx: &mut W,
+    mut stopped: Pin<&mut impl Future<Output = CloseReason>>,
+) -> Option<Ended>
+where
+    W: Sink<Message, Error = axum::Error> + Unpin,
+{
+    let opening = Box::pin(actor.handler.greeting(actor.app)).await.into_iter().chain(backlog);
+    for frame in opening {
+        if let Err(ended) = send(tx, Message::Text(frame), stopped.as_mut()).await {
+            return Some(ended);
+        }
+    }
+    None
+}
+
+/// Says why the socket closes, then waits for the peer's close reply; past the grace period the
+/// TCP connection is dropped whatever the peer does. A close the client should come back from
+/// says when (with jitter) and where from.
+async fn say_goodbye<W, R>(app: &Node, reason: CloseReason, last_seq: Option<u64>, tx: &mut W, rx: &mut R)
+where
+    W: Sink<Message, Error = axum::Error> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    tracing::debug!(code = reason.code(), "closing socket");
+    app.metrics.closed(reason.code());
+    let frame = match reason {
+        CloseReason::Restarting | CloseReason::SlowConsumer => {
+            reason.frame_with_hint(RETRY_HINT_MIN + jitter(RETRY_HINT_JITTER), last_seq)
+        }
+        _ => reason.frame(),
+    };
+    let _ = tokio::time::timeout(app.config.limits.close_grace, async {
+        if tx.send(Message::Close(Some(frame))).await.is_ok() {
+            while let Some(Ok(message)) = rx.next().await {
+                if matches!(message, Message::Close(_)) {
                     break;
                 }
             }
-            ended
-        };
-        let ended = if let Some(ended) = greeting {
-            ended
-        } else {
-            loop {
-                // Not `biased`: under a constant outbound flood the client's frames must still be
-                // read; the cancellation branches are at most one iteration late.
-                tokio::select! {
-                    reason = &mut stopped => break Ended::Close(reason),
-                    _ = &mut expiry => break Ended::Close(CloseReason::InvalidToken),
-                    outbound = outbox.recv_async() => {
-                        let outbound = outbound.ok();
-                        let frame = match outbound {
-                            None => break Ended::Gone,
-                            Some(Outbound::Frame(frame)) => {
-                                link.taken(&frame);
-                                let seq = if resumable { crate::resume::frame_seq(frame.as_str()) } else { None };
-                                // After a resume: what the replay already delivered comes live
-                                // too, once; live frames are in order, so the first newer one
-                                // ends the skipping.
-                                if let Some(upto) = delivered_upto {
-                                    match seq {
-                                        Some(seq) if seq <= upto => continue,
-                                        _ => delivered_upto = None,
-                                    }
-                                }
-                                last_seq = seq.or(last_seq);
-                                frame
-                            }
-                            Some(Outbound::OfGroup(of_group)) => match *of_group {
-                                OfGroup::Frame(group, frame) => {
-                                    // A socket of several groups: the same seam per group, then the
-                                    // frame carries every group's position after it.
-                                    link.taken(&frame);
-                                    let seq = crate::resume::frame_seq(frame.as_str());
-                                    if let (Some(seq), Some(upto)) = (seq, delivered_upto_in.get(&group)) {
-                                        if seq <= *upto {
-                                            continue;
-                                        }
-                                        delivered_upto_in.remove(&group);
-                                    }
-                                    if let Some(seq) = seq {
-                                        attached.advance(&group, seq);
-                                    }
-                                    crate::resume::with_token(frame, attached.positions())
-                                }
-                                OfGroup::Leave(room) => match handler.on_evicted(&mut attached, &room) {
-                                    Some(frame) => frame,
-                                    None => continue,
-                                },
-                            },
-                        };
-                        if let Err(ended) = send(&mut tx, Message::Text(frame), stopped.as_mut()).await {
-                            break ended;
-                        }
-                    }
-                    incoming = rx.next() => {
-                        last_heard = Instant::now();
-                        let text = match incoming {
-                            None => break Ended::Gone,
-                            Some(Err(e)) => break read_error(e),
-                            Some(Ok(Message::Text(text))) => text,
-                            Some(Ok(Message::Binary(_))) => break Ended::Close(CloseReason::BinaryFrame),
-                            // Pings are answered by the WebSocket layer; a pong only proves liveness.
-                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                            Some(Ok(Message::Close(_))) => {
-                                // The WebSocket layer queued the close reply; flush it.
-                                let _ = tokio::time::timeout(limits.close_grace, tx.close()).await;
-                                break Ended::Gone;
-                            }
-                        };
-                        Metrics::incr(&app.metrics.frames_in);
-                        let reply = if bucket.take(std::time::Instant::now()) {
-                            if let Some(token) = refresh_request(text.as_str()) {
-                                // A new token for the same user extends the socket past the old one's
-                                // expiry; any other token ends it, as an expired one would.
-                                match app.verifier.verify(&token) {
-                                    Ok(claims) if link.user.as_ref() == Some(&claims.user_id) => {
-                                        expiry.as_mut().reset(instant_of(claims.exp));
-                                        Some(token_refreshed(claims.exp))
-                                    }
-                                    _ => break Ended::Close(CloseReason::InvalidToken),
-                                }
-                            } else {
-                                match Box::pin(handler.on_text(&app, &mut attached, text.as_str())).await {
-                                    Ok(reply) => reply,
-                                    Err(e) => Some(e.frame()),
-                                }
-                            }
-                        } else if bucket.abusive() {
-                            break Ended::Close(CloseReason::PolicyViolation);
-                        } else {
-                            Metrics::incr(&app.metrics.rate_limited);
-                            Some(ClientError::rate_limited().frame())
-                        };
-                        if let Some(reply) = reply {
-                            if let Err(ended) = send(&mut tx, Message::Text(reply), stopped.as_mut()).await {
-                                break ended;
-                            }
-                        }
-                    }
-                    _ = heartbeat.tick() => {
-                        if last_heard.elapsed() >= limits.idle_timeout {
-                            break Ended::Close(CloseReason::Idle);
-                        }
-                        if let Err(ended) = send(&mut tx, Message::Ping(Default::default()), stopped.as_mut()).await {
-                            break ended;
-                        }
-                    }
-                }
-            }
-        };
-        Box::pin(handler.on_close(&app)).await;
-
-        if let Ended::Close(reason) = ended {
-            tracing::debug!(code = reason.code(), "closing socket");
-            app.metrics.closed(reason.code());
-            // Say why, then wait for the peer's close reply; past the grace period the TCP
-            // connection is dropped whatever the peer does.
-            // Closes the client should come back from say when, with jitter, and where from.
-            let frame = match reason {
-                CloseReason::Restarting | CloseReason::SlowConsumer => {
-                    reason.frame_with_hint(RETRY_HINT_MIN + jitter(RETRY_HINT_JITTER), last_seq)
-                }
-                _ => reason.frame(),
-            };
-            let _ = tokio::time::timeout(limits.close_grace, async {
-                if tx.send(Message::Close(Some(frame))).await.is_ok() {
-                    while let Some(Ok(message)) = rx.next().await {
-                        if matches!(message, Message::Close(_)) {
-                            break;
-                        }
-                    }
-                }
-            })
-            .await;
         }
-        app.metrics.socket(protocol.name(), -1);
-        drop(attached);
-    }
+    })
+    .await;
 }
 
 /// The token of a `{"type": "refresh_token", "token": ...}` frame, understood on every socket
@@ -295,7 +319,7 @@ fn refresh_request(text: &str) -> Option<String> {
     }
 }
 
-fn token_refreshed(exp: i64) -> axum::extract::ws::Utf8Bytes {
+fn token_refreshed(exp: i64) -> Utf8Bytes {
     serde_json::json!({"type": "token_refreshed", "expires_at": exp}).to_string().into()
 }
 

@@ -17,6 +17,7 @@ use crate::protocols::{Protocol, SocketHandler};
 pub(crate) mod connection;
 pub(crate) mod rate;
 pub(crate) mod routes;
+pub(crate) mod seams;
 
 pub(crate) use connection::Connection;
 
