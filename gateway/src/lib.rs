@@ -2,31 +2,36 @@
 //!
 //! # Data path
 //!
-//! 1. **Upgrade** — [`http::router`] maps a path to a handler in [`ws::routes`], which
-//!    authenticates ([`ws::authenticate`]: 4001/4002/4003), checks membership (4004), registers the
-//!    socket in the [`hub`] and joins its groups *before* the upgrade completes ([`ws::admit`]).
-//! 2. **Socket actor** — [`ws::connection`]: one task per socket reads client frames, enforces
-//!    the rate limit, and hands each text frame to its protocol's handler in [`protocols`]
-//!    ([`protocols::sessions`], [`protocols::diary`], [`protocols::chat`], [`protocols::pythia`],
-//!    [`protocols::onetask`]), which decodes it into an action and publishes an event to a group
-//!    through the broker (`shared::broker`), or answers with an error frame ([`errors`]: error
-//!    codes and close reasons live there).
-//! 3. **Fan-out** — every node subscribed to the group gets the publication; [`hub`] renders it
-//!    once per wire format ([`protocols::Protocol::render`]) and offers the shared bytes to each
-//!    local member's bounded outbox; the member's actor writes it out. A full outbox closes that
+//! 1. **Upgrade** — `http`'s router maps a path to a handler in `ws::routes`, which
+//!    authenticates (`ws::authenticate`: 4001/4002/4003), checks membership (4004), registers the
+//!    socket in the `hub` and joins its groups *before* the upgrade completes (`ws::admit`).
+//! 2. **Socket actor** — `ws::connection`: one task per socket reads client frames, enforces the
+//!    rate limit, and hands each text frame to its protocol's handler in `protocols` (`sessions`,
+//!    `diary`, `chat`, `pythia`, `onetask`), which decodes it into its typed frame
+//!    (`protocols::frame`: one `#[serde(tag = "type")]` enum per protocol), authorizes it and
+//!    publishes an event to a group through the broker (`protocols::publish`), or answers with an
+//!    error frame (`errors`: error codes and close reasons live there).
+//! 3. **Fan-out** — every node subscribed to the group gets the publication; the hub's dispatcher
+//!    (`hub::delivery`) admits it under the hub's lock (duplicate check, position) with a snapshot of
+//!    the group's members, renders it once per wire format present (`hub::Renderer`, which
+//!    `protocols::Wire` implements) and offers the shared bytes to each member's bounded outbox
+//!    (`hub::link`) outside the lock; the member's actor writes it out. A full outbox closes that
 //!    socket with 1013. Every frame from a publication carries its group's `seq`; a client that
 //!    reconnects with `?since=` (or, on a socket of several groups, `?resume=` and a token) is
-//!    first sent what it missed, from the group's window or the database (`resume`).
+//!    first sent what it missed, from the group's window or the database (`resume`), and the
+//!    actor skips what the replay already gave (`ws::seams`).
 //! 4. **Durable** — the same publish appended a job to the jobs stream; the worker crate
 //!    persists it and scores it for gamification.
 //!
-//! Beside the path: [`presence`] keeps who is online cluster-wide (and announces `user_status`);
-//! `access` makes membership and account changes act on sockets already open, on every node;
-//! `canary` proves that the node's pub/sub connection still delivers; `console` serves the
-//! operator's page at `/console` and what it reads (the nodes' reports, a live tail of a group);
-//! [`http`] holds the server API ([`http::api`], [`http::channels`], [`http::onetask`]) and health;
-//! [`app`] builds and runs a node (tests use the same `Gateway::build`); [`metrics`] the counters;
-//! [`motivation`] the Diary's texts; [`cli`] the command line.
+//! Beside the path: `presence` keeps who is online cluster-wide (from the users and rooms the hub
+//! marks as changed) and announces `user_status`; `access` makes membership and account changes
+//! act on sockets already open, on every node; `canary` proves that the node's pub/sub connection
+//! still delivers; `report` writes the node's report for the console, whose page and routes are
+//! in `http::console`; `http` holds the server API (`http::api`, `http::channels`,
+//! `http::onetask`) and health; `node` is the context every handler shares, `app` builds and runs
+//! a node (tests use the same `Gateway::build`); `metrics` the counters; `motivation` the Diary's
+//! texts; `cli` the command line. ARCHITECTURE.md draws the layers these modules form (no module
+//! imports one above it; `tests/layers.rs` checks).
 
 pub(crate) mod access;
 pub(crate) mod app;

@@ -3,12 +3,17 @@
 //! # Data path
 //!
 //! A client frame is decoded by the gateway into an [`event::Event`], wrapped in an
-//! [`event::Envelope`] and handed to a [`broker::Broker`]: `publish_and_enqueue` puts it on the
-//! group's channel (every node subscribed to that [`event::Group`] receives it) and appends a
-//! [`jobs::Job`] to the jobs stream in the same atomic step. The worker reads the stream and applies
-//! batches of jobs through the [`store::Store`]. Names of Redis keys live in [`keys`]; who may
-//! connect is decided with [`auth`] and the [`ids`] parsed at the edge; who is online
-//! anywhere is kept by [`presence`]; settings come from [`config`]; every instant on the wire is formatted by [`time`].
+//! [`event::Envelope`] and handed to the broker ([`broker::PubSub`]): `publish_and_enqueue` puts
+//! it on the group's channel (every node subscribed to that [`event::Group`] receives it), numbers
+//! it and keeps it in the group's window ([`broker::GroupLog`], what a reconnecting node or client
+//! reads back) and appends a [`jobs::Job`] to the jobs stream ([`broker::JobQueue`]), all in one
+//! atomic step. The worker reads the stream and applies batches of jobs through the
+//! [`store::Store`]. Names of Redis keys live in [`keys`]; who may connect is decided with
+//! [`auth`] and the [`ids`] parsed at the edge; who is online anywhere is kept by [`presence`]
+//! ([`presence::UserPresence`], [`presence::SocketQuota`], [`presence::NodeDirectory`]); settings
+//! come from [`config`]; every instant on the wire is formatted by [`time`]. Each broker and
+//! presence trait has one contract suite that every implementation passes (`broker::contract`,
+//! `presence::contract`).
 
 pub mod auth;
 pub mod broker;
