@@ -23,9 +23,9 @@ use serde_json::json;
 use shared::event::{Envelope, Event, Group, Position};
 use shared::ids::UserId;
 
-use crate::hub::Attached;
+use crate::hub::{Attached, Frame};
 use crate::node::Node;
-use crate::protocols::Protocol;
+use crate::protocols::{with_leading_fields, Protocol};
 
 /// Where a reconnecting client asks to resume from: `?since=SEQ` (a socket of one group) or
 /// `?resume=TOKEN` (a socket of several; empty the first time, to be handed tokens).
@@ -42,7 +42,7 @@ const MAX_BACKFILL: u64 = 1000;
 #[derive(Default)]
 pub(crate) struct Resume {
     /// The missed frames, oldest first, or the one `resync_required` frame.
-    pub(crate) backlog: Vec<Utf8Bytes>,
+    pub(crate) backlog: Vec<Frame>,
     /// When each of `backlog` was published (ms; 0 for `resync_required`), to merge the replays of
     /// several groups in the order they went out.
     pub(crate) backlog_at: Vec<u64>,
@@ -57,7 +57,8 @@ pub(crate) struct Resume {
 /// The frame that says a gap cannot be filled; `seq` is where the live stream stands.
 fn resync_required(group: &Group, seq: Option<u64>) -> Resume {
     let frame = json!({"type": "resync_required", "group": group, "seq": seq}).to_string();
-    Resume { backlog: vec![Utf8Bytes::from(frame)], backlog_at: vec![0], resumable: true, ..Resume::default() }
+    let frame = Frame::plain(Utf8Bytes::from(frame));
+    Resume { backlog: vec![frame], backlog_at: vec![0], resumable: true, ..Resume::default() }
 }
 
 /// The frames a socket of `protocol` (its user `user`) missed in `group` after `since`; counted
@@ -128,7 +129,7 @@ async fn replay(
             continue;
         }
         if let Some(frame) = protocol.render_numbered(envelope) {
-            resume.backlog.push(Utf8Bytes::from(frame));
+            resume.backlog.push(Frame { seq: Some(seq), bytes: Utf8Bytes::from(frame) });
             resume.backlog_at.push(envelope.at.unwrap_or(0));
         }
     }
@@ -215,11 +216,13 @@ fn base36(mut n: u64) -> String {
 
 /// `frame` with the socket's resume token after its `seq` (`{"seq":N,"resume":"…",…`); a frame
 /// without a `seq` as it is.
-pub(crate) fn with_token(frame: Utf8Bytes, positions: Option<&BTreeMap<Group, u64>>) -> Utf8Bytes {
-    let (Some(positions), Some(seq)) = (positions, frame_seq(frame.as_str())) else { return frame };
+pub(crate) fn with_token(frame: Frame, positions: Option<&BTreeMap<Group, u64>>) -> Frame {
+    let (Some(positions), Some(seq)) = (positions, frame.seq) else { return frame };
+    // The bytes start with the `seq` they were rendered with (`with_leading_fields`).
     let head = format!("{{\"seq\":{seq}");
-    let rest = &frame.as_str()[head.len()..];
-    Utf8Bytes::from(format!("{head},\"resume\":\"{}\"{rest}", ResumeToken::encode(positions)))
+    let fields = frame.bytes.as_str()[head.len()..].strip_prefix(',').unwrap_or(&frame.bytes.as_str()[head.len()..]);
+    let bytes = with_leading_fields(seq, Some(&ResumeToken::encode(positions)), fields);
+    Frame { seq: Some(seq), bytes: Utf8Bytes::from(bytes) }
 }
 
 /// What a socket of several groups (`attached`, joined, keeping positions) missed since `token`,
@@ -253,11 +256,11 @@ pub(crate) async fn resume_groups(
     // order kept), every frame with the token as it stands after it.
     let mut out = Resume::default();
     let order: Vec<usize> = merged_order(replays.iter().map(|(_, r)| r.backlog_at.as_slice()));
-    let mut frames: Vec<std::vec::IntoIter<Utf8Bytes>> =
+    let mut frames: Vec<std::vec::IntoIter<Frame>> =
         replays.iter_mut().map(|(_, r)| std::mem::take(&mut r.backlog).into_iter()).collect();
     for i in order {
         let Some(frame) = frames[i].next() else { continue };
-        match frame_seq(frame.as_str()) {
+        match frame.seq {
             Some(seq) => {
                 attached.set_position(&replays[i].0, seq);
                 out.backlog.push(with_token(frame, attached.positions()));
@@ -289,13 +292,6 @@ fn merged_order<'a>(lists: impl Iterator<Item = &'a [u64]>) -> Vec<usize> {
         next[i] += 1;
     }
     order
-}
-
-/// The `seq` a rendered frame starts with (`{"seq":N,...`), if it has one.
-pub(crate) fn frame_seq(frame: &str) -> Option<u64> {
-    let digits = frame.strip_prefix("{\"seq\":")?;
-    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
-    digits[..end].parse().ok()
 }
 
 #[cfg(test)]
@@ -332,19 +328,18 @@ mod tests {
 
     #[test]
     fn the_token_follows_a_frames_seq() {
+        use super::Frame;
         let positions = [(super::Group::parse("user:ann").unwrap(), 5)].into_iter().collect();
-        let frame = super::with_token(r#"{"seq":5,"type":"x"}"#.into(), Some(&positions));
-        let value: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+        let numbered = Frame { seq: Some(5), bytes: r#"{"seq":5,"type":"x"}"#.into() };
+        let frame = super::with_token(numbered, Some(&positions));
+        assert_eq!(frame.seq, Some(5));
+        let value: serde_json::Value = serde_json::from_str(frame.bytes.as_str()).unwrap();
         assert_eq!((value["seq"].as_u64(), value["type"].as_str()), (Some(5), Some("x")));
         assert!(value["resume"].as_str().unwrap().ends_with("_5"), "{value}");
-        assert_eq!(super::with_token(r#"{"type":"x"}"#.into(), Some(&positions)).as_str(), r#"{"type":"x"}"#);
-    }
-
-    #[test]
-    fn reads_the_seq_a_frame_starts_with() {
-        assert_eq!(super::frame_seq(r#"{"seq":42,"type":"message"}"#), Some(42));
-        assert_eq!(super::frame_seq(r#"{"seq":7}"#), Some(7));
-        assert_eq!(super::frame_seq(r#"{"type":"message","seq":42}"#), None);
-        assert_eq!(super::frame_seq(r#"{"seq":"x"}"#), None);
+        let alone = super::with_token(Frame { seq: Some(5), bytes: r#"{"seq":5}"#.into() }, Some(&positions));
+        let value: serde_json::Value = serde_json::from_str(alone.bytes.as_str()).unwrap();
+        assert!(value["resume"].is_string(), "{value}");
+        let plain = super::with_token(Frame::plain(r#"{"type":"x"}"#.into()), Some(&positions));
+        assert_eq!(plain.bytes.as_str(), r#"{"type":"x"}"#);
     }
 }

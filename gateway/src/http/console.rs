@@ -101,7 +101,7 @@ pub(crate) async fn tail(
                 },
             };
             attached.link().taken(&frame);
-            let line = Bytes::from(format!("{}\n", frame.as_str()));
+            let line = Bytes::from(format!("{}\n", frame.bytes.as_str()));
             return Some((Ok(line), (attached, outbox, None, drain)));
         }
     });

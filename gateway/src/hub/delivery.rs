@@ -11,7 +11,6 @@
 
 use std::sync::{Arc, Weak};
 
-use axum::extract::ws::Utf8Bytes;
 use shared::broker::Inbound;
 use shared::event::{Envelope, Event, Group};
 use tokio::sync::mpsc;
@@ -20,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::commands::Refill;
 use super::link::SocketLink;
 use super::registry::{GroupEntry, Hub};
-use super::render::FORMATS;
+use super::render::{Frame, FORMATS};
 use crate::metrics::Metrics;
 
 /// Chat message ids a chat group remembers (16 bytes each, only in groups that carry chat
@@ -151,13 +150,16 @@ impl Hub {
             self.metrics.delivery_latency.observe(now_ms.saturating_sub(at_ms) as f64 / 1000.0);
         }
         // One rendering per wire format, made on first need and shared by every member.
-        let mut rendered: [Option<Option<Utf8Bytes>>; FORMATS] = Default::default();
+        let mut rendered: [Option<Option<Frame>>; FORMATS] = Default::default();
         let mut offered = 0;
         for link in members {
             if envelope.except_user.is_some() && envelope.except_user == link.user {
                 continue;
             }
-            let frame = rendered[link.format.slot()].get_or_insert_with(|| self.renderer.render(link.format, envelope));
+            let frame = rendered[link.format.slot()].get_or_insert_with(|| {
+                let bytes = self.renderer.render(link.format, envelope)?;
+                Some(Frame { seq: envelope.seq, bytes })
+            });
             if let Some(frame) = frame {
                 if link.offer(group, frame, &self.metrics) {
                     offered += 1;

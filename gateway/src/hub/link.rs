@@ -12,13 +12,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 
-use axum::extract::ws::Utf8Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use shared::event::Group;
 use shared::ids::UserId;
 use tokio_util::sync::CancellationToken;
 
-use super::render::Format;
+use super::render::{Format, Frame};
 use crate::errors::CloseReason;
 use crate::metrics::Metrics;
 
@@ -26,7 +25,7 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub(crate) enum Outbound {
     /// A rendered frame, the same bytes for every recipient.
-    Frame(Utf8Bytes),
+    Frame(Frame),
     /// About one group. Boxed, so that a queue slot costs no more than a frame.
     OfGroup(Box<OfGroup>),
 }
@@ -39,7 +38,7 @@ pub(crate) enum OfGroup {
     Leave(Group),
     /// A frame with the group it came from, for a socket that keeps a resume token over several
     /// groups (`Attached::track_positions`).
-    Frame(Group, Utf8Bytes),
+    Frame(Group, Frame),
 }
 
 /// The hub's view of one socket: what the fan-out path needs, shared with the socket's task.
@@ -105,11 +104,11 @@ impl SocketLink {
 
     /// Queues a frame of `group` without waiting. A full outbox (frames or bytes) closes the socket
     /// with 1013.
-    pub(super) fn offer(&self, group: &Group, frame: &Utf8Bytes, metrics: &Metrics) -> bool {
+    pub(super) fn offer(&self, group: &Group, frame: &Frame, metrics: &Metrics) -> bool {
         if self.kicked.is_cancelled() {
             return false;
         }
-        let len = frame.as_str().len();
+        let len = frame.bytes.as_str().len();
         let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
         let outbound = if self.tracked.load(Ordering::Relaxed) {
             Outbound::OfGroup(Box::new(OfGroup::Frame(group.clone(), frame.clone())))
@@ -129,9 +128,10 @@ impl SocketLink {
     }
 
     /// Called by the socket's task for each frame it takes from the outbox.
-    pub(crate) fn taken(&self, frame: &Utf8Bytes) {
-        self.queued_bytes.fetch_sub(frame.as_str().len(), Ordering::Relaxed);
-        self.queued_total.dec_by(frame.as_str().len() as i64);
+    pub(crate) fn taken(&self, frame: &Frame) {
+        let len = frame.bytes.as_str().len();
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        self.queued_total.dec_by(len as i64);
     }
 
     /// Asks the socket's task to leave `room`; a full outbox closes the socket instead (1013).

@@ -42,7 +42,7 @@ pub(crate) use changes::{Changed, Changes};
 pub(crate) use link::{OfGroup, Outbound, SocketLink};
 pub(crate) use membership::Attached;
 pub(crate) use registry::Hub;
-pub(crate) use render::{Format, Renderer};
+pub(crate) use render::{Format, Frame, Renderer};
 
 use commands::{SubscriptionRequests, REFILL_QUEUE};
 use registry::{GroupEntry, HubState};

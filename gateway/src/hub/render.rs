@@ -25,6 +25,22 @@ impl Format {
     }
 }
 
+/// A frame for sockets with the `seq` of the publication it was rendered from, beside its bytes
+/// (which carry it too, as their first field): nothing reads the number back out of the text.
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    /// `None` for a frame of no numbered publication.
+    pub(crate) seq: Option<u64>,
+    pub(crate) bytes: Utf8Bytes,
+}
+
+impl Frame {
+    /// A frame of no numbered publication.
+    pub(crate) fn plain(bytes: Utf8Bytes) -> Self {
+        Self { seq: None, bytes }
+    }
+}
+
 /// Turns publications into frames, per format.
 pub(crate) trait Renderer: Send + Sync {
     /// `format`'s frame for `envelope`, or `None` if sockets of that format do not receive it.

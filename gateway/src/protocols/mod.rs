@@ -67,10 +67,7 @@ impl Protocol {
     pub(crate) fn render_numbered(self, envelope: &Envelope) -> Option<String> {
         let frame = self.render(&envelope.event)?;
         match (envelope.seq, frame.strip_prefix('{')) {
-            (Some(seq), Some(rest)) => {
-                let separator = if rest.trim_start().starts_with('}') { "" } else { "," };
-                Some(format!("{{\"seq\":{seq}{separator}{rest}"))
-            }
+            (Some(seq), Some(fields)) => Some(with_leading_fields(seq, None, fields)),
             _ => Some(frame),
         }
     }
@@ -90,6 +87,21 @@ impl Protocol {
             Protocol::Console => serde_json::to_string(event).ok(),
         }
     }
+}
+
+/// The one place a server frame's leading fields are written: `{"seq":N,` then, for a socket
+/// that keeps a resume token, `"resume":"TOKEN",`, then the frame's own `fields` (its JSON
+/// object's text after the opening brace).
+pub(crate) fn with_leading_fields(seq: u64, token: Option<&str>, fields: &str) -> String {
+    let mut frame = format!("{{\"seq\":{seq}");
+    if let Some(token) = token {
+        frame.push_str(&format!(",\"resume\":\"{token}\""));
+    }
+    if !fields.trim_start().starts_with('}') {
+        frame.push(',');
+    }
+    frame.push_str(fields);
+    frame
 }
 
 /// The hub's renderer: each publication as each protocol's sockets receive it.

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::rate::TokenBucket;
 use super::seams::Seams;
 use crate::errors::{ClientError, CloseReason, ErrorCode};
-use crate::hub::{Attached, Outbound, SocketLink};
+use crate::hub::{Attached, Frame, Outbound, SocketLink};
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::protocols::frame::Parsed;
@@ -254,14 +254,15 @@ impl Connection {
 /// kept for the socket's whole life.)
 async fn greet<W>(
     actor: &mut Actor<'_>,
-    backlog: Vec<Utf8Bytes>,
+    backlog: Vec<Frame>,
     tx: &mut W,
     mut stopped: Pin<&mut impl Future<Output = CloseReason>>,
 ) -> Option<Ended>
 where
     W: Sink<Message, Error = axum::Error> + Unpin,
 {
-    let opening = Box::pin(actor.handler.greeting(actor.app)).await.into_iter().chain(backlog);
+    let greeting = Box::pin(actor.handler.greeting(actor.app)).await;
+    let opening = greeting.into_iter().chain(backlog.into_iter().map(|frame| frame.bytes));
     for frame in opening {
         if let Err(ended) = send(tx, Message::Text(frame), stopped.as_mut()).await {
             return Some(ended);
@@ -346,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_queue_slot_costs_no_more_than_a_frame() {
-        assert_eq!(std::mem::size_of::<Outbound>(), std::mem::size_of::<axum::extract::ws::Utf8Bytes>());
+        assert_eq!(std::mem::size_of::<Outbound>(), std::mem::size_of::<Frame>());
     }
 
     #[test]

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use axum::extract::ws::Utf8Bytes;
 use shared::event::Group;
 
-use crate::hub::{Attached, OfGroup, Outbound};
+use crate::hub::{Attached, Frame, OfGroup, Outbound};
 use crate::protocols::SocketHandler;
-use crate::resume::{frame_seq, with_token, Resume};
+use crate::resume::{with_token, Resume};
 
 pub(crate) struct Seams {
     /// The socket has one group: its frames' `seq` is where it can resume from.
@@ -28,7 +28,7 @@ pub(crate) struct Seams {
 
 impl Seams {
     /// The seams of a socket that was sent `resume` first; returns them and the frames to send.
-    pub(crate) fn of(resume: Resume) -> (Self, Vec<Utf8Bytes>) {
+    pub(crate) fn of(resume: Resume) -> (Self, Vec<Frame>) {
         let Resume { backlog, delivered_upto, resumable, delivered_upto_in, .. } = resume;
         let seams = Self { resumable, delivered_upto, delivered_upto_in, last_seq: delivered_upto };
         (seams, backlog)
@@ -44,7 +44,7 @@ impl Seams {
         match outbound {
             Outbound::Frame(frame) => {
                 attached.link().taken(&frame);
-                let seq = if self.resumable { frame_seq(frame.as_str()) } else { None };
+                let seq = if self.resumable { frame.seq } else { None };
                 if let Some(upto) = self.delivered_upto {
                     match seq {
                         Some(seq) if seq <= upto => return None,
@@ -52,14 +52,14 @@ impl Seams {
                     }
                 }
                 self.last_seq = seq.or(self.last_seq);
-                Some(frame)
+                Some(frame.bytes)
             }
             Outbound::OfGroup(of_group) => match *of_group {
                 OfGroup::Frame(group, frame) => {
                     // A socket of several groups: the same seam per group, then the frame carries
                     // every group's position after it.
                     attached.link().taken(&frame);
-                    let seq = frame_seq(frame.as_str());
+                    let seq = frame.seq;
                     if let (Some(seq), Some(upto)) = (seq, self.delivered_upto_in.get(&group)) {
                         if seq <= *upto {
                             return None;
@@ -69,7 +69,7 @@ impl Seams {
                     if let Some(seq) = seq {
                         attached.advance(&group, seq);
                     }
-                    Some(with_token(frame, attached.positions()))
+                    Some(with_token(frame, attached.positions()).bytes)
                 }
                 OfGroup::Leave(room) => handler.on_evicted(attached, &room),
             },
