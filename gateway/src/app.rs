@@ -228,10 +228,12 @@ impl Gateway {
             guards: app.ip_guards.clone(),
             metrics: app.metrics.clone(),
         };
+        let (hub, window, tasks) = (app.hub.clone(), app.config.limits.drain_window, background.rest.tasks.clone());
         crate::http::server::serve(listener, router, connections, async move {
             shutdown.await;
             tracing::info!("draining: closing sockets with 1012");
             drain.cancel();
+            tasks.spawn(hub.drain(window));
         })
         .await;
         app.tracker.close();

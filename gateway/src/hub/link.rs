@@ -8,14 +8,16 @@
 //!   Nobody else waits for a slow socket.
 //! * `queued_bytes` is what waits in this outbox; the node's total (`gateway_outbox_bytes`) moves
 //!   with it and gives back what was left when the socket goes (`Drop`).
-//! * A kick is cancelled once, and the first reason given is the one the socket closes with.
+//! * A kick is set once, and the first reason given is the one the socket closes with.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::task::Poll;
 
+use futures_util::task::AtomicWaker;
 use prometheus_client::metrics::gauge::Gauge;
 use shared::event::Group;
 use shared::ids::UserId;
-use tokio_util::sync::CancellationToken;
 
 use super::render::{Format, Frame};
 use crate::errors::CloseReason;
@@ -55,9 +57,12 @@ pub(crate) struct SocketLink {
     /// The node's total of `queued_bytes` (`gateway_outbox_bytes`).
     queued_total: Gauge,
     outbox_bytes: usize,
-    /// Cancelled when the hub wants this socket closed; `kick_code` says why.
-    kicked: CancellationToken,
+    /// Why the hub wants this socket closed; 0 until then. Set once (`kick`: the first reason
+    /// wins). An atomic and one waker rather than a cancellation token: the socket's task polls
+    /// this on every wake-up, and a token's lock there cost every frame sent.
     kick_code: AtomicU16,
+    /// The task waiting in `kicked` (one at a time: the socket's own).
+    kick_waker: AtomicWaker,
     /// Frames go out as `OfGroup::Frame` (with their group).
     tracked: AtomicBool,
 }
@@ -90,8 +95,8 @@ impl SocketLink {
             queued_bytes: AtomicUsize::new(0),
             queued_total,
             outbox_bytes,
-            kicked: CancellationToken::new(),
             kick_code: AtomicU16::new(0),
+            kick_waker: AtomicWaker::new(),
             tracked: AtomicBool::new(false),
         };
         (link, receiver)
@@ -105,7 +110,7 @@ impl SocketLink {
     /// Queues a frame of `group` without waiting. A full outbox (frames or bytes) closes the socket
     /// with 1013.
     pub(super) fn offer(&self, group: &Group, frame: &Frame, metrics: &Metrics) -> bool {
-        if self.kicked.is_cancelled() {
+        if self.kick_code.load(Ordering::Relaxed) != 0 {
             return false;
         }
         let len = frame.bytes.as_str().len();
@@ -146,12 +151,23 @@ impl SocketLink {
 
     pub(crate) fn kick(&self, reason: CloseReason) {
         // First reason wins.
-        let _ = self.kick_code.compare_exchange(0, reason.code(), Ordering::Relaxed, Ordering::Relaxed);
-        self.kicked.cancel();
+        let _ = self.kick_code.compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire);
+        self.kick_waker.wake();
     }
 
-    pub(crate) async fn kicked(&self) -> CloseReason {
-        self.kicked.cancelled().await;
-        CloseReason::from_code(self.kick_code.load(Ordering::Relaxed))
+    /// Resolves, with the reason, once the socket is kicked. For one waiter at a time.
+    pub(crate) fn kicked(&self) -> impl Future<Output = CloseReason> + '_ {
+        std::future::poll_fn(move |cx| {
+            let code = self.kick_code.load(Ordering::Acquire);
+            if code != 0 {
+                return Poll::Ready(CloseReason::from_code(code));
+            }
+            self.kick_waker.register(cx.waker());
+            // A kick between the load and the registration woke nobody: look again.
+            match self.kick_code.load(Ordering::Acquire) {
+                0 => Poll::Pending,
+                code => Poll::Ready(CloseReason::from_code(code)),
+            }
+        })
     }
 }

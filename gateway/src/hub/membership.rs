@@ -21,6 +21,7 @@ use shared::ids::UserId;
 use super::link::{Outbound, SocketLink};
 use super::registry::{GroupEntry, Hub, HubState};
 use super::render::Format;
+use crate::errors::CloseReason;
 
 /// Upper bound on how long a join waits for its subscription to be confirmed.
 const JOIN_WAIT: Duration = Duration::from_secs(5);
@@ -62,13 +63,12 @@ impl Hub {
         let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
         let (link, outbox) =
             SocketLink::new(id, user, format, self.outbox_frames, self.outbox_bytes, self.metrics.outbox_bytes.clone());
-        let attached = Attached {
-            hub: self.clone(),
-            link: Arc::new(link),
-            groups: Vec::new(),
-            rooms: Vec::new(),
-            positions: None,
-        };
+        let link = Arc::new(link);
+        self.lock().links.insert(id, Arc::downgrade(&link));
+        if self.draining.load(Ordering::Relaxed) {
+            link.kick(CloseReason::Restarting);
+        }
+        let attached = Attached { hub: self.clone(), link, groups: Vec::new(), rooms: Vec::new(), positions: None };
         Ok((attached, outbox))
     }
 
@@ -194,6 +194,7 @@ impl Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         let mut state = self.hub.lock();
+        state.links.remove(&self.link.id);
         for group in &self.groups {
             if let Some(entry) = state.groups.get_mut(group) {
                 entry.remove(self.link.id);

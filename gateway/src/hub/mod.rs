@@ -8,6 +8,7 @@
 //! * `subscriptions` — the one task that subscribes and unsubscribes, lingering on empty groups.
 //! * `delivery` — the one task that delivers: admit under the lock, render and offer outside it.
 //! * `refill` — no gap after a reconnect: every group's window delivered before what waited.
+//! * `drain` — every socket closed with 1012 over the drain window, by one task.
 //! * `link` — one socket's bounded outbox and its backpressure (1013 when full).
 //! * `render`, `changes`, `commands` — what the hub exchanges with protocols, presence and its
 //!   own tasks.
@@ -31,6 +32,7 @@ use tokio_util::task::TaskTracker;
 mod changes;
 mod commands;
 mod delivery;
+mod drain;
 mod link;
 mod membership;
 mod refill;
@@ -39,6 +41,7 @@ mod render;
 mod subscriptions;
 
 pub(crate) use changes::{Changed, Changes};
+pub(crate) use drain::random_below;
 pub(crate) use link::{OfGroup, Outbound, SocketLink};
 pub(crate) use membership::Attached;
 pub(crate) use registry::Hub;
@@ -82,6 +85,7 @@ impl Hub {
             presence: plugs.presence,
             access: plugs.access,
             access_overflowed: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             in_sync: AtomicBool::new(false),
             pinned: [Group::control(), Group::canary(node_id)],
             canary_seen: AtomicU64::new(0),

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use shared::event::{Event, Group, Position};
@@ -100,6 +100,8 @@ pub(super) struct HubState {
     pub(super) sockets_per_user: HashMap<UserId, usize>,
     /// Sockets per (room, user) on this node: who is "in" a Pythia channel room.
     pub(super) room_sockets: HashMap<(Group, UserId), usize>,
+    /// Every socket attached, by id, whatever its groups (a drain closes them all).
+    pub(super) links: HashMap<u64, Weak<SocketLink>>,
 }
 
 /// Local sockets, the groups they are in, and the node's subscriptions that follow (see the
@@ -119,6 +121,8 @@ pub(crate) struct Hub {
     /// when full, `access_overflowed` asks the access task to re-check everything instead.
     pub(super) access: mpsc::Sender<Event>,
     pub(super) access_overflowed: AtomicBool,
+    /// Set when the node drains: a socket attached from then on is closed at once (`drain`).
+    pub(super) draining: AtomicBool,
     /// False between a pub/sub disconnect and the completed resubscription (`/readyz`).
     pub(super) in_sync: AtomicBool,
     /// The node's own groups, subscribed for as long as it runs: the control group and its canary.

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::rate::TokenBucket;
 use super::seams::Seams;
 use crate::errors::{ClientError, CloseReason, ErrorCode};
-use crate::hub::{Attached, Frame, Outbound, SocketLink};
+use crate::hub::{random_below, Attached, Frame, Outbound, SocketLink};
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::protocols::frame::Parsed;
@@ -85,17 +85,9 @@ fn read_error(error: axum::Error) -> Ended {
 /// socket and polled by every wait (made anew per frame, it added and removed two waiters under
 /// the tokens' locks for every frame sent). Never polled again once it has resolved: each wait
 /// that sees it resolve ends the socket.
-async fn stop_signal(link: &SocketLink, app: &Node) -> CloseReason {
-    tokio::select! {
-        biased;
-        reason = link.kicked() => reason,
-        // A drain closes the node's sockets at random moments over the drain window (the socket
-        // serves on until then), so that their reconnects do not all land at once.
-        _ = async {
-            app.shutdown.cancelled().await;
-            tokio::time::sleep(jitter(app.config.limits.drain_window)).await;
-        } => CloseReason::Restarting,
-    }
+async fn stop_signal(link: &SocketLink) -> CloseReason {
+    // A drain too comes as a kick (`crate::hub::drain`): one waker, no lock, per wake-up.
+    link.kicked().await
 }
 
 /// A client's frame as the actor reads it: `Ok(Some(text))` for the protocol, `Ok(None)` for
@@ -232,7 +224,7 @@ impl Connection {
         app.metrics.socket(protocol.name(), 1);
         Metrics::incr(&app.metrics.sockets_accepted);
         let (mut tx, mut rx) = socket.split();
-        let stopped = stop_signal(&link, &app);
+        let stopped = stop_signal(&link);
         tokio::pin!(stopped);
         let (seams, backlog) = Seams::of(resume);
         let bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
@@ -283,7 +275,7 @@ where
     app.metrics.closed(reason.code());
     let frame = match reason {
         CloseReason::Restarting | CloseReason::SlowConsumer => {
-            reason.frame_with_hint(RETRY_HINT_MIN + jitter(RETRY_HINT_JITTER), last_seq)
+            reason.frame_with_hint(RETRY_HINT_MIN + random_below(RETRY_HINT_JITTER), last_seq)
         }
         _ => reason.frame(),
     };
@@ -327,15 +319,6 @@ fn token_refreshed(exp: i64) -> Utf8Bytes {
 /// The retry hint of a 1012 or 1013 close: at least this, plus up to `RETRY_HINT_JITTER`.
 const RETRY_HINT_MIN: Duration = Duration::from_millis(250);
 const RETRY_HINT_JITTER: Duration = Duration::from_millis(1000);
-
-/// A uniformly random duration below `window`.
-fn jitter(window: Duration) -> Duration {
-    let ms = window.as_millis() as u64;
-    if ms == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_millis((uuid::Uuid::new_v4().as_u128() % u128::from(ms)) as u64)
-}
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
