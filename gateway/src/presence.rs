@@ -144,8 +144,9 @@ impl PresenceTask {
     async fn apply(&mut self, changed: &Changed) -> Result<(), shared::broker::BrokerError> {
         let Some(hub) = self.hub.upgrade() else { return Ok(()) };
         let now: Vec<(&UserId, usize)> = changed.users.iter().map(|user| (user, hub.sockets_of(user))).collect();
+        // `applied` moves only once the store has it: a failed write is tried again as it was.
         for &(user, sockets) in now.iter().filter(|(_, sockets)| *sockets > 0) {
-            let before = self.applied.sockets.insert(user.clone(), sockets).unwrap_or(0);
+            let before = self.applied.sockets.get(user).copied().unwrap_or(0);
             if before == 0 {
                 // The admission recorded the count itself, before the socket opened.
                 if self.store.add(&self.node, user).await? {
@@ -154,27 +155,33 @@ impl PresenceTask {
             } else if sockets != before {
                 self.store.set_sockets(&self.node, user, sockets).await?;
             }
+            self.applied.sockets.insert(user.clone(), sockets);
         }
         for (room, user) in &changed.rooms {
-            let inside = hub.in_room(room, user);
             let key = (room.clone(), user.clone());
-            if inside && self.applied.rooms.insert(key.clone()) {
-                if self.store.join_room(&self.node, room, user).await? {
-                    self.announcer.announce_room(room.clone(), user.clone(), true).await;
+            match (hub.in_room(room, user), self.applied.rooms.contains(&key)) {
+                (true, false) => {
+                    if self.store.join_room(&self.node, room, user).await? {
+                        self.announcer.announce_room(room.clone(), user.clone(), true).await;
+                    }
+                    self.applied.rooms.insert(key);
                 }
-            } else if !inside
-                && self.applied.rooms.remove(&key)
-                && self.store.leave_room(&self.node, room, user).await?
-            {
-                self.announcer.announce_room(room.clone(), user.clone(), false).await;
+                (false, true) => {
+                    if self.store.leave_room(&self.node, room, user).await? {
+                        self.announcer.announce_room(room.clone(), user.clone(), false).await;
+                    }
+                    self.applied.rooms.remove(&key);
+                }
+                _ => {}
             }
         }
         for &(user, _) in now.iter().filter(|(_, sockets)| *sockets == 0) {
-            if self.applied.sockets.remove(user).is_some() {
+            if self.applied.sockets.contains_key(user) {
                 self.store.set_sockets(&self.node, user, 0).await?;
                 if self.store.remove(&self.node, user).await? {
                     self.announcer.announce(user.clone(), false).await;
                 }
+                self.applied.sockets.remove(user);
             }
         }
         Ok(())

@@ -3,7 +3,7 @@
 //! cycle, printing it. ARCHITECTURE.md draws the layers it keeps.
 //!
 //! Conventions it relies on (and so enforces):
-//! * a module names another by a path (`crate::hub::Hub`, `super::frame::ClientFrame`); a child
+//! * a module names another by a path (`crate::hub::Hub`, `super::frame::client_id`); a child
 //!   that needs something of its parent's family names the sibling that defines it, never an
 //!   item re-exported by the parent;
 //! * test code sits in `#[cfg(test)]` modules (inline at the end of a file, or a file of its own)

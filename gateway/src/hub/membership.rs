@@ -2,7 +2,7 @@
 //! leaves groups and rooms, and leaves everything when dropped.
 //!
 //! Invariants:
-//! * The first local member of a group makes the node subscribe (`ManagerCommand::Subscribe`),
+//! * The first local member of a group makes the node subscribe (`SubscriptionRequests::subscribe`),
 //!   and `join` returns only once the subscription is confirmed (or `JOIN_WAIT` passed), so a
 //!   publication made after the client saw its socket open is not missed.
 //! * Every change of a user's sockets on this node, and of their sockets in a room, is marked
