@@ -139,25 +139,50 @@ impl PresenceTask {
         }
     }
 
-    /// Users who came online first (so that they are online before they are in a room), then
-    /// rooms, then users who went offline (so that they leave their rooms before going offline).
+    /// Users who came online first, then rooms, then users who went offline, each kind of user
+    /// change in one step of the store.
     async fn apply(&mut self, changed: &Changed) -> Result<(), shared::broker::BrokerError> {
         let Some(hub) = self.hub.upgrade() else { return Ok(()) };
-        let now: Vec<(&UserId, usize)> = changed.users.iter().map(|user| (user, hub.sockets_of(user))).collect();
-        // `applied` moves only once the store has it: a failed write is tried again as it was.
-        for &(user, sockets) in now.iter().filter(|(_, sockets)| *sockets > 0) {
-            let before = self.applied.sockets.get(user).copied().unwrap_or(0);
-            if before == 0 {
+        let (mut arrived, mut recounted, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        for user in &changed.users {
+            let (now, before) = (hub.sockets_of(user), self.applied.sockets.get(user).copied().unwrap_or(0));
+            match (now, before) {
                 // The admission recorded the count itself, before the socket opened.
-                if self.store.add(&self.node, user).await? {
-                    self.announcer.announce(user.clone(), true).await;
-                }
-            } else if sockets != before {
-                self.store.set_sockets(&self.node, user, sockets).await?;
+                (1.., 0) => arrived.push((user.clone(), now)),
+                (0, 1..) => gone.push((user.clone(), 0)),
+                _ if now != before => recounted.push((user.clone(), now)),
+                _ => {}
             }
-            self.applied.sockets.insert(user.clone(), sockets);
         }
-        for (room, user) in &changed.rooms {
+        // One round trip per kind of change; `applied` moves only once the store has it, so that
+        // a failed write is tried again as it was.
+        let users: Vec<UserId> = arrived.iter().map(|(user, _)| user.clone()).collect();
+        for user in self.store.add_all(&self.node, &users).await? {
+            self.announcer.announce(user, true).await;
+        }
+        self.applied.sockets.extend(arrived);
+        self.store.set_sockets_all(&self.node, &recounted).await?;
+        self.applied.sockets.extend(recounted);
+        self.apply_rooms(&hub, &changed.rooms).await?;
+        self.store.set_sockets_all(&self.node, &gone).await?;
+        let users: Vec<UserId> = gone.into_iter().map(|(user, _)| user).collect();
+        for user in self.store.remove_all(&self.node, &users).await? {
+            self.announcer.announce(user, false).await;
+        }
+        for user in &users {
+            self.applied.sockets.remove(user);
+        }
+        Ok(())
+    }
+
+    /// Rooms entered or left on this node: after the users who came online, before those who
+    /// went offline (so that a user is online before being in a room, and leaves it before going).
+    async fn apply_rooms(
+        &mut self,
+        hub: &Hub,
+        rooms: &HashSet<(Group, UserId)>,
+    ) -> Result<(), shared::broker::BrokerError> {
+        for (room, user) in rooms {
             let key = (room.clone(), user.clone());
             match (hub.in_room(room, user), self.applied.rooms.contains(&key)) {
                 (true, false) => {
@@ -173,15 +198,6 @@ impl PresenceTask {
                     self.applied.rooms.remove(&key);
                 }
                 _ => {}
-            }
-        }
-        for &(user, _) in now.iter().filter(|(_, sockets)| *sockets == 0) {
-            if self.applied.sockets.contains_key(user) {
-                self.store.set_sockets(&self.node, user, 0).await?;
-                if self.store.remove(&self.node, user).await? {
-                    self.announcer.announce(user.clone(), false).await;
-                }
-                self.applied.sockets.remove(user);
             }
         }
         Ok(())

@@ -33,12 +33,14 @@ pub async fn run_all(make: &impl Fn() -> Arc<dyn Presence>) {
 /// `UserPresence`: online while any node has the user; in a room while any node has them in it.
 pub async fn user_presence(make: &impl Fn() -> Arc<dyn Presence>) {
     online_while_any_node_has_the_user(make().as_ref()).await;
+    many_users_come_and_go_in_one_step(make().as_ref()).await;
     in_a_room_while_any_node_has_the_user_in_it(make().as_ref()).await;
 }
 
 /// `SocketQuota`: a user's sockets summed over the live nodes.
 pub async fn socket_quota(make: &impl Fn() -> Arc<dyn Presence>) {
     sockets_are_summed_over_the_live_nodes(make().as_ref()).await;
+    many_counts_are_recorded_in_one_step(make().as_ref()).await;
 }
 
 /// `NodeDirectory`: heartbeats, a departing node taking only its own users, reports.
@@ -61,6 +63,21 @@ async fn online_while_any_node_has_the_user(p: &dyn Presence) {
     assert!(!p.remove("b", &u("carol")).await.unwrap(), "removing twice counts once");
     assert_eq!(p.count().await.unwrap(), 0);
     assert_eq!(p.members("a").await.unwrap(), Vec::<UserId>::new());
+}
+
+async fn many_users_come_and_go_in_one_step(p: &dyn Presence) {
+    p.heartbeat("a").await.unwrap();
+    p.heartbeat("b").await.unwrap();
+    assert!(p.add("b", &u("y")).await.unwrap());
+    let first = p.add_all("a", &[u("x"), u("y"), u("x")]).await.unwrap();
+    assert_eq!(first, vec![u("x")], "y was online on b; x twice counts once");
+    assert_eq!(p.count().await.unwrap(), 2);
+    assert_eq!(sorted(p.members("a").await.unwrap()), vec![u("x"), u("y")]);
+    let last = p.remove_all("a", &[u("x"), u("y"), u("z")]).await.unwrap();
+    assert_eq!(last, vec![u("x")], "y is still on b; z was never here");
+    assert_eq!(p.add_all("a", &[]).await.unwrap(), Vec::<UserId>::new());
+    assert_eq!(p.remove_all("a", &[]).await.unwrap(), Vec::<UserId>::new());
+    assert_eq!(p.count().await.unwrap(), 1);
 }
 
 async fn in_a_room_while_any_node_has_the_user_in_it(p: &dyn Presence) {
@@ -91,6 +108,18 @@ async fn sockets_are_summed_over_the_live_nodes(p: &dyn Presence) {
     p.leave("b").await.unwrap();
     assert_eq!(p.sockets_of(&u("x"), ALIVE).await.unwrap(), 0, "a node gone takes its sockets");
     assert_eq!(p.sockets_of(&u("nobody"), ALIVE).await.unwrap(), 0);
+}
+
+async fn many_counts_are_recorded_in_one_step(p: &dyn Presence) {
+    p.heartbeat("a").await.unwrap();
+    p.set_sockets_all("a", &[(u("x"), 2), (u("y"), 3)]).await.unwrap();
+    assert_eq!(p.sockets_of(&u("x"), ALIVE).await.unwrap(), 2);
+    assert_eq!(p.sockets_of(&u("y"), ALIVE).await.unwrap(), 3);
+    p.set_sockets_all("a", &[(u("x"), 0), (u("y"), 1)]).await.unwrap();
+    assert_eq!(p.sockets_of(&u("x"), ALIVE).await.unwrap(), 0);
+    assert_eq!(p.sockets_of(&u("y"), ALIVE).await.unwrap(), 1);
+    p.set_sockets_all("a", &[]).await.unwrap();
+    assert_eq!(p.sockets_of(&u("y"), ALIVE).await.unwrap(), 1, "nothing to record changes nothing");
 }
 
 async fn a_first_heartbeat_says_the_node_was_unknown(p: &dyn Presence) {

@@ -66,21 +66,33 @@ fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, user: &K) 
 
 #[async_trait]
 impl UserPresence for MemoryPresence {
-    async fn add(&self, node: &str, user: &UserId) -> Result<bool, BrokerError> {
+    async fn add_all(&self, node: &str, users: &[UserId]) -> Result<Vec<UserId>, BrokerError> {
         let mut s = self.state.lock().expect("presence lock");
-        let entry = s.nodes.entry(node.to_owned()).or_insert_with(|| (Instant::now(), HashSet::new()));
-        if !entry.1.insert(user.clone()) {
-            return Ok(false);
+        let mut first = Vec::new();
+        for user in users {
+            let entry = s.nodes.entry(node.to_owned()).or_insert_with(|| (Instant::now(), HashSet::new()));
+            if !entry.1.insert(user.clone()) {
+                continue;
+            }
+            let n = s.counts.entry(user.clone()).or_default();
+            *n += 1;
+            if *n == 1 {
+                first.push(user.clone());
+            }
         }
-        let n = s.counts.entry(user.clone()).or_default();
-        *n += 1;
-        Ok(*n == 1)
+        Ok(first)
     }
 
-    async fn remove(&self, node: &str, user: &UserId) -> Result<bool, BrokerError> {
+    async fn remove_all(&self, node: &str, users: &[UserId]) -> Result<Vec<UserId>, BrokerError> {
         let mut s = self.state.lock().expect("presence lock");
-        let removed = s.nodes.get_mut(node).is_some_and(|(_, users)| users.remove(user));
-        Ok(removed && decrement(&mut s.counts, user))
+        let mut last = Vec::new();
+        for user in users {
+            let removed = s.nodes.get_mut(node).is_some_and(|(_, on_node)| on_node.remove(user));
+            if removed && decrement(&mut s.counts, user) {
+                last.push(user.clone());
+            }
+        }
+        Ok(last)
     }
 
     async fn count(&self) -> Result<usize, BrokerError> {
@@ -125,13 +137,15 @@ impl UserPresence for MemoryPresence {
 
 #[async_trait]
 impl SocketQuota for MemoryPresence {
-    async fn set_sockets(&self, node: &str, user: &UserId, count: usize) -> Result<(), BrokerError> {
+    async fn set_sockets_all(&self, node: &str, counts: &[(UserId, usize)]) -> Result<(), BrokerError> {
         let mut s = self.state.lock().expect("presence lock");
         let users = s.sockets.entry(node.to_owned()).or_default();
-        if count == 0 {
-            users.remove(user);
-        } else {
-            users.insert(user.clone(), count);
+        for (user, count) in counts {
+            if *count == 0 {
+                users.remove(user);
+            } else {
+                users.insert(user.clone(), *count);
+            }
         }
         Ok(())
     }

@@ -27,10 +27,20 @@ pub use self::redis::RedisPresence;
 /// of theirs (in it).
 #[async_trait]
 pub trait UserPresence: Send + Sync + 'static {
-    /// `node` has its first socket of `user`; true if the user was offline everywhere.
-    async fn add(&self, node: &str, user: &UserId) -> Result<bool, BrokerError>;
-    /// `node` closed its last socket of `user`; true if the user is now offline everywhere.
-    async fn remove(&self, node: &str, user: &UserId) -> Result<bool, BrokerError>;
+    /// `node` has its first socket of each of `users`, in one step (one round trip); returns
+    /// those who were offline everywhere.
+    async fn add_all(&self, node: &str, users: &[UserId]) -> Result<Vec<UserId>, BrokerError>;
+    /// `node` closed its last socket of each of `users`, in one step; returns those now offline
+    /// everywhere.
+    async fn remove_all(&self, node: &str, users: &[UserId]) -> Result<Vec<UserId>, BrokerError>;
+    /// `add_all` of one user; true if the user was offline everywhere.
+    async fn add(&self, node: &str, user: &UserId) -> Result<bool, BrokerError> {
+        Ok(!self.add_all(node, std::slice::from_ref(user)).await?.is_empty())
+    }
+    /// `remove_all` of one user; true if the user is now offline everywhere.
+    async fn remove(&self, node: &str, user: &UserId) -> Result<bool, BrokerError> {
+        Ok(!self.remove_all(node, std::slice::from_ref(user)).await?.is_empty())
+    }
     /// Distinct users online anywhere.
     async fn count(&self) -> Result<usize, BrokerError>;
     /// The users `node` is recorded with (to reconcile after an error).
@@ -47,8 +57,13 @@ pub trait UserPresence: Send + Sync + 'static {
 /// Each user's open sockets per node, for the per-user cap across the cluster.
 #[async_trait]
 pub trait SocketQuota: Send + Sync + 'static {
-    /// Records that `user` has `count` sockets open on `node` (0 removes the record).
-    async fn set_sockets(&self, node: &str, user: &UserId, count: usize) -> Result<(), BrokerError>;
+    /// Records, for each `(user, count)`, that `user` has `count` sockets open on `node` (0 removes
+    /// the record), in one step.
+    async fn set_sockets_all(&self, node: &str, counts: &[(UserId, usize)]) -> Result<(), BrokerError>;
+    /// `set_sockets_all` of one user.
+    async fn set_sockets(&self, node: &str, user: &UserId, count: usize) -> Result<(), BrokerError> {
+        self.set_sockets_all(node, &[(user.clone(), count)]).await
+    }
     /// `user`'s open sockets on every live node together (the per-user cap, cluster-wide).
     async fn sockets_of(&self, user: &UserId, dead_after: Duration) -> Result<usize, BrokerError>;
 }

@@ -19,13 +19,32 @@ pub struct RedisPresence {
     keys: Keys,
 }
 
-const ADD: &str = r"
-if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-  if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 then return 1 end
+/// KEYS: the node's set, the count hash. ARGV: users. The users who were on no node before.
+const ADD_ALL: &str = r"
+local first = {}
+for _, user in ipairs(ARGV) do
+  if redis.call('SADD', KEYS[1], user) == 1 then
+    if redis.call('HINCRBY', KEYS[2], user, 1) == 1 then table.insert(first, user) end
+  end
 end
-return 0";
+return first";
 
-const REMOVE: &str = r"
+/// KEYS: the node's set, the count hash. ARGV: users. The users now on no node.
+const REMOVE_ALL: &str = r"
+local last = {}
+for _, user in ipairs(ARGV) do
+  if redis.call('SREM', KEYS[1], user) == 1 then
+    if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
+      redis.call('HDEL', KEYS[2], user)
+      table.insert(last, user)
+    end
+  end
+end
+return last";
+
+/// KEYS: the room's set on this node, the room's count hash. ARGV: user. 1 if the user is now in
+/// the room on no node.
+const LEAVE_ROOM: &str = r"
 if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
   if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then
     redis.call('HDEL', KEYS[2], ARGV[1])
@@ -51,10 +70,6 @@ if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
   if redis.call('HINCRBY', KEYS[3], ARGV[1], 1) == 1 then return 1 end
 end
 return 0";
-
-/// KEYS: the room's set on this node, the room's count hash. ARGV: user. 1 if the user is now in
-/// the room on no node.
-const LEAVE_ROOM: &str = REMOVE;
 
 /// KEYS: nodes zset. ARGV: node. Marks the node alive now; 1 if it was unknown.
 const HEARTBEAT: &str = concat!(redis_now_ms!(), "return redis.call('ZADD', KEYS[1], now, ARGV[1])");
@@ -107,8 +122,8 @@ return {gone, rooms_gone}"
 );
 
 // Each script is built once (its SHA1 computed once); EVALSHA falls back to loading it.
-static ADD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADD));
-static REMOVE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REMOVE));
+static ADD_ALL_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADD_ALL));
+static REMOVE_ALL_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REMOVE_ALL));
 static JOIN_ROOM_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(JOIN_ROOM));
 static LEAVE_ROOM_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(LEAVE_ROOM));
 static HEARTBEAT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(HEARTBEAT));
@@ -116,6 +131,27 @@ static NODES_BY_SILENCE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis
 static DROP_NODE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DROP_NODE));
 
 impl RedisPresence {
+    /// Runs `script` (KEYS: the node's set, the count hash; ARGV: the users) and reads back the
+    /// users it returns. Nothing to send for no users.
+    async fn each_user(
+        &self,
+        script: &redis::Script,
+        node: &str,
+        users: &[UserId],
+    ) -> Result<Vec<UserId>, BrokerError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await?;
+        let mut invocation = script.key(self.keys.presence_node(node));
+        invocation.key(self.keys.presence_counts());
+        for user in users {
+            invocation.arg(user.as_str());
+        }
+        let changed: Vec<String> = invocation.invoke_async(&mut *conn).await?;
+        Ok(changed.iter().filter_map(|user| UserId::parse(user).ok()).collect())
+    }
+
     pub fn new(pool: deadpool_redis::Pool, prefix: &str) -> Self {
         Self { pool, keys: Keys::new(prefix) }
     }
@@ -167,26 +203,12 @@ impl RedisPresence {
 
 #[async_trait]
 impl UserPresence for RedisPresence {
-    async fn add(&self, node: &str, user: &UserId) -> Result<bool, BrokerError> {
-        let mut conn = self.conn().await?;
-        let first: i64 = ADD_SCRIPT
-            .key(self.keys.presence_node(node))
-            .key(self.keys.presence_counts())
-            .arg(user.as_str())
-            .invoke_async(&mut *conn)
-            .await?;
-        Ok(first == 1)
+    async fn add_all(&self, node: &str, users: &[UserId]) -> Result<Vec<UserId>, BrokerError> {
+        self.each_user(&ADD_ALL_SCRIPT, node, users).await
     }
 
-    async fn remove(&self, node: &str, user: &UserId) -> Result<bool, BrokerError> {
-        let mut conn = self.conn().await?;
-        let last: i64 = REMOVE_SCRIPT
-            .key(self.keys.presence_node(node))
-            .key(self.keys.presence_counts())
-            .arg(user.as_str())
-            .invoke_async(&mut *conn)
-            .await?;
-        Ok(last == 1)
+    async fn remove_all(&self, node: &str, users: &[UserId]) -> Result<Vec<UserId>, BrokerError> {
+        self.each_user(&REMOVE_ALL_SCRIPT, node, users).await
     }
 
     async fn count(&self) -> Result<usize, BrokerError> {
@@ -242,14 +264,22 @@ impl UserPresence for RedisPresence {
 
 #[async_trait]
 impl SocketQuota for RedisPresence {
-    async fn set_sockets(&self, node: &str, user: &UserId, count: usize) -> Result<(), BrokerError> {
-        let mut conn = self.conn().await?;
-        let key = self.keys.sockets_of_node(node);
-        if count == 0 {
-            let _: i64 = redis::cmd("HDEL").arg(key).arg(user.as_str()).query_async(&mut *conn).await?;
-        } else {
-            let _: i64 = redis::cmd("HSET").arg(key).arg(user.as_str()).arg(count).query_async(&mut *conn).await?;
+    async fn set_sockets_all(&self, node: &str, counts: &[(UserId, usize)]) -> Result<(), BrokerError> {
+        if counts.is_empty() {
+            return Ok(());
         }
+        let key = self.keys.sockets_of_node(node);
+        let (gone, open): (Vec<_>, Vec<_>) = counts.iter().partition(|(_, count)| *count == 0);
+        let mut pipe = redis::pipe();
+        if !gone.is_empty() {
+            pipe.cmd("HDEL").arg(&key).arg(gone.iter().map(|(user, _)| user.as_str()).collect::<Vec<_>>()).ignore();
+        }
+        if !open.is_empty() {
+            let fields: Vec<(&str, usize)> = open.iter().map(|(user, count)| (user.as_str(), *count)).collect();
+            pipe.cmd("HSET").arg(&key).arg(fields).ignore();
+        }
+        let mut conn = self.conn().await?;
+        let () = pipe.query_async(&mut *conn).await?;
         Ok(())
     }
 
