@@ -152,7 +152,7 @@ impl Gateway {
         let (access_tx, access_rx) = mpsc::channel(ACCESS_QUEUE);
         let plugs = Plugs { renderer: Box::new(Wire), presence: changes.clone(), access: access_tx };
         let rest = &background.rest;
-        let hub = Hub::start(
+        let hub = crate::hub::start(
             broker.clone(),
             inbox,
             &config.limits,
@@ -233,7 +233,7 @@ impl Gateway {
             shutdown.await;
             tracing::info!("draining: closing sockets with 1012");
             drain.cancel();
-            tasks.spawn(hub.drain(window));
+            tasks.spawn(crate::hub::drain(hub, window));
         })
         .await;
         app.tracker.close();

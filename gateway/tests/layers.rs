@@ -400,3 +400,55 @@ fn function_lengths_are_read_from_the_layout() {
     let source = "fn a() {\n    x();\n}\n\npub(crate) async fn b(\n    y: u8,\n) -> u8 {\n    y\n}\n    fn c();\n";
     assert_eq!(function_lengths(source), [("a".to_owned(), 3), ("b".to_owned(), 5)]);
 }
+
+/// The names of the structs and enums `code` defines.
+fn defined_types(code: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in code.lines() {
+        let line = line.trim_start();
+        let line = ["pub(crate) ", "pub(super) ", "pub "].iter().find_map(|vis| line.strip_prefix(vis)).unwrap_or(line);
+        if let Some(rest) = line.strip_prefix("struct ").or_else(|| line.strip_prefix("enum ")) {
+            names.insert(rest.chars().take_while(|c| is_ident(*c)).collect());
+        }
+    }
+    names
+}
+
+/// The types `code` has inherent `impl Name {` blocks for.
+fn inherent_impls(code: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in code.lines() {
+        let Some(rest) = line.trim_start().strip_prefix("impl") else { continue };
+        // Past generic parameters (`impl<T> Name<T>`), if any.
+        let rest = match rest.strip_prefix('<') {
+            Some(generic) => generic.split_once("> ").map_or("", |(_, name)| name),
+            None => rest.strip_prefix(' ').unwrap_or(""),
+        };
+        if rest.contains(" for ") || !rest.trim_end().ends_with('{') {
+            continue;
+        }
+        names.insert(rest.chars().take_while(|c| is_ident(*c)).collect());
+    }
+    names
+}
+
+/// A type's methods live in the module that defines it. Tools that read the module graph from
+/// the compiler's view (cargo-modules) count a method as part of its type's module, so an
+/// `impl Hub` elsewhere would make the type's module use whatever that method uses: a circle
+/// the import lines alone do not show.
+#[test]
+fn a_types_methods_live_with_the_type() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let modules = load(&src);
+    let defined: BTreeMap<&ModPath, BTreeSet<String>> =
+        modules.iter().map(|(path, module)| (path, defined_types(&module.code))).collect();
+    let mut elsewhere = Vec::new();
+    for (path, module) in &modules {
+        for name in inherent_impls(&module.code) {
+            if !defined[path].contains(&name) && defined.values().any(|types| types.contains(&name)) {
+                elsewhere.push(format!("impl {name} in {}", module.file.display()));
+            }
+        }
+    }
+    assert!(elsewhere.is_empty(), "methods away from their type:\n  {}", elsewhere.join("\n  "));
+}

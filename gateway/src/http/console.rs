@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::ApiError;
 use super::extract::Backend;
 use super::responses::{BadField, KeyThrottled, Unauthorized, Unavailable};
-use crate::hub::{OfGroup, Outbound};
+use crate::hub::{Attached, OfGroup, Outbound};
 use crate::node::Node;
 use crate::presence::DEAD_AFTER;
 use crate::protocols::Protocol;
@@ -78,8 +78,8 @@ pub(crate) async fn tail(
     })?;
     // Without pub/sub the tail would be a silent one: say so instead.
     app.broker.ping().await.map_err(|_| ApiError::unavailable("the broker is unreachable"))?;
-    let (mut attached, outbox) =
-        app.hub.attach(None, Protocol::Console.format()).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let (mut attached, outbox) = Attached::attach(&app.hub, None, Protocol::Console.format())
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
     attached.join(group.clone()).await;
     let first = format!("{}\n", serde_json::json!({ "tailing": group }));
     let state = (attached, outbox, Some(first), app.shutdown.clone());

@@ -9,14 +9,10 @@
 //!   wire format present, `super::render`) and offered to each member's outbox outside the
 //!   lock, so joins, leaves and other groups never wait for a large broadcast.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
-use shared::broker::Inbound;
 use shared::event::{Envelope, Event, Group};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::commands::Refill;
 use super::link::SocketLink;
 use super::registry::{GroupEntry, Hub};
 use super::render::{Frame, FORMATS};
@@ -38,142 +34,97 @@ pub(super) enum Admitted {
     ToMembers,
 }
 
-/// Inbox and refills → sockets, until `stop`. Never awaits anything but its two queues.
-pub(super) async fn dispatch(
-    hub: Weak<Hub>,
-    mut inbox: mpsc::Receiver<Inbound>,
-    mut refills: mpsc::Receiver<Refill>,
-    stop: CancellationToken,
-) {
-    // Publications delivered from the windows since the last completed resubscription.
-    let mut refilled = 0;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            inbound = inbox.recv() => {
-                let Some(inbound) = inbound else { return };
-                let Some(hub) = hub.upgrade() else { return };
-                match inbound {
-                    Inbound::Message { group, payload } => hub.deliver(&group, &payload),
-                    Inbound::Reconnected => {
-                        Metrics::incr(&hub.metrics.broker_reconnects);
-                        hub.manager.resync();
-                    }
-                    Inbound::Disconnected => hub.in_sync.store(false, std::sync::atomic::Ordering::Relaxed),
-                }
-            }
-            refill = refills.recv() => {
-                let Some(refill) = refill else { return };
-                let Some(hub) = hub.upgrade() else { return };
-                match refill {
-                    Refill::Window(group, read) => refilled += hub.finish_refill(&group, read),
-                    Refill::Done => {
-                        if refilled > 0 {
-                            tracing::info!(refilled, "publications missed during the reconnect delivered from the group windows");
-                        }
-                        refilled = 0;
-                        hub.in_sync.store(true, std::sync::atomic::Ordering::Relaxed);
-                        hub.resyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// A publication's envelope; one that cannot be decoded is logged and dropped.
 pub(super) fn decode(group: &Group, payload: &[u8]) -> Option<Envelope> {
     Envelope::decode(payload).map_err(|e| tracing::warn!(%group, error = %e, "undecodable publication dropped")).ok()
 }
 
-impl Hub {
-    /// Fans one publication out to the local members of `group` (or holds it back while the
-    /// group refills).
-    fn deliver(&self, group: &Group, payload: &[u8]) {
-        Metrics::incr(&self.metrics.publications_in);
-        // Decoded before taking the hub's lock: nothing under it waits for JSON parsing.
-        let Some(envelope) = decode(group, payload) else { return };
-        if *group == self.pinned[1] {
-            self.canary_returned(&envelope);
+/// Fans one publication out to the local members of `group` (or holds it back while the group
+/// refills).
+pub(super) fn deliver(hub: &Hub, group: &Group, payload: &[u8]) {
+    Metrics::incr(&hub.metrics.publications_in);
+    // Decoded before taking the hub's lock: nothing under it waits for JSON parsing.
+    let Some(envelope) = decode(group, payload) else { return };
+    if *group == hub.pinned[1] {
+        canary_returned(hub, &envelope);
+        return;
+    }
+    let members = {
+        let mut state = hub.lock();
+        let Some(entry) = state.groups.get_mut(group) else { return };
+        if let Some(waiting) = &mut entry.waiting {
+            if waiting.len() < REFILL_WAITING {
+                waiting.push(envelope);
+            } else {
+                entry.overflowed = true;
+            }
             return;
         }
-        let members = {
-            let mut state = self.lock();
-            let Some(entry) = state.groups.get_mut(group) else { return };
-            if let Some(waiting) = &mut entry.waiting {
-                if waiting.len() < REFILL_WAITING {
-                    waiting.push(envelope);
-                } else {
-                    entry.overflowed = true;
-                }
-                return;
-            }
-            match self.admit(entry, &envelope) {
-                Admitted::ToMembers => entry.snapshot(),
-                Admitted::Duplicate | Admitted::ToAccess => return,
-            }
-        };
-        self.fan_out(group, &members, &envelope);
-    }
+        match admit(hub, entry, &envelope) {
+            Admitted::ToMembers => entry.snapshot(),
+            Admitted::Duplicate | Admitted::ToAccess => return,
+        }
+    };
+    fan_out(hub, group, &members, &envelope);
+}
 
-    /// Under the lock: skips a publication delivered already, moves the group's position to it,
-    /// and remembers a chat message's id (`saw_message`).
-    pub(super) fn admit(&self, entry: &mut GroupEntry, envelope: &Envelope) -> Admitted {
-        if let Some(at) = envelope.position() {
-            if entry.last.is_some_and(|last| last.epoch == at.epoch && at.seq <= last.seq) {
-                return Admitted::Duplicate;
-            }
-            entry.last = Some(at);
+/// Under the lock: skips a publication delivered already, moves the group's position to it, and
+/// remembers a chat message's id (`saw_message`).
+pub(super) fn admit(hub: &Hub, entry: &mut GroupEntry, envelope: &Envelope) -> Admitted {
+    if let Some(at) = envelope.position() {
+        if entry.last.is_some_and(|last| last.epoch == at.epoch && at.seq <= last.seq) {
+            return Admitted::Duplicate;
         }
-        if entry.control {
-            // Never waits: a full queue (the access task stuck on the database) is noted, and
-            // the access task then re-checks every socket instead of the events it missed.
-            if self.access.try_send(envelope.event.clone()).is_err() {
-                self.access_overflowed.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            return Admitted::ToAccess;
-        }
-        if let Event::ChatMessage(message) = &envelope.event {
-            if entry.recent.len() == RECENT_MESSAGES {
-                entry.recent.pop_front();
-            }
-            entry.recent.push_back(message.message_id);
-        }
-        Admitted::ToMembers
+        entry.last = Some(at);
     }
-
-    /// Outside the lock: renders the publication once per wire format present and offers the
-    /// shared bytes to every member (but the one user an envelope may exclude).
-    pub(super) fn fan_out(&self, group: &Group, members: &[Arc<SocketLink>], envelope: &Envelope) {
-        if let Some(at_ms) = envelope.at {
-            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-            self.metrics.delivery_latency.observe(now_ms.saturating_sub(at_ms) as f64 / 1000.0);
+    if entry.control {
+        // Never waits: a full queue (the access task stuck on the database) is noted, and
+        // the access task then re-checks every socket instead of the events it missed.
+        if hub.access.try_send(envelope.event.clone()).is_err() {
+            hub.access_overflowed.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        // One rendering per wire format, made on first need and shared by every member.
-        let mut rendered: [Option<Option<Frame>>; FORMATS] = Default::default();
-        let mut offered = 0;
-        for link in members {
-            if envelope.except_user.is_some() && envelope.except_user == link.user {
-                continue;
-            }
-            let frame = rendered[link.format.slot()].get_or_insert_with(|| {
-                let bytes = self.renderer.render(link.format, envelope)?;
-                Some(Frame { seq: envelope.seq, bytes })
-            });
-            if let Some(frame) = frame {
-                if link.offer(group, frame, &self.metrics) {
-                    offered += 1;
-                }
-            }
-        }
-        self.metrics.frames_out.inc_by(offered);
+        return Admitted::ToAccess;
     }
-
-    /// Records the number of a canary that came back.
-    fn canary_returned(&self, envelope: &Envelope) {
-        if let Event::Raw { event } = &envelope.event {
-            let seen = event.get("canary").and_then(serde_json::Value::as_u64).unwrap_or(0);
-            self.canary_seen.fetch_max(seen, std::sync::atomic::Ordering::Relaxed);
+    if let Event::ChatMessage(message) = &envelope.event {
+        if entry.recent.len() == RECENT_MESSAGES {
+            entry.recent.pop_front();
         }
+        entry.recent.push_back(message.message_id);
+    }
+    Admitted::ToMembers
+}
+
+/// Outside the lock: renders the publication once per wire format present and offers the shared
+/// bytes to every member (but the one user an envelope may exclude).
+pub(super) fn fan_out(hub: &Hub, group: &Group, members: &[Arc<SocketLink>], envelope: &Envelope) {
+    if let Some(at_ms) = envelope.at {
+        let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        hub.metrics.delivery_latency.observe(now_ms.saturating_sub(at_ms) as f64 / 1000.0);
+    }
+    // One rendering per wire format, made on first need and shared by every member.
+    let mut rendered: [Option<Option<Frame>>; FORMATS] = Default::default();
+    let mut offered = 0;
+    for link in members {
+        if envelope.except_user.is_some() && envelope.except_user == link.user {
+            continue;
+        }
+        let frame = rendered[link.format.slot()].get_or_insert_with(|| {
+            let bytes = hub.renderer.render(link.format, envelope)?;
+            Some(Frame { seq: envelope.seq, bytes })
+        });
+        if let Some(frame) = frame {
+            if link.offer(group, frame, &hub.metrics) {
+                offered += 1;
+            }
+        }
+    }
+    hub.metrics.frames_out.inc_by(offered);
+}
+
+/// Records the number of a canary that came back.
+fn canary_returned(hub: &Hub, envelope: &Envelope) {
+    if let Event::Raw { event } = &envelope.event {
+        let seen = event.get("canary").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        hub.canary_seen.fetch_max(seen, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -20,19 +20,17 @@ pub(crate) fn random_below(window: Duration) -> Duration {
     Duration::from_millis((uuid::Uuid::new_v4().as_u128() % u128::from(ms)) as u64)
 }
 
-impl Hub {
-    /// Closes every socket attached now over `window`, and every socket attached from now on at
-    /// once (`Hub::attach`).
-    pub(crate) async fn drain(self: Arc<Self>, window: Duration) {
-        self.draining.store(true, Ordering::Relaxed);
-        let mut kicks: Vec<_> = self.lock().links.values().map(|link| (random_below(window), link.clone())).collect();
-        kicks.sort_by_key(|(after, _)| *after);
-        let start = tokio::time::Instant::now();
-        for (after, link) in kicks {
-            tokio::time::sleep_until(start + after).await;
-            if let Some(link) = link.upgrade() {
-                link.kick(CloseReason::Restarting);
-            }
+/// Closes every socket attached to `hub` now over `window`, and every socket attached from now on
+/// at once (`Attached::attach`).
+pub(crate) async fn drain(hub: Arc<Hub>, window: Duration) {
+    hub.draining.store(true, Ordering::Relaxed);
+    let mut kicks: Vec<_> = hub.lock().links.values().map(|link| (random_below(window), link.clone())).collect();
+    kicks.sort_by_key(|(after, _)| *after);
+    let start = tokio::time::Instant::now();
+    for (after, link) in kicks {
+        tokio::time::sleep_until(start + after).await;
+        if let Some(link) = link.upgrade() {
+            link.kick(CloseReason::Restarting);
         }
     }
 }

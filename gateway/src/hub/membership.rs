@@ -44,43 +44,45 @@ pub(crate) struct Attached {
     positions: Option<BTreeMap<Group, u64>>,
 }
 
-impl Hub {
-    /// Registers a socket and gives it its outbox.
+impl Attached {
+    /// Registers a socket in `hub` and gives it its outbox.
     pub(crate) fn attach(
-        self: &Arc<Self>,
+        hub: &Arc<Hub>,
         user: Option<UserId>,
         format: Format,
     ) -> Result<(Attached, flume::Receiver<Outbound>), HubError> {
         if let Some(user) = &user {
-            let mut state = self.lock();
+            let mut state = hub.lock();
             let count = state.sockets_per_user.entry(user.clone()).or_default();
-            if *count >= self.max_sockets_per_user {
+            if *count >= hub.max_sockets_per_user {
                 return Err(HubError::TooManySockets(*count));
             }
             *count += 1;
-            self.presence.user(user);
+            hub.presence.user(user);
         }
-        let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
+        let id = hub.next_socket.fetch_add(1, Ordering::Relaxed);
         let (link, outbox) =
-            SocketLink::new(id, user, format, self.outbox_frames, self.outbox_bytes, self.metrics.outbox_bytes.clone());
+            SocketLink::new(id, user, format, hub.outbox_frames, hub.outbox_bytes, hub.metrics.outbox_bytes.clone());
         let link = Arc::new(link);
-        self.lock().links.insert(id, Arc::downgrade(&link));
-        if self.draining.load(Ordering::Relaxed) {
+        hub.lock().links.insert(id, Arc::downgrade(&link));
+        if hub.draining.load(Ordering::Relaxed) {
             link.kick(CloseReason::Restarting);
         }
-        let attached = Attached { hub: self.clone(), link, groups: Vec::new(), rooms: Vec::new(), positions: None };
+        let attached = Attached { hub: hub.clone(), link, groups: Vec::new(), rooms: Vec::new(), positions: None };
         Ok((attached, outbox))
     }
+}
 
-    fn leave_room_locked(&self, state: &mut HubState, room: &Group, user: Option<&UserId>) {
-        let Some(user) = user else { return };
-        let key = (room.clone(), user.clone());
-        if let Some(count) = state.room_sockets.get_mut(&key) {
-            *count -= 1;
-            if *count == 0 {
-                state.room_sockets.remove(&key);
-                self.presence.room(room, user);
-            }
+/// Takes `user` (if any) out of `room` on this node: the presence task hears of their last socket
+/// there.
+fn leave_room_locked(hub: &Hub, state: &mut HubState, room: &Group, user: Option<&UserId>) {
+    let Some(user) = user else { return };
+    let key = (room.clone(), user.clone());
+    if let Some(count) = state.room_sockets.get_mut(&key) {
+        *count -= 1;
+        if *count == 0 {
+            state.room_sockets.remove(&key);
+            hub.presence.room(room, user);
         }
     }
 }
@@ -186,7 +188,7 @@ impl Attached {
             entry.remove(self.link.id);
         }
         if was_room {
-            self.hub.leave_room_locked(&mut state, group, self.link.user.as_ref());
+            leave_room_locked(&self.hub, &mut state, group, self.link.user.as_ref());
         }
     }
 }
@@ -201,7 +203,7 @@ impl Drop for Attached {
             }
         }
         for room in &self.rooms {
-            self.hub.leave_room_locked(&mut state, room, self.link.user.as_ref());
+            leave_room_locked(&self.hub, &mut state, room, self.link.user.as_ref());
         }
         if let Some(user) = &self.link.user {
             if let Some(count) = state.sockets_per_user.get_mut(user) {

@@ -1,12 +1,16 @@
 //! The hub: which local sockets are in which group, and the node's subscriptions that follow.
 //! It knows sockets, groups and bytes; protocols plug in through `Renderer` (how a publication
-//! looks on each wire format) and presence through the `Change`s it reports.
+//! looks on each wire format) and presence through the users and rooms it marks as changed
+//! (`Changes`).
 //!
-//! * `registry` — the groups, their members and the per-user counts, under one lock.
+//! * `registry` — the `Hub` itself: the groups, their members and the per-user counts, under
+//!   one lock, and what may be asked of them. Its methods live there; the steps below are
+//!   functions over a `&Hub`, so that the registry depends on none of them.
 //! * `membership` — a socket's place (`Attached`): attach, join, leave, and everything undone on
 //!   drop; the first local member of a group makes the node subscribe.
 //! * `subscriptions` — the one task that subscribes and unsubscribes, lingering on empty groups.
-//! * `delivery` — the one task that delivers: admit under the lock, render and offer outside it.
+//! * `dispatch` — the one task that delivers, live and refilled publications alike.
+//! * `delivery` — admit under the lock, render and offer outside it.
 //! * `refill` — no gap after a reconnect: every group's window delivered before what waited.
 //! * `drain` — every socket closed with 1012 over the drain window, by one task.
 //! * `link` — one socket's bounded outbox and its backpressure (1013 when full).
@@ -32,6 +36,7 @@ use tokio_util::task::TaskTracker;
 mod changes;
 mod commands;
 mod delivery;
+mod dispatch;
 mod drain;
 mod link;
 mod membership;
@@ -41,7 +46,7 @@ mod render;
 mod subscriptions;
 
 pub(crate) use changes::{Changed, Changes};
-pub(crate) use drain::random_below;
+pub(crate) use drain::{drain, random_below};
 pub(crate) use link::{OfGroup, Outbound, SocketLink};
 pub(crate) use membership::Attached;
 pub(crate) use registry::Hub;
@@ -60,44 +65,42 @@ pub(crate) struct Plugs {
     pub(crate) access: mpsc::Sender<Event>,
 }
 
-impl Hub {
-    /// Starts the hub's two tasks on `tasks`, both running until `stop`: the dispatcher (inbox
-    /// → sockets) and the subscription manager.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn start(
-        broker: Arc<dyn Broker>,
-        inbox: mpsc::Receiver<Inbound>,
-        limits: &shared::config::Limits,
-        metrics: Arc<crate::metrics::Metrics>,
-        plugs: Plugs,
-        node_id: &str,
-        tasks: &TaskTracker,
-        stop: CancellationToken,
-    ) -> Arc<Self> {
-        let (refills_tx, refills_rx) = mpsc::channel(REFILL_QUEUE);
-        let mut state = HubState::default();
-        state.groups.insert(Group::control(), GroupEntry::new(true));
-        let hub = Arc::new(Self {
-            state: Mutex::new(state),
-            renderer: plugs.renderer,
-            manager: SubscriptionRequests::default(),
-            refills: refills_tx,
-            presence: plugs.presence,
-            access: plugs.access,
-            access_overflowed: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            in_sync: AtomicBool::new(false),
-            pinned: [Group::control(), Group::canary(node_id)],
-            canary_seen: AtomicU64::new(0),
-            resyncs: AtomicU64::new(0),
-            next_socket: AtomicU64::new(1),
-            outbox_frames: limits.outbox_frames,
-            outbox_bytes: limits.outbox_bytes,
-            max_sockets_per_user: limits.max_sockets_per_user,
-            metrics,
-        });
-        tasks.spawn(delivery::dispatch(Arc::downgrade(&hub), inbox, refills_rx, stop.clone()));
-        tasks.spawn(subscriptions::manage_subscriptions(hub.clone(), broker, stop));
-        hub
-    }
+/// A hub with its two tasks started on `tasks`, both running until `stop`: the dispatcher (inbox
+/// → sockets) and the subscription manager.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start(
+    broker: Arc<dyn Broker>,
+    inbox: mpsc::Receiver<Inbound>,
+    limits: &shared::config::Limits,
+    metrics: Arc<crate::metrics::Metrics>,
+    plugs: Plugs,
+    node_id: &str,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> Arc<Hub> {
+    let (refills_tx, refills_rx) = mpsc::channel(REFILL_QUEUE);
+    let mut state = HubState::default();
+    state.groups.insert(Group::control(), GroupEntry::new(true));
+    let hub = Arc::new(Hub {
+        state: Mutex::new(state),
+        renderer: plugs.renderer,
+        manager: SubscriptionRequests::default(),
+        refills: refills_tx,
+        presence: plugs.presence,
+        access: plugs.access,
+        access_overflowed: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        in_sync: AtomicBool::new(false),
+        pinned: [Group::control(), Group::canary(node_id)],
+        canary_seen: AtomicU64::new(0),
+        resyncs: AtomicU64::new(0),
+        next_socket: AtomicU64::new(1),
+        outbox_frames: limits.outbox_frames,
+        outbox_bytes: limits.outbox_bytes,
+        max_sockets_per_user: limits.max_sockets_per_user,
+        metrics,
+    });
+    tasks.spawn(dispatch::dispatch(Arc::downgrade(&hub), inbox, refills_rx, stop.clone()));
+    tasks.spawn(subscriptions::manage_subscriptions(hub.clone(), broker, stop));
+    hub
 }

@@ -11,78 +11,76 @@ use shared::broker::{Broker, WindowRead};
 use shared::event::{Envelope, Group, Position};
 
 use super::commands::Refill;
-use super::delivery::{decode, Admitted};
+use super::delivery::{admit, decode, fan_out, Admitted};
 use super::registry::Hub;
 use crate::metrics::Metrics;
 
 /// Groups whose windows are read in one broker call.
 const WINDOW_BATCH: usize = 256;
 
-impl Hub {
-    /// Every group starts refilling (`GroupEntry::waiting`); returns them all. Called before the
-    /// manager subscribes again after a reconnect.
-    pub(super) fn start_refill(&self) -> Vec<Group> {
-        let mut state = self.lock();
-        for entry in state.groups.values_mut() {
-            entry.waiting.get_or_insert_with(Vec::new);
-        }
-        state.groups.keys().cloned().collect()
+/// Every group starts refilling (`GroupEntry::waiting`); returns them all. Called before the
+/// manager subscribes again after a reconnect.
+pub(super) fn start_refill(hub: &Hub) -> Vec<Group> {
+    let mut state = hub.lock();
+    for entry in state.groups.values_mut() {
+        entry.waiting.get_or_insert_with(Vec::new);
     }
+    state.groups.keys().cloned().collect()
+}
 
-    /// The refilling groups and the position each was last at (`None`: never positioned).
-    fn refilling(&self) -> Vec<(Group, Option<Position>)> {
-        let state = self.lock();
-        state.groups.iter().filter(|(_, e)| e.waiting.is_some()).map(|(g, e)| (g.clone(), e.last)).collect()
-    }
+/// The refilling groups and the position each was last at (`None`: never positioned).
+fn refilling(hub: &Hub) -> Vec<(Group, Option<Position>)> {
+    let state = hub.lock();
+    state.groups.iter().filter(|(_, e)| e.waiting.is_some()).map(|(g, e)| (g.clone(), e.last)).collect()
+}
 
-    /// Ends `group`'s refill (on the dispatcher): delivers what its window held after its
-    /// position (`read`; `None` when the window could not be read), then the live publications
-    /// that waited, in order and each once. Returns how many came from the window.
-    pub(super) fn finish_refill(&self, group: &Group, read: Option<WindowRead>) -> usize {
-        let (members, admitted, refilled) = {
-            let mut state = self.lock();
-            let Some(entry) = state.groups.get_mut(group) else { return 0 };
-            let Some(waiting) = entry.waiting.take() else { return 0 };
-            let complete = read.as_ref().is_some_and(|r| r.complete) && !std::mem::take(&mut entry.overflowed);
-            if let (Some(read), Some(last)) = (&read, entry.last) {
-                if read.current.epoch == last.epoch && read.current.seq < last.seq {
-                    // The counter went back (Redis lost its latest writes): the seqs after it are
-                    // new publications, not duplicates.
-                    entry.last = Some(read.current);
-                }
+/// Ends `group`'s refill (on the dispatcher): delivers what its window held after its
+/// position (`read`; `None` when the window could not be read), then the live publications
+/// that waited, in order and each once. Returns how many came from the window.
+pub(super) fn finish_refill(hub: &Hub, group: &Group, read: Option<WindowRead>) -> usize {
+    let (members, admitted, refilled) = {
+        let mut state = hub.lock();
+        let Some(entry) = state.groups.get_mut(group) else { return 0 };
+        let Some(waiting) = entry.waiting.take() else { return 0 };
+        let complete = read.as_ref().is_some_and(|r| r.complete) && !std::mem::take(&mut entry.overflowed);
+        if let (Some(read), Some(last)) = (&read, entry.last) {
+            if read.current.epoch == last.epoch && read.current.seq < last.seq {
+                // The counter went back (Redis lost its latest writes): the seqs after it are
+                // new publications, not duplicates.
+                entry.last = Some(read.current);
             }
-            let from_window: Vec<Envelope> =
-                read.map(|r| r.entries).unwrap_or_default().iter().filter_map(|p| decode(group, p)).collect();
-            let window_len = from_window.len();
-            // Sorted by position (stable: a publication without one keeps its place first), so
-            // that the window's and the live copies of one publication meet and the second is
-            // skipped as a duplicate; both lists are in order already.
-            let mut all: Vec<(usize, Envelope)> = from_window.into_iter().chain(waiting).enumerate().collect();
-            all.sort_by_key(|(_, envelope)| envelope.position().unwrap_or_default());
-            let mut admitted = Vec::with_capacity(all.len());
-            let mut refilled = 0;
-            for (i, envelope) in all {
-                match self.admit(entry, &envelope) {
-                    Admitted::Duplicate => continue,
-                    Admitted::ToAccess => {}
-                    Admitted::ToMembers => admitted.push(envelope),
-                }
-                if i < window_len {
-                    refilled += 1;
-                }
-            }
-            if !complete {
-                Metrics::incr(&self.metrics.window_gaps);
-                tracing::warn!(%group, "publications missed during the reconnect are no longer in the group's window");
-            }
-            (entry.snapshot(), admitted, refilled)
-        };
-        for envelope in &admitted {
-            self.fan_out(group, &members, envelope);
         }
-        self.metrics.window_refills.inc_by(refilled as u64);
-        refilled
+        let from_window: Vec<Envelope> =
+            read.map(|r| r.entries).unwrap_or_default().iter().filter_map(|p| decode(group, p)).collect();
+        let window_len = from_window.len();
+        // Sorted by position (stable: a publication without one keeps its place first), so
+        // that the window's and the live copies of one publication meet and the second is
+        // skipped as a duplicate; both lists are in order already.
+        let mut all: Vec<(usize, Envelope)> = from_window.into_iter().chain(waiting).enumerate().collect();
+        all.sort_by_key(|(_, envelope)| envelope.position().unwrap_or_default());
+        let mut admitted = Vec::with_capacity(all.len());
+        let mut refilled = 0;
+        for (i, envelope) in all {
+            match admit(hub, entry, &envelope) {
+                Admitted::Duplicate => continue,
+                Admitted::ToAccess => {}
+                Admitted::ToMembers => admitted.push(envelope),
+            }
+            if i < window_len {
+                refilled += 1;
+            }
+        }
+        if !complete {
+            Metrics::incr(&hub.metrics.window_gaps);
+            tracing::warn!(%group, "publications missed during the reconnect are no longer in the group's window");
+        }
+        (entry.snapshot(), admitted, refilled)
+    };
+    for envelope in &admitted {
+        fan_out(hub, group, &members, envelope);
     }
+    hub.metrics.window_refills.inc_by(refilled as u64);
+    refilled
 }
 
 /// After a resubscription (on the subscription manager): reads the windows after each refilling
@@ -91,7 +89,7 @@ impl Hub {
 /// delivered and the group counted as a gap.
 pub(super) async fn read_windows(hub: &Hub, broker: &dyn Broker) {
     // The dispatcher may be gone (the node stopping): then nobody waits for these either.
-    let groups = hub.refilling();
+    let groups = refilling(hub);
     for chunk in groups.chunks(WINDOW_BATCH) {
         let reads: Vec<(Group, Position)> =
             chunk.iter().filter_map(|(group, at)| at.map(|at| (group.clone(), at))).collect();

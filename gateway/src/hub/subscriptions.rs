@@ -16,7 +16,7 @@ use shared::broker::Broker;
 use shared::event::Group;
 use tokio_util::sync::CancellationToken;
 
-use super::refill::read_windows;
+use super::refill::{read_windows, start_refill};
 use super::registry::{Hub, LINGER};
 
 /// Most subscription changes sent to the broker in one command.
@@ -34,7 +34,7 @@ pub(super) async fn manage_subscriptions(hub: Arc<Hub>, broker: Arc<dyn Broker>,
                 let (mut wanted, resync) = hub.manager.take();
                 if resync {
                     subscribed.clear();
-                    wanted = hub.start_refill();
+                    wanted = start_refill(&hub);
                     wanted.extend(hub.pinned.iter().cloned());
                 }
                 let failed = subscribe(&hub, broker.as_ref(), wanted, &mut subscribed).await;

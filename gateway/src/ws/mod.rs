@@ -10,6 +10,7 @@ use shared::ids::UserId;
 use shared::store::UserRecord;
 
 use crate::errors::CloseReason;
+use crate::hub::Attached;
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::protocols::{Protocol, SocketHandler};
@@ -113,7 +114,7 @@ pub(crate) async fn admit(
             Err(e) => tracing::warn!(error = %e, "cluster-wide socket count unavailable"),
         }
     }
-    let (mut attached, outbox) = match app.hub.attach(user.clone(), protocol.format()) {
+    let (mut attached, outbox) = match Attached::attach(&app.hub, user.clone(), protocol.format()) {
         Ok(attached) => attached,
         Err(e) => {
             tracing::info!(user = ?user.as_ref().map(UserId::as_str), error = %e, "socket refused");
