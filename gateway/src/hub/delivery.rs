@@ -1,9 +1,8 @@
-//! Delivery: the dispatcher task, the only one that hands publications to sockets, and the
-//! fan-out it does for each.
+//! Delivery: what the dispatcher (`super::dispatch`) does with each publication.
 //!
 //! Invariants:
-//! * One task delivers everything, live publications and refilled ones alike, so a group's
-//!   publications reach each member in the order the dispatcher accepted them, and each once.
+//! * Only the dispatcher calls these, so a group's publications reach each member in the order
+//!   they were admitted, and each once.
 //! * Under the hub's lock a publication is only admitted (`admit`: duplicate check, position,
 //!   recent message ids) and its group's members taken as a snapshot; it is rendered (once per
 //!   wire format present, `super::render`) and offered to each member's outbox outside the
