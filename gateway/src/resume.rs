@@ -111,7 +111,7 @@ async fn replay(
     if read.current.epoch != current.epoch {
         return resync(Some(read.current.seq));
     }
-    let window: Vec<Envelope> = read.entries.iter().filter_map(|payload| Envelope::decode(payload).ok()).collect();
+    let window: Vec<Envelope> = read.entries.iter().filter_map(|p| Envelope::decode(&p.payload).ok()).collect();
     let (mut missed, mut from) = (Vec::new(), "window");
     if !read.complete {
         let first_kept = window.first().and_then(|e| e.seq).unwrap_or(read.current.seq + 1);

@@ -337,6 +337,32 @@ pub fn stamp(position: Position, at_ms: u64, payload: &[u8]) -> Bytes {
     with_leading_fields(&format!("\"seq\":{},\"epoch\":{},\"at\":{at_ms}", position.seq, position.epoch), payload)
 }
 
+/// What the broker stamped on a publication: its place in its group's numbering, and when it went
+/// out (milliseconds of the broker's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub position: Position,
+    pub at: u64,
+}
+
+/// The stamp `stamp` (or the Redis publish script) wrote at the front of `payload`, read back
+/// where the bytes arrive from the broker, so that a receiver has the numbers beside the bytes;
+/// `None` for a payload without one.
+pub fn read_stamp(payload: &[u8]) -> Option<Stamp> {
+    let mut rest = payload;
+    let mut field = |name: &str| -> Option<u64> {
+        let after = rest.strip_prefix(name.as_bytes())?;
+        let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+        let value = std::str::from_utf8(&after[..digits]).ok()?.parse().ok()?;
+        rest = &after[digits..];
+        Some(value)
+    };
+    let seq = field("{\"seq\":")?;
+    let epoch = field(",\"epoch\":")?;
+    let at = field(",\"at\":")?;
+    Some(Stamp { position: Position { epoch, seq }, at })
+}
+
 /// The JSON object `payload` with `fields` (`"name":value,...`) first; a payload that is not an
 /// object, as it is.
 pub(crate) fn with_leading_fields(fields: &str, payload: &[u8]) -> Bytes {
@@ -395,6 +421,16 @@ mod tests {
     use super::*;
 
     /// The bytes the Redis publish script makes too (see `broker::redis`).
+    #[test]
+    fn a_stamp_is_read_back_from_the_bytes_it_leads() {
+        let position = Position { epoch: 1_796_086_516_000_123, seq: 1_796_086_516_042 };
+        let stamped = stamp(position, 1_796_086_531_299, br#"{"event":{"kind":"raw","event":{}}}"#);
+        assert_eq!(read_stamp(&stamped), Some(Stamp { position, at: 1_796_086_531_299 }));
+        assert_eq!(read_stamp(br#"{"event":{}}"#), None, "not stamped");
+        assert_eq!(read_stamp(br#"{"seq":5,"epoch":"x"}"#), None);
+        assert_eq!(read_stamp(b"{\"seq\":"), None);
+    }
+
     #[test]
     fn stamps_lead_the_object_and_keep_it_valid() {
         let at = Position { epoch: 7, seq: 42 };

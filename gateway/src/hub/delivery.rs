@@ -10,10 +10,11 @@
 
 use std::sync::Arc;
 
+use shared::broker::Publication;
 use shared::event::{Envelope, Event, Group};
 
 use super::link::SocketLink;
-use super::registry::{GroupEntry, Hub};
+use super::registry::{GroupEntry, Hub, Received};
 use super::render::{Frame, FORMATS};
 use crate::metrics::Metrics;
 
@@ -33,19 +34,22 @@ pub(super) enum Admitted {
     ToMembers,
 }
 
-/// A publication's envelope; one that cannot be decoded is logged and dropped.
-pub(super) fn decode(group: &Group, payload: &[u8]) -> Option<Envelope> {
-    Envelope::decode(payload).map_err(|e| tracing::warn!(%group, error = %e, "undecodable publication dropped")).ok()
+/// A publication decoded, its stamp beside it; one that cannot be decoded is logged and dropped.
+pub(super) fn decode(group: &Group, publication: &Publication) -> Option<Received> {
+    let envelope = Envelope::decode(&publication.payload)
+        .map_err(|e| tracing::warn!(%group, error = %e, "undecodable publication dropped"))
+        .ok()?;
+    Some(Received { stamp: publication.stamp, envelope })
 }
 
 /// Fans one publication out to the local members of `group` (or holds it back while the group
 /// refills).
-pub(super) fn deliver(hub: &Hub, group: &Group, payload: &[u8]) {
+pub(super) fn deliver(hub: &Hub, group: &Group, publication: &Publication) {
     Metrics::incr(&hub.metrics.publications_in);
     // Decoded before taking the hub's lock: nothing under it waits for JSON parsing.
-    let Some(envelope) = decode(group, payload) else { return };
+    let Some(received) = decode(group, publication) else { return };
     if *group == hub.pinned[1] {
-        canary_returned(hub, &envelope);
+        canary_returned(hub, &received.envelope);
         return;
     }
     let members = {
@@ -53,24 +57,25 @@ pub(super) fn deliver(hub: &Hub, group: &Group, payload: &[u8]) {
         let Some(entry) = state.groups.get_mut(group) else { return };
         if let Some(waiting) = &mut entry.waiting {
             if waiting.len() < REFILL_WAITING {
-                waiting.push(envelope);
+                waiting.push(received);
             } else {
                 entry.overflowed = true;
             }
             return;
         }
-        match admit(hub, entry, &envelope) {
+        match admit(hub, entry, &received) {
             Admitted::ToMembers => entry.snapshot(),
             Admitted::Duplicate | Admitted::ToAccess => return,
         }
     };
-    fan_out(hub, group, &members, &envelope);
+    fan_out(hub, group, &members, &received);
 }
 
 /// Under the lock: skips a publication delivered already, moves the group's position to it, and
 /// remembers a chat message's id (`saw_message`).
-pub(super) fn admit(hub: &Hub, entry: &mut GroupEntry, envelope: &Envelope) -> Admitted {
-    if let Some(at) = envelope.position() {
+pub(super) fn admit(hub: &Hub, entry: &mut GroupEntry, received: &Received) -> Admitted {
+    let envelope = &received.envelope;
+    if let Some(at) = received.position() {
         if entry.last.is_some_and(|last| last.epoch == at.epoch && at.seq <= last.seq) {
             return Admitted::Duplicate;
         }
@@ -95,8 +100,9 @@ pub(super) fn admit(hub: &Hub, entry: &mut GroupEntry, envelope: &Envelope) -> A
 
 /// Outside the lock: renders the publication once per wire format present and offers the shared
 /// bytes to every member (but the one user an envelope may exclude).
-pub(super) fn fan_out(hub: &Hub, group: &Group, members: &[Arc<SocketLink>], envelope: &Envelope) {
-    if let Some(at_ms) = envelope.at {
+pub(super) fn fan_out(hub: &Hub, group: &Group, members: &[Arc<SocketLink>], received: &Received) {
+    let (envelope, seq) = (&received.envelope, received.position().map(|at| at.seq));
+    if let Some(at_ms) = received.stamp.map(|stamp| stamp.at) {
         let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
         hub.metrics.delivery_latency.observe(now_ms.saturating_sub(at_ms) as f64 / 1000.0);
     }
@@ -109,7 +115,7 @@ pub(super) fn fan_out(hub: &Hub, group: &Group, members: &[Arc<SocketLink>], env
         }
         let frame = rendered[link.format.slot()].get_or_insert_with(|| {
             let bytes = hub.renderer.render(link.format, envelope)?;
-            Some(Frame { seq: envelope.seq, bytes })
+            Some(Frame { seq, bytes })
         });
         if let Some(frame) = frame {
             if link.offer(group, frame, &hub.metrics) {

@@ -30,7 +30,7 @@ pub(super) async fn dispatch(
                 let Some(inbound) = inbound else { return };
                 let Some(hub) = hub.upgrade() else { return };
                 match inbound {
-                    Inbound::Message { group, payload } => deliver(&hub, &group, &payload),
+                    Inbound::Message { group, publication } => deliver(&hub, &group, &publication),
                     Inbound::Reconnected => {
                         Metrics::incr(&hub.metrics.broker_reconnects);
                         hub.manager.resync();

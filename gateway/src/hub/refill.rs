@@ -8,11 +8,11 @@
 //! and skipped). What a window no longer holds is counted (`gateway_window_gaps_total`).
 
 use shared::broker::{Broker, WindowRead};
-use shared::event::{Envelope, Group, Position};
+use shared::event::{Group, Position};
 
 use super::commands::Refill;
 use super::delivery::{admit, decode, fan_out, Admitted};
-use super::registry::Hub;
+use super::registry::{Hub, Received};
 use crate::metrics::Metrics;
 
 /// Groups whose windows are read in one broker call.
@@ -50,21 +50,21 @@ pub(super) fn finish_refill(hub: &Hub, group: &Group, read: Option<WindowRead>) 
                 entry.last = Some(read.current);
             }
         }
-        let from_window: Vec<Envelope> =
+        let from_window: Vec<Received> =
             read.map(|r| r.entries).unwrap_or_default().iter().filter_map(|p| decode(group, p)).collect();
         let window_len = from_window.len();
         // Sorted by position (stable: a publication without one keeps its place first), so
         // that the window's and the live copies of one publication meet and the second is
         // skipped as a duplicate; both lists are in order already.
-        let mut all: Vec<(usize, Envelope)> = from_window.into_iter().chain(waiting).enumerate().collect();
-        all.sort_by_key(|(_, envelope)| envelope.position().unwrap_or_default());
+        let mut all: Vec<(usize, Received)> = from_window.into_iter().chain(waiting).enumerate().collect();
+        all.sort_by_key(|(_, received)| received.position().unwrap_or_default());
         let mut admitted = Vec::with_capacity(all.len());
         let mut refilled = 0;
-        for (i, envelope) in all {
-            match admit(hub, entry, &envelope) {
+        for (i, received) in all {
+            match admit(hub, entry, &received) {
                 Admitted::Duplicate => continue,
                 Admitted::ToAccess => {}
-                Admitted::ToMembers => admitted.push(envelope),
+                Admitted::ToMembers => admitted.push(received),
             }
             if i < window_len {
                 refilled += 1;
@@ -76,8 +76,8 @@ pub(super) fn finish_refill(hub: &Hub, group: &Group, read: Option<WindowRead>) 
         }
         (entry.snapshot(), admitted, refilled)
     };
-    for envelope in &admitted {
-        fan_out(hub, group, &members, envelope);
+    for received in &admitted {
+        fan_out(hub, group, &members, received);
     }
     hub.metrics.window_refills.inc_by(refilled as u64);
     refilled

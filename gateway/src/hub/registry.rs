@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use shared::event::{Event, Group, Position};
+use shared::event::{Envelope, Event, Group, Position, Stamp};
 use shared::ids::{MessageId, UserId};
 use tokio::sync::{mpsc, watch};
 
@@ -31,6 +31,19 @@ use crate::metrics::Metrics;
 /// How long an emptied group stays subscribed (so that a reconnecting client does not cause an
 /// UNSUBSCRIBE/SUBSCRIBE pair).
 pub(super) const LINGER: Duration = Duration::from_secs(2);
+
+/// A publication as the hub holds it: decoded, with the broker's stamp beside it (where it stands
+/// in its group, when it went out), which the hub reads instead of the envelope's copy.
+pub(super) struct Received {
+    pub(super) stamp: Option<Stamp>,
+    pub(super) envelope: Envelope,
+}
+
+impl Received {
+    pub(super) fn position(&self) -> Option<Position> {
+        self.stamp.map(|stamp| stamp.position)
+    }
+}
 
 /// A group's members as one publication sees them.
 pub(super) type Members = Arc<[Arc<SocketLink>]>;
@@ -51,7 +64,7 @@ pub(super) struct GroupEntry {
     /// group started; `None` until the manager has read it.
     pub(super) last: Option<Position>,
     /// `Some` while the group refills after a reconnect: live publications wait here, decoded.
-    pub(super) waiting: Option<Vec<shared::event::Envelope>>,
+    pub(super) waiting: Option<Vec<Received>>,
     /// Live publications dropped because `waiting` was full (a gap, counted at the refill).
     pub(super) overflowed: bool,
     /// The control group's entry: its events go to the access task, not to sockets.

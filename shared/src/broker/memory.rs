@@ -16,7 +16,7 @@ use bytes::Bytes;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::{BrokerError, GroupLog, Inbound, JobQueue, Once, PubSub, WindowRead, INBOX_CAPACITY};
+use super::{BrokerError, GroupLog, Inbound, JobQueue, Once, PubSub, Publication, WindowRead, INBOX_CAPACITY};
 use crate::config::GroupWindow;
 use crate::event::{self, Group, Position};
 use crate::jobs::{DeadLetter, JobEntry};
@@ -250,7 +250,10 @@ impl MemoryBroker {
             log.window.push_back((log.seq, payload.clone()));
         }
         for node in state.nodes.iter().filter(|n| n.groups.contains(group)) {
-            let message = Inbound::Message { group: group.clone(), payload: payload.clone() };
+            // As Redis hands it over: the stamp read from the bytes (none on a payload that is
+            // not a JSON object, which `event::stamp` leaves as it is).
+            let publication = Publication::received(payload.clone());
+            let message = Inbound::Message { group: group.clone(), publication };
             if node.inbox.try_send(message).is_err() {
                 // Same contract as Redis's pub/sub output limit: a node that cannot keep up loses
                 // live publications (the durable copy is in the jobs stream).

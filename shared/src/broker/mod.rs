@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::event::{Group, Position};
+use crate::event::{Group, Position, Stamp};
 use crate::jobs::{DeadLetter, JobEntry};
 
 #[cfg(any(test, feature = "contract"))]
@@ -44,11 +44,28 @@ pub enum BrokerError {
     Journal(String),
 }
 
+/// A publication as the broker hands it over: its stamp beside its bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    /// Where it stands in its group's numbering and when it went out; `None` for a payload the
+    /// broker did not stamp.
+    pub stamp: Option<Stamp>,
+    /// The stamped envelope, as it crossed the broker.
+    pub payload: Bytes,
+}
+
+impl Publication {
+    /// A publication received as bytes, its stamp read from their front (`event::read_stamp`).
+    pub fn received(payload: Bytes) -> Self {
+        Self { stamp: crate::event::read_stamp(&payload), payload }
+    }
+}
+
 /// What arrives on a node's inbox.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
     /// A publication on a group this node subscribed to.
-    Message { group: Group, payload: Bytes },
+    Message { group: Group, publication: Publication },
     /// The pub/sub connection was (re)established and holds no subscriptions: subscribe again.
     Reconnected,
     /// The pub/sub connection was lost; publications are missed until `Reconnected`.
@@ -60,7 +77,7 @@ pub enum Inbound {
 pub struct WindowRead {
     /// The stamped publications after the position asked for, oldest first. After a new epoch
     /// (the counter was lost and started again), everything the window holds of the new one.
-    pub entries: Vec<Bytes>,
+    pub entries: Vec<Publication>,
     /// False when publications after the position are missing from `entries` (trimmed or
     /// expired from the window, or lost with Redis's data): the reader has a gap it cannot fill.
     pub complete: bool,
@@ -83,7 +100,8 @@ impl WindowRead {
             let start = Position::counter_start(current.epoch);
             current.seq == start || first == Some(start + 1)
         };
-        Self { entries: entries.into_iter().map(|(_, payload)| payload).collect(), complete, current }
+        let entries = entries.into_iter().map(|(_, payload)| Publication::received(payload)).collect();
+        Self { entries, complete, current }
     }
 }
 

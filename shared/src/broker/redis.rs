@@ -22,7 +22,7 @@ use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOpt
 use redis::AsyncCommands;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BrokerError, GroupLog, Inbound, JobQueue, Once, PubSub, WindowRead, INBOX_CAPACITY};
+use super::{BrokerError, GroupLog, Inbound, JobQueue, Once, PubSub, Publication, WindowRead, INBOX_CAPACITY};
 use crate::config::GroupWindow;
 use crate::event::{Group, Position};
 use crate::jobs::{DeadLetter, JobEntry};
@@ -615,10 +615,8 @@ async fn subscriber_task(
                 message = stream.next() => {
                     let Some(message) = message else { break };
                     let Some(group) = keys.group_of(message.get_channel_name()) else { continue };
-                    let inbound = Inbound::Message {
-                        group: Group::from_name(group),
-                        payload: Bytes::copy_from_slice(message.get_payload_bytes()),
-                    };
+                    let payload = Bytes::copy_from_slice(message.get_payload_bytes());
+                    let inbound = Inbound::Message { group: Group::from_name(group), publication: Publication::received(payload) };
                     if inbox.send(inbound).await.is_err() {
                         return;
                     }

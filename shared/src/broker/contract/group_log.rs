@@ -37,8 +37,11 @@ pub async fn publications_are_numbered_per_group_and_kept_in_its_window(f: &impl
     let after_second = Position { seq: start(at[0]) + 2, ..at[0] };
     let reads = b.window_since(&[(one.clone(), after_second), (one.clone(), Position::default())]).await.unwrap();
     assert!(reads[0].complete && reads[1].complete);
-    assert_eq!(reads[0].entries.iter().map(|p| decoded(p).1).collect::<Vec<_>>(), vec![3, 4]);
-    assert_eq!(reads[1].entries.iter().map(|p| decoded(p).1).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(reads[0].entries.iter().map(|p| decoded(&p.payload).1).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(reads[1].entries.iter().map(|p| decoded(&p.payload).1).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    for p in reads.iter().flat_map(|r| &r.entries) {
+        assert_eq!(p.stamp.map(|s| s.position), Some(decoded(&p.payload).0), "each entry's stamp beside its bytes");
+    }
     // Up to date: nothing, complete.
     let read = &b.window_since(&[(one.clone(), at[0])]).await.unwrap()[0];
     assert!(read.complete && read.entries.is_empty());
@@ -56,7 +59,7 @@ pub async fn a_trimmed_window_is_reported_incomplete(f: &impl NodeFactory) {
     assert_eq!(at.seq, start + 700);
     let read = &a.window_since(&[(long.clone(), Position { seq: start + 1, ..at })]).await.unwrap()[0];
     assert!(!read.complete, "seq 2 is long gone from a window of {}", GroupWindow::default().len);
-    let kept: Vec<u64> = read.entries.iter().map(|p| decoded(p).0.seq).collect();
+    let kept: Vec<u64> = read.entries.iter().map(|p| decoded(&p.payload).0.seq).collect();
     assert!(kept.len() >= GroupWindow::default().len, "the window keeps at least its length");
     assert_eq!(kept, (kept[0]..=start + 700).collect::<Vec<_>>(), "what is kept is the latest, in order");
 }

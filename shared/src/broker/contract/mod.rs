@@ -32,8 +32,13 @@ pub(super) async fn next_message(inbox: &mut mpsc::Receiver<Inbound>) -> (Group,
             .await
             .expect("no publication arrived")
             .expect("inbox closed");
-        if let Inbound::Message { group, payload } = inbound {
-            return (group, payload);
+        if let Inbound::Message { group, publication } = inbound {
+            // The stamp handed beside the bytes is the one they carry (none on a payload that is
+            // not an envelope).
+            let envelope = Envelope::decode(&publication.payload).ok();
+            let carried = envelope.as_ref().and_then(|e| Some((e.position()?, e.at?)));
+            assert_eq!(publication.stamp.map(|s| (s.position, s.at)), carried, "stamp beside the bytes");
+            return (group, publication.payload);
         }
     }
 }
