@@ -8,7 +8,8 @@
 //! again to everything it holds.
 //!
 //! Every publication to a group is numbered (`event::Position`, stamped into the payload by
-//! `event::stamp`) and kept in the group's window (`config::GroupWindow`), in the same atomic
+//! `event::stamp`, and handed to receivers with the stamp read back beside the bytes:
+//! `Publication`) and kept in the group's window (`config::GroupWindow`), in the same atomic
 //! step as it goes out: a node back from a lost connection reads what it missed with
 //! `window_since`, and no publication is both missing live and absent from the window. Two
 //! implementations pass the same `contract` suites: `memory` (embedded mode, one process) and
