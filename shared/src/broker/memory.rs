@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{BrokerError, GroupLog, Inbound, JobQueue, Once, PubSub, Publication, WindowRead, INBOX_CAPACITY};
 use crate::config::GroupWindow;
-use crate::event::{self, Group, Position};
+use crate::event::{self, Group, Position, Stamp};
 use crate::jobs::{DeadLetter, JobEntry};
 
 #[derive(Clone)]
@@ -242,7 +242,11 @@ impl MemoryBroker {
         log.last_publication = Some(now);
         let at_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
         let position = Position { epoch: log.epoch, seq: log.seq };
-        let payload = event::stamp(position, at_ms, payload);
+        let stamped = event::stamp(position, at_ms, payload);
+        // The stamp beside the bytes, known here rather than read back from them; none when
+        // `stamp` left the payload as it was (not a JSON object).
+        let stamp = (stamped.len() != payload.len()).then_some(Stamp { position, at: at_ms });
+        let payload = stamped;
         if state.window.len > 0 {
             if log.window.len() == state.window.len {
                 log.window.pop_front();
@@ -250,9 +254,7 @@ impl MemoryBroker {
             log.window.push_back((log.seq, payload.clone()));
         }
         for node in state.nodes.iter().filter(|n| n.groups.contains(group)) {
-            // As Redis hands it over: the stamp read from the bytes (none on a payload that is
-            // not a JSON object, which `event::stamp` leaves as it is).
-            let publication = Publication::received(payload.clone());
+            let publication = Publication { stamp, payload: payload.clone() };
             let message = Inbound::Message { group: group.clone(), publication };
             if node.inbox.try_send(message).is_err() {
                 // Same contract as Redis's pub/sub output limit: a node that cannot keep up loses
