@@ -129,7 +129,7 @@ async fn replay(
             continue;
         }
         if let Some(frame) = protocol.render_numbered(envelope) {
-            resume.backlog.push(Frame { seq: Some(seq), bytes: Utf8Bytes::from(frame) });
+            resume.backlog.push(frame);
             resume.backlog_at.push(envelope.at.unwrap_or(0));
         }
     }
@@ -218,9 +218,9 @@ fn base36(mut n: u64) -> String {
 /// without a `seq` as it is.
 pub(crate) fn with_token(frame: Frame, positions: Option<&BTreeMap<Group, u64>>) -> Frame {
     let (Some(positions), Some(seq)) = (positions, frame.seq) else { return frame };
-    // The bytes start with the `seq` they were rendered with (`with_leading_fields`).
-    let head = format!("{{\"seq\":{seq}");
-    let fields = frame.bytes.as_str()[head.len()..].strip_prefix(',').unwrap_or(&frame.bytes.as_str()[head.len()..]);
+    // A numbered frame's bytes start with its `seq` (`with_leading_fields`).
+    let Some(rest) = frame.bytes.as_str().strip_prefix(&format!("{{\"seq\":{seq}")) else { return frame };
+    let fields = rest.strip_prefix(',').unwrap_or(rest);
     let bytes = with_leading_fields(seq, Some(&ResumeToken::encode(positions)), fields);
     Frame { seq: Some(seq), bytes: Utf8Bytes::from(bytes) }
 }

@@ -101,7 +101,7 @@ pub(super) fn admit(hub: &Hub, entry: &mut GroupEntry, received: &Received) -> A
 /// Outside the lock: renders the publication once per wire format present and offers the shared
 /// bytes to every member (but the one user an envelope may exclude).
 pub(super) fn fan_out(hub: &Hub, group: &Group, members: &[Arc<SocketLink>], received: &Received) {
-    let (envelope, seq) = (&received.envelope, received.position().map(|at| at.seq));
+    let envelope = &received.envelope;
     if let Some(at_ms) = received.stamp.map(|stamp| stamp.at) {
         let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
         hub.metrics.delivery_latency.observe(now_ms.saturating_sub(at_ms) as f64 / 1000.0);
@@ -113,10 +113,7 @@ pub(super) fn fan_out(hub: &Hub, group: &Group, members: &[Arc<SocketLink>], rec
         if envelope.except_user.is_some() && envelope.except_user == link.user {
             continue;
         }
-        let frame = rendered[link.format.slot()].get_or_insert_with(|| {
-            let bytes = hub.renderer.render(link.format, envelope)?;
-            Some(Frame { seq, bytes })
-        });
+        let frame = rendered[link.format.slot()].get_or_insert_with(|| hub.renderer.render(link.format, envelope));
         if let Some(frame) = frame {
             if link.offer(group, frame, &hub.metrics) {
                 offered += 1;

@@ -43,6 +43,7 @@ impl Frame {
 
 /// Turns publications into frames, per format.
 pub(crate) trait Renderer: Send + Sync {
-    /// `format`'s frame for `envelope`, or `None` if sockets of that format do not receive it.
-    fn render(&self, format: Format, envelope: &Envelope) -> Option<Utf8Bytes>;
+    /// `format`'s frame for `envelope`, or `None` if sockets of that format do not receive it; its
+    /// `seq` set when its bytes carry one.
+    fn render(&self, format: Format, envelope: &Envelope) -> Option<Frame>;
 }

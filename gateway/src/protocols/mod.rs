@@ -6,7 +6,7 @@ use axum::extract::ws::Utf8Bytes;
 use shared::event::{Envelope, Event};
 
 use crate::errors::ClientError;
-use crate::hub::{Attached, Format, Renderer};
+use crate::hub::{Attached, Format, Frame, Renderer};
 use crate::node::Node;
 
 pub(crate) mod chat;
@@ -64,12 +64,14 @@ impl Protocol {
     /// This format's frame for a publication, carrying the group's `seq` as its first field when
     /// the broker numbered it (an added field: the guides' clients ignore it; a client that keeps
     /// the last one can resume from it, `crate::resume`).
-    pub(crate) fn render_numbered(self, envelope: &Envelope) -> Option<String> {
+    /// The frame's `seq` is set exactly when its bytes carry one (a frame that is not a JSON object
+    /// goes out as it is, unnumbered).
+    pub(crate) fn render_numbered(self, envelope: &Envelope) -> Option<Frame> {
         let frame = self.render(&envelope.event)?;
-        match (envelope.seq, frame.strip_prefix('{')) {
-            (Some(seq), Some(fields)) => Some(with_leading_fields(seq, None, fields)),
-            _ => Some(frame),
-        }
+        Some(match (envelope.seq, frame.strip_prefix('{')) {
+            (Some(seq), Some(fields)) => Frame { seq: Some(seq), bytes: with_leading_fields(seq, None, fields).into() },
+            _ => Frame::plain(frame.into()),
+        })
     }
 
     /// This format's frame for `event`, or `None` if sockets of this format do not receive it.
@@ -108,9 +110,9 @@ pub(crate) fn with_leading_fields(seq: u64, token: Option<&str>, fields: &str) -
 pub(crate) struct Wire;
 
 impl Renderer for Wire {
-    fn render(&self, format: Format, envelope: &Envelope) -> Option<Utf8Bytes> {
+    fn render(&self, format: Format, envelope: &Envelope) -> Option<Frame> {
         let protocol = Protocol::ALL.into_iter().find(|p| p.format() == format)?;
-        protocol.render_numbered(envelope).map(Utf8Bytes::from)
+        protocol.render_numbered(envelope)
     }
 }
 
