@@ -102,10 +102,11 @@ async fn connect(
     config: &GatewayConfig,
     store: &Store,
 ) -> Result<(Arc<dyn Broker>, mpsc::Receiver<Inbound>, Arc<dyn Presence>), BuildError> {
-    Ok(match &config.redis_url {
-        Some(url) => {
-            let (broker, inbox) = RedisBroker::with_subscriber(url, &config.redis_prefix, config.window)?;
-            let presence = Arc::new(RedisPresence::new(broker.pool(), &config.redis_prefix));
+    Ok(match &config.redis {
+        Some(target) => {
+            let (broker, inbox) = RedisBroker::with_subscriber(target, &config.redis_prefix, config.window)?;
+            let broker = broker.with_replica_acks(config.replica_acks);
+            let presence = Arc::new(RedisPresence::new(broker.commands(), &config.redis_prefix));
             (Arc::new(broker), inbox, presence)
         }
         None => {

@@ -1,8 +1,9 @@
 //! Pub/sub liveness. A subscriber connection can stop delivering without closing (a stalled
 //! proxy, a half-dead TCP connection): publishes still succeed and nothing says that this node's
-//! sockets hear nothing. So every `canary_interval` the node publishes a numbered canary to its
-//! own group and waits, up to the same interval, for it to come back through its subscriber
-//! connection (the hub records the last one seen). One that does not come back makes the node
+//! sockets hear nothing. So every `canary_interval` the node publishes a numbered canary to each
+//! of its own canary groups (one per bucket: on a Redis Cluster, one through every master and
+//! so every sharded subscriber connection) and waits, up to the same interval, for all of them
+//! to come back (the hub records the last one seen per group). One that does not come back makes the node
 //! not ready (`/readyz` 503), counts in `gateway_canary_failures_total`, and has the broker drop
 //! the connection and make a new one, after which the hub subscribes again to everything it
 //! holds. The node is ready again when a canary comes back.
@@ -11,9 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::json;
 use shared::broker::PubSub;
-use shared::event::{Envelope, Event};
+use shared::event::{Envelope, Event, Group};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
@@ -50,7 +52,9 @@ impl Canary {
             }
             number += 1;
             let canary = Envelope::to_all(Event::Raw { event: json!({ "canary": number }) }).encode();
-            if self.broker.publish(hub.canary_group(), canary).await.is_err() {
+            let canaries: Vec<(Group, Bytes)> =
+                hub.canary_groups().iter().map(|g| (g.clone(), canary.clone())).collect();
+            if self.broker.publish_all(&canaries, &[]).await.is_err() {
                 // Redis is unreachable, which the broker and `/readyz` already say; the canary
                 // is about a connection that looks fine and delivers nothing.
                 continue;

@@ -5,7 +5,7 @@
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use shared::auth::JwtKey;
-use shared::config::{GatewayConfig, ReadBy};
+use shared::config::{GatewayConfig, ReadBy, RedisTarget};
 
 #[derive(Parser)]
 #[command(
@@ -50,12 +50,17 @@ pub(crate) fn parse(args: &[String]) -> Result<Command, clap::Error> {
 
 /// What `check-config` prints for a valid configuration.
 pub(crate) fn describe(config: &GatewayConfig) -> String {
-    let mode = match &config.redis_url {
+    let mode = match &config.redis {
         None => format!(
             "embedded mode, data in {}",
             config.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()
         ),
-        Some(_) => "cluster mode (REDIS_URL and DATABASE_URL set)".to_owned(),
+        Some(RedisTarget::Single(_)) => "cluster mode on one Redis (REDIS_URL and DATABASE_URL set)".to_owned(),
+        Some(target @ RedisTarget::Cluster(_)) => format!(
+            "cluster mode on a Redis Cluster ({}; REDIS_CLUSTER_NODES and DATABASE_URL set), replica acks {}",
+            target.describe(),
+            config.replica_acks
+        ),
     };
     format!("configuration OK: {mode}; listening on {}", config.bind)
 }
@@ -130,7 +135,8 @@ mod tests {
         let key = JwtKey::Hs256("s3cret".into());
         let config = GatewayConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
-            redis_url: None,
+            redis: None,
+            replica_acks: 0,
             database_url: "sqlite::memory:".into(),
             jwt: key.clone(),
             api_key: "k".into(),

@@ -1,4 +1,5 @@
-//! The load generator behind the benchmarks (`bench/`).
+//! The load generator behind the benchmarks (`bench/`). A `REDIS_URL` argument is a `redis://`
+//! URL, or `cluster:` and a Redis Cluster's seed nodes (`cluster:127.0.0.1:7000,127.0.0.1:7001`).
 //!
 //! * `loadgen idle URL COUNT`: opens COUNT WebSockets to URL, prints `connected N`, then holds
 //!   them open until stdin closes (bench/idle-memory.sh).
@@ -27,10 +28,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_util::StreamExt;
 use shared::broker::RedisBroker;
+use shared::connection::{Commands, RedisTarget};
 use shared::event::SessionMessage;
 use shared::ids::{MessageId, SessionId, UserId};
 use shared::jobs::Job;
-use shared::keys::Keys;
+use shared::keys::{Keys, BUCKETS};
 use shared::store::{Store, UserRecord};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
@@ -86,17 +88,23 @@ async fn idle(url: &str, count: usize) -> anyhow::Result<()> {
 const USERS: usize = 200;
 const PREFIX: &str = "bench:";
 
-/// Appends `count` session-message jobs in pipelines of 1000 (one round trip each).
-async fn fill(
-    conn: &mut redis::aio::MultiplexedConnection,
-    sessions: &[(SessionId, UserId)],
-    count: usize,
-) -> anyhow::Result<()> {
-    let stream = Keys::new(PREFIX).jobs_stream();
+/// The Redis of a `REDIS` argument: a URL, or `cluster:` and the seed nodes
+/// (`cluster:127.0.0.1:7000,127.0.0.1:7001`).
+fn redis_target(arg: &str) -> anyhow::Result<RedisTarget> {
+    match arg.strip_prefix("cluster:") {
+        Some(nodes) => RedisTarget::cluster_from_list(nodes).context("cluster: names no node"),
+        None => Ok(RedisTarget::Single(arg.to_owned())),
+    }
+}
+
+/// Appends `count` session-message jobs, spread over the buckets' streams, in pipelines of up to
+/// 1000 per bucket (one round trip each).
+async fn fill(commands: &Commands, sessions: &[(SessionId, UserId)], count: usize) -> anyhow::Result<()> {
+    let keys = Keys::new(PREFIX);
     let mut sent = 0;
     while sent < count {
-        let mut pipe = redis::pipe();
-        for i in sent..(sent + 1000).min(count) {
+        let mut pipes: Vec<redis::Pipeline> = (0..BUCKETS).map(|_| redis::pipe()).collect();
+        for i in sent..(sent + 1000 * BUCKETS).min(count) {
             let (session, sender) = &sessions[i % sessions.len()];
             let job = Job::SessionMessage(SessionMessage {
                 message_id: MessageId::new(),
@@ -106,16 +114,26 @@ async fn fill(
                 content: format!("benchmark message {i}"),
                 created_at: shared::time::now(),
             });
-            pipe.xadd(&stream, "*", &[("job", job.encode().as_ref())]).ignore();
+            pipes[i % BUCKETS].xadd(keys.jobs_stream(i % BUCKETS), "*", &[("job", job.encode().as_ref())]).ignore();
         }
-        let _: () = pipe.query_async(conn).await?;
-        sent = (sent + 1000).min(count);
+        for pipe in pipes {
+            let _: () = pipe.query_async(&mut commands.conn().await?).await?;
+        }
+        sent = (sent + 1000 * BUCKETS).min(count);
     }
     Ok(())
 }
 
-async fn backlog(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<usize> {
-    Ok(redis::cmd("XLEN").arg(Keys::new(PREFIX).jobs_stream()).query_async(conn).await?)
+/// Jobs not yet persisted, over every bucket's stream.
+async fn backlog(commands: &Commands) -> anyhow::Result<usize> {
+    let keys = Keys::new(PREFIX);
+    let mut total = 0;
+    for bucket in 0..BUCKETS {
+        let len: usize =
+            redis::cmd("XLEN").arg(keys.jobs_stream(bucket)).query_async(&mut commands.conn().await?).await?;
+        total += len;
+    }
+    Ok(total)
 }
 
 async fn persist(
@@ -128,15 +146,15 @@ async fn persist(
 ) -> anyhow::Result<()> {
     let store = Store::connect(db_url, 16).await.context("database")?;
     let sessions = bench_sessions(&store).await?;
-    let client = redis::Client::open(redis_url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let target = redis_target(redis_url)?;
+    let commands = Commands::new(&target)?;
 
     // Phase 1: a full stream, drained as fast as the workers go.
-    fill(&mut conn, &sessions, messages).await?;
+    fill(&commands, &sessions, messages).await?;
     let stop = CancellationToken::new();
     let started = Instant::now();
     for w in 0..workers {
-        let broker = Arc::new(RedisBroker::new(redis_url, PREFIX)?);
+        let broker = Arc::new(RedisBroker::new(&target, PREFIX)?);
         let settings = worker::WorkerSettings {
             consumer: format!("bench-{w}"),
             batch_size: 1024,
@@ -155,7 +173,7 @@ async fn persist(
             }
         });
     }
-    while backlog(&mut conn).await? > 0 {
+    while backlog(&commands).await? > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -172,10 +190,10 @@ async fn persist(
     let mut interval = tokio::time::interval(Duration::from_millis(100));
     for _ in 0..ticks {
         interval.tick().await;
-        samples.push(backlog(&mut conn).await?);
-        fill(&mut conn, &sessions, per_tick).await?;
+        samples.push(backlog(&commands).await?);
+        fill(&commands, &sessions, per_tick).await?;
     }
-    while backlog(&mut conn).await? > 0 {
+    while backlog(&commands).await? > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.cancel();
@@ -223,7 +241,7 @@ async fn latency(redis_url: &str, db_url: &str, rate: u64, seconds: u64, prefix:
     let store = Store::connect(db_url, 4).await.context("database")?;
     let Store::Postgres(pool) = store.clone() else { anyhow::bail!("latency needs a postgres:// DATABASE_URL") };
     let sessions = bench_sessions(&store).await?;
-    let broker = RedisBroker::new(redis_url, prefix)?;
+    let broker = RedisBroker::new(&redis_target(redis_url)?, prefix)?;
     let total = rate * seconds;
     let sent: Arc<std::sync::Mutex<HashMap<uuid::Uuid, Instant>>> = Arc::default();
     let done = CancellationToken::new();

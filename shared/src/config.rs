@@ -7,11 +7,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::auth::JwtKey;
+pub use crate::connection::RedisTarget;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{name} is required in cluster mode (REDIS_URL is set)")]
+    #[error("{name} is required in cluster mode (REDIS_URL or REDIS_CLUSTER_NODES is set)")]
     Missing { name: &'static str },
+    #[error("set REDIS_URL (one Redis) or REDIS_CLUSTER_NODES (a Redis Cluster), not both")]
+    BothRedis,
     #[error("{name} is required")]
     Required { name: &'static str },
     #[error("{name}={value:?} is not valid: {reason}")]
@@ -141,7 +144,10 @@ impl GroupWindow {
 pub struct GatewayConfig {
     pub bind: SocketAddr,
     /// `None` is embedded mode: in-process broker and worker.
-    pub redis_url: Option<String>,
+    pub redis: Option<RedisTarget>,
+    /// Replicas that must have each publication before its sender hears it went out
+    /// (`GATEWAY_REDIS_REPLICA_ACKS`).
+    pub replica_acks: u32,
     pub database_url: String,
     pub jwt: JwtKey,
     pub api_key: String,
@@ -159,7 +165,9 @@ pub struct GatewayConfig {
 /// Everything a worker process needs. `Debug` redacts the URLs' passwords.
 #[derive(Clone)]
 pub struct WorkerConfig {
-    pub redis_url: String,
+    pub redis: RedisTarget,
+    /// As the gateway's: the awards it publishes wait for this many replicas.
+    pub replica_acks: u32,
     pub database_url: String,
     pub redis_prefix: String,
     /// The groups' windows, for the events the worker publishes (same settings as the gateway's).
@@ -190,7 +198,8 @@ impl std::fmt::Debug for GatewayConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayConfig")
             .field("bind", &self.bind)
-            .field("redis_url", &self.redis_url.as_deref().map(redacted_url))
+            .field("redis", &self.redis)
+            .field("replica_acks", &self.replica_acks)
             .field("database_url", &redacted_url(&self.database_url))
             .field("jwt", &self.jwt)
             .field("api_key", &"<redacted>")
@@ -207,7 +216,8 @@ impl std::fmt::Debug for GatewayConfig {
 impl std::fmt::Debug for WorkerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerConfig")
-            .field("redis_url", &redacted_url(&self.redis_url))
+            .field("redis", &self.redis)
+            .field("replica_acks", &self.replica_acks)
             .field("database_url", &redacted_url(&self.database_url))
             .field("redis_prefix", &self.redis_prefix)
             .field("window", &self.window)
@@ -245,7 +255,19 @@ pub const SETTINGS: &[Setting] = &[
         name: "REDIS_URL",
         read_by: ReadBy::Both,
         default: "unset: embedded mode (the worker requires it)",
-        meaning: "Redis; set for cluster mode",
+        meaning: "one Redis; set for cluster mode",
+    },
+    Setting {
+        name: "REDIS_CLUSTER_NODES",
+        read_by: ReadBy::Both,
+        default: "unset",
+        meaning: "a Redis Cluster instead: seed nodes, host:port or redis:// URLs, comma-separated",
+    },
+    Setting {
+        name: "GATEWAY_REDIS_REPLICA_ACKS",
+        read_by: ReadBy::Both,
+        default: "0",
+        meaning: "replicas that must have a publication (WAIT) before it counts as sent",
     },
     Setting {
         name: "DATABASE_URL",
@@ -545,9 +567,9 @@ fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
 impl GatewayConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let bind = parsed("GATEWAY_BIND", SocketAddr::from(([0, 0, 0, 0], 8000)))?;
-        let redis_url = var("REDIS_URL");
+        let redis = redis_target()?;
         let mut generated = Vec::new();
-        let (database_url, jwt, api_key, data_dir) = match &redis_url {
+        let (database_url, jwt, api_key, data_dir) = match &redis {
             Some(_) => {
                 let database_url = var("DATABASE_URL").ok_or(ConfigError::Missing { name: "DATABASE_URL" })?;
                 let jwt = jwt_from_env(var("JWT_SECRET"))?
@@ -584,13 +606,14 @@ impl GatewayConfig {
         };
         Ok(Self {
             bind,
-            redis_url,
+            redis,
+            replica_acks: parsed("GATEWAY_REDIS_REPLICA_ACKS", 0)?,
             database_url,
             jwt,
             api_key,
             anonymous_personal: parsed("GATEWAY_ANONYMOUS_PERSONAL", false)?,
             limits: Limits::from_env()?,
-            redis_prefix: var("GATEWAY_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into()),
+            redis_prefix: redis_prefix()?,
             window: GroupWindow::from_env()?,
             data_dir,
             generated,
@@ -598,16 +621,17 @@ impl GatewayConfig {
     }
 
     pub fn is_embedded(&self) -> bool {
-        self.redis_url.is_none()
+        self.redis.is_none()
     }
 }
 
 impl WorkerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
-            redis_url: var("REDIS_URL").ok_or(ConfigError::Required { name: "REDIS_URL" })?,
+            redis: redis_target()?.ok_or(ConfigError::Required { name: "REDIS_URL (or REDIS_CLUSTER_NODES)" })?,
+            replica_acks: parsed("GATEWAY_REDIS_REPLICA_ACKS", 0)?,
             database_url: var("DATABASE_URL").ok_or(ConfigError::Required { name: "DATABASE_URL" })?,
-            redis_prefix: var("GATEWAY_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into()),
+            redis_prefix: redis_prefix()?,
             window: GroupWindow::from_env()?,
             batch_size: parsed("WORKER_BATCH", 512)?,
             claim_idle: Duration::from_millis(parsed("WORKER_CLAIM_IDLE_MS", 15_000)?),
@@ -616,6 +640,33 @@ impl WorkerConfig {
             metrics_bind: parsed("WORKER_METRICS_BIND", SocketAddr::from(([0, 0, 0, 0], 9100)))?,
         })
     }
+}
+
+/// The Redis of `REDIS_URL` or `REDIS_CLUSTER_NODES` (never both); `None` when neither is set.
+fn redis_target() -> Result<Option<RedisTarget>, ConfigError> {
+    match (var("REDIS_URL"), var("REDIS_CLUSTER_NODES")) {
+        (Some(_), Some(_)) => Err(ConfigError::BothRedis),
+        (Some(url), None) => Ok(Some(RedisTarget::Single(url))),
+        (None, Some(list)) => RedisTarget::cluster_from_list(&list).map(Some).ok_or(ConfigError::Invalid {
+            name: "REDIS_CLUSTER_NODES",
+            value: list,
+            reason: "name at least one node, as host:port or a redis:// URL".into(),
+        }),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `GATEWAY_REDIS_PREFIX`: no braces, which would change the keys' hash tags (see `keys`).
+fn redis_prefix() -> Result<String, ConfigError> {
+    let prefix = var("GATEWAY_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into());
+    if prefix.contains(['{', '}']) {
+        return Err(ConfigError::Invalid {
+            name: "GATEWAY_REDIS_PREFIX",
+            value: prefix,
+            reason: "braces would change the Redis Cluster hash tags of the keys".into(),
+        });
+    }
+    Ok(prefix)
 }
 
 /// `host-pid-random`: unique per process, readable in `XINFO CONSUMERS`.
@@ -656,7 +707,11 @@ mod tests {
         assert_eq!(redacted_url("sqlite:///data/gateway.db"), "sqlite:///data/gateway.db");
         let config = GatewayConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
-            redis_url: Some("redis://:hunter2@redis:6379".into()),
+            redis: Some(RedisTarget::Cluster(vec![
+                "redis://:hunter2@redis-0:6379".into(),
+                "redis://redis-1:6379".into(),
+            ])),
+            replica_acks: 0,
             database_url: "postgres://app:hunter2@db/app".into(),
             jwt: JwtKey::Hs256("hunter2".into()),
             api_key: "hunter2".into(),
@@ -669,7 +724,7 @@ mod tests {
         };
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
-        assert!(printed.contains("redis:6379"), "the rest is still there: {printed}");
+        assert!(printed.contains("redis-0:6379,redis://redis-1:6379"), "the rest is still there: {printed}");
     }
 
     #[cfg(unix)]

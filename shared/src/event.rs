@@ -65,12 +65,6 @@ impl Group {
         Self("control".to_owned())
     }
 
-    /// A node's own liveness group (`crate::broker`): only that node subscribes to it, and it
-    /// publishes a canary there every few seconds to prove its subscriber connection delivers.
-    pub fn canary(node: &str) -> Self {
-        Self(format!("canary:{node}"))
-    }
-
     /// `(kind, id)` of a `kind:id` group, e.g. `("chat", "c1")`.
     pub fn kind_and_id(&self) -> Option<(&str, &str)> {
         self.0.split_once(':')

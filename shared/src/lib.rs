@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod connection;
 pub mod event;
 pub mod ids;
 pub mod jobs;

@@ -7,10 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway::{Gateway, LocalSockets};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use serde_json::{json, Value};
 use shared::auth::JwtKey;
 use shared::broker::RedisBroker;
 use shared::config::{GatewayConfig, GroupWindow, Limits};
+use shared::connection::{Commands, Conn, RedisTarget};
+use shared::event::Group;
+use shared::keys::{Keys, BUCKETS};
 use shared::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -80,9 +84,53 @@ impl Drop for Node {
 pub const JWT_SECRET: &str = "test-secret-0123456789";
 pub const API_KEY: &str = "test-api-key";
 
+/// The suite's switch to a Redis Cluster: `scripts/test` starts one and runs the core flows a
+/// second time with its seed nodes here. Unset: every test starts a Redis of its own.
+pub const REDIS_CLUSTER_ENV: &str = "GATEWAY_TEST_REDIS_CLUSTER";
+
+/// The Redis Cluster the suite runs on, if `REDIS_CLUSTER_ENV` names one.
+pub fn suite_redis_cluster() -> Option<RedisTarget> {
+    let nodes = std::env::var(REDIS_CLUSTER_ENV).ok()?;
+    Some(
+        RedisTarget::cluster_from_list(&nodes).unwrap_or_else(|| panic!("{REDIS_CLUSTER_ENV}={nodes:?} names no node")),
+    )
+}
+
+/// One Redis process's channels (see `Cluster::channels`).
+#[derive(Debug, Default)]
+pub struct RedisChannels {
+    /// The master's address, or "the redis-server".
+    pub redis: String,
+    pub classic: Vec<String>,
+    pub sharded: Vec<String>,
+}
+
+/// The Redis a test runs on: the suite's Redis Cluster when `REDIS_CLUSTER_ENV` names one, else
+/// a private redis-server (kept here: dropping it stops it).
+pub struct TestRedis {
+    pub server: Option<RedisServer>,
+    pub target: RedisTarget,
+}
+
+impl TestRedis {
+    pub async fn start() -> Self {
+        match suite_redis_cluster() {
+            Some(target) => Self { server: None, target },
+            None => {
+                let server = RedisServer::start().await;
+                let target = RedisTarget::Single(server.url());
+                Self { server: Some(server), target }
+            }
+        }
+    }
+}
+
 /// Redis, a database, gateway nodes and workers sharing them.
 pub struct Cluster {
-    pub redis: RedisServer,
+    /// A private redis-server; `None` on the suite's Redis Cluster.
+    redis_server: Option<RedisServer>,
+    /// Where the nodes and workers connect.
+    target: RedisTarget,
     pub db: TestDb,
     pub prefix: String,
     pub limits: Limits,
@@ -103,10 +151,18 @@ impl Cluster {
 
     /// A cluster whose database is `db` (on a server the test controls).
     pub async fn start_on(nodes: usize, limits: Limits, db: TestDb) -> Self {
-        let redis = RedisServer::start().await;
+        let TestRedis { server: redis_server, target } = TestRedis::start().await;
         let prefix = format!("t{}:", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let mut cluster =
-            Self { redis, db, prefix, limits, window: GroupWindow::default(), nodes: Vec::new(), workers: Vec::new() };
+        let mut cluster = Self {
+            redis_server,
+            target,
+            db,
+            prefix,
+            limits,
+            window: GroupWindow::default(),
+            nodes: Vec::new(),
+            workers: Vec::new(),
+        };
         for _ in 0..nodes {
             cluster.add_node().await;
         }
@@ -123,10 +179,123 @@ impl Cluster {
         cluster
     }
 
+    /// The test's own redis-server, to stop, freeze or restart. Such a test runs on a single
+    /// Redis only (scripts/test leaves it out of the Redis Cluster pass).
+    pub fn redis(&mut self) -> &mut RedisServer {
+        self.redis_server.as_mut().expect("this test controls its own redis-server: it runs on a single Redis only")
+    }
+
+    /// Where the nodes and workers connect: the test's redis-server or the suite's cluster.
+    pub fn target(&self) -> &RedisTarget {
+        &self.target
+    }
+
+    /// A broker on this cluster's Redis, for a test's own publishing and reading.
+    pub fn broker(&self) -> RedisBroker {
+        RedisBroker::new(&self.target, &self.prefix).expect("a broker")
+    }
+
+    /// A connection for reading Redis directly, as an operator would.
+    pub async fn redis_conn(&self) -> Conn {
+        Commands::new(&self.target).expect("redis commands").conn().await.expect("a redis connection")
+    }
+
+    /// Jobs read by a worker and not acked yet, over every bucket's stream (`XPENDING`).
+    pub async fn pending_jobs(&self) -> i64 {
+        let keys = Keys::new(&self.prefix);
+        let mut conn = self.redis_conn().await;
+        let mut pending = 0;
+        for bucket in 0..BUCKETS {
+            let summary: redis::Value = redis::cmd("XPENDING")
+                .arg(keys.jobs_stream(bucket))
+                .arg("workers")
+                .query_async(&mut conn)
+                .await
+                .unwrap_or(redis::Value::Nil);
+            if let redis::Value::Array(items) = summary {
+                if let Some(redis::Value::Int(n)) = items.first() {
+                    pending += n;
+                }
+            }
+        }
+        pending
+    }
+
+    /// How many connections are subscribed to `group`'s channel, seen from Redis as an operator
+    /// would: `PUBSUB NUMSUB` on one Redis, `PUBSUB SHARDNUMSUB` on the master of its slot.
+    pub async fn subscribers(&self, group: &Group) -> i64 {
+        let channel = Keys::new(&self.prefix).channel(group);
+        let reply: (String, i64) = match self.redis_conn().await {
+            Conn::Cluster(mut conn) => {
+                let route = Route::with_key(&channel, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let mut numsub = redis::cmd("PUBSUB");
+                numsub.arg("SHARDNUMSUB").arg(&channel);
+                let value = conn.route_command(numsub, routing).await.expect("PUBSUB SHARDNUMSUB");
+                redis::from_redis_value(value).expect("a channel and a count")
+            }
+            mut conn => redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(&mut conn).await.unwrap(),
+        };
+        reply.1
+    }
+
+    /// The pub/sub channels of this cluster's prefix matching `pattern` (after the prefix), as an
+    /// operator lists them: per Redis (one entry on a single Redis, one per master on a cluster),
+    /// the classic ones (`PUBSUB CHANNELS`) and the sharded ones (`PUBSUB SHARDCHANNELS`).
+    pub async fn channels(&self, pattern: &str) -> Vec<RedisChannels> {
+        let pattern = format!("{}{pattern}", self.prefix);
+        let ask = |sub: &str| {
+            let mut cmd = redis::cmd("PUBSUB");
+            cmd.arg(sub).arg(&pattern);
+            cmd
+        };
+        match self.redis_conn().await {
+            Conn::Cluster(mut conn) => {
+                let mut per_master: Vec<RedisChannels> = Vec::new();
+                for (sub, sharded) in [("CHANNELS", false), ("SHARDCHANNELS", true)] {
+                    let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                    let reply = conn.route_command(ask(sub), routing).await.expect("PUBSUB on every master");
+                    let by_master: Vec<(String, Vec<String>)> =
+                        redis::from_redis_value(reply).expect("address → channels");
+                    for (master, channels) in by_master {
+                        let index = match per_master.iter().position(|m| m.redis == master) {
+                            Some(index) => index,
+                            None => {
+                                per_master.push(RedisChannels { redis: master, ..Default::default() });
+                                per_master.len() - 1
+                            }
+                        };
+                        let entry = &mut per_master[index];
+                        if sharded {
+                            entry.sharded = channels
+                        } else {
+                            entry.classic = channels
+                        }
+                    }
+                }
+                per_master
+            }
+            mut conn => {
+                let classic: Vec<String> = ask("CHANNELS").query_async(&mut conn).await.unwrap();
+                let sharded: Vec<String> = ask("SHARDCHANNELS").query_async(&mut conn).await.unwrap();
+                vec![RedisChannels { redis: "the redis-server".into(), classic, sharded }]
+            }
+        }
+    }
+
+    /// The variable and value that point a process at this cluster's Redis.
+    fn redis_env(&self) -> (&'static str, String) {
+        match &self.target {
+            RedisTarget::Single(url) => ("REDIS_URL", url.clone()),
+            RedisTarget::Cluster(nodes) => ("REDIS_CLUSTER_NODES", nodes.join(",")),
+        }
+    }
+
     pub fn node_config(&self) -> GatewayConfig {
         GatewayConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
-            redis_url: Some(self.redis.url()),
+            redis: Some(self.target.clone()),
+            replica_acks: 0,
             database_url: self.db.url(),
             jwt: JwtKey::Hs256(JWT_SECRET.into()),
             api_key: API_KEY.into(),
@@ -152,7 +321,7 @@ impl Cluster {
     /// A worker running in this process (stopped when the cluster is dropped).
     pub async fn start_worker(&mut self) {
         let store = Store::connect(&self.db.url(), 4).await.expect("worker store");
-        let broker = RedisBroker::new(&self.redis.url(), &self.prefix).expect("worker broker");
+        let broker = self.broker();
         let settings = worker::WorkerSettings {
             consumer: format!("in-process-{}", self.workers.len()),
             batch_size: 256,
@@ -179,7 +348,7 @@ impl Cluster {
         let child = Command::new(exe)
             .env("WORKER_METRICS_BIND", "127.0.0.1:0") // a test may name a port in `env`
             .envs(env.iter().copied())
-            .env("REDIS_URL", self.redis.url())
+            .env(self.redis_env().0, self.redis_env().1)
             .env("DATABASE_URL", self.db.url())
             .env("GATEWAY_REDIS_PREFIX", &self.prefix)
             .env("WORKER_CLAIM_IDLE_MS", claim_idle_ms.to_string())
@@ -197,7 +366,7 @@ impl Cluster {
         let mut command = Command::new(exe);
         command
             .args(args)
-            .env("REDIS_URL", self.redis.url())
+            .env(self.redis_env().0, self.redis_env().1)
             .env("DATABASE_URL", self.db.url())
             .env("GATEWAY_REDIS_PREFIX", &self.prefix)
             .env("RUST_LOG", "warn");
@@ -250,7 +419,7 @@ impl Cluster {
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .env("GATEWAY_BIND", addr.to_string())
-            .env("REDIS_URL", self.redis.url())
+            .env(self.redis_env().0, self.redis_env().1)
             .env("DATABASE_URL", self.db.url())
             .env("GATEWAY_REDIS_PREFIX", &self.prefix)
             .env("JWT_SECRET", JWT_SECRET)

@@ -328,7 +328,9 @@ pub async fn main_from_env() -> anyhow::Result<()> {
 /// replays one. Only Redis is needed.
 async fn dead_letters_command(replay: Option<&str>) -> anyhow::Result<()> {
     let config = shared::config::WorkerConfig::from_env()?;
-    let broker = shared::broker::RedisBroker::new(&config.redis_url, &config.redis_prefix)?.with_window(config.window);
+    let broker = shared::broker::RedisBroker::new(&config.redis, &config.redis_prefix)?
+        .with_window(config.window)
+        .with_replica_acks(config.replica_acks);
     match replay {
         Some(id) => {
             anyhow::ensure!(broker.replay_dead_letter(id).await?, "no dead letter {id}");
@@ -355,7 +357,9 @@ pub struct Hooks {
 pub async fn main_with_hooks(hooks: Hooks) -> anyhow::Result<()> {
     let config = shared::config::WorkerConfig::from_env()?;
     let store = Store::connect(&config.database_url, 8).await?;
-    let broker = shared::broker::RedisBroker::new(&config.redis_url, &config.redis_prefix)?.with_window(config.window);
+    let broker = shared::broker::RedisBroker::new(&config.redis, &config.redis_prefix)?
+        .with_window(config.window)
+        .with_replica_acks(config.replica_acks);
     let rules = Rules::load(config.rules_path.as_deref())?;
     let settings = WorkerSettings {
         consumer: config.consumer.clone(),

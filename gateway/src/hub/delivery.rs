@@ -48,9 +48,11 @@ pub(super) fn deliver(hub: &Hub, group: &Group, publication: &Publication) {
     Metrics::incr(&hub.metrics.publications_in);
     // Decoded before taking the hub's lock: nothing under it waits for JSON parsing.
     let Some(received) = decode(group, publication) else { return };
-    if *group == hub.pinned[1] {
-        canary_returned(hub, &received.envelope);
-        return;
+    if group.as_str().starts_with("canary:") {
+        if let Some(i) = hub.canaries.iter().position(|canary| canary == group) {
+            canary_returned(hub, i, &received.envelope);
+            return;
+        }
     }
     let members = {
         let mut state = hub.lock();
@@ -123,10 +125,10 @@ pub(super) fn fan_out(hub: &Hub, group: &Group, members: &[Arc<SocketLink>], rec
     hub.metrics.frames_out.inc_by(offered);
 }
 
-/// Records the number of a canary that came back.
-fn canary_returned(hub: &Hub, envelope: &Envelope) {
+/// Records the number of a canary that came back through canary group `i`.
+fn canary_returned(hub: &Hub, i: usize, envelope: &Envelope) {
     if let Event::Raw { event } = &envelope.event {
         let seen = event.get("canary").and_then(serde_json::Value::as_u64).unwrap_or(0);
-        hub.canary_seen.fetch_max(seen, std::sync::atomic::Ordering::Relaxed);
+        hub.canary_seen[i].fetch_max(seen, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -19,8 +19,9 @@
 //!
 //! Two groups are the node's own and always subscribed (`pinned`): the control group carries
 //! membership and account changes (refilled like any group), which the hub hands to the access
-//! task (`crate::access`); the node's canary group carries its own liveness canaries
-//! (`crate::canary`), whose last number the hub records. Each chat group remembers the ids of the
+//! task (`crate::access`); the node's canary groups (one per bucket, so one on every Redis
+//! Cluster master) carry its own liveness canaries (`crate::canary`), whose last numbers the hub
+//! records. Each chat group remembers the ids of the
 //! last chat messages it delivered (`saw_message`), so that a reply or read receipt to a message
 //! its sender just saw live is accepted before the worker has stored it.
 
@@ -79,6 +80,7 @@ pub(crate) fn start(
     stop: CancellationToken,
 ) -> Arc<Hub> {
     let (refills_tx, refills_rx) = mpsc::channel(REFILL_QUEUE);
+    let canaries = shared::keys::canary_groups(node_id);
     let mut state = HubState::default();
     state.groups.insert(Group::control(), GroupEntry::new(true));
     let hub = Arc::new(Hub {
@@ -91,8 +93,9 @@ pub(crate) fn start(
         access_overflowed: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         in_sync: AtomicBool::new(false),
-        pinned: [Group::control(), Group::canary(node_id)],
-        canary_seen: AtomicU64::new(0),
+        pinned: std::iter::once(Group::control()).chain(canaries.iter().cloned()).collect(),
+        canary_seen: canaries.iter().map(|_| AtomicU64::new(0)).collect(),
+        canaries,
         resyncs: AtomicU64::new(0),
         next_socket: AtomicU64::new(1),
         outbox_frames: limits.outbox_frames,

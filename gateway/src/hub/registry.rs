@@ -138,10 +138,13 @@ pub(crate) struct Hub {
     pub(super) draining: AtomicBool,
     /// False between a pub/sub disconnect and the completed resubscription (`/readyz`).
     pub(super) in_sync: AtomicBool,
-    /// The node's own groups, subscribed for as long as it runs: the control group and its canary.
-    pub(super) pinned: [Group; 2],
-    /// The number of the last canary that came back through the node's pub/sub connection.
-    pub(super) canary_seen: AtomicU64,
+    /// The node's own groups, subscribed for as long as it runs: the control group and its
+    /// canaries.
+    pub(super) pinned: Vec<Group>,
+    /// The node's canary groups, one per bucket (`shared::keys::canary_groups`).
+    pub(super) canaries: Vec<Group>,
+    /// The number of the last canary that came back through each canary group, in its order.
+    pub(super) canary_seen: Vec<AtomicU64>,
     /// Completed resubscriptions after a (re)connect.
     pub(super) resyncs: AtomicU64,
     pub(super) next_socket: AtomicU64,
@@ -209,14 +212,14 @@ impl Hub {
         self.in_sync.load(Ordering::Relaxed)
     }
 
-    /// The node's canary group (`crate::canary`).
-    pub(crate) fn canary_group(&self) -> &Group {
-        &self.pinned[1]
+    /// The node's canary groups (`crate::canary`), one per bucket.
+    pub(crate) fn canary_groups(&self) -> &[Group] {
+        &self.canaries
     }
 
-    /// The number of the last canary that came back.
+    /// The number of the last canary that came back through every canary group.
     pub(crate) fn canary_seen(&self) -> u64 {
-        self.canary_seen.load(Ordering::Relaxed)
+        self.canary_seen.iter().map(|seen| seen.load(Ordering::Relaxed)).min().unwrap_or(0)
     }
 
     /// How many times the node has subscribed again to everything after a (re)connect.

@@ -41,6 +41,10 @@ pub enum BrokerError {
     Timeout(Duration),
     #[error("not connected to the broker")]
     Disconnected,
+    #[error(
+        "redis: the publication reached {acked} of the {wanted} replicas it must (GATEWAY_REDIS_REPLICA_ACKS) in time"
+    )]
+    NotReplicated { wanted: u32, acked: u32 },
     #[error("embedded jobs journal: {0}")]
     Journal(String),
 }
@@ -178,7 +182,10 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn enqueue(&self, job: Bytes) -> Result<(), BrokerError>;
 
     /// Takes up to `max` new jobs for `consumer`, waiting up to `block` for the first one.
-    /// Taken jobs stay pending until acked.
+    /// Taken jobs stay pending until acked. One broker reads for one consumer (the first one
+    /// named), and may read ahead of the calls (on Redis, one blocking reader per bucket's
+    /// stream): what it read is pending for that consumer until acked or claimed. Jobs of
+    /// different groups come in no particular order; a group's come in order.
     async fn read_jobs(&self, consumer: &str, max: usize, block: Duration) -> Result<Vec<JobEntry>, BrokerError>;
 
     /// Takes over up to `max` jobs left pending by any consumer for at least `min_idle`.

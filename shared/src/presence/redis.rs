@@ -7,15 +7,17 @@ use async_trait::async_trait;
 
 use super::{Departed, NodeDirectory, SocketQuota, UserPresence};
 use crate::broker::BrokerError;
+use crate::connection::{Commands, Conn};
 use crate::event::Group;
 use crate::ids::UserId;
 use crate::keys::Keys;
 
-/// Presence in Redis (cluster mode): `{prefix}presence:node:{node}` sets, a
-/// `{prefix}presence:count` hash (user → number of nodes), a `{prefix}presence:nodes` sorted set
-/// (node → last heartbeat, Redis time in ms).
+/// Presence in Redis (cluster mode): `{prefix}{presence}:node:{node}` sets, a
+/// `{prefix}{presence}:count` hash (user → number of nodes), a `{prefix}{presence}:nodes` sorted
+/// set (node → last heartbeat, Redis time in ms). Every presence key carries the `{presence}`
+/// hash tag: on a Redis Cluster they share one slot, so each script below stays one atomic step.
 pub struct RedisPresence {
-    pool: deadpool_redis::Pool,
+    commands: Commands,
     keys: Keys,
 }
 
@@ -148,16 +150,16 @@ impl RedisPresence {
         for user in users {
             invocation.arg(user.as_str());
         }
-        let changed: Vec<String> = invocation.invoke_async(&mut *conn).await?;
+        let changed: Vec<String> = invocation.invoke_async(&mut conn).await?;
         Ok(changed.iter().filter_map(|user| UserId::parse(user).ok()).collect())
     }
 
-    pub fn new(pool: deadpool_redis::Pool, prefix: &str) -> Self {
-        Self { pool, keys: Keys::new(prefix) }
+    pub fn new(commands: Commands, prefix: &str) -> Self {
+        Self { commands, keys: Keys::new(prefix) }
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
-        Ok(self.pool.get().await?)
+    async fn conn(&self) -> Result<Conn, BrokerError> {
+        self.commands.conn().await
     }
 
     /// Nodes silent for `silence` (`dead`), or the others.
@@ -167,14 +169,14 @@ impl RedisPresence {
             .key(self.keys.presence_nodes())
             .arg(if dead { "dead" } else { "live" })
             .arg(silence.as_millis().to_string())
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await?)
     }
 
     /// Removes `node` and its users and rooms; `dead_after` re-checks that it is still silent.
     async fn drop_node(&self, node: &str, dead_after: Option<Duration>) -> Result<Departed, BrokerError> {
         let mut conn = self.conn().await?;
-        let rooms: Vec<String> = redis::cmd("SMEMBERS").arg(self.keys.rooms_of(node)).query_async(&mut *conn).await?;
+        let rooms: Vec<String> = redis::cmd("SMEMBERS").arg(self.keys.rooms_of(node)).query_async(&mut conn).await?;
         let mut script = DROP_NODE_SCRIPT.prepare_invoke();
         script
             .key(self.keys.presence_nodes())
@@ -190,7 +192,7 @@ impl RedisPresence {
         for room in &rooms {
             script.arg(room);
         }
-        let (users, rooms_gone): (Vec<String>, Vec<String>) = script.invoke_async(&mut *conn).await?;
+        let (users, rooms_gone): (Vec<String>, Vec<String>) = script.invoke_async(&mut conn).await?;
         Ok(Departed {
             users: users.iter().filter_map(|u| UserId::parse(u).ok()).collect(),
             rooms: rooms_gone
@@ -213,14 +215,14 @@ impl UserPresence for RedisPresence {
 
     async fn count(&self) -> Result<usize, BrokerError> {
         let mut conn = self.conn().await?;
-        let n: usize = redis::cmd("HLEN").arg(self.keys.presence_counts()).query_async(&mut *conn).await?;
+        let n: usize = redis::cmd("HLEN").arg(self.keys.presence_counts()).query_async(&mut conn).await?;
         Ok(n)
     }
 
     async fn members(&self, node: &str) -> Result<Vec<UserId>, BrokerError> {
         let mut conn = self.conn().await?;
         let users: Vec<String> =
-            redis::cmd("SMEMBERS").arg(self.keys.presence_node(node)).query_async(&mut *conn).await?;
+            redis::cmd("SMEMBERS").arg(self.keys.presence_node(node)).query_async(&mut conn).await?;
         Ok(users.iter().filter_map(|u| UserId::parse(u).ok()).collect())
     }
 
@@ -232,7 +234,7 @@ impl UserPresence for RedisPresence {
             .key(self.keys.room_count(room))
             .arg(user.as_str())
             .arg(room.as_str())
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await?;
         Ok(first == 1)
     }
@@ -243,7 +245,7 @@ impl UserPresence for RedisPresence {
             .key(self.keys.room(room, node))
             .key(self.keys.room_count(room))
             .arg(user.as_str())
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await?;
         Ok(last == 1)
     }
@@ -255,7 +257,7 @@ impl UserPresence for RedisPresence {
         }
         let mut conn = self.conn().await?;
         let keys: Vec<String> = live.iter().map(|node| self.keys.room(room, node)).collect();
-        let users: Vec<String> = redis::cmd("SUNION").arg(keys).query_async(&mut *conn).await?;
+        let users: Vec<String> = redis::cmd("SUNION").arg(keys).query_async(&mut conn).await?;
         let mut users: Vec<UserId> = users.iter().filter_map(|u| UserId::parse(u).ok()).collect();
         users.sort();
         Ok(users)
@@ -279,7 +281,7 @@ impl SocketQuota for RedisPresence {
             pipe.cmd("HSET").arg(&key).arg(fields).ignore();
         }
         let mut conn = self.conn().await?;
-        let () = pipe.query_async(&mut *conn).await?;
+        let () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 
@@ -293,7 +295,7 @@ impl SocketQuota for RedisPresence {
             pipe.hget(self.keys.sockets_of_node(node), user.as_str());
         }
         let mut conn = self.conn().await?;
-        let counts: Vec<Option<usize>> = pipe.query_async(&mut *conn).await?;
+        let counts: Vec<Option<usize>> = pipe.query_async(&mut conn).await?;
         Ok(counts.into_iter().flatten().sum())
     }
 }
@@ -302,7 +304,7 @@ impl SocketQuota for RedisPresence {
 impl NodeDirectory for RedisPresence {
     async fn heartbeat(&self, node: &str) -> Result<bool, BrokerError> {
         let mut conn = self.conn().await?;
-        let added: i64 = HEARTBEAT_SCRIPT.key(self.keys.presence_nodes()).arg(node).invoke_async(&mut *conn).await?;
+        let added: i64 = HEARTBEAT_SCRIPT.key(self.keys.presence_nodes()).arg(node).invoke_async(&mut conn).await?;
         Ok(added == 1)
     }
 
@@ -326,7 +328,7 @@ impl NodeDirectory for RedisPresence {
             .arg(report)
             .arg("PX")
             .arg(ttl_ms)
-            .query_async::<()>(&mut *conn)
+            .query_async::<()>(&mut conn)
             .await?;
         Ok(())
     }
@@ -341,7 +343,7 @@ impl NodeDirectory for RedisPresence {
             pipe.get(self.keys.node_report(node));
         }
         let mut conn = self.conn().await?;
-        let reports: Vec<Option<String>> = pipe.query_async(&mut *conn).await?;
+        let reports: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
         Ok(reports.into_iter().flatten().collect())
     }
 }

@@ -4,21 +4,22 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use e2e::RedisServer;
+use e2e::TestRedis;
 use shared::broker::contract::NodeFactory;
 use shared::broker::{Broker, Inbound, RedisBroker};
+use shared::connection::RedisTarget;
 use tokio::sync::mpsc;
 
-/// Nodes on one Redis server sharing a fresh key prefix.
+/// Nodes on one Redis (a server, or the suite's Redis Cluster) sharing a fresh key prefix.
 struct Factory {
-    url: String,
+    target: RedisTarget,
     prefix: String,
 }
 
 #[async_trait]
 impl NodeFactory for Factory {
     async fn node(&self) -> (Arc<dyn Broker>, mpsc::Receiver<Inbound>) {
-        let (broker, mut inbox) = RedisBroker::with_subscriber(&self.url, &self.prefix, Default::default()).unwrap();
+        let (broker, mut inbox) = RedisBroker::with_subscriber(&self.target, &self.prefix, Default::default()).unwrap();
         // Wait for the pub/sub connection, so that the first subscribe is not refused.
         assert_eq!(inbox.recv().await, Some(Inbound::Reconnected));
         (Arc::new(broker), inbox)
@@ -26,24 +27,24 @@ impl NodeFactory for Factory {
 }
 
 /// A factory of nodes on a fresh prefix of `redis`, for one case.
-fn on(redis: &RedisServer) -> impl Fn() -> Factory + '_ {
-    move || Factory { url: redis.url(), prefix: format!("c{}:", uuid::Uuid::new_v4().simple()) }
+fn on(redis: &TestRedis) -> impl Fn() -> Factory + '_ {
+    move || Factory { target: redis.target.clone(), prefix: format!("c{}:", uuid::Uuid::new_v4().simple()) }
 }
 
 #[tokio::test]
 async fn redis_broker_passes_the_pubsub_contract() {
-    let redis = RedisServer::start().await;
+    let redis = TestRedis::start().await;
     shared::broker::contract::pubsub::run_all(&on(&redis)).await;
 }
 
 #[tokio::test]
 async fn redis_broker_passes_the_group_log_contract() {
-    let redis = RedisServer::start().await;
+    let redis = TestRedis::start().await;
     shared::broker::contract::group_log::run_all(&on(&redis)).await;
 }
 
 #[tokio::test]
 async fn redis_broker_passes_the_job_queue_contract() {
-    let redis = RedisServer::start().await;
+    let redis = TestRedis::start().await;
     shared::broker::contract::jobs::run_all(&on(&redis)).await;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use e2e::{eventually, http, session_path, token, within, Client, Cluster, API_KEY};
 use serde_json::{json, Value};
-use shared::broker::{JobQueue, PubSub, RedisBroker};
+use shared::broker::{JobQueue, PubSub};
 use shared::event::{Group, SessionMessage};
 use shared::ids::{MessageId, SessionId, UserId};
 use shared::jobs::Job;
@@ -106,7 +106,7 @@ async fn a_poison_job_is_dead_lettered_and_the_others_are_persisted() {
     cluster.user("bob", None).await;
     let session_text = cluster.session("alice", "bob").await;
     let session = SessionId::parse(&session_text).unwrap();
-    let broker = RedisBroker::new(&cluster.redis.url(), &cluster.prefix).unwrap();
+    let broker = cluster.broker();
     let group = Group::session(&session);
     for content in ["before-1", "before-2", "poison\u{0}", "after-1", "after-2"] {
         broker

@@ -29,7 +29,8 @@ fn ws(node: &Node, path: &str, user: &str) -> String {
 fn embedded_config(dir: &TempDir) -> GatewayConfig {
     GatewayConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
-        redis_url: None,
+        redis: None,
+        replica_acks: 0,
         database_url: format!("sqlite://{}", dir.path().join("nested/gateway.db").display()),
         jwt: JwtKey::Hs256(JWT_SECRET.into()),
         api_key: API_KEY.into(),

@@ -271,7 +271,7 @@ async fn redis_frozen_for_two_seconds() {
     cluster.start_worker().await;
     let (session, load) = chat(&cluster).await;
     load.flowing(50).await;
-    cluster.redis.freeze_for(Duration::from_secs(2)).await;
+    cluster.redis().freeze_for(Duration::from_secs(2)).await;
     let over = Instant::now();
     load.flowing(50).await;
     account("redis-frozen-2s", &cluster, &session, load, over).await;
@@ -320,7 +320,7 @@ async fn a_poison_job_in_the_middle_of_the_load() {
     cluster.start_worker().await;
     let (session, load) = chat(&cluster).await;
     load.flowing(50).await;
-    let broker = shared::broker::RedisBroker::new(&cluster.redis.url(), &cluster.prefix).unwrap();
+    let broker = cluster.broker();
     let poison = shared::jobs::Job::SessionMessage(shared::event::SessionMessage {
         message_id: shared::ids::MessageId::new(),
         session_id: shared::ids::SessionId::parse(&session).unwrap(),
@@ -413,9 +413,9 @@ async fn redis_killed_and_restarted_with_aof() {
     cluster.start_worker().await;
     let (session, load) = chat(&cluster).await;
     load.flowing(50).await;
-    cluster.redis.kill();
+    cluster.redis().kill();
     tokio::time::sleep(Duration::from_millis(500)).await; // Down for a moment under load.
-    cluster.redis.start_again().await;
+    cluster.redis().start_again().await;
     let over = Instant::now();
     load.flowing(50).await;
     let refilled = refills(&cluster).await;
@@ -435,11 +435,11 @@ async fn redis_killed_and_restarted_without_its_data() {
     cluster.start_worker().await;
     let (session, load) = chat(&cluster).await;
     load.flowing(50).await;
-    cluster.redis.kill();
+    cluster.redis().kill();
     let lost_at = load.sent();
-    cluster.redis.forget_data();
+    cluster.redis().forget_data();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    cluster.redis.start_again().await;
+    cluster.redis().start_again().await;
     let over = Instant::now();
     load.flowing(50).await;
     account_with("redis-restarted-empty", &cluster, &session, load, over, Some(lost_at)).await;

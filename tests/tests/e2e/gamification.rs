@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use e2e::{eventually, http, session_path, token, Client, Cluster, API_KEY};
 use serde_json::{json, Value};
-use shared::broker::{Broker, RedisBroker};
+use shared::broker::Broker;
 use shared::ids::UserId;
 use shared::jobs::{Activity, ActivityKind, Job};
 use shared::store::Store;
@@ -155,7 +155,7 @@ async fn the_same_jobs_twice_and_a_worker_killed_between_commit_and_ack_change_n
     cluster.user("eve", None).await;
     let mut inbox = Client::connect(&notifications(&cluster, 0, "eve")).await;
     let db = store(&cluster).await;
-    let broker: Arc<dyn Broker> = Arc::new(RedisBroker::new(&cluster.redis.url(), &cluster.prefix).unwrap());
+    let broker: Arc<dyn Broker> = Arc::new(cluster.broker());
     // A job published twice (a duplicate publish) and two distinct ones.
     let activity = |id: &str| {
         Job::Activity(Activity {
@@ -182,18 +182,7 @@ async fn the_same_jobs_twice_and_a_worker_killed_between_commit_and_ack_change_n
     let _worker = cluster.spawn_worker_process(exe, 200);
     let frames = until(&mut inbox, "streak_update").await;
     assert_eq!(frames.len(), 1);
-    eventually("the pending jobs are claimed and acked", || async {
-        let client = redis::Client::open(cluster.redis.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let summary: redis::Value = redis::cmd("XPENDING")
-            .arg(format!("{}jobs", cluster.prefix))
-            .arg("workers")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        matches!(summary, redis::Value::Array(items) if items.first() == Some(&redis::Value::Int(0)))
-    })
-    .await;
+    eventually("the pending jobs are claimed and acked", || async { cluster.pending_jobs().await == 0 }).await;
     // Exactly once: two tasks' points, one streak notification, and nothing more was published.
     let stats = db.user_stats(&uid("eve")).await.unwrap();
     assert_eq!((stats.tasks_completed, stats.points, stats.current_streak), (2, 20, 1));

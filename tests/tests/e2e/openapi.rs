@@ -258,7 +258,7 @@ async fn the_openapi_document_describes_every_answer_and_every_answer_it_lists_h
         }
         statuses
     };
-    let (_, statuses) = tokio::join!(cluster.redis.freeze_for(Duration::from_secs(3)), retries);
+    let (_, statuses) = tokio::join!(cluster.redis().freeze_for(Duration::from_secs(3)), retries);
     for (op, first, second) in statuses {
         let pair = [first.await.unwrap(), second.await.unwrap()];
         assert!(pair.contains(&409), "{} {}: {pair:?}", op.method, op.template);
@@ -281,7 +281,7 @@ async fn the_openapi_document_describes_every_answer_and_every_answer_it_lists_h
     }
 
     // Redis and the database gone: 503, nothing done.
-    cluster.redis.kill();
+    cluster.redis().kill();
     cluster.db.refuse_connections().await;
     for op in &operations {
         let body = samples.body(&op.method, &op.template, &fresh());

@@ -279,13 +279,13 @@ async fn each_error_code_of_the_guide_has_its_cause() {
     expect(r#"{"type": "join_channel", "channel_id": "secret-of-others"}"#, "access_denied").await;
 
     // With Redis gone, the operations that need it fail with their own codes.
-    cluster.redis.kill();
+    cluster.redis().kill();
     expect(r#"{"type": "typing_indicator", "channel_id": "general", "is_typing": true}"#, "typing_indicator_error")
         .await;
     expect(r#"{"type": "get_online_users", "channel_id": "general"}"#, "get_online_users_error").await;
     expect(r#"{"type": "leave_channel", "channel_id": "general"}"#, "leave_channel_error").await;
     expect(r#"{"type": "join_channel", "channel_id": "general"}"#, "join_channel_error").await;
-    cluster.redis.start_again().await;
+    cluster.redis().start_again().await;
 }
 
 /// `user_joined` when a user's first socket anywhere enters a room (the auto-join at connect

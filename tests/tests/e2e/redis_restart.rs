@@ -21,7 +21,7 @@ async fn nodes_ride_out_a_redis_restart() {
     assert_eq!(bob.recv().await["content"], "before");
     assert_eq!(alice.recv().await["content"], "before");
 
-    cluster.redis.kill();
+    cluster.redis().kill();
     let readyz: Vec<String> = cluster.nodes.iter().map(|n| n.http("/readyz")).collect();
     for url in &readyz {
         eventually("the node reports itself not ready", || async { !ready(url.clone()).await }).await;
@@ -31,7 +31,7 @@ async fn nodes_ride_out_a_redis_restart() {
     assert_eq!(refused["type"], "error");
     assert_eq!(refused["error_code"], "unavailable");
 
-    cluster.redis.start_again().await;
+    cluster.redis().start_again().await;
     for url in &readyz {
         eventually("the node reconnects and resubscribes", || async { ready(url.clone()).await }).await;
     }

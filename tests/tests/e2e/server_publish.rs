@@ -49,7 +49,7 @@ async fn with_redis_down_publishing_routes_answer_503_and_store_nothing() {
     cluster.channel("general", "General", false, &["ann", "ben"]).await;
     let store = Store::connect(&cluster.db.url(), 1).await.unwrap();
 
-    cluster.redis.kill();
+    cluster.redis().kill();
     let notification = json!({"user_id": "ben", "title": "t", "content": "c", "notification_type": "system"});
     let (status, _, body) = post(&cluster, 0, "/api/v1/notifications", API_KEY, None, notification.clone()).await;
     assert_eq!((status, body["error"].as_str()), (503, Some("unavailable")), "{body}");
@@ -69,7 +69,7 @@ async fn with_redis_down_publishing_routes_answer_503_and_store_nothing() {
     assert_eq!(store.notification_count(&UserId::parse("ben").unwrap(), "notification").await.unwrap(), 0);
 
     // Back: the same requests go through.
-    cluster.redis.start_again().await;
+    cluster.redis().start_again().await;
     let (status, _, _) = post(&cluster, 0, "/api/v1/notifications", API_KEY, None, notification).await;
     assert_eq!(status, 201);
     let (status, _, _) = post(&cluster, 0, "/api/v1/messages/", &token("ann"), None, message).await;

@@ -1,14 +1,11 @@
 //! One Redis subscription per group per node, however many local sockets; released after the
-//! last local member leaves. Seen from Redis itself (`PUBSUB NUMSUB`), as an operator would.
+//! last local member leaves. Seen from Redis itself (`PUBSUB NUMSUB`, or `PUBSUB SHARDNUMSUB` on a Redis Cluster), as an operator would.
 
 use e2e::{eventually, session_path, token, Client, Cluster};
+use shared::event::Group;
 
 async fn subscribers(cluster: &Cluster, session: &str) -> i64 {
-    let client = redis::Client::open(cluster.redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let channel = format!("{}session:{session}", cluster.prefix);
-    let reply: (String, i64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(&mut conn).await.unwrap();
-    reply.1
+    cluster.subscribers(&Group::from_name(&format!("session:{session}"))).await
 }
 
 #[tokio::test]

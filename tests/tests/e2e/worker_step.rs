@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use e2e::Cluster;
-use shared::broker::{Broker, RedisBroker};
+use shared::broker::Broker;
 use shared::event::{Group, SessionMessage};
 use shared::ids::{MessageId, SessionId, UserId};
 use shared::jobs::Job;
@@ -21,7 +21,7 @@ async fn process_batch_persists_acks_and_is_idempotent() {
     let (alice, bob) = (UserId::parse("alice").unwrap(), UserId::parse("bob").unwrap());
     store.upsert_session(&session, &alice, &bob).await.unwrap();
 
-    let broker: Arc<dyn Broker> = Arc::new(RedisBroker::new(&cluster.redis.url(), &cluster.prefix).unwrap());
+    let broker: Arc<dyn Broker> = Arc::new(cluster.broker());
     let jobs: Vec<Job> = (0..5)
         .map(|i| {
             Job::SessionMessage(SessionMessage {

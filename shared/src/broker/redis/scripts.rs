@@ -1,0 +1,83 @@
+//! The broker's Lua scripts. Each touches the keys of one slot only (a group's bucket, see
+//! `keys`), so each runs as one atomic step on a Redis Cluster as on a single Redis.
+
+use std::sync::LazyLock;
+
+/// Numbers, windows and publishes each publication, and appends the jobs, in one atomic step
+/// (`Broker::publish_all`). The stamp is `event::stamp`'s, byte for byte; each job gets the first
+/// publication's position, as `jobs::stamp` writes it (where a stored chat message stands in its chat).
+/// KEYS: the jobs stream, then each publication's counter and window, then (for a send made
+/// once) its `sent` record.
+/// ARGV: window length, window TTL (s), counter TTL (s), publication count n, the `sent` record's
+/// TTL (0: none), the publish command (`PUBLISH` on one Redis, `SPUBLISH` on a cluster), then
+/// each publication's channel and payload, then the jobs.
+const PUBLISH: &str = r#"
+local len, ttl, counter_ttl, n, once = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local publish = ARGV[6]
+if once > 0 then
+  local first = redis.call('GET', KEYS[2 * n + 2])
+  if first then return first end
+  redis.call('SET', KEYS[2 * n + 2], ARGV[8], 'EX', once)
+end
+local function stamped(payload, head)
+  if head == nil or string.sub(payload, 1, 1) ~= '{' then return payload end
+  local rest = string.sub(payload, 2)
+  local sep = ','
+  if string.match(rest, '^%s*}') then sep = '' end
+  return head .. sep .. rest
+end
+local job_head = nil
+for i = 1, n do
+  local counter, window = KEYS[2 * i], KEYS[2 * i + 1]
+  local channel = ARGV[5 + 2 * i]
+  local epoch = redis.call('HGET', counter, 'epoch')
+  local now = redis.call('TIME')
+  local at = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
+  if not epoch then
+    -- A new counter starts at its creation time in ms (Position::counter_start).
+    epoch = now[1] .. string.format('%06d', tonumber(now[2]))
+    redis.call('HSET', counter, 'epoch', epoch, 'seq', at)
+    redis.call('DEL', window)
+  end
+  local seq = redis.call('HINCRBY', counter, 'seq', 1)
+  redis.call('EXPIRE', counter, counter_ttl)
+  local head = '{"seq":' .. seq .. ',"epoch":' .. epoch .. ',"at":' .. at
+  job_head = job_head or ('{"group_seq":' .. seq .. ',"group_epoch":' .. epoch)
+  local payload = stamped(ARGV[6 + 2 * i], head)
+  if len > 0 then
+    redis.call('XADD', window, 'MAXLEN', '~', len, seq .. '-0', 'p', payload)
+    redis.call('EXPIRE', window, ttl)
+  end
+  redis.call(publish, channel, payload)
+end
+for j = 7 + 2 * n, #ARGV do
+  redis.call('XADD', KEYS[1], '*', 'job', stamped(ARGV[j], job_head))
+end
+return n
+"#;
+
+/// Each group's current position and its window after a position, read atomically.
+/// KEYS: each group's counter and window. ARGV: each group's epoch and seq asked for.
+/// Returns per group `{epoch, seq, id1, payload1, id2, payload2, ...}`.
+const WINDOW: &str = r#"
+local out = {}
+for i = 1, #KEYS / 2 do
+  local counter, window = KEYS[2 * i - 1], KEYS[2 * i]
+  local epoch, after = ARGV[2 * i - 1], ARGV[2 * i]
+  local at = redis.call('HMGET', counter, 'epoch', 'seq')
+  local read = {at[1] or '0', at[2] or '0'}
+  local from = '-'
+  if read[1] == epoch then from = '(' .. after .. '-0' end
+  for _, entry in ipairs(redis.call('XRANGE', window, from, '+')) do
+    table.insert(read, entry[1])
+    table.insert(read, entry[2][2])
+  end
+  out[i] = read
+end
+return out
+"#;
+
+// Each script is built once (its SHA1 computed once); EVALSHA falls back to loading it (on a
+// cluster, on the master the call went to).
+pub(super) static PUBLISH_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PUBLISH));
+pub(super) static WINDOW_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(WINDOW));

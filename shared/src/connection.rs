@@ -1,0 +1,254 @@
+//! Where Redis commands go: one Redis (`REDIS_URL`, through a deadpool pool) or a Redis Cluster
+//! (`REDIS_CLUSTER_NODES`, through the redis crate's cluster connection, which routes each
+//! command to the master of its slot, follows `MOVED`/`ASK` and refreshes its slot map).
+//!
+//! Callers take a [`Conn`] from [`Commands::conn`] and run commands, scripts and single-slot
+//! pipelines on it as on any connection. What may not cross slots (a script's keys, a pipeline)
+//! is split by [`Commands::by_slot`]: per bucket on a cluster, all at once on one Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use redis::aio::ConnectionLike;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+use crate::broker::BrokerError;
+use crate::keys::BUCKETS;
+
+/// Longest a single command may take before the caller hears `Timeout` (and a client `unavailable`).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The Redis a deployment uses, as configured.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `REDIS_URL`.
+    Single(String),
+    /// `REDIS_CLUSTER_NODES`: seed nodes as `redis://` (or `rediss://`) URLs.
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// The seed nodes of `REDIS_CLUSTER_NODES` (`host:port` or URLs, comma-separated).
+    pub fn cluster_from_list(list: &str) -> Option<Self> {
+        let nodes: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| if n.contains("://") { n.to_owned() } else { format!("redis://{n}") })
+            .collect();
+        (!nodes.is_empty()).then_some(Self::Cluster(nodes))
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// For logs and `check-config`: the URLs with their passwords masked.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Single(url) => crate::config::redacted_url(url),
+            Self::Cluster(nodes) => {
+                let nodes: Vec<String> = nodes.iter().map(|n| crate::config::redacted_url(n)).collect();
+                format!("cluster {}", nodes.join(","))
+            }
+        }
+    }
+
+    /// A cluster client with these response and connect deadlines (`None`: wait for the answer,
+    /// for blocking reads bounded by their caller).
+    pub(crate) fn cluster_client(
+        nodes: &[String],
+        response_timeout: Option<Duration>,
+    ) -> Result<ClusterClient, BrokerError> {
+        let mut builder = ClusterClientBuilder::new(nodes.to_vec()).connection_timeout(COMMAND_TIMEOUT);
+        builder = match response_timeout {
+            Some(limit) => builder.response_timeout(limit),
+            None => builder.response_timeout(Duration::from_secs(3600)),
+        };
+        Ok(builder.build()?)
+    }
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Hands out connections for commands (the broker's and the presence store's).
+#[derive(Clone)]
+pub struct Commands {
+    route: Via,
+}
+
+#[derive(Clone)]
+enum Via {
+    Single {
+        pool: Pool,
+        client: redis::Client,
+    },
+    /// The cluster connection is made on first use and shared (it multiplexes, one connection
+    /// per master).
+    Cluster {
+        nodes: Arc<[String]>,
+        shared: Arc<tokio::sync::OnceCell<ClusterConnection>>,
+    },
+}
+
+impl Commands {
+    /// Connects lazily: nothing is dialled until the first command, so a node starts (and says
+    /// it is not ready) while Redis is away.
+    pub fn new(target: &RedisTarget) -> Result<Self, BrokerError> {
+        let route = match target {
+            RedisTarget::Single(url) => Via::Single { pool: pool(url)?, client: redis::Client::open(url.as_str())? },
+            RedisTarget::Cluster(nodes) => {
+                Via::Cluster { nodes: nodes.clone().into(), shared: Arc::new(tokio::sync::OnceCell::new()) }
+            }
+        };
+        Ok(Self { route })
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.route, Via::Cluster { .. })
+    }
+
+    /// A connection for commands: a pooled one, or a handle on the shared cluster connection.
+    pub async fn conn(&self) -> Result<Conn, BrokerError> {
+        match &self.route {
+            Via::Single { pool, .. } => Ok(Conn::Pooled(pool.get().await?)),
+            Via::Cluster { nodes, shared } => {
+                let conn = shared
+                    .get_or_try_init(|| async {
+                        let client = RedisTarget::cluster_client(nodes, Some(COMMAND_TIMEOUT))?;
+                        tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_connection())
+                            .await
+                            .map_err(|_| BrokerError::Timeout(COMMAND_TIMEOUT))?
+                            .map_err(BrokerError::from)
+                    })
+                    .await?;
+                Ok(Conn::Cluster(conn.clone()))
+            }
+        }
+    }
+
+    /// A connection of its own for blocking commands (`XREADGROUP … BLOCK`), with no response
+    /// deadline of the client's: a blocked command holds its connection, so it must not share one.
+    pub async fn blocking_conn(&self) -> Result<Conn, BrokerError> {
+        let connect = async {
+            match &self.route {
+                Via::Single { client, .. } => {
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_response_timeout(None)
+                        .set_connection_timeout(Some(COMMAND_TIMEOUT));
+                    Ok(Conn::Direct(client.get_multiplexed_async_connection_with_config(&config).await?))
+                }
+                Via::Cluster { nodes, .. } => {
+                    Ok(Conn::Cluster(RedisTarget::cluster_client(nodes, None)?.get_async_connection().await?))
+                }
+            }
+        };
+        tokio::time::timeout(COMMAND_TIMEOUT, connect).await.map_err(|_| BrokerError::Timeout(COMMAND_TIMEOUT))?
+    }
+
+    /// `items` in the batches that may go in one script or pipeline: on a cluster one batch per
+    /// bucket (one slot each), on one Redis a single batch. Each batch holds the indexes of its
+    /// items in their order, and the batches come in the order of their first items.
+    pub fn by_slot<T>(&self, items: &[T], bucket_of: impl Fn(&T) -> usize) -> Vec<Vec<usize>> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        if !self.is_cluster() {
+            return vec![(0..items.len()).collect()];
+        }
+        let mut batches: Vec<Vec<usize>> = vec![Vec::new(); BUCKETS];
+        for (i, item) in items.iter().enumerate() {
+            batches[bucket_of(item)].push(i);
+        }
+        batches.retain(|b| !b.is_empty());
+        batches.sort_by_key(|b| b[0]);
+        batches
+    }
+}
+
+fn pool(url: &str) -> Result<Pool, BrokerError> {
+    let config = PoolConfig {
+        max_size: 32,
+        timeouts: Timeouts {
+            wait: Some(COMMAND_TIMEOUT),
+            create: Some(COMMAND_TIMEOUT),
+            recycle: Some(COMMAND_TIMEOUT),
+        },
+        ..Default::default()
+    };
+    let connection = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(COMMAND_TIMEOUT))
+        .set_connection_timeout(Some(COMMAND_TIMEOUT));
+    let manager = deadpool_redis::Manager::new_with_config(url, connection)?;
+    Pool::builder(manager).config(config).runtime(Runtime::Tokio1).build().map_err(|e| {
+        BrokerError::Redis(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "pool", e.to_string())))
+    })
+}
+
+/// One connection, whichever kind: commands, scripts and pipelines run on it alike.
+pub enum Conn {
+    Pooled(deadpool_redis::Connection),
+    Direct(redis::aio::MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// `WAIT`s until `replicas` replicas have what this connection wrote to the master of `key`'s
+    /// slot, for at most `limit`; returns how many have it.
+    pub async fn wait_for_replicas(&mut self, key: &str, replicas: u32, limit: Duration) -> Result<u32, BrokerError> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(limit.as_millis() as u64);
+        let acked = match self {
+            Conn::Cluster(conn) => {
+                // WAIT names no key: sent where the write went, not to every master.
+                let route = Route::with_key(key, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                conn.route_command(wait, routing).await?
+            }
+            _ => wait.query_async(self).await?,
+        };
+        match acked {
+            Value::Int(n) => Ok(u32::try_from(n).unwrap_or(0)),
+            _ => Ok(0),
+        }
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Pooled(conn) => conn.req_packed_command(cmd),
+            Conn::Direct(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Pooled(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Pooled(conn) => conn.get_db(),
+            Conn::Direct(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
