@@ -16,6 +16,7 @@ use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOpt
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
+use super::scripts::{ACK_SCRIPT, DEAD_LETTER_SCRIPT, REPLAY_SCRIPT};
 use super::{timed, timed_for, RedisBroker, MAX_BACKOFF};
 use crate::broker::{BrokerError, JobQueue};
 use crate::connection::{Commands, Conn, COMMAND_TIMEOUT};
@@ -283,16 +284,9 @@ impl JobQueue for RedisBroker {
             if ids.is_empty() {
                 return Ok(());
             }
-            let stream = self.keys.jobs_stream(bucket);
-            // XACK, then XDEL: the stream keeps only work not yet done, so it does not grow forever.
-            let () = redis::pipe()
-                .atomic()
-                .xack(&stream, self.keys.jobs_group(), ids)
-                .ignore()
-                .xdel(&stream, ids)
-                .ignore()
-                .query_async(&mut self.commands.conn().await?)
-                .await?;
+            let mut ack = ACK_SCRIPT.prepare_invoke();
+            ack.key(self.keys.jobs_stream(bucket)).arg(self.keys.jobs_group()).arg(ids);
+            let _: i64 = ack.invoke_async(&mut self.commands.conn().await?).await?;
             Ok(())
         })
         .await
@@ -302,19 +296,10 @@ impl JobQueue for RedisBroker {
     async fn dead_letter(&self, entry: &JobEntry, error: &str) -> Result<(), BrokerError> {
         let (bucket, id) = split_id(&entry.id)?;
         timed(async {
-            let stream = self.keys.jobs_stream(bucket);
-            let fields: [(&str, &[u8]); 3] =
-                [(JOB_FIELD, entry.payload.as_ref()), ("error", error.as_bytes()), ("job_id", entry.id.as_bytes())];
-            let () = redis::pipe()
-                .atomic()
-                .xadd(self.keys.dead_letters(bucket), "*", &fields)
-                .ignore()
-                .xack(&stream, self.keys.jobs_group(), &[id])
-                .ignore()
-                .xdel(&stream, &[id])
-                .ignore()
-                .query_async(&mut self.commands.conn().await?)
-                .await?;
+            let mut dead = DEAD_LETTER_SCRIPT.prepare_invoke();
+            dead.key(self.keys.jobs_stream(bucket)).key(self.keys.dead_letters(bucket));
+            dead.arg(self.keys.jobs_group()).arg(id).arg(entry.payload.as_ref()).arg(error).arg(&entry.id);
+            let _: i64 = dead.invoke_async(&mut self.commands.conn().await?).await?;
             Ok(())
         })
         .await
@@ -361,15 +346,10 @@ impl JobQueue for RedisBroker {
             let Some(letter) = reply.ids.into_iter().find_map(|entry| dead_letter_of(bucket, entry)) else {
                 return Ok(false);
             };
-            let () = redis::pipe()
-                .atomic()
-                .xadd(self.keys.jobs_stream(bucket), "*", &[(JOB_FIELD, letter.payload.as_ref())])
-                .ignore()
-                .xdel(&dead, &[id])
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
-            Ok(true)
+            let mut replay = REPLAY_SCRIPT.prepare_invoke();
+            replay.key(self.keys.jobs_stream(bucket)).key(&dead).arg(id).arg(letter.payload.as_ref());
+            let replayed: i64 = replay.invoke_async(&mut conn).await?;
+            Ok(replayed == 1)
         })
         .await
     }

@@ -77,6 +77,36 @@ end
 return out
 "#;
 
+/// Acks jobs and deletes them: the stream keeps only work not yet done, so it does not grow
+/// forever. KEYS: the jobs stream. ARGV: the consumer group, then the entry ids.
+const ACK: &str = r#"
+local ids = {unpack(ARGV, 2)}
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+return redis.call('XDEL', KEYS[1], unpack(ids))
+"#;
+
+/// Moves a job to the dead letters, with why. KEYS: the jobs stream, its dead letters.
+/// ARGV: the consumer group, the entry id, the job, the error, the job's handed-out id.
+const DEAD_LETTER: &str = r#"
+redis.call('XADD', KEYS[2], '*', 'job', ARGV[3], 'error', ARGV[4], 'job_id', ARGV[5])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
+"#;
+
+/// Puts a dead letter back on its jobs stream. KEYS: the jobs stream, its dead letters.
+/// ARGV: the dead letter's id, the job. 1 if it was there.
+const REPLAY: &str = r#"
+if redis.call('XDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
+return 1
+"#;
+
+// Several steps on one slot are scripts, not MULTI/EXEC: a Redis Cluster client follows a
+// MOVED or ASK answer for a script, not for a transaction that failed on one.
+pub(super) static ACK_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ACK));
+pub(super) static DEAD_LETTER_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DEAD_LETTER));
+pub(super) static REPLAY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REPLAY));
+
 // Each script is built once (its SHA1 computed once); EVALSHA falls back to loading it (on a
 // cluster, on the master the call went to).
 pub(super) static PUBLISH_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PUBLISH));
