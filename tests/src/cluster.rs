@@ -131,6 +131,8 @@ pub struct Cluster {
     redis_server: Option<RedisServer>,
     /// Where the nodes and workers connect.
     target: RedisTarget,
+    /// `GATEWAY_REDIS_REPLICA_ACKS` of the nodes and workers.
+    replica_acks: u32,
     pub db: TestDb,
     pub prefix: String,
     pub limits: Limits,
@@ -151,11 +153,18 @@ impl Cluster {
 
     /// A cluster whose database is `db` (on a server the test controls).
     pub async fn start_on(nodes: usize, limits: Limits, db: TestDb) -> Self {
-        let TestRedis { server: redis_server, target } = TestRedis::start().await;
+        Self::start_on_redis(nodes, limits, db, TestRedis::start().await, 0).await
+    }
+
+    /// A cluster on `redis` (a Redis Cluster the test breaks, say), whose nodes and workers wait
+    /// for `replica_acks` replicas on each publication (`GATEWAY_REDIS_REPLICA_ACKS`).
+    pub async fn start_on_redis(nodes: usize, limits: Limits, db: TestDb, redis: TestRedis, replica_acks: u32) -> Self {
+        let TestRedis { server: redis_server, target } = redis;
         let prefix = format!("t{}:", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let mut cluster = Self {
             redis_server,
             target,
+            replica_acks,
             db,
             prefix,
             limits,
@@ -192,7 +201,7 @@ impl Cluster {
 
     /// A broker on this cluster's Redis, for a test's own publishing and reading.
     pub fn broker(&self) -> RedisBroker {
-        RedisBroker::new(&self.target, &self.prefix).expect("a broker")
+        RedisBroker::new(&self.target, &self.prefix).expect("a broker").with_replica_acks(self.replica_acks)
     }
 
     /// A connection for reading Redis directly, as an operator would.
@@ -295,7 +304,7 @@ impl Cluster {
         GatewayConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
             redis: Some(self.target.clone()),
-            replica_acks: 0,
+            replica_acks: self.replica_acks,
             database_url: self.db.url(),
             jwt: JwtKey::Hs256(JWT_SECRET.into()),
             api_key: API_KEY.into(),
@@ -349,6 +358,7 @@ impl Cluster {
             .env("WORKER_METRICS_BIND", "127.0.0.1:0") // a test may name a port in `env`
             .envs(env.iter().copied())
             .env(self.redis_env().0, self.redis_env().1)
+            .env("GATEWAY_REDIS_REPLICA_ACKS", self.replica_acks.to_string())
             .env("DATABASE_URL", self.db.url())
             .env("GATEWAY_REDIS_PREFIX", &self.prefix)
             .env("WORKER_CLAIM_IDLE_MS", claim_idle_ms.to_string())
@@ -367,6 +377,7 @@ impl Cluster {
         command
             .args(args)
             .env(self.redis_env().0, self.redis_env().1)
+            .env("GATEWAY_REDIS_REPLICA_ACKS", self.replica_acks.to_string())
             .env("DATABASE_URL", self.db.url())
             .env("GATEWAY_REDIS_PREFIX", &self.prefix)
             .env("RUST_LOG", "warn");
@@ -420,6 +431,7 @@ impl Cluster {
             .envs(env.iter().copied())
             .env("GATEWAY_BIND", addr.to_string())
             .env(self.redis_env().0, self.redis_env().1)
+            .env("GATEWAY_REDIS_REPLICA_ACKS", self.replica_acks.to_string())
             .env("DATABASE_URL", self.db.url())
             .env("GATEWAY_REDIS_PREFIX", &self.prefix)
             .env("JWT_SECRET", JWT_SECRET)

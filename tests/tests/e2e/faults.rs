@@ -20,7 +20,7 @@ const RATE: u64 = 100;
 
 /// What the sender learned of each message it offered.
 #[derive(Default)]
-struct Offered {
+pub(crate) struct Offered {
     /// Accepted: its own echo came back (content → message id).
     accepted: HashMap<String, String>,
     /// Refused with `unavailable`.
@@ -30,7 +30,7 @@ struct Offered {
 }
 
 /// A sender offering numbered messages at `RATE` until stopped, and receivers counting them.
-struct Load {
+pub(crate) struct Load {
     offered: Arc<Mutex<Offered>>,
     /// Offered, not yet answered.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
@@ -144,7 +144,7 @@ impl Load {
     }
 
     /// Waits until `more` further messages are accepted (the load is flowing).
-    async fn flowing(&self, more: usize) {
+    pub(crate) async fn flowing(&self, more: usize) {
         let target = self.accepted() + more;
         e2e::eventually("the load flows", || async { self.accepted() >= target }).await;
     }
@@ -173,7 +173,7 @@ async fn persisted(cluster: &Cluster, session: &str) -> HashMap<String, usize> {
 }
 
 /// The assertions every fault shares, and its summary line.
-async fn account(name: &str, cluster: &Cluster, session: &str, load: Load, fault_over: Instant) {
+pub(crate) async fn account(name: &str, cluster: &Cluster, session: &str, load: Load, fault_over: Instant) {
     account_with(name, cluster, session, load, fault_over, None).await
 }
 
@@ -225,21 +225,26 @@ async fn account_with(
         stored.len(),
         lost.len(),
     );
-    println!("{line}");
-    // Kept beside the build for `scripts/test` to print after the run (test output is captured).
-    let summary = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-summary.txt");
-    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(summary) {
-        use std::io::Write;
-        let _ = writeln!(file, "{line}");
-    }
+    summary_line(&line);
     assert_eq!(duplicated, 0, "{name}: stored twice");
     assert_eq!(delivered, expected, "{name}: a live socket missed an accepted message");
     assert_eq!(unanswered, 0, "{name}: a message was neither echoed nor refused");
     assert!(accepted.len() > 50, "{name}: the load hardly ran ({})", accepted.len());
 }
 
+/// Prints one line of the fault summary, and keeps it beside the build for `scripts/test` to
+/// print after the run (test output is captured).
+pub(crate) fn summary_line(line: &str) {
+    println!("{line}");
+    let summary = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-summary.txt");
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(summary) {
+        use std::io::Write;
+        let _ = writeln!(file, "{line}");
+    }
+}
+
 /// Publications the nodes delivered from group windows after reconnecting (`/metrics`).
-async fn refills(cluster: &Cluster) -> i64 {
+pub(crate) async fn refills(cluster: &Cluster) -> i64 {
     let mut total = 0;
     for node in &cluster.nodes {
         total += node.metric("gateway_window_refills_total").await;
@@ -247,12 +252,12 @@ async fn refills(cluster: &Cluster) -> i64 {
     total
 }
 
-fn roomy() -> Limits {
+pub(crate) fn roomy() -> Limits {
     Limits { rate_per_sec: 10_000.0, rate_burst: 10_000.0, ..Limits::default() }
 }
 
 /// Two nodes, alice sending on node 0, bob listening on both nodes.
-async fn chat(cluster: &Cluster) -> (String, Load) {
+pub(crate) async fn chat(cluster: &Cluster) -> (String, Load) {
     cluster.user("alice", None).await;
     cluster.user("bob", None).await;
     let session = cluster.session("alice", "bob").await;

@@ -6,6 +6,7 @@ mod bad_input;
 mod balancer;
 mod broker_contract;
 mod chat;
+mod cluster_faults;
 mod console;
 mod deploy_files;
 mod diary;
