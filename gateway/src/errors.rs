@@ -3,6 +3,7 @@
 
 use axum::extract::ws::{CloseFrame, Utf8Bytes};
 use serde::Serialize;
+use shared::event::Group;
 
 /// Why the gateway closes a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +140,10 @@ pub(crate) struct ClientError {
     pub(crate) message: String,
     /// More about the problem (pythia.md's error frame has it).
     pub(crate) details: Option<String>,
+    /// The sender's own publication (its group and seq) that went out but that no replica took
+    /// in time (`GATEWAY_REDIS_REPLICA_ACKS`): its echo is withheld from the sending socket, which
+    /// hears `unavailable` instead (`ws::seams`).
+    pub(crate) withdrawn_echo: Option<(Group, u64)>,
 }
 
 #[derive(Serialize)]
@@ -153,7 +158,7 @@ struct ErrorFrame<'a> {
 
 impl ClientError {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: None }
+        Self { code, message: message.into(), details: None, withdrawn_echo: None }
     }
 
     pub(crate) fn with_details(mut self, details: impl Into<String>) -> Self {
@@ -182,6 +187,12 @@ impl ClientError {
 
     pub(crate) fn unavailable() -> Self {
         Self::new(ErrorCode::Unavailable, "Message not sent: the service is temporarily unavailable; retry")
+    }
+
+    /// `unavailable` for a publication that went out unreplicated: its echo is withheld.
+    pub(crate) fn withdrawing(mut self, group: &Group, seq: u64) -> Self {
+        self.withdrawn_echo = Some((group.clone(), seq));
+        self
     }
 
     /// `{"type":"error","error_code":…,"message":…}`

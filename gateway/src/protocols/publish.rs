@@ -25,7 +25,7 @@ pub(crate) async fn publish_send(
             .publish_and_enqueue(group, envelope.encode(), job)
             .await
             .map(|()| None)
-            .map_err(|e| publish_failed(app, e));
+            .map_err(|e| send_failed(app, group, e));
     };
     let once = shared::broker::Once { id: format!("{user}:{client_id}"), ttl: app.config.limits.resend_window };
     match app.broker.publish_once(&once, group, envelope.encode(), job).await {
@@ -34,7 +34,21 @@ pub(crate) async fn publish_send(
             let first = Envelope::decode(&first).map_err(|_| ClientError::unavailable())?;
             Ok(render_reply(render, &first.event))
         }
-        Err(e) => Err(publish_failed(app, e)),
+        Err(e) => Err(send_failed(app, group, e)),
+    }
+}
+
+/// `publish_failed` for a socket's own send: one that went out unreplicated has its echo
+/// withheld from the sender (`GATEWAY_REDIS_REPLICA_ACKS`), which hears only `unavailable`.
+fn send_failed(app: &Node, group: &shared::event::Group, error: shared::broker::BrokerError) -> ClientError {
+    let unreplicated = match &error {
+        shared::broker::BrokerError::NotReplicated { seq, .. } => Some(*seq),
+        _ => None,
+    };
+    let refused = publish_failed(app, error);
+    match unreplicated {
+        Some(seq) => refused.withdrawing(group, seq),
+        None => refused,
     }
 }
 

@@ -152,7 +152,12 @@ impl Actor<'_> {
         // part of every idle socket's task, for its whole life.
         match Box::pin(self.handler.on_text(self.app, &mut self.attached, text)).await {
             Ok(reply) => Ok(reply),
-            Err(e) => Ok(Some(e.frame())),
+            Err(e) => {
+                if let Some((group, seq)) = &e.withdrawn_echo {
+                    self.seams.withdraw(group, *seq);
+                }
+                Ok(Some(e.frame()))
+            }
         }
     }
 

@@ -6,6 +6,9 @@
 //!   of several groups).
 //! * `last_seq` is the last `seq` a single-group socket was sent (a replay counts): the resume
 //!   point a 1012 or 1013 close names.
+//! * The echo of the socket's own send that went out without the replicas it had to wait for
+//!   (`GATEWAY_REDIS_REPLICA_ACKS`) is not sent: its sender heard `unavailable`, and a failover
+//!   may yet lose it. The socket's frames are in order, so one numbered past it ends the wait.
 
 use std::collections::BTreeMap;
 
@@ -24,14 +27,35 @@ pub(crate) struct Seams {
     /// The same, per group, for a socket of several groups that resumed from a token.
     delivered_upto_in: BTreeMap<Group, u64>,
     pub(crate) last_seq: Option<u64>,
+    /// The group and seq of the socket's own unreplicated send, whose echo is withheld.
+    withdrawn: Option<(Group, u64)>,
 }
 
 impl Seams {
     /// The seams of a socket that was sent `resume` first; returns them and the frames to send.
     pub(crate) fn of(resume: Resume) -> (Self, Vec<Frame>) {
         let Resume { backlog, delivered_upto, resumable, delivered_upto_in, .. } = resume;
-        let seams = Self { resumable, delivered_upto, delivered_upto_in, last_seq: delivered_upto };
+        let seams = Self { resumable, delivered_upto, delivered_upto_in, last_seq: delivered_upto, withdrawn: None };
         (seams, backlog)
+    }
+
+    /// Withholds the echo of the socket's own send `seq` in `group` (see the invariants).
+    pub(crate) fn withdraw(&mut self, group: &Group, seq: u64) {
+        self.withdrawn = Some((group.clone(), seq));
+    }
+
+    /// True for the withheld echo (once); a frame numbered past it ends the wait. A frame of a
+    /// single-group socket carries no group: its seq alone decides.
+    fn is_withdrawn(&mut self, group: Option<&Group>, seq: Option<u64>) -> bool {
+        let (Some((withdrawn_group, withdrawn)), Some(seq)) = (&self.withdrawn, seq) else { return false };
+        if group.is_some_and(|g| g != withdrawn_group) {
+            return false;
+        }
+        let hit = seq == *withdrawn;
+        if seq >= *withdrawn {
+            self.withdrawn = None;
+        }
+        hit
     }
 
     /// The frame to send for what the hub queued, or `None` to send nothing.
@@ -44,6 +68,9 @@ impl Seams {
         match outbound {
             Outbound::Frame(frame) => {
                 attached.link().taken(&frame);
+                if self.is_withdrawn(None, frame.seq) {
+                    return None;
+                }
                 let seq = if self.resumable { frame.seq } else { None };
                 if let Some(upto) = self.delivered_upto {
                     match seq {
@@ -60,6 +87,9 @@ impl Seams {
                     // every group's position after it.
                     attached.link().taken(&frame);
                     let seq = frame.seq;
+                    if self.is_withdrawn(Some(&group), seq) {
+                        return None;
+                    }
                     if let (Some(seq), Some(upto)) = (seq, self.delivered_upto_in.get(&group)) {
                         if seq <= *upto {
                             return None;

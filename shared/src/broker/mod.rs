@@ -41,10 +41,12 @@ pub enum BrokerError {
     Timeout(Duration),
     #[error("not connected to the broker")]
     Disconnected,
+    /// The publication was made (numbered `seq` in its group, sent live) but fewer replicas than
+    /// `GATEWAY_REDIS_REPLICA_ACKS` took it in time: a failover now could lose it.
     #[error(
         "redis: the publication reached {acked} of the {wanted} replicas it must (GATEWAY_REDIS_REPLICA_ACKS) in time"
     )]
-    NotReplicated { wanted: u32, acked: u32 },
+    NotReplicated { wanted: u32, acked: u32, seq: u64 },
     #[error("embedded jobs journal: {0}")]
     Journal(String),
 }

@@ -92,3 +92,33 @@ async fn a_redis_cluster_slot_migrated_under_load() {
         "fault redis-slot-migrated: nodes ready again {ready:.1} s after the move, {refilled} refilled"
     ));
 }
+
+/// With `GATEWAY_REDIS_REPLICA_ACKS=1` and no replica to take it (a lone redis-server), a
+/// message goes out live but is not safe: its sender hears `unavailable` and no echo of it;
+/// the other member's socket hears it. A message that passes its `WAIT` is echoed as usual
+/// (the Redis Cluster fault above).
+#[tokio::test]
+async fn an_unreplicated_send_is_refused_and_its_echo_withheld() {
+    let server = e2e::RedisServer::start().await;
+    let target = shared::connection::RedisTarget::Single(server.url());
+    let redis = TestRedis { server: Some(server), target };
+    let cluster = Cluster::start_on_redis(1, roomy(), TestDb::create().await, redis, 0).await;
+    cluster.user("alice", None).await;
+    cluster.user("bob", None).await;
+    let session = cluster.session("alice", "bob").await;
+    // Alice's node waits for a replica that does not exist; bob's does not wait.
+    let mut strict = cluster.node_config();
+    strict.replica_acks = 1;
+    let strict = e2e::Node::start(strict).await;
+    let path = |user: &str| e2e::session_path(&session, &e2e::token(user));
+    let mut alice = e2e::Client::connect(&strict.ws(&path("alice"))).await;
+    let mut bob = e2e::Client::connect(&cluster.node(0).ws(&path("bob"))).await;
+    alice.send_json(serde_json::json!({"type": "message", "content": "unsafe"})).await;
+    let refused = alice.recv().await;
+    assert_eq!((refused["type"].as_str(), refused["error_code"].as_str()), (Some("error"), Some("unavailable")));
+    assert_eq!(bob.recv_type("message").await["content"], "unsafe", "it went out live");
+    // The next frame alice hears is bob's message, not the echo of her own.
+    bob.send_json(serde_json::json!({"type": "message", "content": "from bob"})).await;
+    let next = alice.recv().await;
+    assert_eq!(next["content"], "from bob", "alice hears bob, not her withheld echo: {next}");
+}

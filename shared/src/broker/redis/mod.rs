@@ -173,7 +173,11 @@ impl RedisBroker {
             if self.replica_acks > 0 {
                 let acked = conn.wait_for_replicas(&stream, self.replica_acks, REPLICA_WAIT).await?;
                 if acked < self.replica_acks {
-                    return Err(BrokerError::NotReplicated { wanted: self.replica_acks, acked });
+                    let seq = match answer {
+                        redis::Value::Int(seq) => u64::try_from(seq).unwrap_or(0),
+                        _ => 0,
+                    };
+                    return Err(BrokerError::NotReplicated { wanted: self.replica_acks, acked, seq });
                 }
             }
             match answer {

@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 /// ARGV: window length, window TTL (s), counter TTL (s), publication count n, the `sent` record's
 /// TTL (0: none), the publish command (`PUBLISH` on one Redis, `SPUBLISH` on a cluster), then
 /// each publication's channel and payload, then the jobs.
+/// Returns the first publication's seq, or for a send already made its first payload.
 const PUBLISH: &str = r#"
 local len, ttl, counter_ttl, n, once = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local publish = ARGV[6]
@@ -26,7 +27,7 @@ local function stamped(payload, head)
   if string.match(rest, '^%s*}') then sep = '' end
   return head .. sep .. rest
 end
-local job_head = nil
+local job_head, first_seq = nil, 0
 for i = 1, n do
   local counter, window = KEYS[2 * i], KEYS[2 * i + 1]
   local channel = ARGV[5 + 2 * i]
@@ -40,6 +41,7 @@ for i = 1, n do
     redis.call('DEL', window)
   end
   local seq = redis.call('HINCRBY', counter, 'seq', 1)
+  if i == 1 then first_seq = seq end
   redis.call('EXPIRE', counter, counter_ttl)
   local head = '{"seq":' .. seq .. ',"epoch":' .. epoch .. ',"at":' .. at
   job_head = job_head or ('{"group_seq":' .. seq .. ',"group_epoch":' .. epoch)
@@ -53,7 +55,7 @@ end
 for j = 7 + 2 * n, #ARGV do
   redis.call('XADD', KEYS[1], '*', 'job', stamped(ARGV[j], job_head))
 end
-return n
+return first_seq
 "#;
 
 /// Each group's current position and its window after a position, read atomically.
