@@ -318,7 +318,13 @@ pub async fn main_from_env() -> anyhow::Result<()> {
         Command::DeadLetters { replay } => dead_letters_command(replay.as_deref()).await,
         Command::CheckConfig => {
             let config = shared::config::WorkerConfig::from_env()?;
-            println!("configuration OK: consumer {}, batches of {}", config.consumer, config.batch_size);
+            println!(
+                "configuration OK: Redis {}, replica acks {}, consumer {}, batches of {}",
+                config.redis.describe(),
+                config.replica_acks,
+                config.consumer,
+                config.batch_size
+            );
             Ok(())
         }
     }

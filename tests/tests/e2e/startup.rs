@@ -86,3 +86,38 @@ async fn logs_are_json_lines_with_log_format_json() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// `check-config` names a Redis Cluster's seed nodes (passwords masked) and refuses a
+/// configuration that sets both `REDIS_URL` and `REDIS_CLUSTER_NODES`, naming both; the worker
+/// refuses it the same way.
+#[test]
+fn check_config_knows_a_redis_cluster_and_refuses_two_redis_settings() {
+    let run = |exe: &str, redis_url: Option<&str>| {
+        let mut command = std::process::Command::new(exe);
+        command
+            .arg("check-config")
+            .env("REDIS_CLUSTER_NODES", "10.0.0.1:7000,redis://:hunter2@10.0.0.2:7001")
+            .env("DATABASE_URL", "postgres://app@db/app")
+            .env("JWT_SECRET", "s3cret")
+            .env("GATEWAY_API_KEY", "k");
+        match redis_url {
+            Some(url) => command.env("REDIS_URL", url),
+            None => command.env_remove("REDIS_URL"),
+        };
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let gateway = env!("CARGO_BIN_EXE_e2e-gateway");
+    let (ok, said) = run(gateway, None);
+    assert!(ok, "{said}");
+    assert!(said.contains("Redis Cluster") && said.contains("10.0.0.1:7000"), "{said}");
+    assert!(!said.contains("hunter2"), "{said}");
+    for exe in [gateway, env!("CARGO_BIN_EXE_e2e-worker")] {
+        let (ok, said) = run(exe, Some("redis://10.0.0.9:6379"));
+        assert!(!ok, "{said}");
+        assert!(said.contains("REDIS_URL") && said.contains("REDIS_CLUSTER_NODES"), "{said}");
+    }
+}
