@@ -502,6 +502,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     }
     let cpu_after: Vec<Option<f64>> = pids.iter().map(|p| cpu_secs(p)).collect();
     let loadgen_cpu_secs = cpu_secs("self").unwrap_or(0.0) - own_before;
+    // Before the sockets close (bench/cluster.sh counts each Redis master's commands up to here).
+    eprintln!("loadgen: messages done");
     stop.cancel();
     let server_slow_closes = if gateway { Some(slow_closes(&options).await - slow_closes_before) } else { None };
 
