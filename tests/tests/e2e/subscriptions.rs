@@ -65,6 +65,17 @@ async fn thirty_groups_spread_over_the_masters_of_a_redis_cluster() {
     if cluster.target().is_cluster() {
         assert!(with(true) >= 2, "sharded channels on at least two masters: {per_redis:?}");
         assert_eq!(with(false), 0, "no classic channel: {per_redis:?}");
+        // A group's keys and its bucket's jobs stream are in one slot, as Redis computes it.
+        let keys = shared::keys::Keys::new(&cluster.prefix);
+        let group = Group::from_name("session:any");
+        let bucket = shared::keys::bucket_of(&group);
+        let mut conn = cluster.redis_conn().await;
+        let mut slots = Vec::new();
+        for key in [keys.counter(&group), keys.window(&group), keys.channel(&group), keys.jobs_stream(bucket)] {
+            let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&key).query_async(&mut conn).await.unwrap();
+            slots.push(slot);
+        }
+        assert!(slots.iter().all(|s| *s == slots[0]), "{slots:?}");
     } else {
         assert_eq!((with(false), with(true)), (1, 0), "{per_redis:?}");
     }
