@@ -12,9 +12,12 @@
 //! reconnect on one Redis. No socket misses a frame, none gets one twice.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use redis::aio::AsyncPushSender;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind};
@@ -22,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::subscriber::refuse_requests_for;
 use super::{timed, SubscriberRequest, MAX_BACKOFF};
-use crate::broker::{BrokerError, Inbound, Publication};
+use crate::broker::{BrokerError, Inbound, Publication, INBOX_CAPACITY};
 use crate::connection::COMMAND_TIMEOUT;
 use crate::event::Group;
 use crate::keys::{bucket_of, Keys, BUCKETS};
@@ -40,10 +43,20 @@ pub(super) async fn sharded_subscriber(
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        // The cluster connection forwards its push messages here, unbounded: the hub's
-        // dispatcher drains the inbox without awaiting anything else.
-        let (push_tx, pushes) = mpsc::unbounded_channel();
-        let (conn, made) = match connect(&nodes, push_tx).await {
+        // The cluster connection hands its push messages to a callback that must not wait: they
+        // queue here, bounded. One that finds the queue full is dropped and the session ends as
+        // if a subscription were lost (a resubscription refills every group from its window):
+        // a node that falls behind costs a refill, never memory without bound nor a silent gap.
+        let (push_tx, pushes) = mpsc::channel(INBOX_CAPACITY);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let flag = overflowed.clone();
+        let on_push = move |push: PushInfo| -> Result<(), ()> {
+            if push_tx.try_send(push).is_err() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            Ok(())
+        };
+        let (conn, made) = match connect(&nodes, on_push).await {
             Ok(conn) => (conn, Instant::now()),
             Err(e) => {
                 tracing::warn!(error = %e, "redis cluster pub/sub: connect failed, retrying");
@@ -58,7 +71,7 @@ pub(super) async fn sharded_subscriber(
         if inbox.send(Inbound::Reconnected).await.is_err() {
             return; // The node is gone.
         }
-        let session = Session { conn, keys: &keys, wanted: HashSet::new() };
+        let session = Session { conn, keys: &keys, wanted: HashSet::new(), overflowed };
         let Some(why) = session.run(&mut requests, pushes, &inbox).await else { return };
         tracing::warn!(why, "redis cluster pub/sub: subscriptions lost; resubscribing where the slots are now");
         if inbox.send(Inbound::Disconnected).await.is_err() {
@@ -75,10 +88,10 @@ pub(super) async fn sharded_subscriber(
     }
 }
 
-async fn connect(nodes: &[String], push_tx: mpsc::UnboundedSender<PushInfo>) -> Result<ClusterConnection, BrokerError> {
+async fn connect(nodes: &[String], on_push: impl AsyncPushSender) -> Result<ClusterConnection, BrokerError> {
     let client = ClusterClientBuilder::new(nodes.to_vec())
         .use_protocol(redis::ProtocolVersion::RESP3)
-        .push_sender(push_tx)
+        .push_sender(on_push)
         .connection_timeout(COMMAND_TIMEOUT)
         .response_timeout(COMMAND_TIMEOUT)
         .build()?;
@@ -92,6 +105,8 @@ struct Session<'a> {
     /// The channels this node asked for and has not given up: an unsubscribe push for one of
     /// these is Redis moving its slot.
     wanted: HashSet<String>,
+    /// Set when a push message found the queue full and was dropped.
+    overflowed: Arc<AtomicBool>,
 }
 
 impl Session<'_> {
@@ -99,7 +114,7 @@ impl Session<'_> {
     async fn run(
         mut self,
         requests: &mut mpsc::Receiver<SubscriberRequest>,
-        mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+        mut pushes: mpsc::Receiver<PushInfo>,
         inbox: &mpsc::Sender<Inbound>,
     ) -> Option<&'static str> {
         loop {
@@ -112,6 +127,9 @@ impl Session<'_> {
                 }
                 push = pushes.recv() => {
                     let Some(push) = push else { return Some("the cluster connection closed") };
+                    if self.overflowed.swap(false, Ordering::Relaxed) {
+                        return Some("publications came faster than the node took them (some were dropped)");
+                    }
                     match push.kind {
                         PushKind::SMessage => {
                             let Some(inbound) = self.publication(push.data) else { continue };
