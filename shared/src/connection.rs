@@ -252,3 +252,29 @@ impl ConnectionLike for Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_nodes_are_read_as_host_port_or_urls() {
+        let target = RedisTarget::cluster_from_list(" 10.0.0.1:7000, rediss://:pw@10.0.0.2:7001 ,").unwrap();
+        assert_eq!(
+            target,
+            RedisTarget::Cluster(vec!["redis://10.0.0.1:7000".into(), "rediss://:pw@10.0.0.2:7001".into()])
+        );
+        assert!(!format!("{target:?}").contains("pw"), "{target:?}");
+        assert_eq!(RedisTarget::cluster_from_list(" , "), None);
+    }
+
+    #[test]
+    fn a_cluster_splits_work_by_bucket_in_the_order_of_first_items() {
+        let items = [3usize, 1, 3, 2, 1];
+        let cluster = Commands::new(&RedisTarget::Cluster(vec!["redis://127.0.0.1:1".into()])).unwrap();
+        assert_eq!(cluster.by_slot(&items, |b| *b), vec![vec![0, 2], vec![1, 4], vec![3]]);
+        let single = Commands::new(&RedisTarget::Single("redis://127.0.0.1:1".into())).unwrap();
+        assert_eq!(single.by_slot(&items, |b| *b), vec![vec![0, 1, 2, 3, 4]]);
+        assert!(single.by_slot(&[] as &[usize], |b| *b).is_empty());
+    }
+}
