@@ -29,6 +29,8 @@ use crate::rawws;
 pub(crate) enum Target {
     Gateway,
     SocketIo,
+    /// The bare server of `bench/peers/floor`: the gateway's chat frames, rooms at `/ws/{room}`.
+    Floor,
 }
 
 #[derive(Debug, Clone)]
@@ -77,7 +79,8 @@ impl Options {
                     options.target = match value.as_str() {
                         "gateway" => Target::Gateway,
                         "socketio" => Target::SocketIo,
-                        other => bail!("--target gateway|socketio, not {other}"),
+                        "floor" => Target::Floor,
+                        other => bail!("--target gateway|socketio|floor, not {other}"),
                     }
                 }
                 "--nodes" => options.nodes = value.split(',').map(str::to_owned).collect(),
@@ -329,6 +332,10 @@ async fn open(options: &Options, i: usize) -> anyhow::Result<Ws> {
             let path = format!("/api/v1/ws/chat/{}?token={token}", chat_id(options, group));
             Ok(rawws::connect_with(node, &path, options.is_slow(i).then_some(SLOW_RECEIVE_BUFFER)).await?)
         }
+        Target::Floor => {
+            let path = format!("/ws/{}", chat_id(options, group));
+            Ok(rawws::connect_with(node, &path, options.is_slow(i).then_some(SLOW_RECEIVE_BUFFER)).await?)
+        }
         Target::SocketIo => {
             let receive_buffer = options.is_slow(i).then_some(SLOW_RECEIVE_BUFFER);
             let (mut reader, mut writer) =
@@ -362,7 +369,7 @@ async fn open(options: &Options, i: usize) -> anyhow::Result<Ws> {
 fn message_frame(target: Target, group: usize, seq: u64, sent: u64) -> String {
     let content = format!("lg|{group}|{seq}|{sent}");
     match target {
-        Target::Gateway => {
+        Target::Gateway | Target::Floor => {
             json!({"type": "send_message", "data": {"content": content, "message_type": "text"}}).to_string()
         }
         Target::SocketIo => format!("42[\"message\",{}]", json!({"room": format!("room{group}"), "content": content})),
@@ -551,6 +558,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         target: match options.target {
             Target::Gateway => "gateway",
             Target::SocketIo => "socketio",
+            Target::Floor => "floor",
         },
         sockets: options.sockets,
         groups: options.groups,

@@ -11,7 +11,7 @@
 //!   messages per second for SECONDS the way a gateway does (live publish and job in one atomic script),
 //!   one at a time, while a worker process persists them; polls the database every 5 ms and
 //!   reports publish-to-row latency (p50, p99, max) (bench/persist-latency.sh).
-//! * `loadgen fanout --target gateway|socketio --nodes HOST:PORT,... [--sockets N] [--groups G]
+//! * `loadgen fanout --target gateway|socketio|floor --nodes HOST:PORT,... [--sockets N] [--groups G]
 //!   [--rate MSG_PER_SEC] [--seconds S] [--slow SHARE] [--pids PID,...] [--api-key K --jwt-secret S]`:
 //!   the fan-out benchmark (`fanout`): prints its report as one JSON line, then a summary line
 //!   (bench/fanout.sh, bench/compare.sh).
