@@ -22,13 +22,28 @@ floor_pid=$!
 STACK_PIDS+=("$floor_pid")
 until (exec 3<>"/dev/tcp/127.0.0.1/$floor_port") 2>/dev/null; do sleep 0.1; done
 args=(--sockets "$sockets" --groups "$groups" --rate "$rate" --seconds "$seconds")
+# What each server asks of Redis per publication, by command (INFO commandstats over its run).
+commands_per_publication() {
+  redis-cli -p "$REDIS_PORT" info commandstats | python3 -c 'import sys,re,json
+sent=json.loads(sys.argv[1])["messages_sent"] or 1
+stats={m.group(1): int(m.group(2)) for m in re.finditer(r"cmdstat_([^:]+):calls=(\d+)", sys.stdin.read())}
+for skip in ("info", "config|resetstat"): stats.pop(skip, None)
+top=sorted(stats.items(), key=lambda kv: -kv[1])
+print("%s: Redis commands per publication %.2f (%s)" % (sys.argv[2], sum(stats.values())/sent, ", ".join("%s %.2f" % (k, v/sent) for k, v in top[:8])))' "$1" "$2"
+}
+redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
 gateway=$(fanout_gateway --tag "$RANDOM$RANDOM" "${args[@]}" | tail -n 2)
+gateway_commands=$(commands_per_publication "$(echo "$gateway" | head -n 1)" gateway)
+redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
 socketio=$(fanout_socketio "${args[@]}" | tail -n 2)
+socketio_commands=$(commands_per_publication "$(echo "$socketio" | head -n 1)" socket.io)
 floor=$(target/release/loadgen fanout --target floor --nodes "127.0.0.1:$floor_port" --pids "$floor_pid" \
   --tag "$RANDOM$RANDOM" "${args[@]}" | tail -n 2)
 echo "$gateway"
 echo "$socketio"
 echo "$floor"
+echo "$gateway_commands"
+echo "$socketio_commands"
 python3 - "$(echo "$gateway" | head -n 1)" "$(echo "$socketio" | head -n 1)" "$(echo "$floor" | head -n 1)" <<'PY'
 import json, sys
 g, s, f = (json.loads(a) for a in sys.argv[1:4])
