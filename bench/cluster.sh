@@ -43,34 +43,17 @@ stop_gateways
 
 echo "== rooms on a Redis Cluster (three masters, three replicas)"
 start_redis_cluster
-masters=() master_pids=() all_pids=()
+masters=() all_pids=()
 for node in ${REDIS_CLUSTER_NODES//,/ }; do
   port=${node##*:}
   all_pids+=("$(cat "$RC_DIR/$port/redis.pid")")
   if redis-cli -p "$port" role | head -n 1 | grep -q master; then
     masters+=("$port")
-    master_pids+=("$(cat "$RC_DIR/$port/redis.pid")")
   fi
 done
-unset REDIS_URL
+# The nodes and the worker on the cluster: REDIS_URL emptied (unset, to them), REDIS_CLUSTER_NODES named.
 export REDIS_URL= REDIS_CLUSTER_NODES
-start_gateways_on_current_redis() {
-  local pids=() nodes=() port
-  for _ in 1 2; do
-    port=$(free_port)
-    GATEWAY_BIND=127.0.0.1:$port target/release/gateway >/dev/null &
-    pids+=($!)
-    STACK_PIDS+=($!)
-    nodes+=("127.0.0.1:$port")
-    wait_http "127.0.0.1:$port/readyz"
-  done
-  GATEWAY_PIDS=$(IFS=,; echo "${pids[*]}")
-  GATEWAY_NODES=$(IFS=,; echo "${nodes[*]}")
-  WORKER_METRICS_BIND=127.0.0.1:0 target/release/worker >/dev/null &
-  WORKER_PID=$!
-  STACK_PIDS+=("$WORKER_PID")
-}
-start_gateways_on_current_redis
+start_nodes
 redis_pids=$(IFS=,; echo "${all_pids[*]}")
 
 # One rooms run on the cluster with $1 groups. Each master's commands are counted from the moment

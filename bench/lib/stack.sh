@@ -45,6 +45,12 @@ start_gateways() {
   export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/" DATABASE_URL="$PG_URL" JWT_SECRET=$BENCH_SECRET \
     GATEWAY_API_KEY=$BENCH_KEY GATEWAY_MAX_CONNECTIONS_PER_IP=0 GATEWAY_UPGRADES_PER_IP_PER_SEC=0 \
     GATEWAY_RATE_PER_SEC=100000 GATEWAY_RATE_BURST=100000 RUST_LOG=warn
+  start_nodes
+}
+
+# Two gateway nodes and a worker on whatever Redis the environment names (REDIS_URL or
+# REDIS_CLUSTER_NODES), as start_gateways leaves it set up: sets the same variables.
+start_nodes() {
   local pids=() nodes=() port
   for _ in 1 2; do
     port=$(free_port)
