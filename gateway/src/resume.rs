@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::ws::Utf8Bytes;
 use serde_json::json;
-use shared::event::{Envelope, Event, Group, Position};
+use shared::event::{Envelope, Event, Group};
 use shared::ids::UserId;
 
 use crate::hub::{Attached, Frame};
@@ -85,31 +85,21 @@ async fn replay(
 ) -> (Resume, &'static str) {
     let resync = |seq| (resync_required(group, seq), "resync");
     let Ok(since) = since.trim().parse::<u64>() else { return resync(None) };
-    let current = match app.broker.positions(std::slice::from_ref(group)).await {
-        Ok(positions) => positions.first().copied().unwrap_or_default(),
+    // One read: the group's position and its window after `since` (in its current counter).
+    let read = match app.broker.window_after(group, since).await {
+        Ok(read) => read,
         Err(e) => {
-            tracing::warn!(error = %e, %group, "resume: position not read");
+            tracing::warn!(error = %e, %group, "resume: window not read");
             return resync(None);
         }
     };
+    let current = read.current;
     if since > current.seq {
         // Numbers the group never reached in this counter's life: the counter started again.
         return resync(Some(current.seq));
     }
     if since == current.seq {
         return (Resume { delivered_upto: Some(since), resumable: true, ..Resume::default() }, "window");
-    }
-    let after = Position { epoch: current.epoch, seq: since };
-    let read = match app.broker.window_since(&[(group.clone(), after)]).await {
-        Ok(mut reads) if !reads.is_empty() => reads.swap_remove(0),
-        Ok(_) => return resync(Some(current.seq)),
-        Err(e) => {
-            tracing::warn!(error = %e, %group, "resume: window not read");
-            return resync(Some(current.seq));
-        }
-    };
-    if read.current.epoch != current.epoch {
-        return resync(Some(read.current.seq));
     }
     let window: Vec<Envelope> = read.entries.iter().filter_map(|p| Envelope::decode(&p.payload).ok()).collect();
     let (mut missed, mut from) = (Vec::new(), "window");

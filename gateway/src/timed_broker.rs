@@ -81,6 +81,10 @@ impl GroupLog for TimedBroker {
     async fn window_since(&self, reads: &[(Group, Position)]) -> Result<Vec<WindowRead>, BrokerError> {
         self.timed("window_since", self.inner.window_since(reads)).await
     }
+
+    async fn window_after(&self, group: &Group, seq: u64) -> Result<WindowRead, BrokerError> {
+        self.timed("window_since", self.inner.window_after(group, seq)).await
+    }
 }
 
 #[async_trait]

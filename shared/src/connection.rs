@@ -1,6 +1,13 @@
-//! Where Redis commands go: one Redis (`REDIS_URL`, through a deadpool pool) or a Redis Cluster
-//! (`REDIS_CLUSTER_NODES`, through the redis crate's cluster connection, which routes each
-//! command to the master of its slot, follows `MOVED`/`ASK` and refreshes its slot map).
+//! Where Redis commands go: one Redis (`REDIS_URL`, through one shared multiplexed connection
+//! that reconnects by itself) or a Redis Cluster (`REDIS_CLUSTER_NODES`, through the redis
+//! crate's cluster connection, which routes each command to the master of its slot, follows
+//! `MOVED`/`ASK` and refreshes its slot map).
+//!
+//! Why not a pool: every command of a node goes over one connection on each Redis, pipelined
+//! with whatever else is in flight, so a checkout costs nothing. A pool's checkout costs a
+//! round trip of its own (its health check: `UNWATCH` and `PING`), which was a quarter of all
+//! the commands Redis ran per publication. Nothing here needs a connection to itself but the
+//! blocking reads, which take one from [`Commands::blocking_conn`].
 //!
 //! Callers take a [`Conn`] from [`Commands::conn`] and run commands, scripts and single-slot
 //! pipelines on it as on any connection. What may not cross slots (a script's keys, a pipeline)
@@ -9,8 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
-use redis::aio::ConnectionLike;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
@@ -88,7 +94,7 @@ pub struct Commands {
 #[derive(Clone)]
 enum Via {
     Single {
-        pool: Pool,
+        shared: Arc<SharedConnection>,
         client: redis::Client,
     },
     /// The cluster connection is made on first use and shared (it multiplexes, one connection
@@ -104,7 +110,13 @@ impl Commands {
     /// it is not ready) while Redis is away.
     pub fn new(target: &RedisTarget) -> Result<Self, BrokerError> {
         let route = match target {
-            RedisTarget::Single(url) => Via::Single { pool: pool(url)?, client: redis::Client::open(url.as_str())? },
+            RedisTarget::Single(url) => {
+                // RESP3: a connection reports its own end only to a RESP3 client.
+                let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?;
+                let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+                let client = redis::Client::open(info.set_redis_settings(settings))?;
+                Via::Single { shared: Arc::new(SharedConnection::new(client.clone())), client }
+            }
             RedisTarget::Cluster(nodes) => {
                 Via::Cluster { nodes: nodes.clone().into(), shared: Arc::new(tokio::sync::OnceCell::new()) }
             }
@@ -116,10 +128,11 @@ impl Commands {
         matches!(self.route, Via::Cluster { .. })
     }
 
-    /// A connection for commands: a pooled one, or a handle on the shared cluster connection.
+    /// A connection for commands: a handle on the shared connection (one Redis) or on the shared
+    /// cluster connection.
     pub async fn conn(&self) -> Result<Conn, BrokerError> {
         match &self.route {
-            Via::Single { pool, .. } => Ok(Conn::Pooled(pool.get().await?)),
+            Via::Single { shared, .. } => Ok(Conn::Shared(shared.get().await?)),
             Via::Cluster { nodes, shared } => {
                 let conn = shared
                     .get_or_try_init(|| async {
@@ -174,28 +187,64 @@ impl Commands {
     }
 }
 
-fn pool(url: &str) -> Result<Pool, BrokerError> {
-    let config = PoolConfig {
-        max_size: 32,
-        timeouts: Timeouts {
-            wait: Some(COMMAND_TIMEOUT),
-            create: Some(COMMAND_TIMEOUT),
-            recycle: Some(COMMAND_TIMEOUT),
-        },
-        ..Default::default()
-    };
-    let connection = redis::AsyncConnectionConfig::new()
-        .set_response_timeout(Some(COMMAND_TIMEOUT))
-        .set_connection_timeout(Some(COMMAND_TIMEOUT));
-    let manager = deadpool_redis::Manager::new_with_config(url, connection)?;
-    Pool::builder(manager).config(config).runtime(Runtime::Tokio1).build().map_err(|e| {
-        BrokerError::Redis(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "pool", e.to_string())))
-    })
+/// One Redis's shared connection: made by the first command that needs it, forgotten the
+/// moment it breaks (the connection reports its own end), made again by the next command. So
+/// the first command after Redis comes back finds a fresh connection, not a dead one.
+pub(crate) struct SharedConnection {
+    client: redis::Client,
+    /// The connection and its generation (a report of a broken connection names its own).
+    current: std::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
+    generation: std::sync::atomic::AtomicU64,
+    /// One dial at a time: the commands waiting for a connection share it.
+    dialing: tokio::sync::Mutex<()>,
+}
+
+impl SharedConnection {
+    fn new(client: redis::Client) -> Self {
+        Self { client, current: Default::default(), generation: Default::default(), dialing: Default::default() }
+    }
+
+    fn current(&self) -> Option<MultiplexedConnection> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|(_, conn)| conn.clone())
+    }
+
+    async fn get(self: &Arc<Self>) -> Result<MultiplexedConnection, BrokerError> {
+        if let Some(conn) = self.current() {
+            return Ok(conn);
+        }
+        let _dialing = self.dialing.lock().await;
+        if let Some(conn) = self.current() {
+            return Ok(conn);
+        }
+        let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let this = Arc::downgrade(self);
+        let forget_when_broken = move |info: redis::PushInfo| -> Result<(), ()> {
+            if info.kind == redis::PushKind::Disconnection {
+                if let Some(this) = this.upgrade() {
+                    let mut current = this.current.lock().unwrap_or_else(|e| e.into_inner());
+                    if current.as_ref().is_some_and(|(made, _)| *made == generation) {
+                        *current = None;
+                    }
+                }
+            }
+            Ok(())
+        };
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_push_sender(forget_when_broken);
+        let conn =
+            tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_multiplexed_async_connection_with_config(&config))
+                .await
+                .map_err(|_| BrokerError::Timeout(COMMAND_TIMEOUT))??;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, conn.clone()));
+        Ok(conn)
+    }
 }
 
 /// One connection, whichever kind: commands, scripts and pipelines run on it alike.
 pub enum Conn {
-    Pooled(deadpool_redis::Connection),
+    Shared(MultiplexedConnection),
     Direct(redis::aio::MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -225,7 +274,7 @@ impl Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Pooled(conn) => conn.req_packed_command(cmd),
+            Conn::Shared(conn) => conn.req_packed_command(cmd),
             Conn::Direct(conn) => conn.req_packed_command(cmd),
             Conn::Cluster(conn) => conn.req_packed_command(cmd),
         }
@@ -238,7 +287,7 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Pooled(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Shared(conn) => conn.req_packed_commands(pipeline, offset, count),
             Conn::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
@@ -246,7 +295,7 @@ impl ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Pooled(conn) => conn.get_db(),
+            Conn::Shared(conn) => conn.get_db(),
             Conn::Direct(conn) => conn.get_db(),
             Conn::Cluster(conn) => conn.get_db(),
         }

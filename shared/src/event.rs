@@ -325,14 +325,14 @@ impl Position {
 
 /// The payload as the broker publishes it: `{"seq":N,"epoch":E,"at":MS,` followed by the rest of
 /// the JSON object `payload` (leading fields, so that `redis-cli monitor` shows them first; `at`
-/// is when it was published, in milliseconds of the broker's clock). The Redis broker's publish
+/// is when it was published, in milliseconds of the publishing node's clock). The Redis broker's publish
 /// script builds the same bytes in Lua; a payload that is not a JSON object is published as it is.
 pub fn stamp(position: Position, at_ms: u64, payload: &[u8]) -> Bytes {
     with_leading_fields(&format!("\"seq\":{},\"epoch\":{},\"at\":{at_ms}", position.seq, position.epoch), payload)
 }
 
 /// What the broker stamped on a publication: its place in its group's numbering, and when it went
-/// out (milliseconds of the broker's clock).
+/// out (milliseconds of the publishing node's clock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
     pub position: Position,

@@ -108,29 +108,23 @@ impl Worker {
             if claimed.is_empty() {
                 return Ok(delivered);
             }
-            let mut published = Vec::with_capacity(claimed.len());
-            let mut failure = None;
-            for notification in &claimed {
-                let group = Group::user(&notification.user_id);
-                let envelope = Envelope::to_all(Event::Notification(notification.clone())).encode();
-                match self.broker.publish(&group, envelope).await {
-                    Ok(()) => published.push(notification.notification_id),
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
+            // One publish call for the lot: one script on one Redis, one per slot on a cluster.
+            let publications: Vec<_> = claimed
+                .iter()
+                .map(|n| (Group::user(&n.user_id), Envelope::to_all(Event::Notification(n.clone())).encode()))
+                .collect();
+            let ids: Vec<i64> = claimed.iter().map(|n| n.notification_id).collect();
+            if let Err(e) = self.broker.publish_all(&publications, &[]).await {
+                // On a cluster some slots' steps may have gone out: published again later, with
+                // the same `notification_id`.
+                self.store.release_undelivered(&ids).await?;
+                return Err(e.into());
             }
             if let Some(hook) = self.settings.after_award_publish {
                 hook();
             }
-            self.store.mark_delivered(&published).await?;
-            if let Some(e) = failure {
-                let rest: Vec<i64> = claimed[published.len()..].iter().map(|n| n.notification_id).collect();
-                self.store.release_undelivered(&rest).await?;
-                return Err(e.into());
-            }
-            delivered += published.len();
+            self.store.mark_delivered(&ids).await?;
+            delivered += ids.len();
         }
     }
 

@@ -101,19 +101,6 @@ pub(crate) async fn admit(
     expires_at: Option<i64>,
     from: &crate::resume::ResumeFrom,
 ) -> Response {
-    // The per-user cap counts the user's sockets on every live node, not just this one.
-    if let Some(user) = &user {
-        let cap = app.config.limits.max_sockets_per_user;
-        match app.presence.sockets_of(user, crate::presence::DEAD_AFTER).await {
-            Ok(open) if open >= cap => {
-                tracing::info!(user = user.as_str(), open, "socket refused: the user's cap is reached cluster-wide");
-                return reject(ws, &app, CloseReason::PolicyViolation);
-            }
-            Ok(_) => {}
-            // Presence unreachable: this node's own cap still holds.
-            Err(e) => tracing::warn!(error = %e, "cluster-wide socket count unavailable"),
-        }
-    }
     let (mut attached, outbox) = match Attached::attach(&app.hub, user.clone(), protocol.format()) {
         Ok(attached) => attached,
         Err(e) => {
@@ -121,10 +108,19 @@ pub(crate) async fn admit(
             return reject(ws, &app, CloseReason::PolicyViolation);
         }
     };
+    // The per-user cap counts the user's sockets on every live node, not just this one: checked
+    // and recorded in one round trip (so that the next admission anywhere counts this one).
     if let Some(user) = &user {
-        // Recorded before the socket opens, so that the next admission anywhere counts it.
-        if let Err(e) = app.presence.set_sockets(&app.node_id, user, app.hub.sockets_of(user)).await {
-            tracing::warn!(error = %e, "cluster-wide socket count not recorded");
+        let (here, cap) = (app.hub.sockets_of(user), app.config.limits.max_sockets_per_user);
+        match app.presence.admit_socket(&app.node_id, user, here, cap, crate::presence::DEAD_AFTER).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(user = user.as_str(), "socket refused: the user's cap is reached cluster-wide");
+                drop(attached);
+                return reject(ws, &app, CloseReason::PolicyViolation);
+            }
+            // Presence unreachable: this node's own cap still holds.
+            Err(e) => tracing::warn!(error = %e, "cluster-wide socket count unavailable"),
         }
     }
     // Resuming needs one group whose numbers the client kept (Pythia's sockets have several).

@@ -35,8 +35,6 @@ pub use self::redis::RedisBroker;
 pub enum BrokerError {
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
-    #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
     #[error("broker did not answer within {0:?}")]
     Timeout(Duration),
     #[error("not connected to the broker")]
@@ -175,6 +173,15 @@ pub trait GroupLog: Send + Sync + 'static {
 
     /// For each `(group, after)`, what the group's window holds after `after`.
     async fn window_since(&self, reads: &[(Group, Position)]) -> Result<Vec<WindowRead>, BrokerError>;
+
+    /// What `group`'s window holds after `seq` of its current counter, whichever that is (a
+    /// reconnecting client's `?since=`, which names no epoch), with the group's current position:
+    /// one step on Redis (a reconnect storm's admissions each make one read).
+    async fn window_after(&self, group: &Group, seq: u64) -> Result<WindowRead, BrokerError> {
+        let current = self.positions(std::slice::from_ref(group)).await?.first().copied().unwrap_or_default();
+        let mut reads = self.window_since(&[(group.clone(), Position { epoch: current.epoch, seq })]).await?;
+        reads.pop().ok_or(BrokerError::Disconnected)
+    }
 }
 
 /// The durable jobs stream the worker consumes, its claims, and its dead letters.

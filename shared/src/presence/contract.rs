@@ -41,6 +41,7 @@ pub async fn user_presence(make: &impl Fn() -> Arc<dyn Presence>) {
 pub async fn socket_quota(make: &impl Fn() -> Arc<dyn Presence>) {
     sockets_are_summed_over_the_live_nodes(make().as_ref()).await;
     many_counts_are_recorded_in_one_step(make().as_ref()).await;
+    a_socket_is_admitted_against_the_cap_on_every_live_node(make().as_ref()).await;
 }
 
 /// `NodeDirectory`: heartbeats, a departing node taking only its own users, reports.
@@ -120,6 +121,18 @@ async fn many_counts_are_recorded_in_one_step(p: &dyn Presence) {
     assert_eq!(p.sockets_of(&u("y"), ALIVE).await.unwrap(), 1);
     p.set_sockets_all("a", &[]).await.unwrap();
     assert_eq!(p.sockets_of(&u("y"), ALIVE).await.unwrap(), 1, "nothing to record changes nothing");
+}
+
+async fn a_socket_is_admitted_against_the_cap_on_every_live_node(p: &dyn Presence) {
+    p.heartbeat("a").await.unwrap();
+    p.heartbeat("b").await.unwrap();
+    p.set_sockets("b", &u("x"), 2).await.unwrap();
+    assert!(p.admit_socket("a", &u("x"), 1, 3, ALIVE).await.unwrap(), "2 elsewhere and 1 here: 3, the cap");
+    assert_eq!(p.sockets_of(&u("x"), ALIVE).await.unwrap(), 3, "the admitted socket is recorded");
+    assert!(!p.admit_socket("a", &u("x"), 2, 3, ALIVE).await.unwrap(), "a fourth is over the cap");
+    assert_eq!(p.sockets_of(&u("x"), ALIVE).await.unwrap(), 3, "a refused socket records nothing");
+    p.leave("b").await.unwrap();
+    assert!(p.admit_socket("a", &u("x"), 2, 3, ALIVE).await.unwrap(), "a node gone takes its sockets");
 }
 
 async fn a_first_heartbeat_says_the_node_was_unknown(p: &dyn Presence) {

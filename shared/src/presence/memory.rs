@@ -155,6 +155,25 @@ impl SocketQuota for MemoryPresence {
         let live = |node: &String| s.nodes.get(node).is_none_or(|(beat, _)| beat.elapsed() < dead_after);
         Ok(s.sockets.iter().filter(|(node, _)| live(node)).filter_map(|(_, users)| users.get(user)).sum())
     }
+
+    async fn admit_socket(
+        &self,
+        node: &str,
+        user: &UserId,
+        here: usize,
+        cap: usize,
+        dead_after: Duration,
+    ) -> Result<bool, BrokerError> {
+        let mut s = self.state.lock().expect("presence lock");
+        let live = |at: &String| at != node && s.nodes.get(at).is_none_or(|(beat, _)| beat.elapsed() < dead_after);
+        let elsewhere: usize =
+            s.sockets.iter().filter(|(at, _)| live(at)).filter_map(|(_, users)| users.get(user)).sum();
+        if elsewhere + here > cap {
+            return Ok(false);
+        }
+        s.sockets.entry(node.to_owned()).or_default().insert(user.clone(), here);
+        Ok(true)
+    }
 }
 
 #[async_trait]

@@ -66,6 +66,17 @@ pub trait SocketQuota: Send + Sync + 'static {
     }
     /// `user`'s open sockets on every live node together (the per-user cap, cluster-wide).
     async fn sockets_of(&self, user: &UserId, dead_after: Duration) -> Result<usize, BrokerError>;
+    /// A socket's admission against the cluster-wide cap, in one step: if `here` (the user's
+    /// sockets on `node`, the new one included) and the user's sockets on the other live nodes
+    /// make at most `cap`, records `here` for `node` and returns true; otherwise records nothing.
+    async fn admit_socket(
+        &self,
+        node: &str,
+        user: &UserId,
+        here: usize,
+        cap: usize,
+        dead_after: Duration,
+    ) -> Result<bool, BrokerError>;
 }
 
 /// The live nodes: their heartbeats, their departures (which take their users and rooms with

@@ -123,6 +123,23 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return {gone, rooms_gone}"
 );
 
+/// KEYS: nodes zset, this node's socket counts. ARGV: node, user, the user's sockets on this
+/// node, the cap, the silence in ms that makes a node dead, the socket counts' key of a node
+/// without the node's name. 1 if admitted (and recorded), 0 if the cap is reached. The other
+/// live nodes' counts are read by name (their keys share the `{presence}` slot).
+const ADMIT_SOCKET: &str = concat!(
+    redis_now_ms!(),
+    r"
+local user, here, cap = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local total = here
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - tonumber(ARGV[5])), '+inf')) do
+  if node ~= ARGV[1] then total = total + (tonumber(redis.call('HGET', ARGV[6] .. node, user)) or 0) end
+end
+if total > cap then return 0 end
+redis.call('HSET', KEYS[2], user, here)
+return 1"
+);
+
 // Each script is built once (its SHA1 computed once); EVALSHA falls back to loading it.
 static ADD_ALL_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADD_ALL));
 static REMOVE_ALL_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REMOVE_ALL));
@@ -131,6 +148,7 @@ static LEAVE_ROOM_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Scri
 static HEARTBEAT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(HEARTBEAT));
 static NODES_BY_SILENCE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(NODES_BY_SILENCE));
 static DROP_NODE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DROP_NODE));
+static ADMIT_SOCKET_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADMIT_SOCKET));
 
 impl RedisPresence {
     /// Runs `script` (KEYS: the node's set, the count hash; ARGV: the users) and reads back the
@@ -297,6 +315,29 @@ impl SocketQuota for RedisPresence {
         let mut conn = self.conn().await?;
         let counts: Vec<Option<usize>> = pipe.query_async(&mut conn).await?;
         Ok(counts.into_iter().flatten().sum())
+    }
+
+    async fn admit_socket(
+        &self,
+        node: &str,
+        user: &UserId,
+        here: usize,
+        cap: usize,
+        dead_after: Duration,
+    ) -> Result<bool, BrokerError> {
+        let mut conn = self.conn().await?;
+        let admitted: i64 = ADMIT_SOCKET_SCRIPT
+            .key(self.keys.presence_nodes())
+            .key(self.keys.sockets_of_node(node))
+            .arg(node)
+            .arg(user.as_str())
+            .arg(here)
+            .arg(cap)
+            .arg(dead_after.as_millis().to_string())
+            .arg(self.keys.sockets_of_node(""))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(admitted == 1)
     }
 }
 

@@ -1,9 +1,13 @@
 //! The jobs streams: one per bucket (`rt:{05ad}:jobs`), each in the slot of its groups, so a job
 //! is appended in the same atomic step as its publication on a Redis Cluster too.
 //!
-//! A worker reads all of them at once without spinning: one reader task per bucket blocks in
-//! `XREADGROUP … BLOCK` on a connection of its own and hands what it read to `read_jobs` (an
-//! idle worker sends one read per bucket every `READ_BLOCK`, about three commands a second).
+//! A worker reads all of them at once without spinning: on one Redis one reader task blocks in
+//! one `XREADGROUP … BLOCK … STREAMS` over all sixteen; on a cluster one reader per bucket (a
+//! read may not cross slots), each on a connection of its own. What they read goes to
+//! `read_jobs`. While jobs keep coming a reader waits `READ_LINGER` between reads, so that a
+//! read (and the worker's transaction and ack after it) takes what arrived meanwhile instead of
+//! one job per round trip; an idle reader blocks at once, so a lone job is read the moment it
+//! is appended. Acks of one batch are one script per slot (one on one Redis).
 //! Entry ids handed out name their bucket (`1712345678901-0@5`), so acks, dead letters and
 //! replays go back to the right stream.
 
@@ -27,6 +31,8 @@ use crate::keys::{Keys, BUCKETS};
 const JOB_FIELD: &str = "job";
 /// How long one reader's `XREADGROUP` waits for new jobs.
 const READ_BLOCK: Duration = Duration::from_secs(5);
+/// The pause between a read that found jobs (but not a full batch) and the next read.
+const READ_LINGER: Duration = Duration::from_millis(10);
 
 /// The bucket of jobs appended without a publication: all in one stream, so they are read in
 /// the order they were appended (only tests and tools append such jobs).
@@ -103,12 +109,16 @@ pub(super) struct Readers {
 impl Readers {
     fn start(commands: &Commands, keys: &Keys, consumer: &str, max: usize) -> Self {
         let (tx, read) = mpsc::channel(BUCKETS);
-        let tasks = (0..BUCKETS)
-            .map(|bucket| {
+        let all: Vec<usize> = (0..BUCKETS).collect();
+        let tasks = commands
+            .by_slot(&all, |bucket| *bucket)
+            .into_iter()
+            .map(|buckets| {
                 let reader = BucketReader {
                     commands: commands.clone(),
                     keys: keys.clone(),
-                    bucket,
+                    streams: buckets.iter().map(|&bucket| keys.jobs_stream(bucket)).collect(),
+                    buckets,
                     consumer: consumer.to_owned(),
                     max,
                 };
@@ -129,10 +139,13 @@ impl Drop for Readers {
     }
 }
 
+/// Reads the jobs streams of `buckets` (all on one Redis, one on a cluster).
 struct BucketReader {
     commands: Commands,
     keys: Keys,
-    bucket: usize,
+    buckets: Vec<usize>,
+    /// Each bucket's stream, in the order of `buckets`.
+    streams: Vec<String>,
     consumer: String,
     max: usize,
 }
@@ -157,8 +170,12 @@ impl BucketReader {
             match read {
                 Ok(read) => {
                     backoff = Duration::from_millis(50);
-                    if !read.is_empty() && out.send(Ok(read)).await.is_err() {
+                    let (flowing, full) = (!read.is_empty(), read.len() >= self.max);
+                    if flowing && out.send(Ok(read)).await.is_err() {
                         return;
+                    }
+                    if flowing && !full {
+                        tokio::time::sleep(READ_LINGER).await;
                     }
                 }
                 Err(BrokerError::Redis(e)) if is_nogroup(&e) => {
@@ -186,14 +203,26 @@ impl BucketReader {
             .group(self.keys.jobs_group(), &self.consumer)
             .count(self.max)
             .block(READ_BLOCK.as_millis() as usize);
-        let stream = self.keys.jobs_stream(self.bucket);
-        let reply: Option<StreamReadReply> = conn.xread_options(&[stream], &[">"], &opts).await?;
-        let ids = reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default();
-        Ok(entries(self.bucket, ids))
+        let news = vec![">"; self.streams.len()];
+        let reply: Option<StreamReadReply> = conn.xread_options(&self.streams, &news, &opts).await?;
+        let mut read = Vec::new();
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            if let Some(at) = self.streams.iter().position(|s| *s == stream.key) {
+                read.extend(entries(self.buckets[at], stream.ids));
+            }
+        }
+        Ok(read)
     }
 
     async fn ensure_group(&self) -> Result<(), BrokerError> {
-        timed(async { ensure_group(&mut self.commands.conn().await?, &self.keys, self.bucket).await }).await
+        timed(async {
+            let mut conn = self.commands.conn().await?;
+            for &bucket in &self.buckets {
+                ensure_group(&mut conn, &self.keys, bucket).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -278,17 +307,21 @@ impl JobQueue for RedisBroker {
 
     async fn ack_jobs(&self, ids: &[String]) -> Result<(), BrokerError> {
         let by_bucket = Self::ids_by_bucket(ids)?;
+        let acked: Vec<usize> = (0..BUCKETS).filter(|&bucket| !by_bucket[bucket].is_empty()).collect();
+        // One script per slot: on one Redis a whole batch is acked in one round trip.
+        let batches = self.commands.by_slot(&acked, |bucket| *bucket);
         let by_bucket = &by_bucket;
-        self.each_bucket(|bucket| async move {
-            let ids = &by_bucket[bucket];
-            if ids.is_empty() {
-                return Ok(());
-            }
+        let acked = &acked;
+        timed(try_join_all(batches.iter().map(|batch| async move {
             let mut ack = ACK_SCRIPT.prepare_invoke();
-            ack.key(self.keys.jobs_stream(bucket)).arg(self.keys.jobs_group()).arg(ids);
+            ack.arg(self.keys.jobs_group());
+            for &i in batch {
+                let bucket = acked[i];
+                ack.key(self.keys.jobs_stream(bucket)).arg(by_bucket[bucket].len()).arg(&by_bucket[bucket]);
+            }
             let _: i64 = ack.invoke_async(&mut self.commands.conn().await?).await?;
-            Ok(())
-        })
+            Ok::<(), BrokerError>(())
+        })))
         .await
         .map(|_| ())
     }

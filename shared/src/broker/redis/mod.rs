@@ -158,7 +158,8 @@ impl RedisBroker {
                 .arg(COUNTER_TTL.as_secs())
                 .arg(publications.len())
                 .arg(once.map(|o| o.ttl.as_secs().max(1)).unwrap_or(0))
-                .arg(if self.commands.is_cluster() { "SPUBLISH" } else { "PUBLISH" });
+                .arg(if self.commands.is_cluster() { "SPUBLISH" } else { "PUBLISH" })
+                .arg(now_ms());
             for (group, payload) in publications {
                 invocation.key(self.keys.counter(group)).key(self.keys.window(group));
                 invocation.arg(self.keys.channel(group)).arg(payload.as_ref());
@@ -220,6 +221,11 @@ impl RedisBroker {
         sub.send(make(tx)).await.map_err(|_| BrokerError::Disconnected)?;
         rx.await.map_err(|_| BrokerError::Disconnected)?
     }
+}
+
+/// The stamp's `at`: this node's clock, in ms since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn timed<T>(fut: impl std::future::Future<Output = Result<T, BrokerError>>) -> Result<T, BrokerError> {
@@ -325,6 +331,20 @@ impl GroupLog for RedisBroker {
                 Ok(reads.iter().zip(replies).map(|((_, after), reply)| window_read(*after, reply)).collect())
             },
         ))
+        .await
+    }
+
+    async fn window_after(&self, group: &Group, seq: u64) -> Result<WindowRead, BrokerError> {
+        timed(async {
+            let mut conn = self.commands.conn().await?;
+            let mut invocation = WINDOW_SCRIPT.prepare_invoke();
+            invocation.key(self.keys.counter(group)).key(self.keys.window(group)).arg("current").arg(seq);
+            let mut replies: Vec<Vec<Vec<u8>>> = invocation.invoke_async(&mut conn).await?;
+            let reply = replies.pop().ok_or(BrokerError::Disconnected)?;
+            // The epoch asked for is the one the read finds.
+            let epoch = reply.first().and_then(|b| std::str::from_utf8(b).ok()?.parse().ok()).unwrap_or(0);
+            Ok(window_read(Position { epoch, seq }, reply))
+        })
         .await
     }
 }

@@ -9,16 +9,23 @@ use std::sync::LazyLock;
 /// KEYS: the jobs stream, then each publication's counter and window, then (for a send made
 /// once) its `sent` record.
 /// ARGV: window length, window TTL (s), counter TTL (s), publication count n, the `sent` record's
-/// TTL (0: none), the publish command (`PUBLISH` on one Redis, `SPUBLISH` on a cluster), then
-/// each publication's channel and payload, then the jobs.
+/// TTL (0: none), the publish command (`PUBLISH` on one Redis, `SPUBLISH` on a cluster), the
+/// publishing node's clock in ms (the stamp's `at`), then each publication's channel and
+/// payload, then the jobs.
 /// Returns the first publication's seq, or for a send already made its first payload.
+///
+/// What a publication costs Redis is what this script runs for it, so the common path is
+/// short: `HINCRBY` the counter (its answer says whether the counter is new), `HGET` its epoch,
+/// `XADD` to the window, two `EXPIRE`s, the publish. Only a new counter reads Redis's clock
+/// (its epoch and first number come from it, so that numbers never go back, whichever node
+/// made the counter).
 const PUBLISH: &str = r#"
 local len, ttl, counter_ttl, n, once = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local publish = ARGV[6]
+local publish, at = ARGV[6], ARGV[7]
 if once > 0 then
   local first = redis.call('GET', KEYS[2 * n + 2])
   if first then return first end
-  redis.call('SET', KEYS[2 * n + 2], ARGV[8], 'EX', once)
+  redis.call('SET', KEYS[2 * n + 2], ARGV[9], 'EX', once)
 end
 local function stamped(payload, head)
   if head == nil or string.sub(payload, 1, 1) ~= '{' then return payload end
@@ -30,36 +37,39 @@ end
 local job_head, first_seq = nil, 0
 for i = 1, n do
   local counter, window = KEYS[2 * i], KEYS[2 * i + 1]
-  local channel = ARGV[5 + 2 * i]
-  local epoch = redis.call('HGET', counter, 'epoch')
-  local now = redis.call('TIME')
-  local at = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
-  if not epoch then
-    -- A new counter starts at its creation time in ms (Position::counter_start).
-    epoch = now[1] .. string.format('%06d', tonumber(now[2]))
-    redis.call('HSET', counter, 'epoch', epoch, 'seq', at)
-    redis.call('DEL', window)
-  end
+  local channel = ARGV[6 + 2 * i]
   local seq = redis.call('HINCRBY', counter, 'seq', 1)
+  local epoch
+  if seq == 1 then
+    -- A new counter starts at its creation time in ms (Position::counter_start).
+    local now = redis.call('TIME')
+    epoch = now[1] .. string.format('%06d', tonumber(now[2]))
+    seq = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + 1
+    redis.call('HSET', counter, 'epoch', epoch, 'seq', seq)
+    redis.call('DEL', window)
+  else
+    epoch = redis.call('HGET', counter, 'epoch') or '0'
+  end
   if i == 1 then first_seq = seq end
   redis.call('EXPIRE', counter, counter_ttl)
   local head = '{"seq":' .. seq .. ',"epoch":' .. epoch .. ',"at":' .. at
   job_head = job_head or ('{"group_seq":' .. seq .. ',"group_epoch":' .. epoch)
-  local payload = stamped(ARGV[6 + 2 * i], head)
+  local payload = stamped(ARGV[7 + 2 * i], head)
   if len > 0 then
     redis.call('XADD', window, 'MAXLEN', '~', len, seq .. '-0', 'p', payload)
     redis.call('EXPIRE', window, ttl)
   end
   redis.call(publish, channel, payload)
 end
-for j = 7 + 2 * n, #ARGV do
+for j = 8 + 2 * n, #ARGV do
   redis.call('XADD', KEYS[1], '*', 'job', stamped(ARGV[j], job_head))
 end
 return first_seq
 "#;
 
 /// Each group's current position and its window after a position, read atomically.
-/// KEYS: each group's counter and window. ARGV: each group's epoch and seq asked for.
+/// KEYS: each group's counter and window. ARGV: each group's epoch and seq asked for (epoch
+/// `current`: the seq is in whatever counter the group is on now).
 /// Returns per group `{epoch, seq, id1, payload1, id2, payload2, ...}`.
 const WINDOW: &str = r#"
 local out = {}
@@ -69,7 +79,7 @@ for i = 1, #KEYS / 2 do
   local at = redis.call('HMGET', counter, 'epoch', 'seq')
   local read = {at[1] or '0', at[2] or '0'}
   local from = '-'
-  if read[1] == epoch then from = '(' .. after .. '-0' end
+  if read[1] == epoch or epoch == 'current' then from = '(' .. after .. '-0' end
   for _, entry in ipairs(redis.call('XRANGE', window, from, '+')) do
     table.insert(read, entry[1])
     table.insert(read, entry[2][2])
@@ -79,12 +89,19 @@ end
 return out
 "#;
 
-/// Acks jobs and deletes them: the stream keeps only work not yet done, so it does not grow
-/// forever. KEYS: the jobs stream. ARGV: the consumer group, then the entry ids.
+/// Acks jobs and deletes them: a stream keeps only work not yet done, so it does not grow
+/// forever. KEYS: jobs streams. ARGV: the consumer group, then for each stream the number of its
+/// entry ids and the ids.
 const ACK: &str = r#"
-local ids = {unpack(ARGV, 2)}
-redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
-return redis.call('XDEL', KEYS[1], unpack(ids))
+local at, deleted = 2, 0
+for _, stream in ipairs(KEYS) do
+  local count = tonumber(ARGV[at])
+  local ids = {unpack(ARGV, at + 1, at + count)}
+  redis.call('XACK', stream, ARGV[1], unpack(ids))
+  deleted = deleted + redis.call('XDEL', stream, unpack(ids))
+  at = at + 1 + count
+end
+return deleted
 "#;
 
 /// Moves a job to the dead letters, with why. KEYS: the jobs stream, its dead letters.
