@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The same fan-out scenario against two gateway nodes, against two Socket.IO 4 processes with
-# the Redis adapter (bench/peers/socketio), and against the floor: one bare WebSocket server with
-# its rooms in memory and no Redis (bench/peers/floor, built on first use), one after the other in
-# one run on one Redis, and a table of the ratios. The gateway's figures include its worker
-# persisting every message to PostgreSQL (reported apart, not counted per delivery); the peers
-# persist nothing. Redis CPU per publication is the Redis process's CPU over the messages sent.
+# The same fan-out scenario against two gateway nodes, against two Sockudo 5.2 processes with
+# its Redis adapter (Pusher protocol; built on first use, see stack.sh), against two Socket.IO 4
+# processes with the Redis adapter (bench/peers/socketio), and against the floor: one bare
+# WebSocket server with its rooms in memory and no Redis (bench/peers/floor, built on first use),
+# one after the other in one run on one Redis, and a table of the ratios. The gateway's figures
+# include its worker persisting every message to PostgreSQL (reported apart, not counted per
+# delivery); the peers persist nothing. Sockudo does not echo a client event to its sender, so
+# each of its messages has one delivery fewer (loadgen counts accordingly). Redis CPU per
+# publication is the Redis process's CPU over the messages sent.
 #   bench/compare.sh [SOCKETS] [GROUPS] [RATE] [SECONDS]   (defaults 5000 50 500 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +18,7 @@ ulimit -n "$(ulimit -Hn)"
 source bench/lib/stack.sh
 start_redis
 start_gateways
+start_sockudo
 start_socketio
 floor_port=$(free_port)
 bench/peers/floor/target/release/floor "127.0.0.1:$floor_port" &
@@ -31,48 +35,52 @@ for skip in ("info", "config|resetstat"): stats.pop(skip, None)
 top=sorted(stats.items(), key=lambda kv: -kv[1])
 print("%s: Redis commands per publication %.2f (%s)" % (sys.argv[2], sum(stats.values())/sent, ", ".join("%s %.2f" % (k, v/sent) for k, v in top[:8])))' "$1" "$2"
 }
-redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
-gateway=$(fanout_gateway --tag "$RANDOM$RANDOM" "${args[@]}" | tail -n 2)
-gateway_commands=$(commands_per_publication "$(echo "$gateway" | head -n 1)" gateway)
-redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
-socketio=$(fanout_socketio "${args[@]}" | tail -n 2)
-socketio_commands=$(commands_per_publication "$(echo "$socketio" | head -n 1)" socket.io)
-floor=$(target/release/loadgen fanout --target floor --nodes "127.0.0.1:$floor_port" --pids "$floor_pid" \
-  --tag "$RANDOM$RANDOM" "${args[@]}" | tail -n 2)
-echo "$gateway"
-echo "$socketio"
-echo "$floor"
-echo "$gateway_commands"
-echo "$socketio_commands"
-python3 - "$(echo "$gateway" | head -n 1)" "$(echo "$socketio" | head -n 1)" "$(echo "$floor" | head -n 1)" <<'PY'
+run() { # name, then the command printing a report
+  local name=$1 report
+  shift
+  redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+  report=$("$@" "${args[@]}" | tail -n 2)
+  echo "$report" >"$reports/$name"
+  commands_per_publication "$(echo "$report" | head -n 1)" "$name" >"$reports/$name.commands"
+}
+reports=$(mktemp -d)
+run gateway fanout_gateway --tag "$RANDOM$RANDOM"
+run sockudo fanout_sockudo --tag "$RANDOM$RANDOM"
+run socket.io fanout_socketio
+run floor target/release/loadgen fanout --target floor --nodes "127.0.0.1:$floor_port" --pids "$floor_pid" \
+  --tag "$RANDOM$RANDOM"
+for name in gateway sockudo socket.io floor; do cat "$reports/$name"; done
+for name in gateway sockudo socket.io; do cat "$reports/$name.commands"; done
+python3 - "$reports" <<'PY'
 import json, sys
-g, s, f = (json.loads(a) for a in sys.argv[1:4])
-def servers(r):
-    # The nodes: the gateway's and Socket.IO's two, the floor's one (the --pids; the rest are extra).
-    return r["processes"][:1] if r["target"] == "floor" else r["processes"][:2]
-def per_cpu(r):
-    cpu = sum(p["cpu_secs"] for p in servers(r))
-    return r["deliveries_received"] / cpu if cpu else 0.0
-def redis_us(r):
-    # The Redis process follows the nodes in the gateway's and Socket.IO's reports.
-    if r["target"] == "floor" or len(r["processes"]) < 3 or not r["messages_sent"]:
+names = ["gateway", "sockudo", "socket.io", "floor"]
+r = {n: json.loads(open(f"{sys.argv[1]}/{n}").readline()) for n in names}
+def servers(x):
+    # The nodes: two each, the floor's one (the --pids; the rest are extra).
+    return x["processes"][:1] if x["target"] == "floor" else x["processes"][:2]
+def per_cpu(x):
+    cpu = sum(p["cpu_secs"] for p in servers(x))
+    return x["deliveries_received"] / cpu if cpu else 0.0
+def redis_us(x):
+    # The Redis process follows the nodes in every report but the floor's.
+    if x["target"] == "floor" or len(x["processes"]) < 3 or not x["messages_sent"]:
         return 0.0
-    return r["processes"][2]["cpu_secs"] * 1e6 / r["messages_sent"]
+    return x["processes"][2]["cpu_secs"] * 1e6 / x["messages_sent"]
 rows = [
-    ("deliveries received", *(r["deliveries_received"] for r in (g, s, f))),
-    ("lost", *(r["lost"] for r in (g, s, f))),
-    ("server CPU s per 100k deliveries", *(r["cpu_secs_per_100k_deliveries"] for r in (g, s, f))),
-    ("deliveries per server CPU-second", *(per_cpu(r) for r in (g, s, f))),
-    ("Redis CPU µs per publication", *(redis_us(r) for r in (g, s, f))),
-    ("latency p50 ms", *(r["latency_ms"]["p50"] for r in (g, s, f))),
-    ("latency p99 ms", *(r["latency_ms"]["p99"] for r in (g, s, f))),
-    ("latency max ms", *(r["latency_ms"]["max"] for r in (g, s, f))),
-    ("peak RSS per node KiB", *(max(p["peak_rss_kib"] for p in servers(r)) for r in (g, s, f))),
+    ("deliveries received / expected", *(f'{x["deliveries_received"]:,} / {x["deliveries_expected"]:,}' for x in r.values())),
+    ("server CPU s per 100k deliveries", *(x["cpu_secs_per_100k_deliveries"] for x in r.values())),
+    ("deliveries per server CPU-second", *(per_cpu(x) for x in r.values())),
+    ("Redis CPU µs per publication", *(redis_us(x) for x in r.values())),
+    ("latency p50 ms", *(x["latency_ms"]["p50"] for x in r.values())),
+    ("latency p99 ms", *(x["latency_ms"]["p99"] for x in r.values())),
+    ("latency max ms", *(x["latency_ms"]["max"] for x in r.values())),
+    ("peak RSS per node KiB", *(max(p["peak_rss_kib"] for p in servers(x)) for x in r.values())),
 ]
-print("| measure | gateway | socket.io | floor | socket.io / gateway | gateway / floor |")
-print("| --- | --- | --- | --- | --- | --- |")
-for name, a, b, c in rows:
-    ratio = lambda x, y: f"{x / y:.2f}" if y else "-"
-    cell = lambda v: f"{v:,.3f}" if isinstance(v, float) else f"{v:,}"
-    print(f"| {name} | {cell(a)} | {cell(b)} | {cell(c)} | {ratio(b, a)} | {ratio(a, c)} |")
+print("| measure | gateway | sockudo | socket.io | floor | sockudo / gateway | socket.io / gateway | gateway / floor |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+ratio = lambda x, y: f"{x / y:.2f}" if isinstance(x, float) and y else "-"
+cell = lambda v: f"{v:,.3f}" if isinstance(v, float) else (f"{v:,}" if isinstance(v, int) else v)
+for name, g, k, s, f in rows:
+    print(f"| {name} | {cell(g)} | {cell(k)} | {cell(s)} | {cell(f)} | {ratio(k, g)} | {ratio(s, g)} | {ratio(g, f)} |")
 PY
+rm -rf "$reports"

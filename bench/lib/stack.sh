@@ -37,7 +37,7 @@ wait_http() { until curl -sf "$1" >/dev/null 2>&1; do sleep 0.2; done; }
 
 # Two gateway nodes on free ports and a worker: sets GATEWAY_NODES ("host:port,host:port"),
 # GATEWAY_PIDS ("a,b") and WORKER_PID.
-# GATEWAY_BIN runs another build of the gateway (a before/after comparison).
+# GATEWAY_BIN and WORKER_BIN run other builds (a before/after comparison).
 # Limits meant for hostile clients are off: one load generator opens every socket from one address.
 start_gateways() {
   start_private_postgres
@@ -62,7 +62,7 @@ start_nodes() {
   done
   GATEWAY_PIDS=$(IFS=,; echo "${pids[*]}")
   GATEWAY_NODES=$(IFS=,; echo "${nodes[*]}")
-  WORKER_METRICS_BIND=127.0.0.1:0 target/release/worker >/dev/null &
+  WORKER_METRICS_BIND=127.0.0.1:0 "${WORKER_BIN:-target/release/worker}" >/dev/null &
   WORKER_PID=$!
   STACK_PIDS+=("$WORKER_PID")
 }
@@ -85,11 +85,50 @@ start_socketio() {
   SOCKETIO_NODES=$(IFS=,; echo "${nodes[*]}")
 }
 
+SOCKUDO_KEY=bench-key
+SOCKUDO_SECRET=bench-secret
+
+# Sockudo 5.2 (Rust, Pusher protocol, Redis adapter) as two processes on the same Redis, on free
+# ports: sets SOCKUDO_NODES and SOCKUDO_PIDS. Built on first use into bench/peers/sockudo/.bin
+# (a long build; it needs Debian's protobuf-compiler). One default app with client events on and
+# no limits in the way: the rate limiter off, connections and client events per second far above
+# the scenarios'. Its cache is Redis (its cluster mode requires it); its metrics are off.
+start_sockudo() {
+  local root=bench/peers/sockudo/.bin bin=bench/peers/sockudo/.bin/bin/sockudo
+  if [ ! -x "$bin" ]; then
+    command -v protoc >/dev/null || apt-get install -y -qq protobuf-compiler >/dev/null ||
+      { echo "Sockudo needs protoc: install the Debian package protobuf-compiler" >&2; exit 1; }
+    cargo install -q sockudo --version 5.2.0 --locked --no-default-features --features v2,redis --root "$root"
+  fi
+  local pids=() nodes=() port dir
+  for _ in 1 2; do
+    port=$(free_port)
+    dir=$(mktemp -d) # its working directory: no config/ file of anyone's is picked up
+    (cd "$dir" && HOST=127.0.0.1 PORT=$port ADAPTER_DRIVER=redis CACHE_DRIVER=redis QUEUE_DRIVER=memory \
+      REDIS_URL="redis://127.0.0.1:$REDIS_PORT/" RATE_LIMITER_ENABLED=false METRICS_ENABLED=false \
+      SOCKUDO_DEFAULT_APP_ID=bench SOCKUDO_DEFAULT_APP_KEY=$SOCKUDO_KEY SOCKUDO_DEFAULT_APP_SECRET=$SOCKUDO_SECRET \
+      SOCKUDO_ENABLE_CLIENT_MESSAGES=true SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=1000000 \
+      SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND=1000000 RUST_LOG=warn \
+      exec "$OLDPWD/$bin" >/dev/null 2>&1) &
+    pids+=($!)
+    STACK_PIDS+=($!)
+    nodes+=("127.0.0.1:$port")
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.2; done
+  done
+  SOCKUDO_PIDS=$(IFS=,; echo "${pids[*]}")
+  SOCKUDO_NODES=$(IFS=,; echo "${nodes[*]}")
+}
+
 # loadgen fanout against the gateway nodes; extra arguments go to loadgen.
 fanout_gateway() {
   target/release/loadgen fanout --target gateway --nodes "$GATEWAY_NODES" \
     --api-key $BENCH_KEY --jwt-secret $BENCH_SECRET --pids "$GATEWAY_PIDS" \
     --extra-pids "$REDIS_PID,$WORKER_PID" "$@"
+}
+
+fanout_sockudo() {
+  target/release/loadgen fanout --target sockudo --nodes "$SOCKUDO_NODES" --app-key $SOCKUDO_KEY \
+    --app-secret $SOCKUDO_SECRET --pids "$SOCKUDO_PIDS" --extra-pids "$REDIS_PID" "$@"
 }
 
 fanout_socketio() {

@@ -7,7 +7,12 @@
 //! * `gateway`: chat.txt's chat socket (`/api/v1/ws/chat/{chat}`); users and chats are created
 //!   through the server API first, tokens signed with the JWT secret;
 //! * `socketio`: the Socket.IO peer of `bench/peers/socketio` (Engine.IO v4 frames over a raw
-//!   WebSocket: `40` to connect, `42["join",room]`, `42["message",{...}]`).
+//!   WebSocket: `40` to connect, `42["join",room]`, `42["message",{...}]`);
+//! * `floor`: the bare server of `bench/peers/floor` (the chat socket's frames, no accounts);
+//! * `sockudo`: Sockudo, a Pusher-protocol server (protocol 7: `/app/{key}`, a private channel
+//!   per group subscribed with an HMAC-SHA256 signature of the app secret, `client-message`
+//!   events). Pusher does not echo a client event to its sender: a message is expected by the
+//!   other members of its group only.
 //!
 //! Each message's content is `lg|{group}|{seq}|{micros since the run's start}`, so a receiver
 //! finds its group, number and send time without parsing the frame as JSON.
@@ -31,6 +36,8 @@ pub(crate) enum Target {
     SocketIo,
     /// The bare server of `bench/peers/floor`: the gateway's chat frames, rooms at `/ws/{room}`.
     Floor,
+    /// Sockudo (Pusher protocol 7).
+    Sockudo,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +47,9 @@ pub(crate) struct Options {
     pub(crate) nodes: Vec<String>,
     pub(crate) api_key: String,
     pub(crate) jwt_secret: String,
+    /// The Pusher app's key and secret (sockudo target).
+    pub(crate) app_key: String,
+    pub(crate) app_secret: String,
     pub(crate) sockets: usize,
     pub(crate) groups: usize,
     /// Messages per second, all publishers together.
@@ -62,6 +72,8 @@ impl Options {
             nodes: Vec::new(),
             api_key: String::new(),
             jwt_secret: String::new(),
+            app_key: String::new(),
+            app_secret: String::new(),
             sockets: 1000,
             groups: 10,
             rate: 100.0,
@@ -80,12 +92,15 @@ impl Options {
                         "gateway" => Target::Gateway,
                         "socketio" => Target::SocketIo,
                         "floor" => Target::Floor,
-                        other => bail!("--target gateway|socketio|floor, not {other}"),
+                        "sockudo" => Target::Sockudo,
+                        other => bail!("--target gateway|socketio|floor|sockudo, not {other}"),
                     }
                 }
                 "--nodes" => options.nodes = value.split(',').map(str::to_owned).collect(),
                 "--api-key" => options.api_key = value.clone(),
                 "--jwt-secret" => options.jwt_secret = value.clone(),
+                "--app-key" => options.app_key = value.clone(),
+                "--app-secret" => options.app_secret = value.clone(),
                 "--sockets" => options.sockets = value.parse()?,
                 "--groups" => options.groups = value.parse()?,
                 "--rate" => options.rate = value.parse()?,
@@ -138,7 +153,8 @@ impl SocketStats {
     pub(crate) fn count(&mut self, frame: &[u8], now_micros: u64) {
         let Some(start) = frame.windows(3).position(|w| w == b"lg|") else { return };
         let rest = &frame[start + 3..];
-        let end = rest.iter().position(|b| *b == b'"').unwrap_or(rest.len());
+        // The content ends at its closing quote (escaped where the event's data is a JSON string).
+        let end = rest.iter().position(|b| *b == b'"' || *b == b'\\').unwrap_or(rest.len());
         let mut fields = rest[..end].split(|b| *b == b'|').map(number);
         let (Some(Some(group)), Some(Some(seq)), Some(Some(sent))) = (fields.next(), fields.next(), fields.next())
         else {
@@ -292,7 +308,7 @@ async fn slow_closes(options: &Options) -> u64 {
 }
 
 /// Creates the users and one chat per group (gateway target), 32 requests at a time.
-async fn create_chats(options: &Options) -> anyhow::Result<()> {
+pub(crate) async fn create_chats(options: &Options) -> anyhow::Result<()> {
     let host = &options.nodes[0];
     let user = |i: usize| format!("lg{}u{i}", options.tag);
     let users: Vec<usize> = (0..options.sockets).collect();
@@ -316,7 +332,7 @@ async fn create_chats(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn chat_id(options: &Options, group: usize) -> String {
+pub(crate) fn chat_id(options: &Options, group: usize) -> String {
     format!("lg{}c{group}", options.tag)
 }
 
@@ -363,16 +379,67 @@ async fn open(options: &Options, i: usize) -> anyhow::Result<Ws> {
             }
             bail!("the Socket.IO peer closed before the join was confirmed (step {step})")
         }
+        Target::Sockudo => {
+            let receive_buffer = options.is_slow(i).then_some(SLOW_RECEIVE_BUFFER);
+            let path = format!("/app/{}?protocol=7&client=loadgen&version=1.0", options.app_key);
+            let (mut reader, mut writer) = rawws::connect_with(node, &path, receive_buffer).await?;
+            let channel = pusher_channel(options, group);
+            // `pusher:connection_established` names the socket; the subscription is signed with it.
+            let mut subscribed = false;
+            loop {
+                while let Some(frame) = reader.next_frame() {
+                    let rawws::Frame::Text(text) = frame else { continue };
+                    let event: serde_json::Value = serde_json::from_slice(text)?;
+                    match event["event"].as_str().unwrap_or_default() {
+                        "pusher:connection_established" if !subscribed => {
+                            let data: serde_json::Value =
+                                serde_json::from_str(event["data"].as_str().context("connection data")?)?;
+                            let socket_id = data["socket_id"].as_str().context("a socket_id")?;
+                            let auth = pusher_auth(options, socket_id, &channel);
+                            let subscribe =
+                                json!({"event": "pusher:subscribe", "data": {"auth": auth, "channel": channel}});
+                            writer.text(subscribe.to_string().as_bytes()).await?;
+                            subscribed = true;
+                        }
+                        "pusher_internal:subscription_succeeded" => return Ok((reader, writer)),
+                        "pusher:error" => bail!("sockudo refused the socket: {event}"),
+                        _ => {}
+                    }
+                }
+                if !reader.fill().await? {
+                    break;
+                }
+            }
+            bail!("sockudo closed before the subscription was confirmed")
+        }
     }
 }
 
-fn message_frame(target: Target, group: usize, seq: u64, sent: u64) -> String {
+fn pusher_channel(options: &Options, group: usize) -> String {
+    format!("private-{}", chat_id(options, group))
+}
+
+/// `key:hex(HMAC-SHA256(secret, "socket_id:channel"))`, a private channel's signature.
+fn pusher_auth(options: &Options, socket_id: &str, channel: &str) -> String {
+    use hmac::Mac;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(options.app_secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(format!("{socket_id}:{channel}").as_bytes());
+    let signature: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}:{signature}", options.app_key)
+}
+
+fn message_frame(plan: &Plan, seq: u64, sent: u64) -> String {
+    let group = plan.group;
     let content = format!("lg|{group}|{seq}|{sent}");
-    match target {
+    match plan.target {
         Target::Gateway | Target::Floor => {
             json!({"type": "send_message", "data": {"content": content, "message_type": "text"}}).to_string()
         }
         Target::SocketIo => format!("42[\"message\",{}]", json!({"room": format!("room{group}"), "content": content})),
+        Target::Sockudo => {
+            json!({"event": "client-message", "channel": plan.channel, "data": {"content": content}}).to_string()
+        }
     }
 }
 
@@ -380,6 +447,8 @@ fn message_frame(target: Target, group: usize, seq: u64, sent: u64) -> String {
 pub(crate) struct Plan {
     pub(crate) target: Target,
     pub(crate) group: usize,
+    /// The group's Pusher channel (sockudo target; empty otherwise).
+    pub(crate) channel: String,
     /// Sends one message per period while the load runs (one socket per group).
     pub(crate) publish_every: Option<Duration>,
     /// Stops reading once the load starts, and reads again once it is over (to find how the
@@ -413,7 +482,7 @@ pub(crate) async fn drive(
             _ = stop.cancelled() => break,
             _ = tick.tick(), if plan.publish_every.is_some() && tokio::time::Instant::now() < plan.end => {
                 seq += 1;
-                let frame = message_frame(plan.target, plan.group, seq, clock.micros());
+                let frame = message_frame(&plan, seq, clock.micros());
                 if writer.text(frame.as_bytes()).await.is_err() {
                     break;
                 }
@@ -430,6 +499,10 @@ pub(crate) async fn drive(
                         // Engine.IO ping: answer, or the peer drops the socket.
                         rawws::Frame::Text(b"2") => {
                             let _ = writer.text(b"3").await;
+                        }
+                        // Pusher's ping: answer, or the server drops the socket after its timeout.
+                        rawws::Frame::Text(text) if text.starts_with(br#"{"event":"pusher:ping""#) => {
+                            let _ = writer.text(br#"{"event":"pusher:pong","data":{}}"#).await;
                         }
                         rawws::Frame::Text(text) => stats.count(text, now),
                         rawws::Frame::Ping(payload) => {
@@ -484,6 +557,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         let plan = Plan {
             target: options.target,
             group,
+            channel: if options.target == Target::Sockudo { pusher_channel(&options, group) } else { String::new() },
             publish_every: publisher.then_some(per_group_period),
             slow,
             start,
@@ -535,7 +609,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         }
     }
     let messages_sent: u64 = sent.iter().map(|s| s.load(Ordering::Relaxed)).sum();
-    let expected: u64 = sent.iter().zip(&members).map(|(s, m)| s.load(Ordering::Relaxed) * m).sum();
+    // Pusher does not echo a client event to its sender.
+    let echo = u64::from(options.target != Target::Sockudo);
+    let expected: u64 = sent.iter().zip(&members).map(|(s, m)| s.load(Ordering::Relaxed) * (m - 1 + echo)).sum();
     let mut per_message = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for micros in last_socket.values() {
         per_message.saturating_record(u64::from(*micros).max(1));
@@ -559,6 +635,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
             Target::Gateway => "gateway",
             Target::SocketIo => "socketio",
             Target::Floor => "floor",
+            Target::Sockudo => "sockudo",
         },
         sockets: options.sockets,
         groups: options.groups,

@@ -11,16 +11,20 @@
 //!   messages per second for SECONDS the way a gateway does (live publish and job in one atomic script),
 //!   one at a time, while a worker process persists them; polls the database every 5 ms and
 //!   reports publish-to-row latency (p50, p99, max) (bench/persist-latency.sh).
-//! * `loadgen fanout --target gateway|socketio|floor --nodes HOST:PORT,... [--sockets N] [--groups G]
-//!   [--rate MSG_PER_SEC] [--seconds S] [--slow SHARE] [--pids PID,...] [--api-key K --jwt-secret S]`:
+//! * `loadgen fanout --target gateway|socketio|floor|sockudo --nodes HOST:PORT,... [--sockets N] [--groups G]
+//!   [--rate MSG_PER_SEC] [--seconds S] [--slow SHARE] [--pids PID,...] [--api-key K --jwt-secret S]
+//!   [--app-key K --app-secret S]`:
 //!   the fan-out benchmark (`fanout`): prints its report as one JSON line, then a summary line
 //!   (bench/fanout.sh, bench/compare.sh).
+//! * `loadgen storm [--within SECS] [--redis URL] --nodes ... --sockets N --groups G --api-key K
+//!   --jwt-secret S`: a reconnect storm with `?since=` (`storm`, bench/fanout.sh storm).
 //! * `loadgen receive-rate [SOCKETS] [FRAMES_PER_SOCKET]`: the fan-out receive path measured
 //!   against itself on one thread: frames per CPU-second (`receive_rate`, bench/fanout.sh).
 
 mod fanout;
 mod rawws;
 mod receive_rate;
+mod storm;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +55,12 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", report.summary());
             Ok(())
         }
+        Some("storm") => {
+            let report = storm::run(&args[1..]).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            println!("{}", report.summary());
+            Ok(())
+        }
         Some("receive-rate") if args.len() <= 3 => {
             let sockets = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(8);
             let frames = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(500_000);
@@ -66,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         _ => anyhow::bail!(
             "usage: loadgen idle URL COUNT | loadgen persist REDIS_URL DATABASE_URL MESSAGES WORKERS RATE SECONDS \
              | loadgen latency REDIS_URL DATABASE_URL RATE SECONDS [PREFIX] | loadgen fanout --target ... (see fanout.rs) \
-             | loadgen receive-rate [SOCKETS] [FRAMES_PER_SOCKET]"
+             | loadgen receive-rate [SOCKETS] [FRAMES_PER_SOCKET] | loadgen storm --within SECS [--redis URL] ... (see storm.rs)"
         ),
     }
 }

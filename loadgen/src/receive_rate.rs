@@ -121,8 +121,15 @@ pub(crate) fn run(sockets: usize, frames_per_socket: u64) -> anyhow::Result<Repo
                 .into_iter()
                 .enumerate()
                 .map(|(group, ws)| {
-                    let plan =
-                        Plan { target: Target::Gateway, group, publish_every: None, slow: false, start: now, end: now };
+                    let plan = Plan {
+                        target: Target::Gateway,
+                        group,
+                        channel: String::new(),
+                        publish_every: None,
+                        slow: false,
+                        start: now,
+                        end: now,
+                    };
                     let clock = fanout::Clock(clock);
                     tokio::spawn(fanout::drive(ws, plan, clock, Arc::new(AtomicU64::new(0)), stop.clone()))
                 })
