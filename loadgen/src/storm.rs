@@ -181,15 +181,19 @@ async fn reconnect(node: &str, path: &str) -> anyhow::Result<(Duration, Option<D
     let admitted = sent.elapsed();
     let mut missed = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while missed < BEFORE - 1 {
-        let Ok(more) = tokio::time::timeout_at(deadline, reader.fill()).await else { break };
-        if !more? {
-            break;
-        }
+    // Frames first: the replay may have come with the upgrade answer.
+    loop {
         while let Some(frame) = reader.next_frame() {
             if matches!(frame, rawws::Frame::Text(text) if text.windows(11).any(|w| w == b"new_message")) {
                 missed += 1;
             }
+        }
+        if missed >= BEFORE - 1 {
+            break;
+        }
+        let Ok(more) = tokio::time::timeout_at(deadline, reader.fill()).await else { break };
+        if !more? {
+            break;
         }
     }
     let caught_up = (missed >= BEFORE - 1).then(|| sent.elapsed());
