@@ -28,8 +28,6 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(3);
 /// Silence after which a node counts as dead. With the heartbeat above, the users of a killed
 /// node go offline 10–13 s after its last beat.
 pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(10);
-/// How long marked changes wait for more before they are written (one batch).
-const APPLY_LINGER: Duration = Duration::from_millis(20);
 
 /// Tells the apps that a user came online or went offline cluster-wide: Pythia's `user_status`,
 /// to every channel the user is a member of ("relevant channels", pythia.md).
@@ -103,12 +101,7 @@ impl PresenceTask {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = self.changes.changed() => {
-                    // What more arrives meanwhile joins the batch: a reconnect storm's admissions
-                    // cost a few store calls in all, not one each.
-                    tokio::time::sleep(APPLY_LINGER).await;
-                    dirty |= self.apply_changes().await;
-                }
+                _ = self.changes.changed() => dirty |= self.apply_changes().await,
                 _ = tick.tick() => {
                     // What a failed write left marked is tried again here at the latest.
                     dirty |= self.apply_changes().await;
