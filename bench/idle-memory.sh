@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Memory per idle socket: a release gateway in embedded mode, COUNT session sockets held open by
 # the load generator, and the gateway's resident memory before and after.
-#   bench/idle-memory.sh [COUNT]      (default 8000)
+#   bench/idle-memory.sh [COUNT]      (default 8000; GATEWAY_BIN runs another build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-8000}
@@ -13,7 +13,7 @@ trap 'kill $gw 2>/dev/null || true; rm -rf "$dir"' EXIT
 export GATEWAY_DATA_DIR=$dir GATEWAY_BIND=127.0.0.1:18765 GATEWAY_MAX_SOCKETS_PER_USER=$((count + 1)) RUST_LOG=warn
 # One load generator on one address opens every socket: no per-IP limits here.
 export GATEWAY_MAX_CONNECTIONS_PER_IP=0 GATEWAY_UPGRADES_PER_IP_PER_SEC=0
-target/release/gateway >/dev/null &
+"${GATEWAY_BIN:-target/release/gateway}" >/dev/null 2>&1 &
 gw=$!
 until curl -sf localhost:18765/readyz >/dev/null; do sleep 0.2; done
 key=$(cat "$dir/api_key")

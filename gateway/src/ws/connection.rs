@@ -126,9 +126,9 @@ struct Actor<'a> {
 }
 
 impl Actor<'_> {
-    /// A client's text frame: rate-limited, a token refresh understood here (moving `expiry`),
+    /// A client's text frame: rate-limited, a token refresh understood here (moving `expires`),
     /// the rest to the protocol. The reply to send, or how the socket ends.
-    async fn on_text(&mut self, text: &str, expiry: Pin<&mut tokio::time::Sleep>) -> Result<Option<Utf8Bytes>, Ended> {
+    async fn on_text(&mut self, text: &str, expires: &mut Instant) -> Result<Option<Utf8Bytes>, Ended> {
         Metrics::incr(&self.app.metrics.frames_in);
         if !self.bucket.take(std::time::Instant::now()) {
             if self.bucket.abusive() {
@@ -142,7 +142,7 @@ impl Actor<'_> {
             // other token ends it, as an expired one would.
             return match self.app.verifier.verify(&token) {
                 Ok(claims) if self.link.user.as_ref() == Some(&claims.user_id) => {
-                    expiry.reset(instant_of(claims.exp));
+                    *expires = instant_of(claims.exp);
                     Ok(Some(token_refreshed(claims.exp)))
                 }
                 _ => Err(Ended::Close(CloseReason::InvalidToken)),
@@ -176,16 +176,18 @@ impl Actor<'_> {
         R: Stream<Item = Result<Message, axum::Error>> + Unpin,
     {
         let limits = &self.app.config.limits;
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+        // One timer for the heartbeat and the token's expiry, set to whichever comes first: each
+        // timer is part of every idle socket's task.
+        let mut next_ping = Instant::now() + limits.ping_interval;
+        let mut expires = expires_at.map(instant_of).unwrap_or_else(far_future);
         let mut last_heard = Instant::now();
-        let expiry = tokio::time::sleep_until(expires_at.map(instant_of).unwrap_or_else(far_future));
-        tokio::pin!(expiry);
+        let timer = tokio::time::sleep_until(next_ping.min(expires));
+        tokio::pin!(timer);
         loop {
             // Not `biased`: under a constant outbound flood the client's frames must still be
             // read; the cancellation branches are at most one iteration late.
             let out = tokio::select! {
                 reason = &mut stopped => return Ended::Close(reason),
-                _ = &mut expiry => return Ended::Close(CloseReason::InvalidToken),
                 outbound = outbox.recv_async() => match outbound {
                     Err(_) => return Ended::Gone,
                     Ok(outbound) => self.seams.frame(outbound, &mut self.attached, &mut self.handler).map(Message::Text),
@@ -193,7 +195,14 @@ impl Actor<'_> {
                 incoming = rx.next() => {
                     last_heard = Instant::now();
                     let reply = match text_of(incoming, tx, limits.close_grace).await {
-                        Ok(Some(text)) => self.on_text(text.as_str(), expiry.as_mut()).await,
+                        Ok(Some(text)) => {
+                            let was = expires;
+                            let reply = self.on_text(text.as_str(), &mut expires).await;
+                            if expires != was {
+                                timer.as_mut().reset(next_ping.min(expires));
+                            }
+                            reply
+                        }
                         Ok(None) => Ok(None),
                         Err(ended) => Err(ended),
                     };
@@ -202,10 +211,16 @@ impl Actor<'_> {
                         Err(ended) => return ended,
                     }
                 }
-                _ = heartbeat.tick() => {
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if now >= expires {
+                        return Ended::Close(CloseReason::InvalidToken);
+                    }
                     if last_heard.elapsed() >= limits.idle_timeout {
                         return Ended::Close(CloseReason::Idle);
                     }
+                    next_ping = now + limits.ping_interval;
+                    timer.as_mut().reset(next_ping.min(expires));
                     Some(Message::Ping(Default::default()))
                 }
             };
