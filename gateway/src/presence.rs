@@ -28,8 +28,6 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(3);
 /// Silence after which a node counts as dead. With the heartbeat above, the users of a killed
 /// node go offline 10–13 s after its last beat.
 pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(10);
-/// How long marked user changes wait for more before they are written (one batch).
-const APPLY_LINGER: Duration = Duration::from_millis(20);
 
 /// Tells the apps that a user came online or went offline cluster-wide: Pythia's `user_status`,
 /// to every channel the user is a member of ("relevant channels", pythia.md).
@@ -103,13 +101,7 @@ impl PresenceTask {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = self.changes.changed() => {
-                    // Users' comings and goings wait briefly for more, so that a reconnect
-                    // storm's admissions share a few store calls; a room change goes at once (the
-                    // user's next request, `get_online_users`, reads it).
-                    self.linger().await;
-                    dirty |= self.apply_changes().await;
-                }
+                _ = self.changes.changed() => dirty |= self.apply_changes().await,
                 _ = tick.tick() => {
                     // What a failed write left marked is tried again here at the latest.
                     dirty |= self.apply_changes().await;
@@ -128,19 +120,6 @@ impl PresenceTask {
         match self.store.leave(&self.node).await {
             Ok(departed) => self.announcer.announce_departed(departed).await,
             Err(e) => tracing::warn!(error = %e, "presence: leaving failed; peers will reap this node"),
-        }
-    }
-
-    /// Waits up to `APPLY_LINGER` for more user changes; returns at once when a room change is
-    /// (or gets) marked.
-    async fn linger(&self) {
-        let linger = tokio::time::sleep(APPLY_LINGER);
-        tokio::pin!(linger);
-        while !self.changes.has_rooms() {
-            tokio::select! {
-                _ = &mut linger => return,
-                _ = self.changes.changed() => {}
-            }
         }
     }
 

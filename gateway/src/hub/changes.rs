@@ -54,11 +54,6 @@ impl Changes {
     }
 
     /// Everything marked so far.
-    /// Whether a room change is marked (a Pythia join or leave).
-    pub(crate) fn has_rooms(&self) -> bool {
-        !self.marked().rooms.is_empty()
-    }
-
     pub(crate) fn take(&self) -> Changed {
         std::mem::take(&mut *self.marked())
     }
