@@ -4,10 +4,7 @@
 //! A worker reads all of them at once without spinning: on one Redis one reader task blocks in
 //! one `XREADGROUP … BLOCK … STREAMS` over all sixteen; on a cluster one reader per bucket (a
 //! read may not cross slots), each on a connection of its own. What they read goes to
-//! `read_jobs`. While jobs keep coming a reader waits `READ_LINGER` between reads, so that a
-//! read (and the worker's transaction and ack after it) takes what arrived meanwhile instead of
-//! one job per round trip; an idle reader blocks at once, so a lone job is read the moment it
-//! is appended. Acks of one batch are one script per slot (one on one Redis).
+//! `read_jobs`. Acks of one batch are one script per slot (one on one Redis).
 //! Entry ids handed out name their bucket (`1712345678901-0@5`), so acks, dead letters and
 //! replays go back to the right stream.
 
@@ -31,8 +28,6 @@ use crate::keys::{Keys, BUCKETS};
 const JOB_FIELD: &str = "job";
 /// How long one reader's `XREADGROUP` waits for new jobs.
 const READ_BLOCK: Duration = Duration::from_secs(5);
-/// The pause between a read that found jobs (but not a full batch) and the next read.
-const READ_LINGER: Duration = Duration::from_millis(10);
 
 /// The bucket of jobs appended without a publication: all in one stream, so they are read in
 /// the order they were appended (only tests and tools append such jobs).
@@ -170,12 +165,8 @@ impl BucketReader {
             match read {
                 Ok(read) => {
                     backoff = Duration::from_millis(50);
-                    let (flowing, full) = (!read.is_empty(), read.len() >= self.max);
-                    if flowing && out.send(Ok(read)).await.is_err() {
+                    if !read.is_empty() && out.send(Ok(read)).await.is_err() {
                         return;
-                    }
-                    if flowing && !full {
-                        tokio::time::sleep(READ_LINGER).await;
                     }
                 }
                 Err(BrokerError::Redis(e)) if is_nogroup(&e) => {
