@@ -93,10 +93,8 @@ pub struct Commands {
 
 #[derive(Clone)]
 enum Via {
-    Single {
-        shared: Arc<SharedConnection>,
-        client: redis::Client,
-    },
+    /// One Redis: its shared connection (which also holds the client blocking reads dial with).
+    Single(Arc<SharedConnection>),
     /// The cluster connection is made on first use and shared (it multiplexes, one connection
     /// per master).
     Cluster {
@@ -114,8 +112,7 @@ impl Commands {
                 // RESP3: a connection reports its own end only to a RESP3 client.
                 let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?;
                 let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
-                let client = redis::Client::open(info.set_redis_settings(settings))?;
-                Via::Single { shared: Arc::new(SharedConnection::new(client.clone())), client }
+                Via::Single(Arc::new(SharedConnection::new(redis::Client::open(info.set_redis_settings(settings))?)))
             }
             RedisTarget::Cluster(nodes) => {
                 Via::Cluster { nodes: nodes.clone().into(), shared: Arc::new(tokio::sync::OnceCell::new()) }
@@ -132,7 +129,7 @@ impl Commands {
     /// cluster connection.
     pub async fn conn(&self) -> Result<Conn, BrokerError> {
         match &self.route {
-            Via::Single { shared, .. } => Ok(Conn::Shared(shared.get().await?)),
+            Via::Single(shared) => Ok(Conn::Multiplexed(shared.get().await?)),
             Via::Cluster { nodes, shared } => {
                 let conn = shared
                     .get_or_try_init(|| async {
@@ -153,11 +150,11 @@ impl Commands {
     pub async fn blocking_conn(&self) -> Result<Conn, BrokerError> {
         let connect = async {
             match &self.route {
-                Via::Single { client, .. } => {
+                Via::Single(shared) => {
                     let config = redis::AsyncConnectionConfig::new()
                         .set_response_timeout(None)
                         .set_connection_timeout(Some(COMMAND_TIMEOUT));
-                    Ok(Conn::Direct(client.get_multiplexed_async_connection_with_config(&config).await?))
+                    Ok(Conn::Multiplexed(shared.client.get_multiplexed_async_connection_with_config(&config).await?))
                 }
                 Via::Cluster { nodes, .. } => {
                     Ok(Conn::Cluster(RedisTarget::cluster_client(nodes, None)?.get_async_connection().await?))
@@ -190,7 +187,7 @@ impl Commands {
 /// One Redis's shared connection: made by the first command that needs it, forgotten the
 /// moment it breaks (the connection reports its own end), made again by the next command. So
 /// the first command after Redis comes back finds a fresh connection, not a dead one.
-pub(crate) struct SharedConnection {
+struct SharedConnection {
     client: redis::Client,
     /// The connection and its generation (a report of a broken connection names its own).
     current: std::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
@@ -244,8 +241,8 @@ impl SharedConnection {
 
 /// One connection, whichever kind: commands, scripts and pipelines run on it alike.
 pub enum Conn {
-    Shared(MultiplexedConnection),
-    Direct(redis::aio::MultiplexedConnection),
+    /// One Redis: the shared connection, or a blocking read's own.
+    Multiplexed(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
@@ -274,8 +271,7 @@ impl Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Shared(conn) => conn.req_packed_command(cmd),
-            Conn::Direct(conn) => conn.req_packed_command(cmd),
+            Conn::Multiplexed(conn) => conn.req_packed_command(cmd),
             Conn::Cluster(conn) => conn.req_packed_command(cmd),
         }
     }
@@ -287,16 +283,14 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Shared(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Conn::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Multiplexed(conn) => conn.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Shared(conn) => conn.get_db(),
-            Conn::Direct(conn) => conn.get_db(),
+            Conn::Multiplexed(conn) => conn.get_db(),
             Conn::Cluster(conn) => conn.get_db(),
         }
     }
