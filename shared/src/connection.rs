@@ -97,10 +97,7 @@ enum Via {
     Single(Arc<SharedConnection>),
     /// The cluster connection is made on first use and shared (it multiplexes, one connection
     /// per master).
-    Cluster {
-        nodes: Arc<[String]>,
-        shared: Arc<tokio::sync::OnceCell<ClusterConnection>>,
-    },
+    Cluster { nodes: Arc<[String]>, shared: Arc<tokio::sync::OnceCell<ClusterConnection>> },
 }
 
 impl Commands {
