@@ -107,6 +107,20 @@ impl JobQueue for TimedBroker {
         self.timed("claim_stale_jobs", self.inner.claim_stale_jobs(consumer, min_idle, max)).await
     }
 
+    async fn worker_beat(&self, consumer: &str, expiry: Duration) -> Result<Vec<(String, Duration)>, BrokerError> {
+        self.timed("worker_beat", self.inner.worker_beat(consumer, expiry)).await
+    }
+
+    async fn claim_jobs_of(
+        &self,
+        consumer: &str,
+        dead: &[String],
+        forget: &[String],
+        max: usize,
+    ) -> Result<Vec<JobEntry>, BrokerError> {
+        self.timed("claim_jobs_of", self.inner.claim_jobs_of(consumer, dead, forget, max)).await
+    }
+
     async fn ack_jobs(&self, ids: &[String]) -> Result<(), BrokerError> {
         self.timed("ack_jobs", self.inner.ack_jobs(ids)).await
     }

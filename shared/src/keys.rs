@@ -14,7 +14,8 @@
 //!   publication (counter, window, channel, job) is therefore one single-slot script. The 16 tags
 //!   are chosen so their slots sit evenly over the slot space (one in each sixteenth): however a
 //!   cluster splits the slots, its masters get an even share of the buckets.
-//! - **Presence** (users online, rooms, per-user socket counts, nodes and their reports) carries
+//! - **Presence** (users online, rooms, per-user socket counts, nodes and their reports, the
+//!   workers' heartbeats) carries
 //!   `{presence}`: one slot, so a node's cleanup stays one atomic script. It changes per socket,
 //!   not per message.
 
@@ -142,6 +143,11 @@ impl Keys {
     /// Node → last heartbeat (Redis time, ms).
     pub fn presence_nodes(&self) -> String {
         format!("{}{{presence}}:nodes", self.prefix)
+    }
+
+    /// Worker (consumer) → when its heartbeat runs out (Redis time, ms; 0: it stopped cleanly).
+    pub fn workers(&self) -> String {
+        format!("{}{{presence}}:workers", self.prefix)
     }
 
     /// A client's send remembered under its `client_message_id` (`Broker::publish_once`), in

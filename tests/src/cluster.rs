@@ -209,6 +209,50 @@ impl Cluster {
         Commands::new(&self.target).expect("redis commands").conn().await.expect("a redis connection")
     }
 
+    /// Jobs read by the worker `consumer` and not acked yet, over every bucket's stream.
+    pub async fn pending_jobs_of(&self, consumer: &str) -> usize {
+        let keys = Keys::new(&self.prefix);
+        let mut conn = self.redis_conn().await;
+        let mut pending = 0;
+        for bucket in 0..BUCKETS {
+            let entries: Vec<redis::Value> = redis::cmd("XPENDING")
+                .arg(keys.jobs_stream(bucket))
+                .arg("workers")
+                .arg("-")
+                .arg("+")
+                .arg(10_000)
+                .arg(consumer)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            pending += entries.len();
+        }
+        pending
+    }
+
+    /// The consumers of the workers' group, over every bucket's stream (`XINFO CONSUMERS`).
+    pub async fn job_consumers(&self) -> std::collections::BTreeSet<String> {
+        let keys = Keys::new(&self.prefix);
+        let mut conn = self.redis_conn().await;
+        let mut names = std::collections::BTreeSet::new();
+        for bucket in 0..BUCKETS {
+            let consumers: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(keys.jobs_stream(bucket))
+                .arg("workers")
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            for consumer in consumers {
+                if let Some(name) = consumer.get("name").and_then(|n| redis::from_redis_value::<String>(n.clone()).ok())
+                {
+                    names.insert(name);
+                }
+            }
+        }
+        names
+    }
+
     /// Jobs read by a worker and not acked yet, over every bucket's stream (`XPENDING`).
     pub async fn pending_jobs(&self) -> i64 {
         let keys = Keys::new(&self.prefix);
@@ -355,8 +399,7 @@ impl Cluster {
     /// [`Process::wait_for_line`].
     pub fn spawn_worker_process_with(&self, exe: &str, claim_idle_ms: u64, env: &[(&str, &str)]) -> Process {
         let child = Command::new(exe)
-            .env("WORKER_METRICS_BIND", "127.0.0.1:0") // a test may name a port in `env`
-            .envs(env.iter().copied())
+            .env("WORKER_METRICS_BIND", "127.0.0.1:0")
             .env(self.redis_env().0, self.redis_env().1)
             .env("GATEWAY_REDIS_REPLICA_ACKS", self.replica_acks.to_string())
             .env("DATABASE_URL", self.db.url())
@@ -364,6 +407,8 @@ impl Cluster {
             .env("WORKER_CLAIM_IDLE_MS", claim_idle_ms.to_string())
             .env("WORKER_BATCH", "16")
             .env("RUST_LOG", "warn")
+            // Last: a test may set any of the above (a port, the batch, the log level).
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawning the worker process");

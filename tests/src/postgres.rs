@@ -69,6 +69,27 @@ impl PrivatePostgres {
         self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
     }
 
+    /// Freezes the server (SIGSTOP to the postmaster and every backend): connections stay open
+    /// and nothing answers, as when its host stalls. `thaw` ends it.
+    pub fn freeze(&self) {
+        self.signal_all("-STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal_all("-CONT");
+    }
+
+    fn signal_all(&self, signal: &str) {
+        let pid_file = self.dir.path().join("data").join("postmaster.pid");
+        let pids = std::fs::read_to_string(&pid_file).expect("the postmaster's pid file");
+        let postmaster = pids.lines().next().unwrap_or_default().trim().to_owned();
+        let children = Command::new("pgrep").args(["-P", &postmaster]).output().expect("pgrep (Debian package procps)");
+        let mut all = vec![postmaster];
+        all.extend(String::from_utf8_lossy(&children.stdout).split_whitespace().map(str::to_owned));
+        let status = Command::new("kill").arg(signal).args(&all).status().expect("kill");
+        assert!(status.success(), "kill {signal} PostgreSQL");
+    }
+
     pub fn admin_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }

@@ -69,6 +69,18 @@ impl Process {
         assert!(matches!(found, Ok(Ok(true))), "the process never printed {line:?}");
     }
 
+    /// SIGSTOP: the process holds its connections and does nothing, as a hung one would.
+    pub fn freeze(&self) {
+        let status = Command::new("kill").args(["-STOP", &self.0.id().to_string()]).status().expect("kill");
+        assert!(status.success(), "kill -STOP");
+    }
+
+    /// SIGTERM: asks the process to stop cleanly.
+    pub fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status().expect("kill");
+        assert!(status.success(), "kill -TERM");
+    }
+
     /// SIGKILL, and reap it.
     pub fn kill(&mut self) {
         let _ = self.0.kill();

@@ -15,6 +15,18 @@
 //! (`worker dead-letters` lists them, `--replay ID` puts one back) and the rest is persisted in
 //! the same step, so one bad job never holds up anyone else's.
 //! [`Worker::run`] calls it in a loop until shutdown; tests call it directly.
+//!
+//! # Taking over from a dead worker
+//!
+//! While it runs, a worker beats every [`BEAT`] (`JobQueue::worker_beat`: its name in a Redis
+//! sorted set, with when its word runs out, [`BEAT_EXPIRY`]). Each beat lists the workers whose
+//! word ran out: a worker killed with jobs in hand. The next step takes their pending jobs at
+//! once (`JobQueue::claim_jobs_of`), so a dead worker's jobs are stored about two seconds
+//! after it died instead of after `claim_idle`; a worker silent for [`FORGET_AFTER`] is removed
+//! from the consumer group. The idle-time claim (`claim_stale_jobs`) stays as the safety net
+//! (a worker of a version without heartbeats, a heartbeat lost with Redis's data). Taking over
+//! from a worker that was only slow applies its batch twice, which changes nothing: a batch is
+//! idempotent by message id.
 
 pub mod awards;
 pub mod metrics;
@@ -41,6 +53,15 @@ pub enum WorkerError {
 }
 
 /// What one step did.
+/// How often a running worker says it is alive.
+pub const BEAT: Duration = Duration::from_millis(500);
+/// A worker not heard of for this long is dead, and its pending jobs are taken over. Three
+/// beats: one late beat (a busy machine) does not make a live worker look dead.
+pub const BEAT_EXPIRY: Duration = Duration::from_millis(1500);
+/// A dead worker is removed from the consumer group after this long, once nothing is pending
+/// for it (a clean stop: at once). Until then a replacement under the same name may return.
+pub const FORGET_AFTER: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// This many jobs were applied and acked.
@@ -75,6 +96,11 @@ pub struct Worker {
     last_claim: Option<Instant>,
     /// A batch read but not applied (its step failed): the next step tries it again first.
     in_hand: Vec<JobEntry>,
+    /// Workers whose heartbeat ran out, with how long ago, as the last beat found them
+    /// (`run`'s beat task writes, the next step takes); `dead_found` wakes a step waiting for
+    /// jobs.
+    dead: Arc<std::sync::Mutex<Vec<(String, Duration)>>>,
+    dead_found: Arc<tokio::sync::Notify>,
     metrics: Arc<metrics::WorkerMetrics>,
 }
 
@@ -87,6 +113,8 @@ impl Worker {
             gamification: Gamification { rules },
             last_claim: None,
             in_hand: Vec::new(),
+            dead: Arc::default(),
+            dead_found: Arc::default(),
             metrics: Arc::default(),
         }
     }
@@ -151,8 +179,13 @@ impl Worker {
         Ok(Step::Processed(count))
     }
 
-    /// What a dead consumer left pending (every `claim_idle / 2`), else new jobs.
+    /// What a dead consumer left pending (a worker whose heartbeat ran out at once, any
+    /// consumer's jobs idle for `claim_idle` every `claim_idle / 2`), else new jobs.
     async fn take_entries(&mut self) -> Result<Vec<JobEntry>, WorkerError> {
+        let claimed = self.take_from_dead().await?;
+        if !claimed.is_empty() {
+            return Ok(claimed);
+        }
         let s = &self.settings;
         let claim_due = self.last_claim.is_none_or(|at| at.elapsed() >= s.claim_idle / 2);
         if claim_due {
@@ -166,7 +199,31 @@ impl Worker {
                 return Ok(claimed);
             }
         }
-        Ok(self.broker.read_jobs(&self.settings.consumer, self.settings.batch_size, self.settings.block).await?)
+        // A beat that finds a dead worker cuts the wait short (the read is cancel-safe: what
+        // it had not returned stays for the next read).
+        let read = self.broker.read_jobs(&self.settings.consumer, self.settings.batch_size, self.settings.block);
+        tokio::select! {
+            read = read => Ok(read?),
+            _ = self.dead_found.notified() => Ok(Vec::new()),
+        }
+    }
+
+    /// Takes the jobs pending for the workers the last beat found dead, and removes those dead
+    /// for `FORGET_AFTER` from the group.
+    async fn take_from_dead(&mut self) -> Result<Vec<JobEntry>, WorkerError> {
+        let found = std::mem::take(&mut *self.dead.lock().expect("dead workers lock"));
+        let me = &self.settings.consumer;
+        let dead: Vec<String> = found.iter().filter(|(name, _)| name != me).map(|(name, _)| name.clone()).collect();
+        if dead.is_empty() {
+            return Ok(Vec::new());
+        }
+        let forget: Vec<String> =
+            found.iter().filter(|(name, since)| name != me && *since >= FORGET_AFTER).map(|(n, _)| n.clone()).collect();
+        let claimed = self.broker.claim_jobs_of(me, &dead, &forget, self.settings.batch_size).await?;
+        if !claimed.is_empty() {
+            tracing::info!(count = claimed.len(), dead = ?dead, "took over the jobs of a worker whose heartbeat ran out");
+        }
+        Ok(claimed)
     }
 
     /// Applies a batch and acks it. On failure, returns the entries still to apply (the
@@ -256,6 +313,20 @@ impl Worker {
     /// Steps until `shutdown`; a failed step (Redis or database away) is retried after a pause.
     /// The batch in hand is finished before stopping.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let me = self.settings.consumer.clone();
+        // Heard of before the first read, so that no one takes this worker for dead.
+        if let Err(e) = self.broker.worker_beat(&me, BEAT_EXPIRY).await {
+            tracing::warn!(error = %e, "first heartbeat failed; the beat task will retry");
+        }
+        // Jobs pending under this name from an earlier life (a fixed `WORKER_CONSUMER`
+        // restarted): a new read would never hand them out again.
+        match self.broker.claim_jobs_of(&me, std::slice::from_ref(&me), &[], self.settings.batch_size).await {
+            Ok(earlier) => self.in_hand = earlier,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading this consumer's earlier jobs failed; the idle-time claim will")
+            }
+        }
+        let beat = tokio::spawn(beat(self.broker.clone(), me.clone(), self.dead.clone(), self.dead_found.clone()));
         let mut failures: u32 = 0;
         while !shutdown.is_cancelled() {
             match self.process_batch().await {
@@ -272,7 +343,37 @@ impl Worker {
                 }
             }
         }
+        beat.abort();
+        // A clean stop: what this worker read ahead and did not apply is free for the others at
+        // once.
+        if let Err(e) = self.broker.worker_beat(&me, Duration::ZERO).await {
+            tracing::warn!(error = %e, "could not say this worker stopped; the others will see its heartbeat run out");
+        }
         tracing::info!("worker stopped");
+    }
+}
+
+/// Says every `BEAT` that `me` is alive, and hands the workers found dead to the steps.
+async fn beat(
+    broker: Arc<dyn Broker>,
+    me: String,
+    dead: Arc<std::sync::Mutex<Vec<(String, Duration)>>>,
+    dead_found: Arc<tokio::sync::Notify>,
+) {
+    let mut every = tokio::time::interval(BEAT);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match broker.worker_beat(&me, BEAT_EXPIRY).await {
+            Ok(found) => {
+                let others = found.iter().any(|(name, _)| *name != me);
+                *dead.lock().expect("dead workers lock") = found;
+                if others {
+                    dead_found.notify_one();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "worker heartbeat failed; retrying"),
+        }
     }
 }
 

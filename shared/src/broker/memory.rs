@@ -64,6 +64,8 @@ struct BusState {
     pending: BTreeMap<u64, (Bytes, String, Instant)>,
     /// Jobs that could not be applied, oldest first.
     dead: Vec<DeadLetter>,
+    /// Worker (consumer) → when its heartbeat runs out (`None`: it stopped cleanly).
+    workers: HashMap<String, Option<Instant>>,
     /// Sends made once (`Broker::publish_once`): id → (first payload, forgotten at).
     sent: HashMap<String, (Bytes, Instant)>,
 }
@@ -445,6 +447,46 @@ impl JobQueue for MemoryBroker {
                 *owner = consumer.to_owned();
                 *delivered = now;
                 claimed.push(JobEntry { id: job_id(*seq), payload: payload.clone() });
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn worker_beat(&self, consumer: &str, expiry: Duration) -> Result<Vec<(String, Duration)>, BrokerError> {
+        let mut state = self.shared.state.lock().expect("bus lock");
+        let now = Instant::now();
+        state.workers.insert(consumer.to_owned(), (!expiry.is_zero()).then(|| now + expiry));
+        // A clean stop reads as expired long ago.
+        let since = |at: &Option<Instant>| at.map_or(Duration::MAX, |at| now.saturating_duration_since(at));
+        Ok(state
+            .workers
+            .iter()
+            .filter(|(_, at)| at.is_none_or(|at| at < now))
+            .map(|(name, at)| (name.clone(), since(at)))
+            .collect())
+    }
+
+    async fn claim_jobs_of(
+        &self,
+        consumer: &str,
+        dead: &[String],
+        forget: &[String],
+        max: usize,
+    ) -> Result<Vec<JobEntry>, BrokerError> {
+        let mut state = self.shared.state.lock().expect("bus lock");
+        let now = Instant::now();
+        let mut claimed = Vec::new();
+        for name in dead {
+            let theirs = state.pending.iter_mut().filter(|(_, (_, owner, _))| owner == name).take(max);
+            for (seq, (payload, owner, delivered)) in theirs {
+                *owner = consumer.to_owned();
+                *delivered = now;
+                claimed.push(JobEntry { id: job_id(*seq), payload: payload.clone() });
+            }
+        }
+        for name in forget {
+            if !state.pending.values().any(|(_, owner, _)| owner == name) {
+                state.workers.remove(name);
             }
         }
         Ok(claimed)

@@ -205,6 +205,23 @@ pub trait JobQueue: Send + Sync + 'static {
         max: usize,
     ) -> Result<Vec<JobEntry>, BrokerError>;
 
+    /// Says `consumer` is alive for `expiry` more (`expiry` zero: it stopped cleanly), and
+    /// returns the consumers whose word ran out, each with how long ago (by Redis's clock).
+    /// Workers call it every few hundred milliseconds: a consumer that stops calling is dead,
+    /// and its pending jobs are for the others to take at once (`claim_jobs_of`).
+    async fn worker_beat(&self, consumer: &str, expiry: Duration) -> Result<Vec<(String, Duration)>, BrokerError>;
+
+    /// Takes over up to `max` jobs (per stream) pending for each of `dead`, for `consumer`,
+    /// however briefly they were idle. Each of `forget` (a subset of `dead`) left with nothing
+    /// pending is removed from the consumer group and the heartbeats: gone for good.
+    async fn claim_jobs_of(
+        &self,
+        consumer: &str,
+        dead: &[String],
+        forget: &[String],
+        max: usize,
+    ) -> Result<Vec<JobEntry>, BrokerError>;
+
     /// Marks jobs done; they are never delivered again.
     async fn ack_jobs(&self, ids: &[String]) -> Result<(), BrokerError>;
 

@@ -174,7 +174,20 @@ async fn persisted(cluster: &Cluster, session: &str) -> HashMap<String, usize> {
 
 /// The assertions every fault shares, and its summary line.
 pub(crate) async fn account(name: &str, cluster: &Cluster, session: &str, load: Load, fault_over: Instant) {
-    account_with(name, cluster, session, load, fault_over, None).await
+    account_with(name, cluster, session, load, fault_over, None, None).await
+}
+
+/// `account`, with everything accepted persisted within `deadline` of `fault_over` (not of
+/// the load's end): for the faults whose healing time is the point.
+pub(crate) async fn account_by(
+    name: &str,
+    cluster: &Cluster,
+    session: &str,
+    load: Load,
+    fault_over: Instant,
+    deadline: Duration,
+) {
+    account_with(name, cluster, session, load, fault_over, None, Some(deadline)).await
 }
 
 /// The number of a load message (`f{n}`).
@@ -192,12 +205,18 @@ async fn account_with(
     load: Load,
     fault_over: Instant,
     data_lost_at: Option<u64>,
+    deadline: Option<Duration>,
 ) {
     let (offered, received) = load.finish().await;
     let accepted: HashSet<String> = offered.accepted.keys().cloned().collect();
     let must_persist: HashSet<&String> =
         accepted.iter().filter(|c| data_lost_at.is_none_or(|lost_at| number(c) > lost_at)).collect();
-    within(DRAIN, &format!("{name}: every accepted message persisted"), || async {
+    // Measured from the fault's end where asked; else `DRAIN` once the load has stopped.
+    let left = match deadline {
+        Some(deadline) => (fault_over + deadline).saturating_duration_since(Instant::now()),
+        None => DRAIN,
+    };
+    within(left, &format!("{name}: every accepted message persisted in time"), || async {
         let stored = persisted(cluster, session).await;
         must_persist.iter().all(|c| stored.contains_key(*c))
     })
@@ -300,20 +319,83 @@ async fn worker_killed_three_times_mid_stream() {
     account("worker-killed-3x", &cluster, &session, load, over).await;
 }
 
-/// Two workers share the stream; one is SIGKILLed for good: the other takes over its pending
-/// jobs and the rest of the load.
+/// How soon a dead worker's jobs are stored once another worker runs (or its replacement
+/// starts): its heartbeat runs out, and the next beat of the other hands them over.
+const TAKEOVER: Duration = Duration::from_secs(3);
+
+/// Freezes `worker` (`name`) until it holds jobs it will never apply (its blocked read takes
+/// the next ones), then SIGKILLs it: the fault at its worst for the others.
+async fn kill_holding_jobs(cluster: &Cluster, worker: &mut e2e::Process, name: &str) {
+    worker.freeze();
+    e2e::eventually("the frozen worker holds jobs", || async { cluster.pending_jobs_of(name).await > 0 }).await;
+    worker.kill();
+}
+
+/// The worker is SIGKILLed five times under load, each time holding jobs, and a new one started
+/// a second later (the idle-time claim at its default 15 s, so only the heartbeat can hand the
+/// jobs over in time); the third comes back under the dead one's name, as a fixed
+/// `WORKER_CONSUMER` would. Everything is stored within `TAKEOVER` of the last start.
+#[tokio::test]
+async fn worker_killed_holding_jobs_five_times() {
+    let cluster = Cluster::start_with(2, roomy()).await;
+    let exe = env!("CARGO_BIN_EXE_e2e-worker");
+    let (session, load) = chat(&cluster).await;
+    let spawn = |name: &str| cluster.spawn_worker_process_with(exe, 15_000, &[("WORKER_CONSUMER", name)]);
+    let mut name = "worker-0".to_owned();
+    let mut worker = spawn(&name);
+    let mut started = Instant::now();
+    for round in 1..=5 {
+        load.flowing(60).await;
+        kill_holding_jobs(&cluster, &mut worker, &name).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if round != 3 {
+            name = format!("worker-{round}");
+        }
+        worker = spawn(&name);
+        started = Instant::now();
+    }
+    load.flowing(30).await;
+    account_by("worker-killed-holding-jobs-5x", &cluster, &session, load, started, TAKEOVER).await;
+}
+
+/// Two workers share the stream; one is SIGKILLed for good while holding jobs: the other takes
+/// them over within `TAKEOVER` of the kill (the idle-time claim at its default 15 s).
 #[tokio::test]
 async fn one_of_two_workers_killed_for_good() {
     let cluster = Cluster::start_with(2, roomy()).await;
     let exe = env!("CARGO_BIN_EXE_e2e-worker");
     let (session, load) = chat(&cluster).await;
-    let _survivor = cluster.spawn_worker_process(exe, 300);
-    let mut doomed = cluster.spawn_worker_process(exe, 300);
+    let _survivor = cluster.spawn_worker_process_with(exe, 15_000, &[("WORKER_CONSUMER", "survivor")]);
+    let mut doomed = cluster.spawn_worker_process_with(exe, 15_000, &[("WORKER_CONSUMER", "doomed")]);
     load.flowing(60).await;
-    doomed.kill();
+    kill_holding_jobs(&cluster, &mut doomed, "doomed").await;
     let over = Instant::now();
     load.flowing(60).await;
-    account("one-of-two-workers-killed", &cluster, &session, load, over).await;
+    account_by("one-of-two-workers-killed", &cluster, &session, load, over, TAKEOVER).await;
+}
+
+/// A worker stopped cleanly (SIGTERM) leaves the consumer group, and whatever it had read
+/// ahead is taken over at once by the one still running: consumers do not pile up.
+#[tokio::test]
+async fn a_worker_stopped_cleanly_leaves_the_group() {
+    let cluster = Cluster::start_with(2, roomy()).await;
+    let exe = env!("CARGO_BIN_EXE_e2e-worker");
+    let (session, load) = chat(&cluster).await;
+    let _staying = cluster.spawn_worker_process_with(exe, 15_000, &[("WORKER_CONSUMER", "staying")]);
+    let leaving = cluster.spawn_worker_process_with(exe, 15_000, &[("WORKER_CONSUMER", "leaving")]);
+    load.flowing(60).await;
+    e2e::eventually("both workers in the group", || async {
+        cluster.job_consumers().await.into_iter().collect::<Vec<_>>() == ["leaving", "staying"]
+    })
+    .await;
+    leaving.terminate();
+    let over = Instant::now();
+    e2e::eventually("the stopped worker left the group", || async {
+        cluster.job_consumers().await.into_iter().collect::<Vec<_>>() == ["staying"]
+    })
+    .await;
+    load.flowing(30).await;
+    account_by("a-worker-stopped-cleanly", &cluster, &session, load, over, TAKEOVER).await;
 }
 
 /// A job the database refuses, injected into the stream in the middle of the load: it is
@@ -371,23 +453,59 @@ async fn a_node_killed_under_load() {
     e2e::eventually("carol offline with her node", || async { cluster.connected_users(0).await == 1 }).await;
 }
 
-/// PostgreSQL is stopped for 5 s under load: live delivery goes on, nothing is lost, and the
-/// backlog is persisted within the drain deadline once it is back.
-#[tokio::test]
-async fn postgres_stopped_for_five_seconds() {
+/// How PostgreSQL goes away.
+enum Away {
+    /// Stopped (`pg_ctl stop -m fast`): connections cut, new ones refused.
+    Stopped,
+    /// Frozen (SIGSTOP): connections open, nothing answers, as when its host stalls.
+    Frozen,
+}
+
+/// PostgreSQL goes away for `outage` under load: live delivery goes on (it needs no database),
+/// nothing is lost, and the backlog is persisted within `DRAIN` of its return, however long it
+/// was away. The real worker process, with its default batch.
+async fn postgres_away(name: &str, outage: Duration, how: Away) {
     let pg = e2e::PrivatePostgres::start().await;
     let db = e2e::TestDb::create_at(pg.admin_url()).await;
-    let mut cluster = Cluster::start_on(2, roomy(), db).await;
-    cluster.start_worker().await;
+    let cluster = Cluster::start_on(2, roomy(), db).await;
+    let exe = env!("CARGO_BIN_EXE_e2e-worker");
+    let _worker = cluster.spawn_worker_process_with(exe, 15_000, &[("WORKER_BATCH", "512")]);
     let (session, load) = chat(&cluster).await;
     load.flowing(50).await;
-    pg.stop();
-    // Live delivery needs no database: the load keeps flowing while it is down (about 5 s).
-    load.flowing(RATE as usize * 5).await;
-    pg.start_again().await;
+    match how {
+        Away::Stopped => pg.stop(),
+        Away::Frozen => pg.freeze(),
+    }
+    let away = Instant::now();
+    load.flowing(RATE as usize * 2).await;
+    tokio::time::sleep(outage.saturating_sub(away.elapsed())).await;
+    match how {
+        Away::Stopped => pg.start_again().await,
+        Away::Frozen => pg.thaw(),
+    }
     let over = Instant::now();
     load.flowing(20).await;
-    account("postgres-stopped", &cluster, &session, load, over).await;
+    account_by(name, &cluster, &session, load, over, DRAIN).await;
+}
+
+#[tokio::test]
+async fn postgres_frozen_for_ten_seconds() {
+    postgres_away("postgres-frozen-10s", Duration::from_secs(10), Away::Frozen).await;
+}
+
+#[tokio::test]
+async fn postgres_stopped_for_five_seconds() {
+    postgres_away("postgres-stopped-5s", Duration::from_secs(5), Away::Stopped).await;
+}
+
+#[tokio::test]
+async fn postgres_stopped_for_twenty_seconds() {
+    postgres_away("postgres-stopped-20s", Duration::from_secs(20), Away::Stopped).await;
+}
+
+#[tokio::test]
+async fn postgres_stopped_for_a_minute() {
+    postgres_away("postgres-stopped-60s", Duration::from_secs(60), Away::Stopped).await;
 }
 
 /// The worker is SIGKILLed in the middle of a batch, after its commit and before its ack (a
@@ -447,5 +565,5 @@ async fn redis_killed_and_restarted_without_its_data() {
     cluster.redis().start_again().await;
     let over = Instant::now();
     load.flowing(50).await;
-    account_with("redis-restarted-empty", &cluster, &session, load, over, Some(lost_at)).await;
+    account_with("redis-restarted-empty", &cluster, &session, load, over, Some(lost_at), None).await;
 }

@@ -11,11 +11,40 @@ use crate::jobs::StampedJob;
 /// Every case of this suite, each on a fresh bus from `make`.
 pub async fn run_all<F: NodeFactory>(make: &impl Fn() -> F) {
     a_blocking_read_waits_its_whole_block(&make()).await;
+    a_dead_workers_jobs_are_taken_at_once(&make()).await;
     dead_letters_leave_the_jobs_stream_and_replay_back(&make()).await;
     enqueue_appends_a_job_without_publishing(&make()).await;
     a_job_carries_the_position_of_its_publication(&make()).await;
     pending_jobs_are_claimed_and_acked_jobs_are_not(&make()).await;
     read_jobs_returns_empty_when_idle(&make()).await;
+}
+
+/// A worker whose heartbeat ran out is listed by the next beat of another, which takes its
+/// pending jobs at once (they were idle for no time at all), and forgets it once nothing is
+/// left; a worker that stopped cleanly is listed at once.
+pub async fn a_dead_workers_jobs_are_taken_at_once(f: &impl NodeFactory) {
+    let (a, _a_in) = f.node().await;
+    let (b, _b_in) = f.node().await;
+    let expiry = Duration::from_millis(300);
+    a.worker_beat("doomed", expiry).await.unwrap();
+    let dead = b.worker_beat("survivor", Duration::from_secs(10)).await.unwrap();
+    assert!(dead.is_empty(), "nobody is dead yet: {dead:?}");
+    b.enqueue(Bytes::from_static(b"held-job")).await.unwrap();
+    let held = a.read_jobs("doomed", 10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(held.len(), 1);
+    tokio::time::sleep(expiry + Duration::from_millis(100)).await;
+    let dead = b.worker_beat("survivor", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(dead.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), vec!["doomed"]);
+    let names = vec!["doomed".to_owned()];
+    let taken = b.claim_jobs_of("survivor", &names, &names, 10).await.unwrap();
+    assert_eq!(taken.iter().map(|j| j.payload.clone()).collect::<Vec<_>>(), vec![Bytes::from_static(b"held-job")]);
+    assert!(b.claim_jobs_of("other", &names, &[], 10).await.unwrap().is_empty(), "taken once");
+    b.ack_jobs(&[taken[0].id.clone()]).await.unwrap();
+    let dead = b.worker_beat("survivor", Duration::from_secs(10)).await.unwrap();
+    assert!(dead.is_empty(), "the dead worker is forgotten: {dead:?}");
+    b.worker_beat("survivor", Duration::ZERO).await.unwrap();
+    let dead = a.worker_beat("next", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(dead.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), vec!["survivor"], "a clean stop");
 }
 
 /// A read blocked longer than a client library's default response timeout (500 ms) is still

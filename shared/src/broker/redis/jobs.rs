@@ -17,7 +17,7 @@ use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOpt
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
-use super::scripts::{ACK_SCRIPT, DEAD_LETTER_SCRIPT, REPLAY_SCRIPT};
+use super::scripts::{ACK_SCRIPT, CLAIM_OF_SCRIPT, DEAD_LETTER_SCRIPT, REPLAY_SCRIPT, WORKER_BEAT_SCRIPT};
 use super::{timed, timed_for, RedisBroker, MAX_BACKOFF};
 use crate::broker::{BrokerError, JobQueue};
 use crate::connection::{Commands, Conn, COMMAND_TIMEOUT};
@@ -294,6 +294,75 @@ impl JobQueue for RedisBroker {
             })
             .await?;
         Ok(claimed.into_iter().flatten().collect())
+    }
+
+    async fn worker_beat(&self, consumer: &str, expiry: Duration) -> Result<Vec<(String, Duration)>, BrokerError> {
+        timed(async {
+            let mut beat = WORKER_BEAT_SCRIPT.prepare_invoke();
+            beat.key(self.keys.workers()).arg(consumer).arg(expiry.as_millis() as u64);
+            let expired: Vec<(String, u64)> = beat.invoke_async(&mut self.commands.conn().await?).await?;
+            Ok(expired.into_iter().map(|(name, ms)| (name, Duration::from_millis(ms))).collect())
+        })
+        .await
+    }
+
+    async fn claim_jobs_of(
+        &self,
+        consumer: &str,
+        dead: &[String],
+        forget: &[String],
+        max: usize,
+    ) -> Result<Vec<JobEntry>, BrokerError> {
+        if dead.is_empty() && forget.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all: Vec<usize> = (0..BUCKETS).collect();
+        let batches = self.commands.by_slot(&all, |bucket| *bucket);
+        let answers = timed(try_join_all(batches.iter().map(|buckets| async move {
+            let mut claim = CLAIM_OF_SCRIPT.prepare_invoke();
+            for &bucket in buckets {
+                claim.key(self.keys.jobs_stream(bucket));
+            }
+            claim.arg(self.keys.jobs_group()).arg(consumer).arg(max).arg(dead.len()).arg(dead).arg(forget);
+            let mut conn = self.commands.conn().await?;
+            let reply: Result<(Vec<String>, Vec<Vec<(String, Vec<u8>)>>), redis::RedisError> =
+                claim.invoke_async(&mut conn).await;
+            match reply {
+                Ok((kept, claimed)) => {
+                    let entries = buckets.iter().zip(claimed).flat_map(|(&bucket, claimed)| {
+                        claimed
+                            .into_iter()
+                            .map(move |(id, job)| JobEntry { id: entry_id(bucket, &id), payload: Bytes::from(job) })
+                    });
+                    Ok((kept, entries.collect::<Vec<_>>()))
+                }
+                // A stream without its group has nothing pending: make it, for the next reads.
+                Err(e) if is_nogroup(&e) => {
+                    for &bucket in buckets {
+                        ensure_group(&mut conn, &self.keys, bucket).await?;
+                    }
+                    Ok((forget.to_vec(), Vec::new()))
+                }
+                Err(e) => Err(BrokerError::from(e)),
+            }
+        })))
+        .await?;
+        let mut claimed = Vec::new();
+        let mut kept = std::collections::HashSet::new();
+        for (kept_here, entries) in answers {
+            kept.extend(kept_here);
+            claimed.extend(entries);
+        }
+        // Gone from every stream: gone from the heartbeats too.
+        let gone: Vec<&String> = forget.iter().filter(|name| !kept.contains(*name)).collect();
+        if !gone.is_empty() {
+            timed(async {
+                let _: i64 = self.commands.conn().await?.zrem(self.keys.workers(), &gone).await?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(claimed)
     }
 
     async fn ack_jobs(&self, ids: &[String]) -> Result<(), BrokerError> {

@@ -120,11 +120,69 @@ redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
 return 1
 "#;
 
+/// A worker's heartbeat, and the workers whose heartbeat ran out. KEYS: the workers' zset.
+/// ARGV: the consumer, its expiry in ms (0: it stopped cleanly, its jobs are free at once).
+/// Returns `{{name, ms since its expiry}, ...}` of every expired worker.
+const WORKER_BEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expiry = tonumber(ARGV[2])
+if expiry > 0 then expiry = now + expiry end
+redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+local out = {}
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'WITHSCORES')
+for i = 1, #expired, 2 do
+  table.insert(out, {expired[i], now - tonumber(expired[i + 1])})
+end
+return out
+"#;
+
+/// Takes over what dead consumers left pending, at once (whatever its idle time).
+/// KEYS: jobs streams (of one slot). ARGV: the consumer group, the claiming consumer, the most
+/// to take per stream and dead consumer, how many dead consumers n, their names, then the ones
+/// to remove from the group once nothing is pending for them.
+/// Returns `{kept, {claimed of stream 1, claimed of stream 2, ...}}`: `kept` the names to remove
+/// that still had jobs pending (more than `max`), each `claimed` `{{id, job}, {id, job}, ...}`.
+const CLAIM_OF: &str = r#"
+local group, me, max, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local kept, out = {}, {}
+for s, stream in ipairs(KEYS) do
+  local claimed = {}
+  for i = 5, 4 + n do
+    local pending = redis.call('XPENDING', stream, group, '-', '+', max, ARGV[i])
+    if #pending > 0 then
+      local ids = {}
+      for _, p in ipairs(pending) do table.insert(ids, p[1]) end
+      for _, entry in ipairs(redis.call('XCLAIM', stream, group, me, 0, unpack(ids))) do
+        if entry and entry[2] then
+          for f = 1, #entry[2], 2 do
+            if entry[2][f] == 'job' then
+              table.insert(claimed, {entry[1], entry[2][f + 1]})
+            end
+          end
+        end
+      end
+    end
+  end
+  for i = 5 + n, #ARGV do
+    if #redis.call('XPENDING', stream, group, '-', '+', 1, ARGV[i]) == 0 then
+      redis.call('XGROUP', 'DELCONSUMER', stream, group, ARGV[i])
+    else
+      table.insert(kept, ARGV[i])
+    end
+  end
+  out[s] = claimed
+end
+return {kept, out}
+"#;
+
 // Several steps on one slot are scripts, not MULTI/EXEC: a Redis Cluster client follows a
 // MOVED or ASK answer for a script, not for a transaction that failed on one.
 pub(super) static ACK_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ACK));
 pub(super) static DEAD_LETTER_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DEAD_LETTER));
 pub(super) static REPLAY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REPLAY));
+pub(super) static WORKER_BEAT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(WORKER_BEAT));
+pub(super) static CLAIM_OF_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CLAIM_OF));
 
 // Each script is built once (its SHA1 computed once); EVALSHA falls back to loading it (on a
 // cluster, on the master the call went to).
