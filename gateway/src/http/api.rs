@@ -12,6 +12,7 @@ use shared::ids::{ChatId, SessionId, UserId};
 use shared::store::{ChatRecord, SessionRecord, UserRecord};
 use utoipa::ToSchema;
 
+use super::bounds;
 use super::error::ApiError;
 use super::extract::{history_caller, Backend, HistoryParams, HistoryQuery, JsonBody};
 use super::responses::{BadField, BodyErrors, KeyThrottled, NotFound, Unauthorized, Unavailable};
@@ -74,7 +75,9 @@ impl SessionView {
 pub(crate) struct UserBody {
     #[schema(min_length = 1, max_length = 150, pattern = "\\S")]
     username: String,
+    #[schema(max_length = 254)]
     email: Option<String>,
+    #[schema(max_length = 150)]
     display_name: Option<String>,
     /// `false` closes the user's open sockets on every node (4002); default `true`.
     is_active: Option<bool>,
@@ -91,9 +94,13 @@ pub(crate) async fn put_user(
     JsonBody(body): JsonBody<UserBody>,
 ) -> Result<Json<UserView>, ApiError> {
     let id = UserId::parse(&id).map_err(|e| ApiError::bad_field("id", e))?;
-    if body.username.trim().is_empty() || body.username.chars().count() > 150 {
-        return Err(ApiError::bad_field("username", "must be 1-150 characters"));
+    bounds::user_id_free(id.as_str())?;
+    if body.username.trim().is_empty() {
+        return Err(ApiError::bad_field("username", "must not be empty"));
     }
+    bounds::text_within("username", &body.username, bounds::USERNAME)?;
+    bounds::text_within("email", body.email.as_deref().unwrap_or_default(), bounds::EMAIL)?;
+    bounds::text_within("display_name", body.display_name.as_deref().unwrap_or_default(), bounds::DISPLAY_NAME)?;
     let user = UserRecord {
         id,
         username: body.username,

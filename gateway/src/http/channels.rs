@@ -12,6 +12,7 @@ use shared::jobs::Job;
 use shared::store::{ChannelRecord, UserRecord};
 use utoipa::ToSchema;
 
+use super::bounds;
 use super::error::ApiError;
 use super::extract::{bearer, history_caller, Backend, HistoryParams, HistoryQuery, JsonBody};
 use super::responses::{
@@ -19,8 +20,6 @@ use super::responses::{
 };
 use crate::node::Node;
 use crate::protocols::pythia::{may_see, MessageData};
-
-pub(crate) const MAX_CONTENT_CHARS: usize = 4000;
 
 /// A channel (pythia.md) as the API answers it.
 #[derive(Serialize, ToSchema)]
@@ -97,9 +96,10 @@ pub(crate) async fn put_channel(
     JsonBody(body): JsonBody<ChannelBody>,
 ) -> Result<Json<ChannelView>, ApiError> {
     let id = channel_id(&id)?;
-    if body.name.trim().is_empty() || body.name.chars().count() > 200 {
-        return Err(ApiError::bad_field("name", "must be 1-200 characters"));
+    if body.name.trim().is_empty() {
+        return Err(ApiError::bad_field("name", "must not be empty"));
     }
+    bounds::text_within("name", &body.name, bounds::CHANNEL_NAME)?;
     let change = app.store.upsert_channel(&id, &body.name, body.private, &body.member_ids).await?;
     let mut events = vec![recheck(&id)];
     events.extend(change.added.into_iter().map(|user| membership_event(&id, user, true)));
@@ -234,9 +234,10 @@ pub(crate) async fn post_message(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let user = user_caller(&app, &headers).await?;
     let content = body.content.trim();
-    if content.is_empty() || content.chars().count() > MAX_CONTENT_CHARS {
-        return Err(ApiError::bad_field("content", format!("must be 1-{MAX_CONTENT_CHARS} characters")));
+    if content.is_empty() {
+        return Err(ApiError::bad_field("content", "must not be empty"));
     }
+    bounds::text_within("content", content, bounds::MESSAGE_CONTENT)?;
     let channel = app.store.channel(&body.channel_id).await?.filter(|c| may_see(c, &user.id));
     let channel = channel.ok_or_else(|| ApiError::not_found("channel"))?;
     let message = ChannelMessage {
@@ -311,9 +312,10 @@ pub(crate) async fn post_reaction(
 ) -> Result<(StatusCode, Json<ReactionView>), ApiError> {
     let user = user_caller(&app, &headers).await?;
     let emoji = body.emoji.trim();
-    if emoji.is_empty() || emoji.chars().count() > 32 {
-        return Err(ApiError::bad_field("emoji", "must be 1-32 characters"));
+    if emoji.is_empty() {
+        return Err(ApiError::bad_field("emoji", "must not be empty"));
     }
+    bounds::text_within("emoji", emoji, bounds::EMOJI)?;
     let channel_id =
         app.store.channel_of_message(&body.message_id).await?.ok_or_else(|| ApiError::not_found("message"))?;
     let channel = app.store.channel(&channel_id).await?.filter(|c| may_see(c, &user.id));

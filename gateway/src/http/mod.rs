@@ -10,6 +10,7 @@ use crate::ws::routes as sockets;
 
 pub(crate) mod admission;
 pub(crate) mod api;
+pub(crate) mod bounds;
 pub(crate) mod channels;
 pub(crate) mod console;
 pub(crate) mod error;
@@ -17,6 +18,7 @@ pub(crate) mod extract;
 pub(crate) mod guard;
 pub(crate) mod health;
 pub(crate) mod idempotency;
+pub(crate) mod linger;
 pub(crate) mod onetask;
 pub(crate) mod openapi;
 pub(crate) mod publish;

@@ -13,6 +13,7 @@ use shared::jobs::{Activity, ActivityKind, Job};
 use shared::store::NewNotification;
 use utoipa::ToSchema;
 
+use super::bounds;
 use super::error::ApiError;
 use super::extract::{Backend, JsonBody};
 use super::responses::{BadField, BodyErrors, Conflict, IdempotencyKey, KeyThrottled, Unauthorized, Unavailable};
@@ -121,11 +122,13 @@ enum FlexibleIdSchema {
 pub(crate) struct NotificationBody {
     #[schema(value_type = FlexibleIdSchema)]
     user_id: Value,
-    #[schema(pattern = "\\S")]
+    #[schema(pattern = "\\S", max_length = 200)]
     title: String,
+    #[schema(max_length = 4000)]
     content: String,
-    #[schema(pattern = "\\S")]
+    #[schema(pattern = "\\S", max_length = 64)]
     notification_type: String,
+    #[schema(max_length = 64)]
     related_entity_type: Option<String>,
     #[schema(value_type = Option<FlexibleIdSchema>)]
     related_entity_id: Option<Value>,
@@ -161,6 +164,11 @@ pub(crate) async fn post_notification(
             return Err(ApiError::bad_field(field, "must not be empty"));
         }
     }
+    bounds::text_within("title", &body.title, bounds::NOTIFICATION_TITLE)?;
+    bounds::text_within("content", &body.content, bounds::NOTIFICATION_CONTENT)?;
+    bounds::text_within("notification_type", &body.notification_type, bounds::NOTIFICATION_KIND)?;
+    let related_type = body.related_entity_type.as_deref().unwrap_or_default();
+    bounds::text_within("related_entity_type", related_type, bounds::NOTIFICATION_KIND)?;
     let stored = app
         .store
         .insert_notification(NewNotification {
@@ -268,7 +276,9 @@ pub(crate) struct PublishBody {
     /// `session:ID`, `chat:ID`, `channel:ID`, `user:ID`, `workspace:ID` or `focus:ID`.
     #[schema(example = "workspace:42", pattern = "^(session|chat|channel|user|workspace|focus):[A-Za-z0-9_-]{1,64}$")]
     group: String,
-    /// Any JSON object: delivered as-is to every socket of the group.
+    /// Any JSON object: delivered as-is to every socket of the group, after the gateway's own
+    /// `seq` (and `resume` on a socket that asked for resume tokens). Those two top-level names
+    /// are reserved: an event carrying either is refused with 400 naming it.
     #[schema(value_type = Object)]
     event: Value,
 }
@@ -288,6 +298,7 @@ pub(crate) async fn post_publish(
     if !body.event.is_object() {
         return Err(ApiError::bad_field("event", "must be a JSON object"));
     }
+    bounds::event_fields_free(&body.event)?;
     publish(&app, &group, Event::Raw { event: body.event }).await?;
     Ok((StatusCode::ACCEPTED, Json(PUBLISHED)))
 }

@@ -172,3 +172,61 @@ async fn the_per_user_socket_cap_is_counted_across_nodes() {
     })
     .await;
 }
+
+/// A frame one byte over the 64 KiB limit, sent whole over a raw connection with more behind it
+/// (the client does not stop to read): the 1009 close frame still reaches it, not a connection
+/// reset.
+#[tokio::test]
+async fn an_oversize_frame_sent_whole_is_answered_1009() {
+    let cluster = Cluster::start(1).await;
+    cluster.user("ws-big", None).await;
+    let url = cluster.node(0).http("/api/v1/workspaces/w-big");
+    let (status, body) = e2e::http("PUT", &url, Some(e2e::API_KEY), Some(json!({"member_ids": ["ws-big"]}))).await;
+    assert_eq!(status, 200, "{body}");
+    let mut stream = TcpStream::connect(cluster.node(0).addr).await.unwrap();
+    let head = format!(
+        "GET /ws/tasks/w-big?token={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        token("ws-big")
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(HANG_GUARD, stream.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the upgrade");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&answer));
+    // A masked text frame of 64 KiB + 1 bytes (mask zero: the payload goes as is).
+    let len = 64 * 1024 + 1;
+    let mut frame = vec![0x81, 0xff];
+    frame.extend_from_slice(&(len as u64).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend(std::iter::repeat_n(b'x', len));
+    // And a client that goes on sending (a barrage): 2 MiB of small frames after it.
+    for _ in 0..2048 {
+        frame.extend_from_slice(&[0x81, 0xfe, 0x03, 0xf8, 0, 0, 0, 0]);
+        frame.extend(std::iter::repeat_n(b'y', 1016));
+    }
+    let sent = stream.write_all(&frame).await;
+    assert!(sent.is_ok(), "sending the frame failed (a reset): {sent:?}");
+    // The close frame: 0x88, its length, the code.
+    let mut read = Vec::new();
+    let code = tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => read.extend_from_slice(&buf[..n]),
+            }
+            if let Some(at) = read.iter().position(|b| *b == 0x88) {
+                if read.len() >= at + 4 {
+                    return Some(u16::from_be_bytes([read[at + 2], read[at + 3]]));
+                }
+            }
+        }
+    })
+    .await
+    .expect("no answer");
+    assert_eq!(code, Some(1009), "read before the close: {read:?}");
+}

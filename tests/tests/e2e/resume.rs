@@ -311,3 +311,45 @@ async fn a_socket_of_several_groups_resumes_from_its_token() {
     resyncs.sort();
     assert_eq!(resyncs, ["channel:rt-general", "channel:rt-secret", "user:rt-ann"]);
 }
+
+/// A group's window whose last entry is ahead of its counter (a clock that went back on a
+/// failover, a key restored from a backup, anything else that wrote there) does not wedge the
+/// group: the next publication starts a new epoch past it, is accepted and delivered, with a
+/// number past the planted one, and the ones after it follow on.
+#[tokio::test]
+async fn a_window_ahead_of_its_counter_does_not_wedge_the_group() {
+    let cluster = Cluster::start(2).await;
+    cluster.user("rs-wedge", None).await;
+    cluster.chat("rs-wedged", &["rs-wedge"]).await;
+    let path = format!("/api/v1/ws/chat/rs-wedged?token={}", token("rs-wedge"));
+    let mut ann = Client::connect(&cluster.node(1).ws(&path)).await.numbered();
+    let base = cluster.node(0).http("");
+    publish(&base, "rs-wedged", 0).await;
+    let before = seq(&ann.recv().await);
+
+    let planted = before + 1_000_000;
+    let group = shared::event::Group::chat(&ChatId::parse("rs-wedged").unwrap());
+    let window = shared::keys::Keys::new(&cluster.prefix).window(&group);
+    let mut conn = cluster.redis_conn().await;
+    let _: String = redis::cmd("XADD")
+        .arg(&window)
+        .arg(format!("{planted}-0"))
+        .arg("p")
+        .arg("{\"planted\":true}")
+        .query_async(&mut conn)
+        .await
+        .expect("planting an entry ahead of the counter");
+
+    publish(&base, "rs-wedged", 1).await;
+    let first = loop {
+        let frame = ann.recv().await;
+        assert_ne!(frame["planted"], true, "the planted entry is never delivered: {frame}");
+        if frame["n"] == 1 {
+            break frame;
+        }
+    };
+    assert!(seq(&first) > planted, "numbers go on past the planted entry: {first}");
+    publish(&base, "rs-wedged", 2).await;
+    let next = ann.recv().await;
+    assert_eq!((seq(&next), next["n"].as_u64()), (seq(&first) + 1, Some(2)), "then on as usual: {next}");
+}

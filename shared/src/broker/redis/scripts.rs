@@ -18,7 +18,8 @@ use std::sync::LazyLock;
 /// short: `HINCRBY` the counter (its answer says whether the counter is new), `HGET` its epoch,
 /// `XADD` to the window, two `EXPIRE`s, the publish. Only a new counter reads Redis's clock
 /// (its epoch and first number come from it, so that numbers never go back, whichever node
-/// made the counter).
+/// made the counter). A window found ahead of its counter starts a new epoch past it
+/// (`new_epoch`), so that a group cannot be wedged by what something else wrote there.
 const PUBLISH: &str = r#"
 local len, ttl, counter_ttl, n, once = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local publish, at = ARGV[6], ARGV[7]
@@ -34,6 +35,19 @@ local function stamped(payload, head)
   if string.match(rest, '^%s*}') then sep = '' end
   return head .. sep .. rest
 end
+-- A new epoch for a group: its counter starts afresh at its creation time in ms
+-- (Position::counter_start), past `floor`, and its window is emptied.
+local function new_epoch(counter, window, floor)
+  local now = redis.call('TIME')
+  local epoch = now[1] .. string.format('%06d', tonumber(now[2]))
+  local seq = math.max(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + 1, floor + 1)
+  redis.call('HSET', counter, 'epoch', epoch, 'seq', seq)
+  redis.call('DEL', window)
+  return epoch, seq
+end
+local function head(seq, epoch)
+  return '{"seq":' .. seq .. ',"epoch":' .. epoch .. ',"at":' .. at
+end
 local job_head, first_seq = nil, 0
 for i = 1, n do
   local counter, window = KEYS[2 * i], KEYS[2 * i + 1]
@@ -41,24 +55,34 @@ for i = 1, n do
   local seq = redis.call('HINCRBY', counter, 'seq', 1)
   local epoch
   if seq == 1 then
-    -- A new counter starts at its creation time in ms (Position::counter_start).
-    local now = redis.call('TIME')
-    epoch = now[1] .. string.format('%06d', tonumber(now[2]))
-    seq = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + 1
-    redis.call('HSET', counter, 'epoch', epoch, 'seq', seq)
-    redis.call('DEL', window)
+    epoch, seq = new_epoch(counter, window, 0)
   else
     epoch = redis.call('HGET', counter, 'epoch') or '0'
   end
-  if i == 1 then first_seq = seq end
   redis.call('EXPIRE', counter, counter_ttl)
-  local head = '{"seq":' .. seq .. ',"epoch":' .. epoch .. ',"at":' .. at
-  job_head = job_head or ('{"group_seq":' .. seq .. ',"group_epoch":' .. epoch)
-  local payload = stamped(ARGV[7 + 2 * i], head)
+  local payload = stamped(ARGV[7 + 2 * i], head(seq, epoch))
   if len > 0 then
-    redis.call('XADD', window, 'MAXLEN', '~', len, seq .. '-0', 'p', payload)
+    local added = redis.pcall('XADD', window, 'MAXLEN', '~', len, seq .. '-0', 'p', payload)
+    if type(added) == 'table' and added.err then
+      if not string.find(added.err, 'equal or smaller', 1, true) then return redis.error_reply(added.err) end
+      -- The window is ahead of the counter (a clock that went back on a failover, a key
+      -- restored from a backup, anything else that wrote to it): every later publication
+      -- would fail the same way. The group starts a new epoch past the window's top instead;
+      -- its sockets resynchronise as after any new epoch.
+      local top = redis.call('XREVRANGE', window, '+', '-', 'COUNT', 1)
+      local floor = seq
+      if top[1] then floor = math.max(seq, tonumber(string.match(top[1][1], '^%d+'))) end
+      -- A top past any clock's milliseconds is no position to follow: numbers go on from the clock.
+      if floor >= 1e13 then floor = seq end
+      epoch, seq = new_epoch(counter, window, floor)
+      redis.call('EXPIRE', counter, counter_ttl)
+      payload = stamped(ARGV[7 + 2 * i], head(seq, epoch))
+      redis.call('XADD', window, 'MAXLEN', '~', len, seq .. '-0', 'p', payload)
+    end
     redis.call('EXPIRE', window, ttl)
   end
+  if i == 1 then first_seq = seq end
+  job_head = job_head or ('{"group_seq":' .. seq .. ',"group_epoch":' .. epoch)
   redis.call(publish, channel, payload)
 end
 for j = 8 + 2 * n, #ARGV do
