@@ -209,6 +209,21 @@ impl Cluster {
         Commands::new(&self.target).expect("redis commands").conn().await.expect("a redis connection")
     }
 
+    /// How many rooms the nodes' room sets list, over every node Redis knows (`SCARD` of
+    /// `{presence}:rooms:<node>`).
+    pub async fn rooms_listed(&self) -> usize {
+        let keys = Keys::new(&self.prefix);
+        let mut conn = self.redis_conn().await;
+        let nodes: Vec<String> =
+            redis::cmd("ZRANGE").arg(keys.presence_nodes()).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+        let mut listed = 0;
+        for node in nodes {
+            let count: usize = redis::cmd("SCARD").arg(keys.rooms_of(&node)).query_async(&mut conn).await.unwrap();
+            listed += count;
+        }
+        listed
+    }
+
     /// Jobs read by the worker `consumer` and not acked yet, over every bucket's stream.
     pub async fn pending_jobs_of(&self, consumer: &str) -> usize {
         let keys = Keys::new(&self.prefix);

@@ -118,6 +118,13 @@ impl UserPresence for MemoryPresence {
     async fn leave_room(&self, node: &str, room: &Group, user: &UserId) -> Result<bool, BrokerError> {
         let mut s = self.state.lock().expect("presence lock");
         let removed = s.rooms.get_mut(room).and_then(|nodes| nodes.get_mut(node)).is_some_and(|u| u.remove(user));
+        // Empty rooms go, as on Redis: what is kept is what someone is in.
+        if let Some(nodes) = s.rooms.get_mut(room) {
+            nodes.retain(|_, users| !users.is_empty());
+            if nodes.is_empty() {
+                s.rooms.remove(room);
+            }
+        }
         Ok(removed && decrement(&mut s.room_counts, &(room.clone(), user.clone())))
     }
 

@@ -44,16 +44,20 @@ for _, user in ipairs(ARGV) do
 end
 return last";
 
-/// KEYS: the room's set on this node, the room's count hash. ARGV: user. 1 if the user is now in
-/// the room on no node.
+/// KEYS: the room's set on this node, the room's count hash, the node's set of rooms.
+/// ARGV: user, room. 1 if the user is now in the room on no node. A room left empty on this node
+/// leaves the node's set of rooms (which would otherwise only grow while the node lives, and
+/// every reader of it pay for rooms long empty).
 const LEAVE_ROOM: &str = r"
+local last = 0
 if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
   if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then
     redis.call('HDEL', KEYS[2], ARGV[1])
-    return 1
+    last = 1
   end
 end
-return 0";
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
+return last";
 
 /// Lua for "now" in milliseconds on Redis's clock (nodes' clocks never matter).
 macro_rules! redis_now_ms {
@@ -262,7 +266,9 @@ impl UserPresence for RedisPresence {
         let last: i64 = LEAVE_ROOM_SCRIPT
             .key(self.keys.room(room, node))
             .key(self.keys.room_count(room))
+            .key(self.keys.rooms_of(node))
             .arg(user.as_str())
+            .arg(room.as_str())
             .invoke_async(&mut conn)
             .await?;
         Ok(last == 1)

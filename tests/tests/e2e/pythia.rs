@@ -317,3 +317,29 @@ async fn room_presence_follows_the_first_and_last_socket_in_the_room_anywhere() 
     let left = ann.recv_type("user_left").await;
     assert_eq!((left["user_id"].as_str(), left["channel_id"].as_str()), (Some("dan"), Some("general")));
 }
+
+/// Rooms left empty leave the nodes' sets of rooms: after a user joins and leaves many public
+/// rooms, and a member's socket comes and goes, no room is listed for anyone.
+#[tokio::test]
+async fn empty_rooms_leave_the_nodes_room_sets() {
+    // Sixty frames in a row: above the default rate limit.
+    let limits = shared::config::Limits { rate_per_sec: 1_000.0, rate_burst: 1_000.0, ..Default::default() };
+    let cluster = Cluster::start_with(2, limits).await;
+    users(&cluster).await;
+    for n in 0..30 {
+        cluster.channel(&format!("p{n}"), "Public", false, &["ann"]).await;
+    }
+    let mut dan = connect(&cluster, 1, "dan").await;
+    for n in 0..30 {
+        let room = format!("p{n}");
+        dan.send_json(json!({"type": "join_channel", "channel_id": room})).await;
+        assert_eq!(dan.recv_type("channel_joined").await["channel_id"], room.as_str());
+        dan.send_json(json!({"type": "leave_channel", "channel_id": room})).await;
+        assert_eq!(dan.recv_type("channel_left").await["channel_id"], room.as_str());
+    }
+    let ann = connect(&cluster, 0, "ann").await;
+    eventually("ann's rooms are listed", || async { cluster.rooms_listed().await > 0 }).await;
+    drop(ann);
+    drop(dan);
+    eventually("no room is listed once everyone left", || async { cluster.rooms_listed().await == 0 }).await;
+}
