@@ -36,9 +36,9 @@ pub struct Limits {
     pub outbox_frames: usize,
     /// Outbound queue bound in bytes (`GATEWAY_OUTBOX_BYTES`); full closes with 1013.
     pub outbox_bytes: usize,
-    /// The kernel's send buffer of each accepted connection (`GATEWAY_SEND_BUFFER_BYTES`, 0: the
-    /// kernel's autotuning, which lets a client that stopped reading hold up to 4 MiB there
-    /// before the outbox, its metric and its 1013 see anything).
+    /// The kernel's send buffer of each accepted connection (`GATEWAY_SEND_BUFFER_BYTES`, default
+    /// 64 KiB, which Linux doubles; 0: the kernel's autotuning, which lets a client that stopped
+    /// reading hold up to 4 MiB there before the outbox, its metric and its 1013 see anything).
     pub send_buffer_bytes: usize,
     /// Open sockets per user on one node (`GATEWAY_MAX_SOCKETS_PER_USER`).
     pub max_sockets_per_user: usize,
@@ -77,7 +77,7 @@ impl Default for Limits {
             max_frame_bytes: 64 * 1024,
             outbox_frames: 1024,
             outbox_bytes: 1024 * 1024,
-            send_buffer_bytes: 0,
+            send_buffer_bytes: 64 * 1024,
             max_sockets_per_user: 16,
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
@@ -339,8 +339,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "GATEWAY_SEND_BUFFER_BYTES",
         read_by: ReadBy::Gateway,
-        default: "0 (kernel autotuning)",
-        meaning: "per-connection kernel send buffer; bounds what a stalled client holds before its outbox fills",
+        default: "65536",
+        meaning: "per-connection kernel send buffer (0: the kernel's autotuning, up to 4 MiB); bounds what a stalled client holds before its outbox fills",
     },
     Setting {
         name: "GATEWAY_MAX_SOCKETS_PER_USER",
