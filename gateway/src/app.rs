@@ -189,6 +189,7 @@ impl Gateway {
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| BuildError::Bind { addr: config.bind, source })?;
         let ip_guards = crate::http::guard::IpGuards::new(&config.limits);
+        let post_rate = crate::http::guard::PostRate::new(&config.limits);
         let app = Node(Arc::new(Parts {
             config,
             verifier,
@@ -201,6 +202,7 @@ impl Gateway {
             node_id,
             canary_alive,
             ip_guards,
+            post_rate,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }));

@@ -41,6 +41,8 @@ pub(crate) struct Parts {
     pub(crate) canary_alive: Arc<AtomicBool>,
     /// Per-IP limits: connections, upgrades, failed API keys.
     pub(crate) ip_guards: Arc<IpGuards>,
+    /// Each user's rate of server-API posts.
+    pub(crate) post_rate: crate::http::guard::PostRate,
     /// Cancelled when the node drains: sockets close with 1012 and `/readyz` answers 503.
     pub(crate) shutdown: CancellationToken,
     /// Every socket task, so that a drain can wait for them (axum does not track upgraded sockets).

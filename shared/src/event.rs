@@ -202,11 +202,15 @@ pub struct FocusState {
     pub remaining_seconds: i64,
     #[serde(default, with = "crate::time::rfc3339_opt")]
     pub ends_at: Option<DateTime<Utc>>,
+    /// How long the timer ran before its current stretch (pauses excluded); with a running
+    /// timer's `remaining_seconds - remaining_at(now)`, how long it has run in all.
+    #[serde(default)]
+    pub ran_seconds: i64,
 }
 
 impl FocusState {
     pub fn idle() -> Self {
-        Self { status: FocusStatus::Idle, remaining_seconds: 0, ends_at: None }
+        Self { status: FocusStatus::Idle, remaining_seconds: 0, ends_at: None, ran_seconds: 0 }
     }
 
     /// Seconds left at `now` (a running timer counts down; it never goes below zero).

@@ -39,6 +39,10 @@ pub struct Activity {
     pub activity: ActivityKind,
     #[serde(with = "crate::time::rfc3339")]
     pub at: DateTime<Utc>,
+    /// For a completed focus session: how long its timer ran, pauses excluded (the rules count
+    /// it only after their minimum). Absent for other activities, and in jobs of older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +78,7 @@ impl Job {
             user_id: user.clone(),
             activity: ActivityKind::Message,
             at: *at,
+            ran_seconds: None,
         };
         match self {
             Job::SessionMessage(m) => Some(message(&m.message_id, &m.sender_id, &m.created_at)),
@@ -178,6 +183,7 @@ mod tests {
             user_id: UserId::parse("u1").unwrap(),
             activity: ActivityKind::Message,
             at: crate::time::now(),
+            ran_seconds: None,
         });
         assert_eq!(StampedJob::decode(&stamp(at, &activity.encode())).unwrap().published, Some(at));
     }

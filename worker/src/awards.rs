@@ -14,6 +14,9 @@ pub struct Gamification {
 
 impl Scorer for Gamification {
     fn score(&self, stats: &UserStats, activity: &Activity) -> (UserStats, Vec<NewNotification>) {
+        if !self.rules.counts(activity.activity, activity.ran_seconds) {
+            return (stats.clone(), Vec::new());
+        }
         let (next, awards) = apply(&self.rules, stats, activity.activity, activity.at);
         let notifications = awards.into_iter().map(|award| notification(activity, award)).collect();
         (next, notifications)

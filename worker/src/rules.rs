@@ -36,9 +36,24 @@ pub struct Achievement {
     pub activity: ActivityKind,
 }
 
+/// At most `points` message points per user per `window_seconds` (windows aligned to the Unix
+/// epoch): a thousand messages in a minute earn what a busy honest hour does.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PointsCap {
+    pub points: i64,
+    pub window_seconds: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Rules {
     pub points: Points,
+    /// No cap when absent.
+    #[serde(default)]
+    pub message_points_cap: Option<PointsCap>,
+    /// A completed focus session counts (points, streak, achievements) only once its timer ran
+    /// this long, pauses excluded; 0 (or absent): any completion counts.
+    #[serde(default)]
+    pub focus_min_seconds: i64,
     /// level = 1 + points / points_per_level
     pub points_per_level: i64,
     pub streak_milestones: Vec<i64>,
@@ -58,6 +73,9 @@ impl Rules {
         let rules: Rules = serde_json::from_str(json).map_err(|e| RulesError::Invalid(e.to_string()))?;
         if rules.points_per_level <= 0 {
             return Err(RulesError::Invalid("points_per_level must be positive".into()));
+        }
+        if rules.message_points_cap.as_ref().is_some_and(|cap| cap.points < 0 || cap.window_seconds <= 0) {
+            return Err(RulesError::Invalid("message_points_cap: points at least 0, window_seconds positive".into()));
         }
         let mut ids = BTreeSet::new();
         for a in &rules.achievements {
@@ -92,6 +110,15 @@ impl Rules {
             ActivityKind::Message => self.points.message,
             ActivityKind::TaskCompleted => self.points.task_completed,
             ActivityKind::FocusCompleted => self.points.focus_completed,
+        }
+    }
+
+    /// Whether an activity counts at all: a focus session completed before the rules' minimum
+    /// does not (started and completed back to back, it earns nothing).
+    pub fn counts(&self, activity: ActivityKind, ran_seconds: Option<i64>) -> bool {
+        match activity {
+            ActivityKind::FocusCompleted => ran_seconds.unwrap_or(0) >= self.focus_min_seconds,
+            _ => true,
         }
     }
 
@@ -157,7 +184,18 @@ pub fn apply(rules: &Rules, stats: &Stats, kind: ActivityKind, at: DateTime<Utc>
     let before = *count_mut(&mut next, kind);
     let after = before + 1;
     *count_mut(&mut next, kind) = after;
-    next.points += rules.points_for(kind);
+    let mut earned = rules.points_for(kind);
+    if let (ActivityKind::Message, Some(cap)) = (kind, &rules.message_points_cap) {
+        let window = at.timestamp().div_euclid(cap.window_seconds) * cap.window_seconds;
+        // A late message from an earlier window counts against the current one.
+        if window > next.message_window_start {
+            next.message_window_start = window;
+            next.message_window_points = 0;
+        }
+        earned = earned.min(cap.points - next.message_window_points).max(0);
+        next.message_window_points += earned;
+    }
+    next.points += earned;
 
     let mut unlocked = Vec::new();
     for achievement in rules.achievements.iter().filter(|a| a.activity == kind) {
@@ -322,6 +360,31 @@ mod tests {
             .any(|a| matches!(a, Award::Unlocked { achievement, level: 2 } if achievement.key == "task_master")));
         assert!(all.contains(&Award::LevelUp { new_level: 2 }));
         assert_eq!(stats.points, 150);
+    }
+
+    #[test]
+    fn message_points_are_capped_per_window() {
+        let r = rules();
+        let cap = r.message_points_cap.clone().unwrap();
+        let mut stats = Stats::default();
+        for i in 0..cap.points + 40 {
+            stats = apply(&r, &stats, ActivityKind::Message, at(1, 10, (i / 60) as u32, (i % 60) as u32)).0;
+        }
+        // first_message's 10, chatterbox's 50 (100 messages), and the cap's worth of messages.
+        assert_eq!((stats.messages, stats.points), (cap.points + 40, cap.points + 10 + 50));
+        // The next window earns again.
+        let later = at(1, 10, 0, 0) + chrono::Duration::seconds(cap.window_seconds);
+        let (next, _) = apply(&r, &stats, ActivityKind::Message, later);
+        assert_eq!(next.points, stats.points + 1);
+    }
+
+    #[test]
+    fn a_focus_session_counts_only_after_the_minimum_run() {
+        let r = rules();
+        assert!(!r.counts(ActivityKind::FocusCompleted, Some(r.focus_min_seconds - 1)));
+        assert!(!r.counts(ActivityKind::FocusCompleted, None), "a completion that says nothing of its run");
+        assert!(r.counts(ActivityKind::FocusCompleted, Some(r.focus_min_seconds)));
+        assert!(r.counts(ActivityKind::Message, None));
     }
 
     #[test]

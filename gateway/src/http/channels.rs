@@ -16,7 +16,7 @@ use super::bounds;
 use super::error::ApiError;
 use super::extract::{bearer, history_caller, Backend, HistoryParams, HistoryQuery, JsonBody};
 use super::responses::{
-    BadField, BodyErrors, Conflict, IdempotencyKey, KeyThrottled, NotFound, Unauthorized, Unavailable,
+    BadField, BodyErrors, Conflict, IdempotencyKey, KeyThrottled, NotFound, Unauthorized, Unavailable, UserThrottled,
 };
 use crate::node::Node;
 use crate::protocols::pythia::{may_see, MessageData};
@@ -226,13 +226,16 @@ pub(crate) struct MessageBody {
 /// the job that persists it, then stored; each mentioned member gets `mention_notification`.
 #[utoipa::path(post, path = "/api/v1/messages", tag = "channels", request_body = MessageBody,
     params(IdempotencyKey), security(("user_jwt" = [])),
-    responses((status = 201, description = "the message as stored and broadcast", body = MessageData), BadField, Unauthorized, NotFound, Conflict, BodyErrors, Unavailable))]
+    responses((status = 201, description = "the message as stored and broadcast", body = MessageData), BadField, Unauthorized, NotFound, Conflict, BodyErrors, UserThrottled, Unavailable))]
 pub(crate) async fn post_message(
     State(app): State<Node>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<MessageBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let user = user_caller(&app, &headers).await?;
+    if let Err(wait) = app.post_rate.check(&user.id) {
+        return Err(ApiError::rate_limited("too many messages from this user; slow down", wait));
+    }
     let content = body.content.trim();
     if content.is_empty() {
         return Err(ApiError::bad_field("content", "must not be empty"));

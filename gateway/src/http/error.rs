@@ -15,6 +15,8 @@ pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: String,
+    /// Seconds to wait before trying again (`Retry-After`), for a 429 that knows.
+    pub(crate) retry_after: Option<u64>,
 }
 
 /// What an error answer carries.
@@ -31,7 +33,13 @@ pub(crate) struct ErrorBody {
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// 429 with `Retry-After`: the caller is over its rate and may try again after `wait`.
+    pub(crate) fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self { retry_after: Some(seconds.max(1)), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message) }
     }
 
     pub(crate) fn unauthorized() -> Self {
@@ -66,7 +74,12 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: self.code.to_owned(), message: self.message })).into_response()
+        let mut response =
+            (self.status, Json(ErrorBody { error: self.code.to_owned(), message: self.message })).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

@@ -99,6 +99,33 @@ impl IpGuards {
     }
 }
 
+/// Messages a user posts through the server API (`POST /api/v1/messages`), per user on this
+/// node, at the sockets' rate (`GATEWAY_RATE_PER_SEC`, burst `GATEWAY_RATE_BURST`): a user's
+/// token cannot post faster than their socket may send.
+pub(crate) struct PostRate {
+    limiter: DefaultKeyedRateLimiter<shared::ids::UserId>,
+}
+
+impl PostRate {
+    pub(crate) fn new(limits: &shared::config::Limits) -> Self {
+        let period = std::time::Duration::from_secs_f64(1.0 / limits.rate_per_sec.max(0.001));
+        let burst = NonZeroU32::new(limits.rate_burst.max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN));
+        Self { limiter: RateLimiter::keyed(quota.allow_burst(burst)) }
+    }
+
+    /// Ok if `user` may post now; else how long until they may.
+    pub(crate) fn check(&self, user: &shared::ids::UserId) -> Result<(), std::time::Duration> {
+        use governor::clock::Clock;
+        if self.limiter.len() > REMEMBERED_ADDRESSES {
+            self.limiter.retain_recent();
+        }
+        self.limiter
+            .check_key(user)
+            .map_err(|not_until| not_until.wait_time_from(governor::clock::DefaultClock::default().now()))
+    }
+}
+
 /// One open connection of an address; dropping it frees its place.
 pub(crate) struct Slot {
     guards: Arc<IpGuards>,

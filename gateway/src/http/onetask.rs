@@ -261,6 +261,7 @@ pub(crate) async fn post_task_event(
                 user_id,
                 activity: ActivityKind::TaskCompleted,
                 at: update.timestamp,
+                ran_seconds: None,
             })),
             Err(_) => tracing::info!("task completed by an actor that is not a user id; no points"),
         }

@@ -54,6 +54,15 @@ pub(crate) struct KeyThrottled(ErrorBody);
 
 #[derive(IntoResponses)]
 #[response(
+    status = 429,
+    description = "this user posts faster than the sockets' rate; try again after `Retry-After` seconds",
+    headers(("Retry-After" = u64, description = "seconds to wait"))
+)]
+#[allow(dead_code)]
+pub(crate) struct UserThrottled(ErrorBody);
+
+#[derive(IntoResponses)]
+#[response(
     status = 503,
     description = "Redis or the database is unreachable, or the node is at capacity; nothing was done, retry"
 )]

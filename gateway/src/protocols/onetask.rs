@@ -82,23 +82,32 @@ pub(crate) fn transition(
 ) -> Result<FocusState, &'static str> {
     use FocusStatus::*;
     let left = state.remaining_at(now);
+    // How long the timer has run in all, the current stretch included.
+    let ran = match state.status {
+        Running => state.ran_seconds + (state.remaining_seconds - left).max(0),
+        _ => state.ran_seconds,
+    };
     match (action, state.status) {
         (FocusAction::Start { duration_seconds }, Idle | Completed) => Ok(FocusState {
             status: Running,
             remaining_seconds: duration_seconds,
             ends_at: Some(now + Duration::seconds(duration_seconds)),
+            ran_seconds: 0,
         }),
         (FocusAction::Start { .. }, _) => Err("the session has already started"),
-        (FocusAction::Pause, Running) => Ok(FocusState { status: Paused, remaining_seconds: left, ends_at: None }),
+        (FocusAction::Pause, Running) => {
+            Ok(FocusState { status: Paused, remaining_seconds: left, ends_at: None, ran_seconds: ran })
+        }
         (FocusAction::Pause, _) => Err("only a running session can be paused"),
         (FocusAction::Resume, Paused) => Ok(FocusState {
             status: Running,
             remaining_seconds: state.remaining_seconds,
             ends_at: Some(now + Duration::seconds(state.remaining_seconds)),
+            ran_seconds: ran,
         }),
         (FocusAction::Resume, _) => Err("only a paused session can be resumed"),
         (FocusAction::Complete, Running | Paused) => {
-            Ok(FocusState { status: Completed, remaining_seconds: 0, ends_at: None })
+            Ok(FocusState { status: Completed, remaining_seconds: 0, ends_at: None, ran_seconds: ran })
         }
         (FocusAction::Complete, _) => Err("only a running or paused session can be completed"),
     }
@@ -174,7 +183,7 @@ impl OneTaskSocket {
     /// The jobs that make a completed focus session count for every participant (once per
     /// completion: this node made the one transition to `completed`). Published with the
     /// `focus_update` itself, so that both go out or neither.
-    async fn completion_jobs(&self, app: &Node, session_id: &FocusSessionId) -> Vec<bytes::Bytes> {
+    async fn completion_jobs(&self, app: &Node, session_id: &FocusSessionId, ran_seconds: i64) -> Vec<bytes::Bytes> {
         let participants = match app.store.focus_participants(session_id).await {
             Ok(participants) => participants,
             Err(e) => {
@@ -187,7 +196,8 @@ impl OneTaskSocket {
             .into_iter()
             .map(|user_id| {
                 let id = format!("focus:{session_id}:{}:{user_id}", shared::time::format(&at));
-                Job::Activity(Activity { id, user_id, activity: ActivityKind::FocusCompleted, at }).encode()
+                let activity = ActivityKind::FocusCompleted;
+                Job::Activity(Activity { id, user_id, activity, at, ran_seconds: Some(ran_seconds) }).encode()
             })
             .collect()
     }
@@ -221,7 +231,7 @@ impl OneTaskSocket {
             let next = transition(&seen, action, shared::time::now()).map_err(ClientError::invalid_payload)?;
             if app.store.swap_focus_state(session_id, &seen, &next).await.map_err(unavailable)? {
                 let jobs = match next.status {
-                    FocusStatus::Completed => self.completion_jobs(app, session_id).await,
+                    FocusStatus::Completed => self.completion_jobs(app, session_id, next.ran_seconds).await,
                     _ => Vec::new(),
                 };
                 let event = Event::FocusUpdate {
@@ -261,6 +271,14 @@ mod tests {
         assert_eq!(resumed.remaining_at(at(99_999)), 0, "never below zero");
         let done = transition(&resumed, FocusAction::Complete, at(1000)).unwrap();
         assert_eq!((done.status, done.remaining_at(at(1000))), (FocusStatus::Completed, 0));
+        assert_eq!(done.ran_seconds, 200, "100 s before the pause, 100 s after the resume");
+        let at_once = transition(
+            &transition(&idle, FocusAction::Start { duration_seconds: 1500 }, at(0)).unwrap(),
+            FocusAction::Complete,
+            at(0),
+        )
+        .unwrap();
+        assert_eq!(at_once.ran_seconds, 0);
     }
 
     #[test]

@@ -303,13 +303,14 @@ pub async fn workspaces_and_focus_sessions(store: &Store) {
     let idle = store.focus_state(&focus).await.unwrap().unwrap();
     assert_eq!(idle, FocusState::idle());
     let ends = crate::time::now() + Span::seconds(1500);
-    let running = FocusState { status: FocusStatus::Running, remaining_seconds: 1500, ends_at: Some(ends) };
+    let running =
+        FocusState { status: FocusStatus::Running, remaining_seconds: 1500, ends_at: Some(ends), ran_seconds: 0 };
     assert!(store.swap_focus_state(&focus, &idle, &running).await.unwrap());
     assert!(!store.swap_focus_state(&focus, &idle, &running).await.unwrap(), "compare-and-set: it moved on");
     let read = store.focus_state(&focus).await.unwrap().unwrap();
     assert_eq!((read.status, read.remaining_seconds), (FocusStatus::Running, 1500));
     assert_eq!(read.ends_at.map(|t| t.timestamp_millis()), Some(ends.timestamp_millis()));
-    let paused = FocusState { status: FocusStatus::Paused, remaining_seconds: 1400, ends_at: None };
+    let paused = FocusState { status: FocusStatus::Paused, remaining_seconds: 1400, ends_at: None, ran_seconds: 100 };
     assert!(store.swap_focus_state(&focus, &read, &paused).await.unwrap(), "the state read back is the one stored");
     // A later PUT keeps the timer.
     store.upsert_focus_session(&focus, std::slice::from_ref(&a)).await.unwrap();
@@ -343,6 +344,7 @@ pub async fn activities_count_once_and_awards_wait_for_delivery(store: &Store) {
             user_id: ann.clone(),
             activity: ActivityKind::Message,
             at: crate::time::now(),
+            ran_seconds: None,
         })
     };
     let (a1, a2) = (fresh("act"), fresh("act"));

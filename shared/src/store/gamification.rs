@@ -29,6 +29,10 @@ pub struct UserStats {
     /// The last UTC day with any activity.
     pub last_active_day: Option<NaiveDate>,
     pub unlocked: BTreeSet<i64>,
+    /// Where the window of the message points cap starts (Unix seconds), and the message points
+    /// counted in it.
+    pub message_window_start: i64,
+    pub message_window_points: i64,
 }
 
 impl Default for UserStats {
@@ -43,6 +47,8 @@ impl Default for UserStats {
             longest_streak: 0,
             last_active_day: None,
             unlocked: BTreeSet::new(),
+            message_window_start: 0,
+            message_window_points: 0,
         }
     }
 }
@@ -106,6 +112,8 @@ macro_rules! stats_row {
                         longest_streak: self.try_get("longest_streak")?,
                         last_active_day: $day(self)?,
                         unlocked: serde_json::from_str(&unlocked).map_err(|_| corrupt("unlocked"))?,
+                        message_window_start: self.try_get("message_window_start")?,
+                        message_window_points: self.try_get("message_window_points")?,
                     },
                 ))
             }

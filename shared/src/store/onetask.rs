@@ -65,17 +65,18 @@ impl Store {
     }
 
     pub async fn focus_state(&self, id: &FocusSessionId) -> Result<Option<FocusState>, StoreError> {
-        let row: Option<(String, i64, Option<DbTime>)> = on_pool!(self, |pool| sqlx::query_as(
-            "SELECT status, remaining_seconds, ends_at FROM focus_sessions WHERE id = $1"
+        let row: Option<(String, i64, Option<DbTime>, i64)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT status, remaining_seconds, ends_at, ran_seconds FROM focus_sessions WHERE id = $1"
         )
         .bind(id.as_str())
         .fetch_optional(pool)
         .await?);
-        row.map(|(status, remaining_seconds, ends_at)| {
+        row.map(|(status, remaining_seconds, ends_at, ran_seconds)| {
             Ok(FocusState {
                 status: FocusStatus::parse(&status).ok_or_else(|| corrupt("focus status"))?,
                 remaining_seconds,
                 ends_at: ends_at.map(|t| t.0),
+                ran_seconds,
             })
         })
         .transpose()
@@ -91,7 +92,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = DbTime(time::now());
         let done = on_pool!(self, |pool| sqlx::query(
-            "UPDATE focus_sessions SET status = $2, remaining_seconds = $3, ends_at = $4, updated_at = $8
+            "UPDATE focus_sessions SET status = $2, remaining_seconds = $3, ends_at = $4, updated_at = $8,
+                                       ran_seconds = $9
              WHERE id = $1 AND status = $5 AND remaining_seconds = $6 AND ends_at IS NOT DISTINCT FROM $7"
         )
         .bind(id.as_str())
@@ -102,6 +104,7 @@ impl Store {
         .bind(seen.remaining_seconds)
         .bind(seen.ends_at.map(DbTime))
         .bind(now)
+        .bind(next.ran_seconds)
         .execute(pool)
         .await?
         .rows_affected());

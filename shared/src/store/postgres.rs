@@ -245,10 +245,12 @@ async fn score(tx: &mut sqlx::PgConnection, jobs: &[StampedJob], scorer: &dyn Sc
     sqlx::query(
         "UPDATE user_stats AS s SET points = v.points, level = v.level, messages = v.messages,
              tasks_completed = v.tasks, focus_completed = v.focus, current_streak = v.streak,
-             longest_streak = v.longest, last_active_day = v.day, unlocked = v.unlocked
+             longest_streak = v.longest, last_active_day = v.day, unlocked = v.unlocked,
+             message_window_start = v.window_start, message_window_points = v.window_points
          FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[],
-                     $9::date[], $10::text[])
-              AS v(user_id, points, level, messages, tasks, focus, streak, longest, day, unlocked)
+                     $9::date[], $10::text[], $11::int8[], $12::int8[])
+              AS v(user_id, points, level, messages, tasks, focus, streak, longest, day, unlocked, window_start,
+                   window_points)
          WHERE s.user_id = v.user_id",
     )
     .bind(stats.keys().map(UserId::as_str).collect::<Vec<_>>())
@@ -261,6 +263,8 @@ async fn score(tx: &mut sqlx::PgConnection, jobs: &[StampedJob], scorer: &dyn Sc
     .bind(column(|s| s.longest_streak))
     .bind(stats.values().map(|s| s.last_active_day).collect::<Vec<_>>())
     .bind(stats.values().map(|s| gamification::unlocked_json(&s.unlocked)).collect::<Vec<_>>())
+    .bind(column(|s| s.message_window_start))
+    .bind(column(|s| s.message_window_points))
     .execute(&mut *tx)
     .await?;
     if !earned.is_empty() {

@@ -139,13 +139,15 @@ async fn score(tx: &mut sqlx::SqliteConnection, jobs: &[StampedJob], scorer: &dy
     for (user, s) in &stats {
         sqlx::query(
             "INSERT INTO user_stats (user_id, points, level, messages, tasks_completed, focus_completed, current_streak,
-                                     longest_streak, last_active_day, unlocked)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                     longest_streak, last_active_day, unlocked, message_window_start,
+                                     message_window_points)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (user_id) DO UPDATE SET points = excluded.points, level = excluded.level,
                  messages = excluded.messages, tasks_completed = excluded.tasks_completed,
                  focus_completed = excluded.focus_completed, current_streak = excluded.current_streak,
                  longest_streak = excluded.longest_streak, last_active_day = excluded.last_active_day,
-                 unlocked = excluded.unlocked",
+                 unlocked = excluded.unlocked, message_window_start = excluded.message_window_start,
+                 message_window_points = excluded.message_window_points",
         )
         .bind(user.as_str())
         .bind(s.points)
@@ -157,6 +159,8 @@ async fn score(tx: &mut sqlx::SqliteConnection, jobs: &[StampedJob], scorer: &dy
         .bind(s.longest_streak)
         .bind(s.last_active_day.map(|d| d.format("%Y-%m-%d").to_string()))
         .bind(gamification::unlocked_json(&s.unlocked))
+        .bind(s.message_window_start)
+        .bind(s.message_window_points)
         .execute(&mut *tx)
         .await?;
     }

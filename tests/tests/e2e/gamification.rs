@@ -163,6 +163,7 @@ async fn the_same_jobs_twice_and_a_worker_killed_between_commit_and_ack_change_n
             user_id: uid("eve"),
             activity: ActivityKind::TaskCompleted,
             at: shared::time::now(),
+            ran_seconds: None,
         })
         .encode()
     };
@@ -228,4 +229,71 @@ async fn an_award_published_again_after_a_crash_carries_the_same_id() {
     .await;
     let rest = drain(&cluster, &mut inbox, "ivy").await;
     assert!(rest.iter().all(|f| f["notification_id"] != id), "published a third time: {rest:?}");
+}
+
+/// Points cannot be farmed: a user posting as fast as they can through the messages API is held
+/// to the sockets' rate (429 with `Retry-After`), and what gets through earns at most the rules'
+/// message points cap; focus sessions started and completed back to back earn nothing (the
+/// rules count one only after its minimum run). The points are what an honest user would earn.
+#[tokio::test]
+async fn points_cannot_be_farmed_by_message_floods_or_instant_focus_sessions() {
+    let mut cluster = Cluster::start(2).await;
+    cluster.start_worker().await;
+    for user in ["fay", "gus"] {
+        cluster.user(user, None).await;
+    }
+    cluster.channel("farm", "Farm", false, &["fay"]).await;
+    let rules = worker::Rules::default_set();
+    let cap = rules.message_points_cap.clone().expect("the default rules cap message points").points;
+
+    let url = cluster.node(0).http("/api/v1/messages/");
+    let (mut accepted, mut throttled) = (0i64, 0);
+    for n in 0..150 {
+        let body = json!({"channel_id": "farm", "content": format!("farm {n}")});
+        let (status, head, reply) = e2e::http_with("POST", &url, Some(&token("fay")), &[], Some(body)).await;
+        match status {
+            201 => accepted += 1,
+            429 => {
+                throttled += 1;
+                assert!(head.to_ascii_lowercase().contains("\r\nretry-after: "), "429 without Retry-After: {head}");
+                assert_eq!(reply["error"], "rate_limited", "{reply}");
+            }
+            other => panic!("POST /api/v1/messages/ answered {other}: {reply}"),
+        }
+    }
+    assert!(throttled > 0, "150 posts at once all went through");
+
+    // Focus sessions started and completed at once, ten times.
+    let (status, _) = http(
+        "PUT",
+        &cluster.node(0).http("/api/v1/focus-sessions/ff"),
+        Some(API_KEY),
+        Some(json!({"participant_ids": ["gus"]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut focus = Client::connect(&cluster.node(1).ws(&format!("/ws/focus/ff?token={}", token("gus")))).await;
+    focus.recv().await;
+    for _ in 0..10 {
+        focus.send_json(json!({"type": "focus_action", "action": "start", "duration_seconds": 1500})).await;
+        assert_eq!(focus.recv_type("focus_update").await["status"], "running");
+        focus.send_json(json!({"type": "focus_action", "action": "complete"})).await;
+        assert_eq!(focus.recv_type("focus_update").await["status"], "completed");
+    }
+    // A completed task after them, as a marker: once it is scored, so are they.
+    let task = json!({"workspace_id": "w-farm", "task_id": 1, "title": "t", "action": "completed", "actor_id": "gus"});
+    let (status, _) = http("POST", &cluster.node(0).http("/api/v1/task-events"), Some(API_KEY), Some(task)).await;
+    assert_eq!(status, 202);
+
+    let db = store(&cluster).await;
+    eventually("every accepted message scored", || async {
+        db.user_stats(&uid("fay")).await.unwrap().messages == accepted
+    })
+    .await;
+    let fay = db.user_stats(&uid("fay")).await.unwrap();
+    let chatterbox = if accepted >= 100 { 50 } else { 0 };
+    assert_eq!(fay.points, accepted.min(cap) + 10 + chatterbox, "capped message points plus first_message");
+    eventually("the task scored", || async { db.user_stats(&uid("gus")).await.unwrap().tasks_completed == 1 }).await;
+    let gus = db.user_stats(&uid("gus")).await.unwrap();
+    assert_eq!((gus.focus_completed, gus.points), (0, 10), "instant focus sessions earn nothing");
 }

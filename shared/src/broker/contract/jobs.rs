@@ -102,6 +102,7 @@ pub async fn a_job_carries_the_position_of_its_publication(f: &impl NodeFactory)
         user_id: crate::ids::UserId::parse("ann").unwrap(),
         activity: crate::jobs::ActivityKind::Message,
         at: crate::time::now(),
+        ran_seconds: None,
     });
     a.publish_and_enqueue(&chat, raw(1), job.encode()).await.unwrap();
     a.enqueue(job.encode()).await.unwrap();
