@@ -35,6 +35,13 @@ function rate(now, before, field) {
 
 function renderNodes(nodes) {
   $("node-count").textContent = `(${nodes.length})`;
+  // What an operator must know (Redis that would lose jobs in a crash), once however many nodes say it.
+  const warnings = new Set(nodes.flatMap((n) => n.warnings || []));
+  $("warnings").replaceChildren(...[...warnings].map((text) => {
+    const item = document.createElement("li");
+    item.textContent = text;
+    return item;
+  }));
   const body = $("nodes").tBodies[0];
   body.replaceChildren();
   for (const n of nodes) {

@@ -69,6 +69,9 @@ pub async fn main_from_env() -> anyhow::Result<()> {
         }
         cli::Command::CheckConfig => {
             println!("{}", cli::describe(&config));
+            if let Some(target) = &config.redis {
+                println!("{}", shared::persistence::check(target).await.note());
+            }
             Ok(())
         }
         cli::Command::Serve => {

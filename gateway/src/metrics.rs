@@ -81,6 +81,11 @@ pub struct Metrics {
     pub resumes: Family<FromLabel, Counter>,
     /// The last closes, for the console (`crate::http::console`).
     pub close_log: std::sync::Mutex<CloseLog>,
+    /// 1 when Redis was found to run with neither an append-only file nor a replica
+    /// (`shared::persistence`): a crash would lose the jobs not yet stored.
+    pub redis_persistence_at_risk: Gauge,
+    /// That finding in words, for the console.
+    pub redis_warning: std::sync::Mutex<Option<String>>,
 }
 
 /// Closes this node made: the most recent ones (Unix ms, code) and a count per code. Read by the
@@ -120,6 +125,8 @@ impl Default for Metrics {
             outbox_bytes: Gauge::default(),
             resumes: Family::default(),
             close_log: Default::default(),
+            redis_persistence_at_risk: Gauge::default(),
+            redis_warning: Default::default(),
         };
         Self { registry: m.registered(), ..m }
     }
@@ -178,6 +185,11 @@ impl Metrics {
             m.broker_calls.clone(),
         );
         r.register("gateway_outbox_bytes", "Bytes queued in the sockets' outboxes", m.outbox_bytes.clone());
+        r.register(
+            "gateway_redis_persistence_at_risk",
+            "1 when Redis runs with neither an append-only file nor a replica: a crash loses the jobs not yet stored",
+            m.redis_persistence_at_risk.clone(),
+        );
         r.register(
             "gateway_resumes",
             "Groups resumed by reconnecting clients, by where the missed frames came from (window, database, resync)",

@@ -36,6 +36,9 @@ pub(crate) struct NodeReport {
     recent_closes: Vec<RecentClose>,
     /// The node's largest groups, by sockets on this node.
     largest_groups: Vec<GroupSize>,
+    /// What an operator must know: Redis would lose the jobs not yet stored in a crash.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -85,6 +88,7 @@ impl NodeReport {
                 .into_iter()
                 .map(|(group, sockets)| GroupSize { group, sockets })
                 .collect(),
+            warnings: m.redis_warning.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect(),
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod event;
 pub mod ids;
 pub mod jobs;
 pub mod keys;
+pub mod persistence;
 pub mod presence;
 pub mod store;
 pub mod time;

@@ -420,6 +420,7 @@ pub async fn main_from_env() -> anyhow::Result<()> {
                 config.consumer,
                 config.batch_size
             );
+            println!("{}", shared::persistence::check(&config.redis).await.note());
             Ok(())
         }
     }
@@ -482,6 +483,17 @@ pub async fn main_with_hooks(hooks: Hooks) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("WORKER_METRICS_BIND={}: {e}", config.metrics_bind))?;
     tracing::info!(%addr, "worker metrics on /metrics, liveness on /healthz");
+    match shared::persistence::check(&config.redis).await {
+        shared::persistence::Persistence::Unknown(reason) => {
+            tracing::info!(%reason, "Redis's persistence settings could not be read (CONFIG GET refused?)");
+        }
+        found => {
+            if let Some(warning) = found.warning() {
+                tracing::warn!("{warning}");
+            }
+            worker.metrics().redis_persistence_at_risk.set(i64::from(found.warning().is_some()));
+        }
+    }
     // Awards a previous worker stored but did not get to publish.
     if let Err(e) = worker.deliver_awards().await {
         tracing::warn!(error = %e, "publishing pending awards failed; will retry after the next batch");

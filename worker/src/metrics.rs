@@ -9,6 +9,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,8 @@ pub struct WorkerMetrics {
     pub(crate) batch_size: Histogram,
     /// From the job's append to the jobs stream (its entry id's time) to its batch's commit.
     pub(crate) lag_seconds: Histogram,
+    /// 1 when Redis runs with neither an append-only file nor a replica (`shared::persistence`).
+    pub(crate) redis_persistence_at_risk: Gauge,
 }
 
 impl Default for WorkerMetrics {
@@ -34,6 +37,7 @@ impl Default for WorkerMetrics {
             dead_letters: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             lag_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            redis_persistence_at_risk: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("worker_jobs_persisted", "Jobs persisted and acked", metrics.jobs.clone());
@@ -49,6 +53,11 @@ impl Default for WorkerMetrics {
             "worker_publish_to_row_lag_seconds",
             "From a job's append to the jobs stream to its batch's commit",
             metrics.lag_seconds.clone(),
+        );
+        registry.register(
+            "worker_redis_persistence_at_risk",
+            "1 when Redis runs with neither an append-only file nor a replica: a crash loses the jobs not yet stored",
+            metrics.redis_persistence_at_risk.clone(),
         );
         Self { registry, ..metrics }
     }

@@ -121,3 +121,55 @@ fn check_config_knows_a_redis_cluster_and_refuses_two_redis_settings() {
         assert!(said.contains("REDIS_URL") && said.contains("REDIS_CLUSTER_NODES"), "{said}");
     }
 }
+
+/// A Redis that would lose the jobs not yet stored in a crash (no append-only file, no replica)
+/// is said loudly: the gateway's gauge, the console's nodes report, the worker's gauge, and
+/// `check-config` of both binaries; with the append-only file on again, the next start says
+/// all is well.
+#[tokio::test]
+async fn redis_that_would_lose_jobs_in_a_crash_is_said_loudly() {
+    let server = e2e::RedisServer::start().await;
+    let url = server.url();
+    let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("appendonly").arg("no").query_async(&mut conn).await.unwrap();
+    let redis = e2e::TestRedis { server: Some(server), target: shared::connection::RedisTarget::Single(url.clone()) };
+    let cluster = Cluster::start_on_redis(1, Default::default(), e2e::TestDb::create().await, redis, 0).await;
+    let node = cluster.node(0);
+    e2e::eventually("the gateway's gauge says it", || async {
+        node.metric("gateway_redis_persistence_at_risk").await == 1
+    })
+    .await;
+    e2e::eventually("the console says it", || async {
+        let (_, nodes) = e2e::http("GET", &node.http("/api/v1/console/nodes"), Some(e2e::API_KEY), None).await;
+        nodes["nodes"][0]["warnings"][0].as_str().is_some_and(|w| w.contains("append-only file"))
+    })
+    .await;
+    let exe = env!("CARGO_BIN_EXE_e2e-worker");
+    let (said, ok) = cluster.worker_command(exe, &["check-config"]).await;
+    assert!(ok && said.contains("warning: Redis") && said.contains("append-only"), "{said}");
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-gateway"))
+        .arg("check-config")
+        .env("REDIS_URL", &url)
+        .env("DATABASE_URL", cluster.db.url())
+        .env("JWT_SECRET", "s3cret")
+        .env("GATEWAY_API_KEY", "k")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success() && said.contains("warning: Redis"), "{said}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bind = format!("127.0.0.1:{port}");
+    let _worker = cluster.spawn_worker_process_with(exe, 15_000, &[("WORKER_METRICS_BIND", &bind)]);
+    e2e::eventually("the worker's gauge says it", || async {
+        if tokio::net::TcpStream::connect(&bind).await.is_err() {
+            return false; // not serving yet
+        }
+        let (_, text) = e2e::http("GET", &format!("http://{bind}/metrics"), None, None).await;
+        text.as_str().is_some_and(|t| t.contains("worker_redis_persistence_at_risk 1"))
+    })
+    .await;
+
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("appendonly").arg("yes").query_async(&mut conn).await.unwrap();
+    let (said, ok) = cluster.worker_command(exe, &["check-config"]).await;
+    assert!(ok && said.contains("every master writes an append-only file"), "{said}");
+}
