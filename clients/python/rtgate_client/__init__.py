@@ -19,12 +19,13 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any, Awaitable, Callable, Optional, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import websockets
 
-__all__ = ["RealtimeClient", "retry_hint"]
+__all__ = ["RealtimeClient", "retry_hint", "__version__"]
+__version__ = "0.1.0"
 
 MESSAGE_TYPES = {"message", "send_message", "direct_message"}
 REFUSED_FOR_GOOD = {4001, 4002, 4004}
@@ -128,7 +129,7 @@ class RealtimeClient:
     async def next_frame(self) -> dict:
         return await self._frames.get()
 
-    async def frames(self):
+    async def frames(self) -> AsyncIterator[dict]:
         while True:
             yield await self._frames.get()
 

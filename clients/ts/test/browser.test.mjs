@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { chromium } from "playwright-core";
-import { env, mint, publish, until } from "./helpers.mjs";
+import { env, mint, publish, sdkFile, until } from "./helpers.mjs";
 
 test("in Chromium: every message once, in order, across a dropped socket", async () => {
   const browser = await chromium.launch({
@@ -16,7 +16,7 @@ test("in Chromium: every message once, in order, across a dropped socket", async
   });
   try {
     const page = await browser.newPage();
-    const sdk = readFileSync(new URL("../dist/index.js", import.meta.url));
+    const sdk = readFileSync(sdkFile);
     page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
     page.on("console", (m) => console.log(`page: ${m.text()}`));
     // The page and the SDK are served by the test itself, from the node's own origin (a page from

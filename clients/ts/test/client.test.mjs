@@ -2,8 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import WebSocket from "ws";
-import { RealtimeClient } from "../dist/index.js";
-import { countingWebSocket, env, history, mint, publish, until } from "./helpers.mjs";
+import { countingWebSocket, env, history, mint, publish, RealtimeClient, until } from "./helpers.mjs";
 
 const chatUrls = env.urls.map((u) => `${u}/api/v1/ws/chat/${env.chat}`);
 

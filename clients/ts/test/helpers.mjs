@@ -2,7 +2,14 @@
 // in the environment), tokens minted with its secret, the server API, and a WebSocket class that
 // counts its sockets.
 import { createHmac } from "node:crypto";
+import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
+
+/** The SDK under test: the package as a user installs it, when tests/tests/e2e/sdk.rs packed
+ * it and installed the tarball (`SDK_ENTRY`, a module that re-exports `@rtgate/client` resolved
+ * from there, `SDK_FILE` its built file); else this folder's own build. */
+export const sdkFile = process.env.SDK_FILE || fileURLToPath(new URL("../dist/index.js", import.meta.url));
+export const { RealtimeClient } = await import(process.env.SDK_ENTRY || new URL("../dist/index.js", import.meta.url).href);
 
 export const env = {
   urls: process.env.SOCKET_URLS.split(" "),
