@@ -469,7 +469,7 @@ async fn postgres_away(name: &str, outage: Duration, how: Away) {
     let db = e2e::TestDb::create_at(pg.admin_url()).await;
     let cluster = Cluster::start_on(2, roomy(), db).await;
     let exe = env!("CARGO_BIN_EXE_e2e-worker");
-    let _worker = cluster.spawn_worker_process_with(exe, 15_000, &[("WORKER_BATCH", "512")]);
+    let _worker = cluster.spawn_worker_process_with(exe, 15_000, &[("WORKER_BATCH", "512"), ("RUST_LOG", "error")]);
     let (session, load) = chat(&cluster).await;
     load.flowing(50).await;
     match how {

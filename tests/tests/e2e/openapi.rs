@@ -206,6 +206,26 @@ async fn the_openapi_document_describes_every_answer_and_every_answer_it_lists_h
         }
     }
 
+    // Text over its documented `maxLength`: 422 naming the field (the fuzzer keeps to the bounds).
+    let notifications = operations.iter().find(|o| o.template == "/api/v1/notifications").expect("described");
+    let mut long = samples.body("POST", &notifications.template, &fresh()).unwrap();
+    long["title"] = json!("x".repeat(201));
+    let (status, _) = http("POST", &format!("{base}/api/v1/notifications"), Some(API_KEY), Some(long)).await;
+    record(notifications, status);
+    // A user posting faster than the sockets' rate: 429 with Retry-After (another user, whose
+    // bucket the rest of this test does not need).
+    let messages = operations.iter().find(|o| o.template == "/api/v1/messages").expect("described");
+    let hasty = format!("{user}-hasty");
+    cluster.user(&hasty, None).await;
+    for _ in 0..200 {
+        let body = samples.body("POST", &messages.template, &fresh());
+        let (status, _) = http("POST", &format!("{base}/api/v1/messages"), Some(&token(&hasty)), body).await;
+        record(messages, status);
+        if status == 429 {
+            break;
+        }
+    }
+
     // The tail: its stream starts (200, then lines for as long as one reads), or a bad group is refused.
     let tail = operations.iter().find(|o| o.template == TAIL).expect("the tail is described");
     let head = format!("GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n\r\n", samples.path(TAIL));
