@@ -75,7 +75,7 @@ pub async fn main_from_env() -> anyhow::Result<()> {
             Ok(())
         }
         cli::Command::Serve => {
-            worker::init_tracing()?;
+            let _telemetry = shared::telemetry::init("gateway")?;
             let gateway = Gateway::build(config.clone()).await?;
             let addr = gateway.local_addr();
             if config.is_embedded() {

@@ -441,6 +441,42 @@ pub const SETTINGS: &[Setting] = &[
         default: "text",
         meaning: "text, or json (one object per line)",
     },
+    Setting {
+        name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+        read_by: ReadBy::Both,
+        default: "(unset: no tracing)",
+        meaning: "OpenTelemetry collector, OTLP over HTTP/protobuf (http://collector:4318); set, traces are on",
+    },
+    Setting {
+        name: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        read_by: ReadBy::Both,
+        default: "(unset)",
+        meaning: "the traces endpoint itself (http://collector:4318/v1/traces), instead of the one above",
+    },
+    Setting {
+        name: "OTEL_TRACES_SAMPLER",
+        read_by: ReadBy::Both,
+        default: "parentbased_traceidratio",
+        meaning: "which messages are traced (always_on, always_off, traceidratio, parentbased_*)",
+    },
+    Setting {
+        name: "OTEL_TRACES_SAMPLER_ARG",
+        read_by: ReadBy::Both,
+        default: "0.01",
+        meaning: "the sampler's ratio",
+    },
+    Setting {
+        name: "OTEL_SERVICE_NAME",
+        read_by: ReadBy::Both,
+        default: "gateway / worker",
+        meaning: "the service name on the spans",
+    },
+    Setting {
+        name: "OTEL_RESOURCE_ATTRIBUTES",
+        read_by: ReadBy::Both,
+        default: "(none)",
+        meaning: "more resource attributes (key=value,...), e.g. deployment.environment=prod",
+    },
 ];
 
 /// The settings `binary` reads, as `--help` lists them.

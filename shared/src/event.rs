@@ -388,16 +388,20 @@ pub struct Envelope {
     /// The sockets of this user are skipped (typing indicators never reach their sender).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub except_user: Option<UserId>,
+    /// The W3C trace context of the span that published it, only when that span is sampled
+    /// (`crate::telemetry`): an unsampled publication carries nothing more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     pub event: Event,
 }
 
 impl Envelope {
     pub fn to_all(event: Event) -> Self {
-        Self { seq: None, epoch: None, at: None, except_user: None, event }
+        Self { seq: None, epoch: None, at: None, except_user: None, traceparent: None, event }
     }
 
     pub fn to_others(event: Event, sender: &UserId) -> Self {
-        Self { seq: None, epoch: None, at: None, except_user: Some(sender.clone()), event }
+        Self { seq: None, epoch: None, at: None, except_user: Some(sender.clone()), traceparent: None, event }
     }
 
     /// The group position the broker stamped on this envelope, if any.

@@ -107,6 +107,9 @@ pub struct StampedJob {
     pub job: Job,
     /// `None` for a job published alone, or one stamped by no broker (a replayed dead letter).
     pub published: Option<Position>,
+    /// The trace context of the publication it went out with, when that was sampled
+    /// (`with_traceparent`).
+    pub traceparent: Option<String>,
 }
 
 impl StampedJob {
@@ -115,6 +118,7 @@ impl StampedJob {
         struct Stamp {
             group_seq: Option<u64>,
             group_epoch: Option<u64>,
+            traceparent: Option<String>,
         }
         let job = Job::decode(raw)?;
         let stamp: Stamp = serde_json::from_slice(raw)?;
@@ -122,8 +126,14 @@ impl StampedJob {
             (Some(epoch), Some(seq)) => Some(Position { epoch, seq }),
             _ => None,
         };
-        Ok(Self { job, published })
+        Ok(Self { job, published, traceparent: stamp.traceparent })
     }
+}
+
+/// The job `payload` with the trace context of its sampled publication in a leading
+/// `"traceparent"` field (which `Job` itself ignores), for the worker to continue the trace.
+pub fn with_traceparent(traceparent: &str, payload: &[u8]) -> Bytes {
+    crate::event::with_leading_fields(&format!("\"traceparent\":\"{traceparent}\""), payload)
 }
 
 /// The job `payload` (a JSON object) with `position` in leading fields: `{"group_seq":S,
@@ -138,7 +148,7 @@ pub fn stamp(position: Position, payload: &[u8]) -> Bytes {
 
 impl From<Job> for StampedJob {
     fn from(job: Job) -> Self {
-        Self { job, published: None }
+        Self { job, published: None, traceparent: None }
     }
 }
 
@@ -175,7 +185,7 @@ mod tests {
         };
         let at = Position { epoch: 1_764_547_200_000_123, seq: 1_764_547_200_007 };
         let stamped = StampedJob::decode(&stamp(at, &job.encode())).unwrap();
-        assert_eq!(stamped, StampedJob { job: job.clone(), published: Some(at) });
+        assert_eq!(stamped, StampedJob { job: job.clone(), published: Some(at), traceparent: None });
         assert_eq!(StampedJob::decode(&job.encode()).unwrap(), StampedJob::from(job.clone()));
         // An activity has an `at` of its own: the stamp never shadows a job's field.
         let activity = Job::Activity(Activity {

@@ -26,4 +26,5 @@ pub mod keys;
 pub mod persistence;
 pub mod presence;
 pub mod store;
+pub mod telemetry;
 pub mod time;

@@ -469,10 +469,25 @@ impl Cluster {
 
     /// `spawn_node_process` logging at debug level, everything it writes going to `log`.
     pub async fn spawn_node_process_logging(&self, exe: &str, log: &Path) -> (Process, SocketAddr) {
+        self.spawn_node_process_logging_env(exe, log, &[("RUST_LOG", "debug")]).await
+    }
+
+    /// `spawn_node_process_logging` with its own environment (`RUST_LOG` included).
+    pub async fn spawn_node_process_logging_env(
+        &self,
+        exe: &str,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> (Process, SocketAddr) {
         let file = std::fs::File::create(log).expect("the log file");
         let mut command = Command::new(exe);
         command.stderr(file.try_clone().unwrap());
-        self.spawn_node_process_output(command, &[("RUST_LOG", "debug")], Stdio::from(file)).await
+        self.spawn_node_process_output(command, env, Stdio::from(file)).await
+    }
+
+    /// `spawn_node_process` with more environment (tracing settings, say).
+    pub async fn spawn_node_process_env(&self, exe: &str, env: &[(&str, &str)]) -> (Process, SocketAddr) {
+        self.spawn_node_process_with(Command::new(exe), env).await
     }
 
     async fn spawn_node_process_with(&self, command: Command, env: &[(&str, &str)]) -> (Process, SocketAddr) {

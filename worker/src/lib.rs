@@ -137,12 +137,26 @@ impl Worker {
                 return Ok(delivered);
             }
             // One publish call for the lot: one script on one Redis, one per slot on a cluster.
+            // Traced, each award's envelope carries the call's trace to the nodes that deliver it.
+            let span = match claimed.first() {
+                Some(n) => shared::telemetry::publish_span(&Group::user(&n.user_id), claimed.len()),
+                None => tracing::Span::none(),
+            };
+            let traceparent = shared::telemetry::traceparent(&span);
             let publications: Vec<_> = claimed
                 .iter()
-                .map(|n| (Group::user(&n.user_id), Envelope::to_all(Event::Notification(n.clone())).encode()))
+                .map(|n| {
+                    let mut envelope = Envelope::to_all(Event::Notification(n.clone()));
+                    envelope.traceparent = traceparent.clone();
+                    (Group::user(&n.user_id), envelope.encode())
+                })
                 .collect();
             let ids: Vec<i64> = claimed.iter().map(|n| n.notification_id).collect();
-            if let Err(e) = self.broker.publish_all(&publications, &[]).await {
+            let published = {
+                use tracing::Instrument;
+                self.broker.publish_all(&publications, &[]).instrument(span).await
+            };
+            if let Err(e) = published {
                 // On a cluster some slots' steps may have gone out: published again later, with
                 // the same `notification_id`.
                 self.store.release_undelivered(&ids).await?;
@@ -248,7 +262,14 @@ impl Worker {
                 }
             }
         }
-        let dead = match self.persist_around_refusals(&decoded, &jobs).await {
+        let (batch, messages) = traced_batch(&jobs);
+        let persisted = {
+            use tracing::Instrument;
+            self.persist_around_refusals(&decoded, &jobs).instrument(batch).await
+        };
+        // Each sampled message's `persist` span ends with its batch's transaction.
+        drop(messages);
+        let dead = match persisted {
             Ok(dead) => dead,
             Err(e) => return Err((e, decoded)),
         };
@@ -351,6 +372,37 @@ impl Worker {
         }
         tracing::info!("worker stopped");
     }
+}
+
+/// The spans of one batch's transaction (tracing on): the batch's own, linked to the trace of
+/// each sampled message in it, and one `persist` span in each such message's trace, so that a
+/// message's trace shows when its row was written.
+fn traced_batch(jobs: &[StampedJob]) -> (tracing::Span, Vec<tracing::Span>) {
+    let batch = shared::span!(
+        "persist batch",
+        "otel.kind" = "consumer",
+        "messaging.system" = "redis",
+        "messaging.operation.type" = "process",
+        "messaging.batch.message_count" = jobs.len(),
+        "db.system.name" = "postgresql",
+        trace_id = tracing::field::Empty,
+    );
+    let mut messages = Vec::new();
+    for traceparent in jobs.iter().filter_map(|job| job.traceparent.as_deref()) {
+        shared::telemetry::link(&batch, traceparent);
+        let message = shared::span!(
+            parent: None,
+            "persist",
+            "otel.kind" = "consumer",
+            "messaging.system" = "redis",
+            "messaging.operation.type" = "process",
+            "db.system.name" = "postgresql",
+            trace_id = tracing::field::Empty,
+        );
+        shared::telemetry::follow(&message, traceparent);
+        messages.push(message);
+    }
+    (batch, messages)
 }
 
 /// Says every `BEAT` that `me` is alive, and hands the workers found dead to the steps.
@@ -516,15 +568,4 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON lines (`LOG_FORMAT`).
-pub fn init_tracing() -> Result<(), shared::config::ConfigError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match shared::config::LogFormat::from_env()? {
-        shared::config::LogFormat::Text => logs.try_init(),
-        shared::config::LogFormat::Json => logs.json().try_init(),
-    };
-    Ok(())
 }

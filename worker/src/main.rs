@@ -1,5 +1,5 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    worker::init_tracing()?;
+    let _telemetry = shared::telemetry::init("worker")?;
     worker::main_from_env().await
 }

@@ -24,6 +24,7 @@ pub(crate) mod openapi;
 pub(crate) mod publish;
 pub(crate) mod responses;
 pub(crate) mod server;
+pub(crate) mod trace;
 
 /// Every route of a node, with the layers that answer before a handler runs.
 pub(crate) fn router(app: Node) -> Router {
@@ -65,6 +66,7 @@ pub(crate) fn router(app: Node) -> Router {
         .route("/console/{file}", get(console::page))
         .route("/api/v1/console/nodes", get(console::nodes))
         .route("/api/v1/console/tail", get(console::tail))
+        .route_layer(axum::middleware::from_fn(trace::request))
         .fallback(|| async { error::ApiError::not_found("route") })
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(app.clone(), idempotency::middleware))

@@ -14,9 +14,28 @@ pub(crate) async fn publish_all(
     publications: &[(Group, Envelope)],
     jobs: &[shared::jobs::Job],
 ) -> Result<(), ApiError> {
-    let publications: Vec<_> = publications.iter().map(|(g, e)| (g.clone(), e.encode())).collect();
-    let jobs: Vec<_> = jobs.iter().map(shared::jobs::Job::encode).collect();
-    app.broker.publish_all(&publications, &jobs).await.map_err(|e| {
+    use tracing::Instrument;
+    let span = match publications.first() {
+        Some((group, _)) => shared::telemetry::publish_span(group, publications.len()),
+        None => tracing::Span::none(),
+    };
+    // A sampled request's publications and jobs carry its trace through Redis.
+    let traceparent = shared::telemetry::traceparent(&span);
+    let publications: Vec<_> = publications
+        .iter()
+        .map(|(group, envelope)| match &traceparent {
+            Some(tp) => (group.clone(), Envelope { traceparent: Some(tp.clone()), ..envelope.clone() }.encode()),
+            None => (group.clone(), envelope.encode()),
+        })
+        .collect();
+    let jobs: Vec<_> = jobs
+        .iter()
+        .map(|job| match &traceparent {
+            Some(tp) => shared::jobs::with_traceparent(tp, &job.encode()),
+            None => job.encode(),
+        })
+        .collect();
+    app.broker.publish_all(&publications, &jobs).instrument(span).await.map_err(|e| {
         crate::metrics::Metrics::incr(&app.metrics.publish_failures);
         tracing::warn!(error = %e, "publish failed");
         ApiError::unavailable("the broker is unreachable; retry")

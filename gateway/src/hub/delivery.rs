@@ -70,6 +70,12 @@ pub(super) fn deliver(hub: &Hub, group: &Group, publication: &Publication) {
             Admitted::Duplicate | Admitted::ToAccess => return,
         }
     };
+    // A sampled publication's trace goes on here, on every node that has members for it.
+    let span = match &received.envelope.traceparent {
+        Some(traceparent) => shared::telemetry::deliver_span(group, received.envelope.seq, traceparent),
+        None => tracing::Span::none(),
+    };
+    let _in_span = span.enter();
     fan_out(hub, group, &members, &received);
 }
 
@@ -111,18 +117,30 @@ pub(super) fn fan_out(hub: &Hub, group: &Group, members: &[Arc<SocketLink>], rec
     // One rendering per wire format, made on first need and shared by every member.
     let mut rendered: [Option<Option<Frame>>; FORMATS] = Default::default();
     let mut offered = 0;
+    // Only a traced delivery (`deliver`'s span) times its offers.
+    let span = tracing::Span::current();
+    let mut slowest = (!span.is_none()).then_some(std::time::Duration::ZERO);
     for link in members {
         if envelope.except_user.is_some() && envelope.except_user == link.user {
             continue;
         }
         let frame = rendered[link.format.slot()].get_or_insert_with(|| hub.renderer.render(link.format, envelope));
         if let Some(frame) = frame {
+            let started = slowest.map(|_| std::time::Instant::now());
             if link.offer(group, frame, &hub.metrics) {
                 offered += 1;
+            }
+            if let (Some(slowest), Some(started)) = (&mut slowest, started) {
+                *slowest = (*slowest).max(started.elapsed());
             }
         }
     }
     hub.metrics.frames_out.inc_by(offered);
+    if let Some(slowest) = slowest {
+        span.record("rtgate.recipients", offered);
+        span.record("rtgate.renders", rendered.iter().filter(|r| r.is_some()).count());
+        span.record("rtgate.slowest_offer_us", slowest.as_micros() as u64);
+    }
 }
 
 /// Records the number of a canary that came back through canary group `i`.

@@ -67,7 +67,16 @@ impl Protocol {
     /// The frame's `seq` is set exactly when its bytes carry one (a frame that is not a JSON object
     /// goes out as it is, unnumbered).
     pub(crate) fn render_numbered(self, envelope: &Envelope) -> Option<Frame> {
-        let frame = self.render(&envelope.event)?;
+        let mut frame = self.render(&envelope.event)?;
+        // The console's tail shows which events were traced, by their trace id.
+        if self == Protocol::Console {
+            if let (Some(id), Some(fields)) =
+                (envelope.traceparent.as_deref().and_then(shared::telemetry::trace_id), frame.strip_prefix('{'))
+            {
+                let sep = if fields.trim_start().starts_with('}') { "" } else { "," };
+                frame = format!("{{\"trace_id\":\"{id}\"{sep}{fields}");
+            }
+        }
         Some(match (envelope.seq, frame.strip_prefix('{')) {
             (Some(seq), Some(fields)) => Frame { seq: Some(seq), bytes: with_leading_fields(seq, None, fields).into() },
             _ => Frame::plain(frame.into()),
@@ -144,12 +153,37 @@ impl SocketHandler {
         attached: &mut Attached,
         text: &str,
     ) -> Result<Option<Utf8Bytes>, ClientError> {
+        use tracing::Instrument;
+        // Where a message's trace starts (sampled as `OTEL_TRACES_SAMPLER` says): receiving and
+        // decoding the frame; its publication is a child (`publish::publish_send`).
+        let span = shared::span!(
+            "receive",
+            "otel.kind" = "server",
+            "network.protocol.name" = "websocket",
+            "rtgate.protocol" = self.name(),
+            trace_id = tracing::field::Empty,
+        );
+        shared::telemetry::mark(&span);
+        async move {
+            match self {
+                SocketHandler::Pythia(socket) => socket.on_text(app, attached, text).await,
+                SocketHandler::Sessions(socket) => socket.on_text(app, text).await,
+                SocketHandler::Diary(socket) => socket.on_text(app, text).map(Some),
+                SocketHandler::Chat(socket) => socket.on_text(app, text).await,
+                SocketHandler::OneTask(socket) => socket.on_text(app, text).await.map(|()| None),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn name(&self) -> &'static str {
         match self {
-            SocketHandler::Pythia(socket) => socket.on_text(app, attached, text).await,
-            SocketHandler::Sessions(socket) => socket.on_text(app, text).await,
-            SocketHandler::Diary(socket) => socket.on_text(app, text).map(Some),
-            SocketHandler::Chat(socket) => socket.on_text(app, text).await,
-            SocketHandler::OneTask(socket) => socket.on_text(app, text).await.map(|()| None),
+            SocketHandler::Sessions(_) => Protocol::Sessions.name(),
+            SocketHandler::Diary(_) => Protocol::Diary.name(),
+            SocketHandler::Chat(_) => Protocol::Chat.name(),
+            SocketHandler::Pythia(_) => Protocol::Pythia.name(),
+            SocketHandler::OneTask(_) => Protocol::OneTask.name(),
         }
     }
 

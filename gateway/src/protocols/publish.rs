@@ -16,6 +16,32 @@ pub(crate) async fn publish_send(
     user: &shared::ids::UserId,
     client_id: Option<String>,
     group: &shared::event::Group,
+    mut envelope: Envelope,
+    mut job: bytes::Bytes,
+) -> Result<Option<Utf8Bytes>, ClientError> {
+    use tracing::Instrument;
+    let span = shared::telemetry::publish_span(group, 1);
+    if let Some(traceparent) = shared::telemetry::traceparent(&span) {
+        job = shared::jobs::with_traceparent(&traceparent, &job);
+        envelope.traceparent = Some(traceparent);
+    }
+    async move {
+        let sent = send(app, render, user, client_id, group, envelope, job).await;
+        if sent.is_ok() {
+            tracing::debug!(%group, "published");
+        }
+        sent
+    }
+    .instrument(span)
+    .await
+}
+
+async fn send(
+    app: &Node,
+    render: fn(&Event) -> Option<String>,
+    user: &shared::ids::UserId,
+    client_id: Option<String>,
+    group: &shared::event::Group,
     envelope: Envelope,
     job: bytes::Bytes,
 ) -> Result<Option<Utf8Bytes>, ClientError> {

@@ -182,7 +182,7 @@ pub async fn persist_is_idempotent_and_history_pages_newest_first(store: &Store)
                 Job::ChatMessage(_) => position(1_764_547_200_103),
                 _ => None,
             };
-            StampedJob { job, published }
+            StampedJob { job, published, traceparent: None }
         })
         .collect();
     store.persist(&stamped, &OnePoint).await.unwrap();

@@ -46,7 +46,7 @@ struct Batch<'a> {
 impl<'a> Batch<'a> {
     fn of(jobs: &'a [StampedJob]) -> Self {
         let mut b = Batch::default();
-        for StampedJob { job, published } in jobs {
+        for StampedJob { job, published, .. } in jobs {
             match job {
                 Job::SessionMessage(m) => {
                     b.session_ids.push(m.message_id.as_uuid());

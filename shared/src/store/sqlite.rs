@@ -14,7 +14,7 @@ use crate::time;
 
 pub(super) async fn persist(pool: &SqlitePool, jobs: &[StampedJob], scorer: &dyn Scorer) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    for StampedJob { job, published } in jobs {
+    for StampedJob { job, published, .. } in jobs {
         match job {
             Job::SessionMessage(m) => {
                 let at = time::format(&m.created_at);

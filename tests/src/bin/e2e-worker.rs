@@ -21,7 +21,7 @@ fn stall_after_award_publish() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    worker::init_tracing()?;
+    let _telemetry = shared::telemetry::init("worker")?;
     if std::env::args().len() > 1 {
         // A subcommand (`dead-letters`), exactly as the worker binary runs it.
         return worker::main_from_env().await;

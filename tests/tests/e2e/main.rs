@@ -37,4 +37,5 @@ mod startup;
 mod store_contract;
 mod subscriptions;
 mod tokens;
+mod tracing;
 mod worker_step;
