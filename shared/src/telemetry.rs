@@ -3,8 +3,11 @@
 //! Tracing is on when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is
 //! set: spans go out over OTLP/HTTP (protobuf) in batches, sampled by `OTEL_TRACES_SAMPLER` /
 //! `OTEL_TRACES_SAMPLER_ARG` (default: parent-based, ratio 0.01), named by `OTEL_SERVICE_NAME` and
-//! `OTEL_RESOURCE_ATTRIBUTES`. Off, no span is made at all ([`span!`] is `Span::none()` after one
-//! atomic load), so it costs nothing.
+//! `OTEL_RESOURCE_ATTRIBUTES`. Off, no span is made at all (each place that would make one checks
+//! one atomic first), so it costs nothing. On, the sampling decision is made once, where a trace
+//! starts ([`root_sampled`], [`remote_sampled`]), before any span exists: an unsampled message
+//! makes no span anywhere (the SDK, whose sampler then keeps every span it is given, would
+//! otherwise build and drop a span per frame, publication and delivery).
 //!
 //! A message's trace starts where it enters (a socket frame, an API request continuing its
 //! `traceparent` header) and travels with its publication through Redis: a sampled publication's
@@ -29,25 +32,105 @@ use tracing_subscriber::Layer;
 use crate::config::{ConfigError, LogFormat};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+static SAMPLING: std::sync::OnceLock<Sampling> = std::sync::OnceLock::new();
 
 /// The sampling ratio when `OTEL_TRACES_SAMPLER` is not set (parent-based).
 const DEFAULT_RATIO: f64 = 0.01;
 
+/// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, as this process applies them where a
+/// trace starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sampling {
+    /// The share of new traces (a socket frame, a request without `traceparent`) sampled.
+    ratio: f64,
+    /// A caller's `traceparent` decides for its trace (the `parentbased_*` samplers).
+    parent_based: bool,
+}
+
+impl Sampling {
+    fn from_env() -> Result<Self, ConfigError> {
+        let invalid = |value: String, reason: &str| ConfigError::Invalid {
+            name: "OTEL_TRACES_SAMPLER",
+            value,
+            reason: reason.to_owned(),
+        };
+        let sampler = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
+        Ok(match sampler.trim() {
+            "" => Self { ratio: arg_or(DEFAULT_RATIO)?, parent_based: true },
+            "always_on" => Self { ratio: 1.0, parent_based: false },
+            "always_off" => Self { ratio: 0.0, parent_based: false },
+            "traceidratio" => Self { ratio: arg_or(1.0)?, parent_based: false },
+            "parentbased_always_on" => Self { ratio: 1.0, parent_based: true },
+            "parentbased_always_off" => Self { ratio: 0.0, parent_based: true },
+            "parentbased_traceidratio" => Self { ratio: arg_or(1.0)?, parent_based: true },
+            other => {
+                return Err(invalid(
+                    other.to_owned(),
+                    "always_on, always_off, traceidratio or parentbased_{always_on,always_off,traceidratio}",
+                ))
+            }
+        })
+    }
+}
+
+/// `OTEL_TRACES_SAMPLER_ARG` if set, else `default`.
+fn arg_or(default: f64) -> Result<f64, ConfigError> {
+    match std::env::var("OTEL_TRACES_SAMPLER_ARG") {
+        Err(_) => Ok(default),
+        Ok(raw) => raw.trim().parse::<f64>().map(|r| r.clamp(0.0, 1.0)).map_err(|_| ConfigError::Invalid {
+            name: "OTEL_TRACES_SAMPLER_ARG",
+            value: raw,
+            reason: "a ratio from 0 to 1".into(),
+        }),
+    }
+}
+
+/// Whether a trace that starts here (a socket frame, a request without `traceparent`, a worker's
+/// own publication) is sampled. False while tracing is off.
+pub fn root_sampled() -> bool {
+    if !enabled() {
+        return false;
+    }
+    let ratio = SAMPLING.get().map_or(0.0, |s| s.ratio);
+    ratio >= 1.0 || (ratio > 0.0 && uniform() < ratio)
+}
+
+/// Whether the trace of a caller's `traceparent` is sampled here: its own flag decides under a
+/// `parentbased_*` sampler (the default), the ratio otherwise.
+pub fn remote_sampled(traceparent: &str) -> bool {
+    if !enabled() {
+        return false;
+    }
+    match SAMPLING.get() {
+        Some(s) if s.parent_based => traceparent.ends_with("-01") && remote_context(traceparent).is_some(),
+        _ => root_sampled(),
+    }
+}
+
+/// A uniform draw in [0, 1), from a per-thread xorshift seeded from the process's random hash keys.
+fn uniform() -> f64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(0x9e37_79b9_7f4a_7c15);
+            hasher.finish() | 1
+        });
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
 /// Whether spans are made and exported (`OTEL_EXPORTER_OTLP_ENDPOINT` set at start).
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
-}
-
-/// A span with `tracing::info_span!`'s arguments while tracing is on, else `Span::none()`.
-#[macro_export]
-macro_rules! span {
-    ($($arg:tt)*) => {
-        if $crate::telemetry::enabled() {
-            ::tracing::info_span!($($arg)*)
-        } else {
-            ::tracing::Span::none()
-        }
-    };
 }
 
 /// Flushes the spans still waiting when dropped (the end of `main`).
@@ -70,6 +153,9 @@ pub fn init(service: &'static str) -> Result<Telemetry, ConfigError> {
     let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let format = LogFormat::from_env()?;
     let provider = endpoint_set().then(|| provider(service)).transpose()?;
+    if provider.is_some() {
+        let _ = SAMPLING.set(Sampling::from_env()?);
+    }
     // Only this project's spans become OTel spans (not a library's: hyper's, sqlx's).
     let ours = tracing_subscriber::filter::Targets::new()
         .with_target("gateway", tracing::Level::INFO)
@@ -109,17 +195,22 @@ fn provider(service: &'static str) -> Result<SdkTracerProvider, ConfigError> {
     if !named {
         resource = resource.with_service_name(service);
     }
-    let mut builder = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build());
-    // Unset, the SDK would sample everything; a gateway samples a hundredth unless told.
-    if std::env::var("OTEL_TRACES_SAMPLER").is_err() {
-        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(DEFAULT_RATIO))));
-    }
-    Ok(builder.build())
+    // The decision is this module's, made where a trace starts (`root_sampled`): the SDK keeps
+    // every span it is given.
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .with_sampler(Sampler::AlwaysOn)
+        .build())
 }
 
-/// The span of one publish call (the publish script): its first group, how many groups.
+/// The span of one publish call (the publish script): its first group, how many groups. Made
+/// only inside a sampled trace (`Span::none()` elsewhere).
 pub fn publish_span(group: &crate::event::Group, groups: usize) -> Span {
-    crate::span!(
+    if !enabled() || Span::current().is_none() {
+        return Span::none();
+    }
+    tracing::info_span!(
         "publish",
         "otel.name" = %format_args!("publish {group}"),
         "otel.kind" = "producer",
@@ -134,7 +225,10 @@ pub fn publish_span(group: &crate::event::Group, groups: usize) -> Span {
 /// The span of one publication's fan-out on a node, in the trace of the span that published it
 /// (`traceparent`); `fan_out` records its recipients, renders and slowest offer.
 pub fn deliver_span(group: &crate::event::Group, seq: Option<u64>, traceparent: &str) -> Span {
-    let span = crate::span!(
+    if !enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
         "deliver",
         "otel.name" = %format_args!("deliver {group}"),
         "otel.kind" = "consumer",
@@ -206,6 +300,13 @@ fn remote_context(traceparent: &str) -> Option<Context> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ratio_samples_about_its_share() {
+        let draws = 100_000;
+        let hits = (0..draws).filter(|_| uniform() < 0.01).count();
+        assert!((700..1300).contains(&hits), "{hits} of {draws} at 0.01");
+    }
 
     #[test]
     fn a_traceparent_is_read_back() {

@@ -139,8 +139,12 @@ impl Worker {
             // One publish call for the lot: one script on one Redis, one per slot on a cluster.
             // Traced, each award's envelope carries the call's trace to the nodes that deliver it.
             let span = match claimed.first() {
-                Some(n) => shared::telemetry::publish_span(&Group::user(&n.user_id), claimed.len()),
-                None => tracing::Span::none(),
+                Some(n) if shared::telemetry::root_sampled() => {
+                    let root = tracing::info_span!("publish awards", "otel.kind" = "producer");
+                    let _in_root = root.enter();
+                    shared::telemetry::publish_span(&Group::user(&n.user_id), claimed.len())
+                }
+                _ => tracing::Span::none(),
             };
             let traceparent = shared::telemetry::traceparent(&span);
             let publications: Vec<_> = claimed
@@ -378,7 +382,10 @@ impl Worker {
 /// each sampled message in it, and one `persist` span in each such message's trace, so that a
 /// message's trace shows when its row was written.
 fn traced_batch(jobs: &[StampedJob]) -> (tracing::Span, Vec<tracing::Span>) {
-    let batch = shared::span!(
+    if !shared::telemetry::enabled() || jobs.iter().all(|job| job.traceparent.is_none()) {
+        return (tracing::Span::none(), Vec::new());
+    }
+    let batch = tracing::info_span!(
         "persist batch",
         "otel.kind" = "consumer",
         "messaging.system" = "redis",
@@ -390,7 +397,7 @@ fn traced_batch(jobs: &[StampedJob]) -> (tracing::Span, Vec<tracing::Span>) {
     let mut messages = Vec::new();
     for traceparent in jobs.iter().filter_map(|job| job.traceparent.as_deref()) {
         shared::telemetry::link(&batch, traceparent);
-        let message = shared::span!(
+        let message = tracing::info_span!(
             parent: None,
             "persist",
             "otel.kind" = "consumer",

@@ -1,6 +1,7 @@
-//! Each server-API request as a span (`OTEL_EXPORTER_OTLP_ENDPOINT` set): named by its route
-//! template, continuing the caller's W3C `traceparent` header, so that a backend's trace goes on
-//! through the publication it asks for (`super::publish`) to every node and the worker.
+//! Each sampled server-API request as a span (`OTEL_EXPORTER_OTLP_ENDPOINT` set): named by its
+//! route template, continuing the caller's W3C `traceparent` header (whose sampled flag decides,
+//! under the default parent-based sampler), so that a backend's trace goes on through the
+//! publication it asks for (`super::publish`) to every node and the worker.
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -8,12 +9,17 @@ use axum::response::Response;
 use tracing::Instrument;
 
 pub(crate) async fn request(request: Request, next: Next) -> Response {
-    if !shared::telemetry::enabled() {
+    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let sampled = match &traceparent {
+        Some(traceparent) => shared::telemetry::remote_sampled(traceparent),
+        None => shared::telemetry::root_sampled(),
+    };
+    if !sampled {
         return next.run(request).await;
     }
     let route = request.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str).to_owned();
     let method = request.method().as_str().to_owned();
-    let span = shared::span!(
+    let span = tracing::info_span!(
         "request",
         "otel.name" = %format_args!("{method} {route}"),
         "otel.kind" = "server",
@@ -22,7 +28,7 @@ pub(crate) async fn request(request: Request, next: Next) -> Response {
         "http.response.status_code" = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
-    match request.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+    match &traceparent {
         Some(traceparent) => shared::telemetry::follow(&span, traceparent),
         None => shared::telemetry::mark(&span),
     }

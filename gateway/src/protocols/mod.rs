@@ -156,13 +156,17 @@ impl SocketHandler {
         use tracing::Instrument;
         // Where a message's trace starts (sampled as `OTEL_TRACES_SAMPLER` says): receiving and
         // decoding the frame; its publication is a child (`publish::publish_send`).
-        let span = shared::span!(
-            "receive",
-            "otel.kind" = "server",
-            "network.protocol.name" = "websocket",
-            "rtgate.protocol" = self.name(),
-            trace_id = tracing::field::Empty,
-        );
+        let span = if shared::telemetry::root_sampled() {
+            tracing::info_span!(
+                "receive",
+                "otel.kind" = "server",
+                "network.protocol.name" = "websocket",
+                "rtgate.protocol" = self.name(),
+                trace_id = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         shared::telemetry::mark(&span);
         async move {
             match self {
