@@ -117,8 +117,9 @@ pub(super) fn fan_out(hub: &Hub, group: &Group, members: &[Arc<SocketLink>], rec
     // One rendering per wire format, made on first need and shared by every member.
     let mut rendered: [Option<Option<Frame>>; FORMATS] = Default::default();
     let mut offered = 0;
-    // Only a traced delivery (`deliver`'s span) times its offers.
-    let span = tracing::Span::current();
+    // Only a traced delivery (`deliver`'s span) times its offers; untraced, not even the current
+    // span is looked up.
+    let span = if shared::telemetry::enabled() { tracing::Span::current() } else { tracing::Span::none() };
     let mut slowest = (!span.is_none()).then_some(std::time::Duration::ZERO);
     for link in members {
         if envelope.except_user.is_some() && envelope.except_user == link.user {
