@@ -227,7 +227,12 @@ impl Gateway {
         background.rest.tasks.spawn(crate::report::report(app.clone(), drain.clone()));
         if let Some(target) = app.config.redis.clone() {
             let metrics = app.metrics.clone();
-            background.rest.tasks.spawn(async move { check_redis_persistence(&target, &metrics).await });
+            // Said loudly (log, `/metrics`, console) when Redis would lose the jobs not yet stored.
+            background.rest.tasks.spawn(async move {
+                let warning = shared::persistence::check_and_log(&target).await;
+                metrics.redis_persistence_at_risk.set(i64::from(warning.is_some()));
+                *metrics.redis_warning.lock().unwrap_or_else(|p| p.into_inner()) = warning;
+            });
         }
         let connections = crate::http::server::Connections {
             upgrade_timeout: app.config.limits.upgrade_timeout,
@@ -250,23 +255,5 @@ impl Gateway {
         }
         background.stop().await;
         Ok(())
-    }
-}
-
-/// Says loudly (log, `/metrics`, console) when Redis would lose the jobs not yet stored in a
-/// crash (`shared::persistence`).
-async fn check_redis_persistence(target: &shared::connection::RedisTarget, metrics: &Metrics) {
-    match shared::persistence::check(target).await {
-        shared::persistence::Persistence::Unknown(reason) => {
-            tracing::info!(%reason, "Redis's persistence settings could not be read (CONFIG GET refused?)");
-        }
-        found => {
-            let warning = found.warning();
-            if let Some(warning) = &warning {
-                tracing::warn!("{warning}");
-            }
-            metrics.redis_persistence_at_risk.set(i64::from(warning.is_some()));
-            *metrics.redis_warning.lock().unwrap_or_else(|p| p.into_inner()) = warning;
-        }
     }
 }

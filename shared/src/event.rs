@@ -363,7 +363,7 @@ pub fn read_stamp(payload: &[u8]) -> Option<Stamp> {
 
 /// The JSON object `payload` with `fields` (`"name":value,...`) first; a payload that is not an
 /// object, as it is.
-pub(crate) fn with_leading_fields(fields: &str, payload: &[u8]) -> Bytes {
+pub fn with_leading_fields(fields: &str, payload: &[u8]) -> Bytes {
     let Some(rest) = payload.strip_prefix(b"{") else { return Bytes::copy_from_slice(payload) };
     let separator = if rest.trim_ascii_start().starts_with(b"}") { "" } else { "," };
     let mut out = Vec::with_capacity(fields.len() + rest.len() + 2);

@@ -51,6 +51,20 @@ impl Persistence {
     }
 }
 
+/// `check`, and says it in the log: the warning when Redis would lose jobs in a crash, an info
+/// line when Redis did not say. Returns the warning (for the caller's gauge and console).
+pub async fn check_and_log(target: &RedisTarget) -> Option<String> {
+    let found = check(target).await;
+    if let Persistence::Unknown(reason) = &found {
+        tracing::info!(%reason, "Redis's persistence settings could not be read (CONFIG GET refused?)");
+    }
+    let warning = found.warning();
+    if let Some(warning) = &warning {
+        tracing::warn!("{warning}");
+    }
+    warning
+}
+
 /// Reads the persistence of every master of `target`.
 pub async fn check(target: &RedisTarget) -> Persistence {
     match tokio::time::timeout(CHECK_TIMEOUT * 4, check_all(target)).await {

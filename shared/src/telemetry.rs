@@ -49,11 +49,6 @@ struct Sampling {
 
 impl Sampling {
     fn from_env() -> Result<Self, ConfigError> {
-        let invalid = |value: String, reason: &str| ConfigError::Invalid {
-            name: "OTEL_TRACES_SAMPLER",
-            value,
-            reason: reason.to_owned(),
-        };
         let sampler = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
         Ok(match sampler.trim() {
             "" => Self { ratio: arg_or(DEFAULT_RATIO)?, parent_based: true },
@@ -64,10 +59,12 @@ impl Sampling {
             "parentbased_always_off" => Self { ratio: 0.0, parent_based: true },
             "parentbased_traceidratio" => Self { ratio: arg_or(1.0)?, parent_based: true },
             other => {
-                return Err(invalid(
-                    other.to_owned(),
-                    "always_on, always_off, traceidratio or parentbased_{always_on,always_off,traceidratio}",
-                ))
+                return Err(ConfigError::Invalid {
+                    name: "OTEL_TRACES_SAMPLER",
+                    value: other.to_owned(),
+                    reason: "always_on, always_off, traceidratio or parentbased_{always_on,always_off,traceidratio}"
+                        .into(),
+                })
             }
         })
     }
@@ -107,7 +104,8 @@ pub fn remote_sampled(traceparent: &str) -> bool {
     }
 }
 
-/// A uniform draw in [0, 1), from a per-thread xorshift seeded from the process's random hash keys.
+/// A uniform draw in [0, 1), from a per-thread xorshift seeded from the process's random hash keys
+/// (one per socket frame while tracing is on: not a fresh UUID's system call each time).
 fn uniform() -> f64 {
     use std::cell::Cell;
     use std::hash::{BuildHasher, Hasher};
@@ -210,6 +208,19 @@ pub fn publish_span(group: &crate::event::Group, groups: usize) -> Span {
     if !enabled() || Span::current().is_none() {
         return Span::none();
     }
+    new_publish_span(group, groups)
+}
+
+/// `publish_span` for a publication that starts its own trace, outside any span (the worker's
+/// awards), when `root_sampled` says so.
+pub fn root_publish_span(group: &crate::event::Group, groups: usize) -> Span {
+    if !root_sampled() {
+        return Span::none();
+    }
+    new_publish_span(group, groups)
+}
+
+fn new_publish_span(group: &crate::event::Group, groups: usize) -> Span {
     tracing::info_span!(
         "publish",
         "otel.name" = %format_args!("publish {group}"),

@@ -52,7 +52,6 @@ pub enum WorkerError {
     Store(#[from] StoreError),
 }
 
-/// What one step did.
 /// How often a running worker says it is alive.
 pub const BEAT: Duration = Duration::from_millis(500);
 /// A worker not heard of for this long is dead, and its pending jobs are taken over. Three
@@ -62,6 +61,7 @@ pub const BEAT_EXPIRY: Duration = Duration::from_millis(1500);
 /// for it (a clean stop: at once). Until then a replacement under the same name may return.
 pub const FORGET_AFTER: Duration = Duration::from_secs(60);
 
+/// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// This many jobs were applied and acked.
@@ -139,12 +139,8 @@ impl Worker {
             // One publish call for the lot: one script on one Redis, one per slot on a cluster.
             // Traced, each award's envelope carries the call's trace to the nodes that deliver it.
             let span = match claimed.first() {
-                Some(n) if shared::telemetry::root_sampled() => {
-                    let root = tracing::info_span!("publish awards", "otel.kind" = "producer");
-                    let _in_root = root.enter();
-                    shared::telemetry::publish_span(&Group::user(&n.user_id), claimed.len())
-                }
-                _ => tracing::Span::none(),
+                Some(n) => shared::telemetry::root_publish_span(&Group::user(&n.user_id), claimed.len()),
+                None => tracing::Span::none(),
             };
             let traceparent = shared::telemetry::traceparent(&span);
             let publications: Vec<_> = claimed
@@ -542,17 +538,8 @@ pub async fn main_with_hooks(hooks: Hooks) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("WORKER_METRICS_BIND={}: {e}", config.metrics_bind))?;
     tracing::info!(%addr, "worker metrics on /metrics, liveness on /healthz");
-    match shared::persistence::check(&config.redis).await {
-        shared::persistence::Persistence::Unknown(reason) => {
-            tracing::info!(%reason, "Redis's persistence settings could not be read (CONFIG GET refused?)");
-        }
-        found => {
-            if let Some(warning) = found.warning() {
-                tracing::warn!("{warning}");
-            }
-            worker.metrics().redis_persistence_at_risk.set(i64::from(found.warning().is_some()));
-        }
-    }
+    let at_risk = shared::persistence::check_and_log(&config.redis).await.is_some();
+    worker.metrics().redis_persistence_at_risk.set(i64::from(at_risk));
     // Awards a previous worker stored but did not get to publish.
     if let Err(e) = worker.deliver_awards().await {
         tracing::warn!(error = %e, "publishing pending awards failed; will retry after the next batch");

@@ -69,13 +69,11 @@ impl Protocol {
     pub(crate) fn render_numbered(self, envelope: &Envelope) -> Option<Frame> {
         let mut frame = self.render(&envelope.event)?;
         // The console's tail shows which events were traced, by their trace id.
-        if self == Protocol::Console {
-            if let (Some(id), Some(fields)) =
-                (envelope.traceparent.as_deref().and_then(shared::telemetry::trace_id), frame.strip_prefix('{'))
-            {
-                let sep = if fields.trim_start().starts_with('}') { "" } else { "," };
-                frame = format!("{{\"trace_id\":\"{id}\"{sep}{fields}");
-            }
+        if let (Protocol::Console, Some(id)) =
+            (self, envelope.traceparent.as_deref().and_then(shared::telemetry::trace_id))
+        {
+            let traced = shared::event::with_leading_fields(&format!("\"trace_id\":\"{id}\""), frame.as_bytes());
+            frame = String::from_utf8_lossy(&traced).into_owned();
         }
         Some(match (envelope.seq, frame.strip_prefix('{')) {
             (Some(seq), Some(fields)) => Frame { seq: Some(seq), bytes: with_leading_fields(seq, None, fields).into() },
